@@ -1,0 +1,70 @@
+"""Check plugins: one module per probe type.
+
+The registry below is the single list of built-in types; config validation,
+the JSON Schema and the scheduler all read it. Third-party packages add types
+through the entry-point group ``csp_monitor.checks``, each entry pointing at a
+module that follows the same contract as the built-ins (``Options``, ``probe``
+and optionally ``METRIC_HELP``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
+
+BUILTIN_CHECKS: Mapping[str, str] = {
+    "http": "checks.http",
+    "tcp": "checks.tcp",
+    "tls": "checks.tls",
+    "dns": "checks.dns",
+    "smtp": "checks.smtp",
+    "token": "checks.token",
+}
+ENTRY_POINT_GROUP = "csp_monitor.checks"
+
+ProbeFn = Callable[[Target, Any, ProbeContext], Awaitable[ProbeResult]]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckType:
+    """A loaded check plugin."""
+
+    name: str
+    options: type[CheckOptions]
+    probe: ProbeFn
+    metric_help: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_module(cls, name: str, module: ModuleType) -> CheckType:
+        options = getattr(module, "Options", None)
+        probe = getattr(module, "probe", None)
+        if not (isinstance(options, type) and issubclass(options, CheckOptions)):
+            raise TypeError(f"check plugin {module.__name__}: Options must subclass CheckOptions")
+        if not callable(probe):
+            raise TypeError(f"check plugin {module.__name__}: no probe() function")
+        return cls(name, options, probe, getattr(module, "METRIC_HELP", {}))
+
+
+@functools.cache
+def check_types() -> Mapping[str, CheckType]:
+    """Every available check type: the built-ins, then installed third-party ones."""
+    types = {name: CheckType.from_module(name, importlib.import_module(path))
+             for name, path in BUILTIN_CHECKS.items()}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in types:
+            log.warning("event=plugin_ignored type=%s reason=name_taken", entry.name)
+            continue
+        try:
+            types[entry.name] = CheckType.from_module(entry.name, entry.load())
+        except Exception as exc:  # a broken third-party plugin must not stop the daemon
+            log.error("event=plugin_load_failed type=%s error=%r", entry.name, exc)
+    return types

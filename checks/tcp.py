@@ -1,0 +1,71 @@
+"""``tcp``: connect to a port, optionally over TLS, optionally send and expect bytes.
+
+The simplest probe: it answers "is anything listening, and does it greet us
+the way it should" (a custom line-protocol service, a database port, an
+Azure VM's RDP/SSH endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from pydantic import Field
+
+from monitor.probe import (
+    CheckOptions,
+    ProbeContext,
+    ProbeResult,
+    Target,
+    describe_error,
+    failure,
+)
+
+METRIC_HELP = {"tcp_tls": "1 if the connection used TLS"}
+
+
+class Options(CheckOptions):
+    host: str = Field(description="Host name or IP address to connect to")
+    port: int = Field(ge=1, le=65535)
+    tls: bool = Field(False, description="Wrap the connection in TLS")
+    tls_verify: bool = True
+    ca_file: str | None = Field(None, description="PEM bundle of CAs to trust instead of the system's")
+    send: str | None = Field(None, description="Text sent after connecting (\\n escapes allowed)")
+    expect: str | None = Field(None, description="Regular expression the first reply must match")
+    read_bytes: int = Field(4096, ge=1, le=1_048_576, description="How much of the reply to read")
+
+
+async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult:
+    started = ctx.monotonic()
+    ssl_context = ctx.ssl_context(opts.tls_verify, opts.ca_file) if opts.tls else None
+    try:
+        reader, writer = await asyncio.open_connection(
+            opts.host, opts.port, ssl=ssl_context,
+            server_hostname=opts.host if ssl_context else None,
+        )
+    except OSError as exc:
+        return failure(describe_error(exc), started, ctx)
+    connected = ctx.monotonic()
+    try:
+        phases = {"connect": connected - started}
+        if opts.send is not None:
+            writer.write(opts.send.encode().decode("unicode_escape").encode("latin-1"))
+            await writer.drain()
+        if opts.expect is not None:
+            reply = await reader.read(opts.read_bytes)
+            phases["reply"] = ctx.monotonic() - connected
+            text = reply.decode("utf-8", errors="replace")
+            if not re.search(opts.expect, text):
+                shown = text.strip()[:80] or "nothing"
+                return failure(f"reply {shown!r} does not match {opts.expect!r}", started, ctx,
+                               **phases)
+        return ProbeResult(success=True, duration=ctx.monotonic() - started, phases=phases,
+                           facts={"tcp_tls": 1.0 if opts.tls else 0.0})
+    except OSError as exc:
+        return failure(describe_error(exc), started, ctx)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass

@@ -1,0 +1,171 @@
+"""The contract between the daemon and check plugins.
+
+A check plugin is one module in ``checks/`` exposing an options model (a
+subclass of :class:`CheckOptions`) and ``async def probe(target, opts, ctx) ->
+ProbeResult``. A failing service is a result with ``success=False`` and a
+``reason``; an exception escaping ``probe`` is a plugin bug and is recorded as
+``unknown``, never as ``down``.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict
+
+
+class Status(enum.StrEnum):
+    """Status of a target or subscription, ordered from best to worst by ``severity``."""
+
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    MAINTENANCE = "maintenance"
+    UNKNOWN = "unknown"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def gauge_value(self) -> int:
+        """Numeric value exported as ``csp_monitor_subscription_status``."""
+        return _GAUGE[self]
+
+
+# Worst-of ordering for a subscription: a down check outweighs an unknown one
+# (we know something is broken), unknown outweighs degraded (we cannot vouch).
+_SEVERITY = {
+    Status.UP: 0,
+    Status.MAINTENANCE: 1,
+    Status.DEGRADED: 2,
+    Status.UNKNOWN: 3,
+    Status.DOWN: 4,
+}
+_GAUGE = {
+    Status.UP: 1,
+    Status.DEGRADED: 2,
+    Status.DOWN: 3,
+    Status.MAINTENANCE: 4,
+    Status.UNKNOWN: 0,
+}
+
+
+class CheckOptions(BaseModel):
+    """Base of every check type's options; unknown keys are configuration errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One check of one service instantiated for one customer."""
+
+    customer: str
+    service: str
+    check: str
+    type: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.customer}/{self.service}/{self.check}"
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """The outcome of one probe run.
+
+    ``phases`` are durations in seconds (``resolve``, ``connect``, ``tls``,
+    ``processing``, ``transfer`` …); ``facts`` are typed observations a plugin
+    wants exported or shown (``http_status_code``, ``ssl_earliest_cert_expiry``,
+    ``dns_lookup_time_seconds`` …). ``degraded`` marks a success that breached a
+    soft limit (latency, certificate close to expiry).
+    """
+
+    success: bool
+    duration: float = 0.0
+    reason: str = ""
+    degraded: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, float] = field(default_factory=dict)
+    plugin_error: bool = False
+    started_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "degraded": self.degraded,
+            "duration_seconds": round(self.duration, 6),
+            "reason": self.reason,
+            "phases": {k: round(v, 6) for k, v in self.phases.items()},
+            "facts": self.facts,
+            "plugin_error": self.plugin_error,
+            "started_at": self.started_at,
+        }
+
+
+@dataclass(slots=True)
+class ProbeContext:
+    """Shared resources handed to every probe; built once by the daemon."""
+
+    http: aiohttp.ClientSession
+    timeout: float
+    degraded_latency: float | None = None
+    monotonic: Callable[[], float] = time.perf_counter
+    wall: Callable[[], float] = time.time
+    ssl_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = field(default_factory=dict)
+
+    def ssl_context(self, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+        """A cached client TLS context: building one costs milliseconds."""
+        key = (verify, ca_file)
+        context = self.ssl_contexts.get(key)
+        if context is None:
+            context = ssl.create_default_context(cafile=ca_file)
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self.ssl_contexts[key] = context
+        return context
+
+    def slow(self, duration: float) -> bool:
+        """True when a successful probe breached the latency threshold."""
+        return self.degraded_latency is not None and duration > self.degraded_latency
+
+
+def failure(reason: str, started: float, ctx: ProbeContext, **phases: float) -> ProbeResult:
+    """A failed result with its duration measured from ``started``."""
+    return ProbeResult(
+        success=False,
+        reason=reason,
+        duration=ctx.monotonic() - started,
+        phases=dict(phases),
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, operator-readable reason for a network error (no secrets, no traceback)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"certificate verification failed: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(os_error, ssl.SSLError):
+            return describe_error(os_error)
+        return f"cannot connect: {os_error.strerror or os_error}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,61 @@
+"""Runs one probe under a timeout and turns every outcome into a ProbeResult.
+
+This is where the plugin contract is enforced: a timeout is a failed probe,
+an exception is a plugin bug (``unknown``), and a success slower than the
+latency threshold is ``degraded``. Plugins do not repeat any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from checks import CheckType
+from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
+
+log = logging.getLogger(__name__)
+
+
+def new_http_session() -> aiohttp.ClientSession:
+    """The HTTP client shared by all probes.
+
+    A new connection per probe (``force_close``), as blackbox_exporter does, so
+    every probe measures connect and TLS time and a dead backend behind a
+    keep-alive connection cannot hide. No connection limit: the scheduler caps
+    concurrency. DNS answers are cached briefly; the ``dns`` check measures DNS.
+    """
+    connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=10)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                 auto_decompress=True, trust_env=False)
+
+
+def format_seconds(value: float) -> str:
+    return f"{value:g}s" if value == int(value) else f"{value:.3g}s"
+
+
+async def run_probe(check_type: CheckType, target: Target, options: CheckOptions,
+                    ctx: ProbeContext) -> ProbeResult:
+    started_wall = ctx.wall()
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(check_type.probe(target, options, ctx), ctx.timeout)
+    except TimeoutError:
+        result = ProbeResult(success=False, reason=f"timeout after {format_seconds(ctx.timeout)}",
+                             duration=time.perf_counter() - started)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("event=plugin_error target=%s type=%s", target.id, target.type)
+        result = ProbeResult(success=False, plugin_error=True,
+                             reason=f"check plugin error: {type(exc).__name__}: {exc}",
+                             duration=time.perf_counter() - started)
+    result.started_at = started_wall
+    if result.success and not result.degraded and ctx.slow(result.duration):
+        assert ctx.degraded_latency is not None
+        result.degraded = True
+        result.reason = (f"slow: {format_seconds(result.duration)} > "
+                         f"{format_seconds(ctx.degraded_latency)}")
+    return result
