@@ -13,6 +13,7 @@ import time
 
 import aiohttp
 
+import checks.http
 from checks import CheckType
 from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
 
@@ -28,34 +29,47 @@ def new_http_session() -> aiohttp.ClientSession:
     concurrency. DNS answers are cached briefly; the ``dns`` check measures DNS.
     """
     connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=10)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 auto_decompress=True, trust_env=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+        trust_env=False,
+        trace_configs=[checks.http.trace_config()],
+    )
 
 
 def format_seconds(value: float) -> str:
     return f"{value:g}s" if value == int(value) else f"{value:.3g}s"
 
 
-async def run_probe(check_type: CheckType, target: Target, options: CheckOptions,
-                    ctx: ProbeContext) -> ProbeResult:
+async def run_probe(
+    check_type: CheckType, target: Target, options: CheckOptions, ctx: ProbeContext
+) -> ProbeResult:
     started_wall = ctx.wall()
     started = time.perf_counter()
     try:
         result = await asyncio.wait_for(check_type.probe(target, options, ctx), ctx.timeout)
     except TimeoutError:
-        result = ProbeResult(success=False, reason=f"timeout after {format_seconds(ctx.timeout)}",
-                             duration=time.perf_counter() - started)
+        result = ProbeResult(
+            success=False,
+            reason=f"timeout after {format_seconds(ctx.timeout)}",
+            duration=time.perf_counter() - started,
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.exception("event=plugin_error target=%s type=%s", target.id, target.type)
-        result = ProbeResult(success=False, plugin_error=True,
-                             reason=f"check plugin error: {type(exc).__name__}: {exc}",
-                             duration=time.perf_counter() - started)
+        result = ProbeResult(
+            success=False,
+            plugin_error=True,
+            reason=f"check plugin error: {type(exc).__name__}: {exc}",
+            duration=time.perf_counter() - started,
+        )
     result.started_at = started_wall
     if result.success and not result.degraded and ctx.slow(result.duration):
         assert ctx.degraded_latency is not None
         result.degraded = True
-        result.reason = (f"slow: {format_seconds(result.duration)} > "
-                         f"{format_seconds(ctx.degraded_latency)}")
+        result.reason = (
+            f"slow: {format_seconds(result.duration)} > {format_seconds(ctx.degraded_latency)}"
+        )
     return result

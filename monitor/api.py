@@ -1,0 +1,137 @@
+"""HTTP endpoints: metrics, health, status and the reload hook.
+
+Reads are open; anything that changes state needs a bearer token with the
+right role (``monitor.api_tokens`` in the config).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from monitor.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from monitor.daemon import Daemon
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application()
+    app[DAEMON] = daemon
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_post("/-/reload", reload)
+    return app
+
+
+def require_role(request: web.Request, role: str) -> None:
+    """Raise 401/403 unless the request carries a token with ``role`` (admin has all)."""
+    daemon = request.app[DAEMON]
+    tokens = daemon.catalog.config.monitor.api_tokens if daemon.catalog else []
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        raise web.HTTPUnauthorized(
+            text=f"this endpoint needs a bearer token with role {role}\n",
+            headers={"WWW-Authenticate": 'Bearer realm="csp-monitor"'},
+        )
+    for token in tokens:
+        secret = token.token.get_secret_value()
+        if secret and hmac.compare_digest(secret.encode(), presented.encode()):
+            if role in token.roles or "admin" in token.roles:
+                return
+            raise web.HTTPForbidden(text=f"token {token.name!r} lacks role {role}\n")
+    raise web.HTTPUnauthorized(
+        text="unknown token\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON]
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    await response.prepare(request)
+    await response.write(generate_latest(daemon.registry))
+    async for chunk in daemon.target_metrics.render():
+        if chunk:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[DAEMON].ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    ok, message = await request.app[DAEMON].reload()
+    return web.json_response(
+        {"status": "success" if ok else "error", "message": message}, status=200 if ok else 400
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_document(request.app[DAEMON], request.query))
+
+
+def status_document(daemon: Daemon, query: Any) -> dict[str, Any]:
+    """Every customer × service with status, since when, and each check's last result."""
+    catalog = daemon.catalog
+    rows: list[dict[str, Any]] = []
+    if catalog is None:
+        return {"generated_at": daemon.wall(), "subscriptions": rows}
+    customers, services = catalog.customers, catalog.services
+    wanted = {key: query.get(key) for key in ("customer", "service", "status")}
+    for key, subscription in catalog.subscriptions.items():
+        state = daemon.board.subscriptions.get(key)
+        if state is None:
+            continue
+        if (
+            wanted["customer"] not in (None, key[0])
+            or wanted["service"] not in (None, key[1])
+            or wanted["status"] not in (None, state.status.value)
+        ):
+            continue
+        checks = []
+        for target_id in subscription.target_ids:
+            target_state = daemon.board.targets.get(target_id)
+            spec = catalog.targets[target_id]
+            if target_state is None:
+                continue
+            last = target_state.last_result
+            checks.append(
+                {
+                    "check": spec.target.check,
+                    "type": spec.target.type,
+                    "status": target_state.status.value,
+                    "since": target_state.since,
+                    "pending": target_state.pending,
+                    "last_result": last.to_json() if last else None,
+                }
+            )
+        rows.append(
+            {
+                "customer": key[0],
+                "customer_name": customers[key[0]].name,
+                "service": key[1],
+                "service_name": services[key[1]].name,
+                "status": state.status.value,
+                "since": state.since,
+                "reason": state.reason,
+                "checks": checks,
+            }
+        )
+    return {"generated_at": daemon.wall(), "config_digest": catalog.digest, "subscriptions": rows}

@@ -1,0 +1,208 @@
+"""The catalog: customers × subscribed services × checks, instantiated as targets.
+
+Building the catalog is the second validation pass: each check's options are
+filled with the customer's values (``{customer.tenant_domain}``,
+``{customer.tenant_name}``, ``{customer.<var>}``, ``{service.id}``) and
+validated again by the check type's own model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from checks import check_types
+from monitor.config import (
+    ConfigBase,
+    ConfigError,
+    ConfigIssue,
+    CustomerSpec,
+    ServiceSpec,
+    Timing,
+    check_options,
+    format_path,
+    issues_from_validation,
+    parse_config,
+    read_yaml,
+)
+from monitor.probe import CheckOptions, Target
+
+_PLACEHOLDER = re.compile(r"\{(customer|service)\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Everything the scheduler needs to probe one target."""
+
+    target: Target
+    options: CheckOptions
+    timing: Timing
+    fingerprint: str  # changes when anything that affects probing changes
+
+
+@dataclass(frozen=True)
+class Subscription:
+    customer: str
+    service: str
+    aggregate: str
+    target_ids: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.customer, self.service)
+
+
+@dataclass
+class Catalog:
+    config: ConfigBase
+    digest: str
+    source: str
+    targets: dict[str, TargetSpec] = field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+
+    @property
+    def customers(self) -> dict[str, CustomerSpec]:
+        return {customer.id: customer for customer in self.config.customers}
+
+    @property
+    def services(self) -> dict[str, ServiceSpec]:
+        return dict(self.config.services)
+
+
+def placeholder_values(
+    customer: CustomerSpec, service_id: str, subscription_vars: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    tenant_name = customer.tenant_domain.split(".", 1)[0]
+    values = {
+        "id": customer.id,
+        "name": customer.name,
+        "tenant_domain": customer.tenant_domain,
+        "tenant_name": tenant_name,
+        "tier": customer.tier,
+    }
+    values.update(customer.vars)
+    values.update(subscription_vars)
+    return {"customer": values, "service": {"id": service_id}}
+
+
+def fill(value: Any, values: dict[str, dict[str, str]], missing: set[str]) -> Any:
+    """Substitute placeholders in every string of an options structure."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            scope, name = match.groups()
+            found = values[scope].get(name)
+            if found is None:
+                missing.add(match.group(0))
+                return match.group(0)
+            return found
+
+        return _PLACEHOLDER.sub(replace, value) if "{" in value else value
+    if isinstance(value, SecretStr):
+        return fill(value.get_secret_value(), values, missing)
+    if isinstance(value, dict):
+        return {k: fill(v, values, missing) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [fill(v, values, missing) for v in value]
+    if isinstance(value, BaseModel):
+        return fill(value.model_dump(), values, missing)
+    return value
+
+
+def _fingerprint(target: Target, options: CheckOptions, timing: Timing) -> str:
+    payload = json.dumps(
+        [
+            target.type,
+            fill(options.model_dump(), {"customer": {}, "service": {}}, set()),
+            timing.model_dump(),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") -> Catalog:
+    """Instantiate every target; raise ConfigError listing every problem found."""
+    types = check_types()
+    catalog = Catalog(config=config, digest=digest, source=source)
+    # one problem with a shared check definition is reported once, naming the customers
+    problems: dict[ConfigIssue, list[str]] = defaultdict(list)
+    defaults = config.defaults.timing()
+    for index, customer in enumerate(config.customers):
+        for position, subscription in enumerate(customer.subscriptions):
+            if not subscription.enabled:
+                continue
+            service = config.services[subscription.service]
+            values = placeholder_values(customer, subscription.service, subscription.vars)
+            target_ids = []
+            for check_position, check in enumerate(service.checks):
+                check_path = f"services.{subscription.service}.checks[{check_position}]"
+                missing: set[str] = set()
+                raw_options = fill(check_options(check), values, missing)
+                for placeholder in sorted(missing):
+                    problems[
+                        ConfigIssue(
+                            f"customers[{index}].subscriptions[{position}]",
+                            f"{check_path} uses {placeholder}, which customer {customer.id!r} "
+                            f"does not define (add it under vars)",
+                        )
+                    ].append(customer.id)
+                if missing:
+                    continue
+                check_type = types[check.type]
+                try:
+                    options = check_type.options.model_validate(raw_options)
+                except ValidationError as exc:
+                    for issue in issues_from_validation(exc, check_type.options):
+                        problems[ConfigIssue(f"{check_path}.{issue.path}", issue.message)].append(
+                            customer.id
+                        )
+                    continue
+                timing = defaults.override(
+                    customer, service, check, subscription, subscription.checks.get(check.name)
+                )
+                target = Target(customer.id, subscription.service, check.name, check.type)
+                catalog.targets[target.id] = TargetSpec(
+                    target, options, timing, _fingerprint(target, options, timing)
+                )
+                target_ids.append(target.id)
+            catalog.subscriptions[(customer.id, subscription.service)] = Subscription(
+                customer.id, subscription.service, service.aggregate, tuple(target_ids)
+            )
+    if problems:
+        issues = []
+        for issue, customers in problems.items():
+            if issue.path.startswith("services.") and len(config.customers) > 1:
+                shown = ", ".join(sorted(set(customers))[:5])
+                more = len(set(customers)) - 5
+                suffix = f" (for customer{'s' if len(set(customers)) > 1 else ''} {shown}"
+                suffix += f" and {more} more)" if more > 0 else ")"
+                issue = ConfigIssue(issue.path, issue.message + suffix)
+            issues.append(issue)
+        raise ConfigError(issues, source)
+    return catalog
+
+
+def load_catalog(path: str | Path, env: dict[str, str] | None = None) -> Catalog:
+    """Read, validate and instantiate a config file. Raises ConfigError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigIssue("", f"cannot read {source}: {exc.strerror or exc}")], source
+        ) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    config = parse_config(read_yaml(text, source), source, env)
+    return build_catalog(config, digest, source)
+
+
+__all__ = ["Catalog", "Subscription", "TargetSpec", "build_catalog", "format_path", "load_catalog"]

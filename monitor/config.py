@@ -1,0 +1,558 @@
+"""Configuration: the YAML file's models, loading and precise error reporting.
+
+Validation happens in two passes, both collecting every problem:
+
+1. the file against the pydantic models below (structure, types, unknown
+   keys, check options per check type, cross-references);
+2. every check instantiated for every subscribing customer (``catalog.py``),
+   which catches what only appears once ``{customer.…}`` placeholders are
+   filled in.
+
+Every problem is reported as ``path: message`` with the path written the way
+an operator reads the file (``customers[2].subscriptions[0].service``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from checks import CheckType, check_types
+
+SLUG = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, order=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used, with every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: str = "config") -> None:
+        self.issues = sorted(set(issues))
+        self.source = source
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        count = len(self.issues)
+        lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
+        lines += [f"  {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"1m30s"``, ``"500ms"``, ``"2h"`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m or 500ms")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimingOverrides(StrictModel):
+    """Scheduling and threshold settings; each level may override any of them."""
+
+    interval: Duration | None = Field(None, description="Time between probes, e.g. 60s")
+    retry_interval: Duration | None = Field(
+        None, description="Time between probes while a failure is not yet confirmed"
+    )
+    timeout: Duration | None = Field(None, description="A probe taking longer fails")
+    failure_threshold: int | None = Field(
+        None, ge=1, le=100, description="Failed probes in a row before down"
+    )
+    success_threshold: int | None = Field(
+        None, ge=1, le=100, description="Good probes in a row before up again"
+    )
+    degraded_latency: Duration | None = Field(
+        None, description="A successful probe slower than this makes the target degraded"
+    )
+
+
+class Timing(StrictModel):
+    """Fully resolved timing of one target."""
+
+    interval: float
+    retry_interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    degraded_latency: float | None
+
+    def override(self, *layers: TimingOverrides | None) -> Timing:
+        values = self.model_dump()
+        for layer in layers:
+            if layer is not None:
+                values.update(layer.model_dump(include=_TIMING_FIELDS, exclude_none=True))
+        return Timing(**values)
+
+
+_TIMING_FIELDS = set(TimingOverrides.model_fields)
+
+
+class Defaults(TimingOverrides):
+    interval: Duration = 60.0
+    retry_interval: Duration = 10.0
+    timeout: Duration = 10.0
+    failure_threshold: int = Field(3, ge=1, le=100)
+    success_threshold: int = Field(2, ge=1, le=100)
+    degraded_latency: Duration | None = None
+
+    def timing(self) -> Timing:
+        return Timing(**self.model_dump())
+
+
+class ApiToken(StrictModel):
+    name: str
+    token: SecretStr = Field(description="Bearer token; use ${ENV_VAR} or file:/path")
+    roles: list[Literal["read", "operate", "admin"]] = ["read"]
+
+
+class MonitorSettings(StrictModel):
+    listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
+    data_dir: str = Field("./data", description="Where the embedded store keeps its files")
+    public_url: str | None = Field(None, description="External base URL (acknowledge links)")
+    max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
+    shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
+    log_format: Literal["keyvalue", "json"] = "keyvalue"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+
+class Tier(StrictModel):
+    sla_target: float | None = Field(None, gt=0, le=100, description="Availability target, %")
+    description: str | None = None
+
+
+class Contact(StrictModel):
+    name: str
+    role: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+def _subscription_shorthand(value: Any) -> Any:
+    return {"service": value} if isinstance(value, str) else value
+
+
+class SubscriptionSpec(TimingOverrides):
+    service: str
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for {customer.NAME} in this service's checks"
+    )
+    checks: dict[str, TimingOverrides] = Field(
+        default_factory=dict, description="Per-check overrides, by check name"
+    )
+    enabled: bool = True
+
+
+class CustomerSpec(TimingOverrides):
+    id: str = Field(pattern=SLUG, description="Stable identifier, used in metrics labels")
+    name: str
+    tenant_domain: str = Field(description="e.g. contoso.partner.onmschina.cn")
+    tier: str = "standard"
+    contacts: list[Contact] = Field(default_factory=list)
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for {customer.NAME} placeholders"
+    )
+    subscriptions: list[Annotated[SubscriptionSpec, BeforeValidator(_subscription_shorthand)]]
+
+
+class ServiceSpec(TimingOverrides):
+    name: str = Field(description="Display name, e.g. Exchange Online (operated by 21Vianet)")
+    vendor: str = "21Vianet"
+    sla_target: float | None = Field(None, gt=0, le=100)
+    aggregate: Literal["worst", "partial"] = Field(
+        "worst",
+        description="worst: the worst check decides; partial: down only if every "
+        "check is down, degraded if some are",
+    )
+    checks: list[Any] = Field(min_length=1)  # replaced per check type in config_model()
+
+
+class ConfigBase(StrictModel):
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    defaults: Defaults = Field(default_factory=Defaults)
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    services: dict[Annotated[str, Field(pattern=SLUG)], ServiceSpec]
+    customers: list[CustomerSpec]
+
+
+class CheckBase(TimingOverrides):
+    """Fields every check has besides its type's options."""
+
+    name: str = Field(pattern=SLUG, description="Unique within its service")
+
+
+_CHECK_BASE_FIELDS = set(CheckBase.model_fields) | {"type"}
+
+
+@functools.cache
+def config_model(types: tuple[CheckType, ...] | None = None) -> type[ConfigBase]:
+    """The root model, with one check model per registered check type.
+
+    Built from the registry so that adding a check type needs no change here;
+    the discriminated union gives errors that name the allowed types.
+    """
+    types = types or tuple(check_types().values())
+    variants: list[Any] = []
+    for check_type in types:
+        tag: Any = Literal[check_type.name]
+        variants.append(
+            create_model(
+                f"{check_type.name.capitalize()}Check",
+                __base__=(CheckBase, check_type.options),
+                type=(tag, Field(description="Check type")),
+            )
+        )
+    check_union: Any = Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
+    service_id: Any = Annotated[str, Field(pattern=SLUG)]
+    service: Any = create_model(
+        "Service", __base__=ServiceSpec, checks=(list[check_union], Field(min_length=1))
+    )
+    model: type[ConfigBase] = create_model(
+        "Config", __base__=ConfigBase, services=(dict[service_id, service], ...)
+    )
+    return model
+
+
+def check_options(check: BaseModel) -> dict[str, Any]:
+    """The plugin options of a validated check (everything but name, type and timing)."""
+    return {key: value for key, value in check if key not in _CHECK_BASE_FIELDS}
+
+
+def json_schema() -> dict[str, Any]:
+    schema = config_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "csp-monitor configuration"
+    return schema
+
+
+# ------------------------------------------------------------------ error formatting
+
+
+def format_path(loc: Iterable[int | str]) -> str:
+    """``('customers', 2, 'subscriptions', 0)`` → ``customers[2].subscriptions[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
+    return (
+        index >= 2
+        and isinstance(loc[index - 1], int)
+        and loc[index - 2] == "checks"
+        and isinstance(loc[index], str)
+        and loc[index] in check_types()
+    )
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a model accepts at ``loc`` (for "unknown key" messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if isinstance(part, str) and part in current.model_fields:
+                current = current.model_fields[part].annotation
+            else:
+                return []
+        # unwrap list[X], dict[str, X], X | None and discriminated unions
+        while hasattr(current, "__args__") and not (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
+            args = [a for a in getattr(current, "__args__", ()) if a is not type(None)]
+            if isinstance(part, str) and all(
+                isinstance(a, type) and issubclass(a, BaseModel) for a in args
+            ):
+                current = next((a for a in args if a.__name__.lower() == f"{part}check"), args[0])
+                break
+            current = args[-1] if args else None
+            if hasattr(current, "__metadata__"):
+                current = current.__origin__
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def issues_from_validation(
+    error: ValidationError, model: type[BaseModel], prefix: tuple[int | str, ...] = ()
+) -> list[ConfigIssue]:
+    issues = []
+    for detail in error.errors(include_input=False, include_url=False):
+        issues.extend(_issues_from_detail(detail, model, prefix))
+    return issues
+
+
+def _issues_from_detail(
+    detail: ErrorDetails, model: type[BaseModel], prefix: tuple[int | str, ...]
+) -> list[ConfigIssue]:
+    loc = tuple(detail["loc"])
+    kept = tuple(part for i, part in enumerate(loc) if not _is_union_tag(loc, i))
+    path = format_path(prefix + kept)
+    kind = detail["type"]
+    message = detail["msg"]
+    ctx = detail.get("ctx", {})
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        message = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "union_tag_invalid":
+        message = (
+            f"unknown check type {ctx.get('tag')!r} (allowed: {', '.join(sorted(check_types()))})"
+        )
+    elif kind == "union_tag_not_found":
+        message = f"check type is missing (allowed: {', '.join(sorted(check_types()))})"
+    return [ConfigIssue(path, message)]
+
+
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return (
+        [(i, v) for i, v in enumerate(value) if isinstance(v, dict)]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
+    """Problems between parts of the file (unknown services, duplicates).
+
+    Works on the raw document, tolerating any structural error, so that these
+    problems are reported together with the structural ones.
+    """
+    issues: list[ConfigIssue] = []
+    services = raw.get("services") if isinstance(raw.get("services"), dict) else {}
+    assert isinstance(services, dict)
+    tiers = raw.get("tiers") if isinstance(raw.get("tiers"), dict) else {}
+    assert isinstance(tiers, dict)
+    check_names: dict[str, set[Any]] = {}
+    for service_id, service in services.items():
+        names = check_names.setdefault(service_id, set())
+        for position, check in _items(service.get("checks") if isinstance(service, dict) else []):
+            name = check.get("name")
+            if name in names:
+                issues.append(
+                    ConfigIssue(
+                        f"services.{service_id}.checks[{position}].name",
+                        f"duplicate check name {name!r}",
+                    )
+                )
+            names.add(name)
+    seen: dict[Any, int] = {}
+    for index, customer in _items(raw.get("customers")):
+        customer_id = customer.get("id")
+        if customer_id in seen:
+            issues.append(
+                ConfigIssue(
+                    f"customers[{index}].id",
+                    f"duplicate customer id {customer_id!r} (also customers[{seen[customer_id]}])",
+                )
+            )
+        seen.setdefault(customer_id, index)
+        tier = customer.get("tier")
+        if tiers and tier is not None and tier not in tiers:
+            issues.append(
+                ConfigIssue(
+                    f"customers[{index}].tier",
+                    f"unknown tier {tier!r} (allowed: {', '.join(sorted(tiers))})",
+                )
+            )
+        subscribed: set[str] = set()
+        entries = customer.get("subscriptions")
+        for position, entry in enumerate(entries if isinstance(entries, list) else []):
+            path = f"customers[{index}].subscriptions[{position}]"
+            subscription = _subscription_shorthand(entry)
+            if not isinstance(subscription, dict):
+                continue
+            service_id = subscription.get("service")
+            if not isinstance(service_id, str):
+                continue
+            if isinstance(entry, dict):
+                path += ".service"
+            if service_id not in services:
+                issues.append(
+                    ConfigIssue(
+                        path,
+                        f"unknown service {service_id!r} (allowed: {', '.join(sorted(services))})",
+                    )
+                )
+                continue
+            if service_id in subscribed:
+                issues.append(ConfigIssue(path, f"service {service_id!r} is listed twice"))
+            subscribed.add(service_id)
+            overrides = subscription.get("checks")
+            for check_name in overrides if isinstance(overrides, dict) else {}:
+                if check_name not in check_names[service_id]:
+                    allowed = ", ".join(sorted(str(n) for n in check_names[service_id]))
+                    issues.append(
+                        ConfigIssue(
+                            f"customers[{index}].subscriptions[{position}].checks.{check_name}",
+                            f"service {service_id!r} has no check {check_name!r} "
+                            f"(allowed: {allowed})",
+                        )
+                    )
+    return issues
+
+
+# ---------------------------------------------------------------- loading and secrets
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def resolve_secrets(
+    value: Any, env: Mapping[str, str], issues: list[ConfigIssue], loc: tuple[int | str, ...] = ()
+) -> Any:
+    """Replace ``${VAR}``, ``${VAR:-default}`` and whole-value ``file:/path`` references.
+
+    Values are substituted before validation, so a secret is only ever held
+    in a validated ``SecretStr`` and never echoed in a message.
+    """
+    if isinstance(value, dict):
+        return {k: resolve_secrets(v, env, issues, (*loc, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_secrets(v, env, issues, (*loc, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    if value.startswith("file:"):
+        path = Path(value.removeprefix("file:"))
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            issues.append(
+                ConfigIssue(
+                    format_path(loc),
+                    f"cannot read secret file {str(path)!r}: {exc.strerror or exc}",
+                )
+            )
+            return ""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        issues.append(ConfigIssue(format_path(loc), f"environment variable {name} is not set"))
+        return ""
+
+    return _ENV_REF.sub(substitute, value) if "$" in value else value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys instead of keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(
+            [ConfigIssue("", f"YAML error at {where}: {exc.problem}")], source
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"YAML error: {exc}")], source) from None
+
+
+def parse_config(
+    raw: Any, source: str = "config", env: Mapping[str, str] | None = None
+) -> ConfigBase:
+    """Validate a parsed YAML document; raise ConfigError with every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [ConfigIssue("", "the file must hold a mapping with services and customers")], source
+        )
+    issues: list[ConfigIssue] = []
+    resolved = resolve_secrets(raw, os.environ if env is None else env, issues)
+    model = config_model()
+    issues += cross_reference_issues(resolved)
+    try:
+        config = model.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(issues + issues_from_validation(exc, model), source) from None
+    if issues:
+        raise ConfigError(issues, source)
+    return config

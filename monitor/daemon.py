@@ -1,0 +1,282 @@
+"""The daemon: wires config, scheduler, probes, status, metrics and the HTTP server.
+
+Everything with a lifetime (HTTP client session, metrics registry, scheduler,
+web server) is created here and passed to the parts that use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from checks import check_types
+from monitor import __version__
+from monitor.catalog import Catalog, TargetSpec, load_catalog
+from monitor.config import ConfigError
+from monitor.metrics import DaemonMetrics, TargetMetrics
+from monitor.probe import ProbeContext, ProbeResult, Status
+from monitor.runner import new_http_session, run_probe
+from monitor.scheduler import ProbeScheduler
+from monitor.status import StatusBoard, observe
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        wall: Callable[[], float] = time.time,
+        listen: str | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self._env = dict(env) if env is not None else None
+        self.wall = wall
+        self._listen_override = listen
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics = DaemonMetrics(self.registry, __version__)
+        self.target_metrics = TargetMetrics(
+            {fact: text for t in check_types().values() for fact, text in t.metric_help.items()}
+        )
+        self.board = StatusBoard()
+        self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
+        self.catalog: Catalog | None = None
+        self.ready = False
+        self.bound_port: int | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ssl_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        self._semaphore = asyncio.Semaphore(1)
+        self._running: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self) -> Catalog:
+        return load_catalog(self.config_path, self._env)
+
+    async def start(self) -> None:
+        """Load the config (raising ConfigError if it is bad) and start everything."""
+        from monitor.api import build_app  # the API imports the daemon's types
+
+        catalog = await asyncio.to_thread(self.load)
+        settings = catalog.config.monitor
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self._http = new_http_session()
+        self._apply(catalog)
+        self._mark_reload(True)
+        self.scheduler.start()
+        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        host, _, port = (self._listen_override or settings.listen).rpartition(":")
+        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.ready = True
+        log.info(
+            "event=started listen=%s:%s targets=%d subscriptions=%d config_digest=%s",
+            host,
+            self.bound_port,
+            len(catalog.targets),
+            len(catalog.subscriptions),
+            catalog.digest[:12],
+        )
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        self.install_signal_handlers()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop scheduling, let in-flight probes finish within the grace period, then stop."""
+        self.ready = False
+        self.scheduler.shutdown()
+        grace = self.catalog.config.monitor.shutdown_grace if self.catalog else 5.0
+        running = [task for task in self._running if not task.done()]
+        if running:
+            log.info("event=stopping in_flight=%d grace_seconds=%g", len(running), grace)
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+        log.info("event=stopped")
+
+    # ------------------------------------------------------------------ config
+
+    async def reload(self) -> tuple[bool, str]:
+        """Load the file again; a bad file keeps the running config."""
+        async with self._reload_lock:
+            try:
+                catalog = await asyncio.to_thread(self.load)
+            except ConfigError as exc:
+                self._mark_reload(False)
+                for issue in exc.issues:
+                    log.error("event=reload_rejected problem=%r", str(issue))
+                log.error(
+                    "event=reload_rejected problems=%d action=%r",
+                    len(exc.issues),
+                    "fix the file and reload again; the previous config keeps running",
+                )
+                return False, exc.summary()
+            added, changed, removed = self._apply(catalog)
+            self._mark_reload(True)
+            message = (
+                f"reloaded: {len(added)} targets added, {len(changed)} changed, "
+                f"{len(removed)} removed"
+            )
+            log.info(
+                "event=reloaded added=%d changed=%d removed=%d config_digest=%s",
+                len(added),
+                len(changed),
+                len(removed),
+                catalog.digest[:12],
+            )
+            return True, message
+
+    def _mark_reload(self, ok: bool) -> None:
+        self.metrics.reload_success.set(1 if ok else 0)
+        self.metrics.reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.metrics.reload_timestamp.set(self.wall())
+
+    def _apply(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+        old = self.catalog
+        if old is not None and old.config.monitor.listen != catalog.config.monitor.listen:
+            log.warning(
+                "event=reload_partial setting=monitor.listen action=%r",
+                "restart the daemon to listen on the new address",
+            )
+        self.catalog = catalog
+        now = self.wall()
+        added, changed, removed = self.scheduler.apply(catalog.targets)
+        # a changed check starts from scratch: old results say nothing about new options
+        for target_id in removed + changed:
+            self.target_metrics.remove_target(target_id)
+        old_keys = set(old.subscriptions) if old else set()
+        gone = old_keys - set(catalog.subscriptions)
+        self.board.forget(removed + changed, gone)
+        for customer, service in gone:
+            self.target_metrics.remove_subscription(customer, service)
+        for target_id in changed + added:
+            spec = catalog.targets[target_id]
+            self.target_metrics.add_target(spec.target)
+            state = self.board.target(target_id, now)
+            self.target_metrics.set_target_status(target_id, state.status, state.since)
+        for key, subscription in catalog.subscriptions.items():
+            self.board.update_subscription(
+                key, subscription.target_ids, subscription.aggregate, now
+            )
+            subscription_state = self.board.subscriptions[key]
+            self.target_metrics.set_subscription(
+                *key, subscription_state.status, subscription_state.since
+            )
+        return added, changed, removed
+
+    # ------------------------------------------------------------------ probing
+
+    def context_for(self, spec: TargetSpec) -> ProbeContext:
+        assert self._http is not None
+        return ProbeContext(
+            http=self._http,
+            timeout=spec.timing.timeout,
+            degraded_latency=spec.timing.degraded_latency,
+            wall=self.wall,
+            ssl_contexts=self._ssl_contexts,
+        )
+
+    async def probe_target(self, target_id: str) -> None:
+        """The scheduled job: probe one target and feed the result through the pipeline."""
+        catalog = self.catalog
+        spec = catalog.targets.get(target_id) if catalog else None
+        if spec is None or self._stop.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            async with self._semaphore:
+                self.metrics.in_flight.inc()
+                try:
+                    result = await run_probe(
+                        check_types()[spec.target.type],
+                        spec.target,
+                        spec.options,
+                        self.context_for(spec),
+                    )
+                finally:
+                    self.metrics.in_flight.dec()
+            self.handle_result(spec, result)
+        finally:
+            self._running.discard(task)
+
+    def handle_result(self, spec: TargetSpec, result: ProbeResult) -> None:
+        catalog = self.catalog
+        target_id = spec.target.id
+        if catalog is None or catalog.targets.get(target_id) is not spec:
+            return  # the target changed or went away while it was being probed
+        now = self.wall()
+        state = self.board.target(target_id, now)
+        transition = observe(state, target_id, result, spec.timing, now)
+        self.target_metrics.record(target_id, result)
+        if transition is not None:
+            self.target_metrics.set_target_status(target_id, transition.current, now)
+            log.info(
+                "event=target_status target=%s from=%s to=%s reason=%r",
+                target_id,
+                transition.previous,
+                transition.current,
+                transition.reason,
+            )
+            key = (spec.target.customer, spec.target.service)
+            subscription = catalog.subscriptions[key]
+            change = self.board.update_subscription(
+                key, subscription.target_ids, subscription.aggregate, now
+            )
+            if change is not None:
+                previous, current = change
+                self.target_metrics.set_subscription(*key, current, now)
+                self.metrics.transitions.labels(current.value).inc()
+                log_at = (
+                    logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO
+                )
+                log.log(
+                    log_at,
+                    "event=subscription_status customer=%s service=%s from=%s to=%s reason=%r",
+                    key[0],
+                    key[1],
+                    previous,
+                    current,
+                    self.board.subscriptions[key].reason,
+                )
+        self.scheduler.set_retrying(spec, state.pending)
