@@ -97,6 +97,8 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
             peer = await _handshake(opts, server_name, ctx.ssl_context(False), ctx, {})
     except OSError as exc:
         return failure(describe_error(verify_error or exc), started, ctx, **phases)
+    except ValueError as exc:  # cryptography refuses some DER that OpenSSL tolerates
+        return failure(f"cannot parse the server's certificate: {exc}", started, ctx, **phases)
     if not peer.sent:
         return failure("server sent no certificate", started, ctx, **phases)
 
@@ -106,7 +108,7 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
     seconds_left = expiry - now
     facts = {
         "ssl_earliest_cert_expiry": min(c.not_valid_after_utc.timestamp() for c in peer.sent),
-        "ssl_days_left": float(math.floor(seconds_left / _DAY)),
+        "ssl_days_left": float(math.trunc(seconds_left / _DAY)),
     }
     if peer.verified:
         facts["ssl_last_chain_expiry_timestamp_seconds"] = expiry
@@ -129,24 +131,29 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         degraded = True
 
     success = not reason or degraded
-    return ProbeResult(success=success, degraded=degraded, reason=reason, phases=phases,
-                       facts=facts, duration=ctx.monotonic() - started)
+    return ProbeResult(
+        success=success,
+        degraded=degraded,
+        reason=reason,
+        phases=phases,
+        facts=facts,
+        duration=ctx.monotonic() - started,
+    )
 
 
 def _context(opts: Options, ctx: ProbeContext) -> ssl.SSLContext:
     if not opts.verify_chain:
         return ctx.ssl_context(False)
-    if opts.verify_hostname:
-        return ctx.ssl_context(True, opts.ca_file)
-    # Trust the chain but not the name: rare, and ProbeContext caches only contexts that
-    # check the name, so this one is built per probe (a few milliseconds).
-    context = ssl.create_default_context(cafile=opts.ca_file)
-    context.check_hostname = False
-    return context
+    return ctx.ssl_context(True, opts.ca_file, check_hostname=opts.verify_hostname)
 
 
-async def _handshake(opts: Options, server_name: str, context: ssl.SSLContext,
-                     ctx: ProbeContext, phases: dict[str, float]) -> _Peer:
+async def _handshake(
+    opts: Options,
+    server_name: str,
+    context: ssl.SSLContext,
+    ctx: ProbeContext,
+    phases: dict[str, float],
+) -> _Peer:
     """Connect, complete the handshake, read the peer's certificates, then hang up."""
     started = ctx.monotonic()
     _, writer = await asyncio.open_connection(opts.host, opts.port)
@@ -163,8 +170,10 @@ async def _handshake(opts: Options, server_name: str, context: ssl.SSLContext,
             leaf = ssl_object.getpeercert(binary_form=True)
             sent = [leaf] if leaf else []
         verified = _chain(ssl_object, True) if context.verify_mode != ssl.CERT_NONE else []
-        return _Peer([x509.load_der_x509_certificate(der) for der in sent],
-                     [x509.load_der_x509_certificate(der) for der in verified])
+        return _Peer(
+            [x509.load_der_x509_certificate(der) for der in sent],
+            [x509.load_der_x509_certificate(der) for der in verified],
+        )
     finally:
         # Abort rather than close: only the handshake matters, and a server that
         # never answers close_notify must not turn a good certificate into a timeout.

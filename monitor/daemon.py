@@ -55,7 +55,7 @@ class Daemon:
         self.ready = False
         self.bound_port: int | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._ssl_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        self._ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = {}
         self._semaphore = asyncio.Semaphore(1)
         self._running: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()

@@ -119,16 +119,23 @@ class ProbeContext:
     degraded_latency: float | None = None
     monotonic: Callable[[], float] = time.perf_counter
     wall: Callable[[], float] = time.time
-    ssl_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = field(default_factory=dict)
+    ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = field(
+        default_factory=dict)
 
-    def ssl_context(self, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
-        """A cached client TLS context: building one costs milliseconds."""
-        key = (verify, ca_file)
+    def ssl_context(self, verify: bool = True, ca_file: str | None = None,
+                    check_hostname: bool = True) -> ssl.SSLContext:
+        """A cached client TLS context: building one costs milliseconds.
+
+        ``verify=False`` turns off both chain and host name verification;
+        ``check_hostname=False`` alone keeps the chain verified.
+        """
+        key = (verify, ca_file, check_hostname)
         context = self.ssl_contexts.get(key)
         if context is None:
             context = ssl.create_default_context(cafile=ca_file)
-            if not verify:
+            if not verify or not check_hostname:
                 context.check_hostname = False
+            if not verify:
                 context.verify_mode = ssl.CERT_NONE
             self.ssl_contexts[key] = context
         return context

@@ -1,0 +1,1 @@
+"""Benchmarks for csp-monitor (see bench/README.md); not part of the installed package."""

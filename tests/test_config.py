@@ -1,0 +1,120 @@
+"""Configuration: the shipped file, invalid files with their exact messages, secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor.catalog import load_catalog
+from monitor.cli import main
+from monitor.config import ConfigError, json_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+INVALID = sorted((Path(__file__).parent / "testdata" / "invalid").glob("*.yaml"))
+
+VALID = """
+defaults: {interval: 60s, failure_threshold: 3}
+services:
+  exchange-online:
+    name: Exchange Online
+    interval: 2m
+    checks:
+      - {name: mx, type: tcp, host: "{customer.mx_host}", port: 25, timeout: 5s}
+      - {name: owa, type: tcp, host: "owa.{customer.tenant_name}.example", port: 443,
+         interval: 30s}
+customers:
+  - id: contoso
+    name: Contoso
+    tenant_domain: contoso.partner.onmschina.cn
+    vars: {mx_host: mx.contoso.example}
+    failure_threshold: 5
+    subscriptions:
+      - {service: exchange-online, checks: {owa: {success_threshold: 4}}}
+"""
+
+
+def expected_issues(path: Path) -> list[str]:
+    return [line.removeprefix("# expect: ").rstrip("\n")
+            for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_is_refused_with_every_problem(path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    assert [str(issue) for issue in caught.value.issues] == sorted(expected_issues(path))
+
+
+def test_shipped_config_is_valid() -> None:
+    catalog = load_catalog(ROOT / "config.yaml", env={})
+    assert len(catalog.config.customers) >= 3
+    assert len(catalog.targets) >= 20
+
+
+def test_placeholders_and_override_order(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    catalog = load_catalog(path, env={})
+    mx = catalog.targets["contoso/exchange-online/mx"]
+    owa = catalog.targets["contoso/exchange-online/owa"]
+    assert mx.options.host == "mx.contoso.example"  # type: ignore[attr-defined]
+    assert owa.options.host == "owa.contoso.example"  # type: ignore[attr-defined]
+    # defaults < customer < service < check < subscription
+    assert (mx.timing.interval, mx.timing.timeout, mx.timing.failure_threshold) == (120, 5, 5)
+    assert (owa.timing.interval, owa.timing.success_threshold) == (30, 4)
+
+
+def test_secrets_from_environment_and_files_are_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("file-secret-value\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + f"""
+monitor:
+  api_tokens:
+    - {{name: noc, token: "${{NOC_TOKEN}}", roles: [admin]}}
+    - {{name: ro, token: "file:{secret_file}"}}
+    - {{name: bad, token: "env-secret-value", roles: [root]}}
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={"NOC_TOKEN": "env-secret-value"})
+    text = caught.value.summary()
+    assert "monitor.api_tokens[2].roles[0]" in text
+    assert "env-secret-value" not in text
+    path.write_text(path.read_text().replace("roles: [root]", "roles: [read]"))
+    catalog = load_catalog(path, env={"NOC_TOKEN": "env-secret-value"})
+    tokens = catalog.config.monitor.api_tokens
+    assert tokens[0].token.get_secret_value() == "env-secret-value"
+    assert tokens[1].token.get_secret_value() == "file-secret-value"
+    assert "env-secret-value" not in repr(catalog.config)
+
+
+def test_validate_command_lists_problems_and_exits_nonzero(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = next(p for p in INVALID if p.stem == "many-problems")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "6 problems" in err
+    for issue in expected_issues(path):
+        assert issue in err
+
+
+def test_validate_command_accepts_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "config.yaml")]) == 0
+    assert "OK:" in capsys.readouterr().out
+
+
+def test_schema_describes_every_check_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema == json_schema()
+    definitions = schema["$defs"]
+    for check_type in ("HttpCheck", "TcpCheck", "TlsCheck", "DnsCheck", "SmtpCheck",
+                       "TokenCheck"):
+        assert check_type in definitions
+    assert definitions["TcpCheck"]["additionalProperties"] is False
+    assert "port" in definitions["TcpCheck"]["required"]
