@@ -57,8 +57,10 @@ class CheckType:
 @functools.cache
 def check_types() -> Mapping[str, CheckType]:
     """Every available check type: the built-ins, then installed third-party ones."""
-    types = {name: CheckType.from_module(name, importlib.import_module(path))
-             for name, path in BUILTIN_CHECKS.items()}
+    types = {
+        name: CheckType.from_module(name, importlib.import_module(path))
+        for name, path in BUILTIN_CHECKS.items()
+    }
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in types:
             log.warning("event=plugin_ignored type=%s reason=name_taken", entry.name)

@@ -1,9 +1,8 @@
 """``http``: request a URL and assert on status, body and JSON, like blackbox's http prober.
 
-Phases are blackbox's (resolve, connect, tls, processing, transfer), summed over redirects.
-They come from :func:`trace_config`, which the shared session is built with, and from an
-``SSLObject`` subclass that stamps each TLS handshake's start: aiohttp's "connection
-create" span covers TCP and TLS at once.
+Phases (blackbox's resolve, connect, tls, processing, transfer; summed over redirects) come
+from :func:`trace_config`, on the shared session, and from an ``SSLObject`` subclass that
+stamps each TLS handshake's start: aiohttp's "connection create" span covers TCP and TLS.
 """
 
 from __future__ import annotations
@@ -42,24 +41,22 @@ METRIC_HELP = {
 JsonScalar = str | bool | int | float
 _NAME, _INDEX = r"[^.\[\]]+", r"\[-?\d+\]"
 _PATH = re.compile(rf"(?:{_NAME}|{_INDEX})(?:{_INDEX})*(?:\.{_NAME}(?:{_INDEX})*)*")
-_PATH_TOKEN = re.compile(rf"({_NAME})|\[(-?\d+)\]")
 
 
 def _json_path(path: str) -> tuple[str | int, ...]:
     if not _PATH.fullmatch(path):
         raise ValueError("invalid JSON path: use names and [index], e.g. data.items[0].state")
-    return tuple(name or int(index) for name, index in _PATH_TOKEN.findall(path))
+    return tuple(name or int(index) for name, index in re.findall(rf"({_NAME})|\[(-?\d+)\]", path))
 
 
 StatusCode = Annotated[int, Field(ge=100, le=599)] | Annotated[str, Field(pattern=r"^[1-5]xx$")]
 JsonPath = Annotated[str, AfterValidator(lambda path: _json_path(path) and path)]
+Method = Annotated[str, Field(pattern=r"^[A-Za-z]+$"), AfterValidator(str.upper)]
 
 
 class Options(CheckOptions):
     url: HttpUrl = Field(description="http:// or https:// URL to request")
-    method: Annotated[str, AfterValidator(str.upper)] = Field(
-        "GET", pattern=r"^[A-Za-z]+$", description="HTTP method"
-    )
+    method: Method = Field("GET", description="HTTP method")
     headers: dict[str, str] = Field({}, description="Request headers (put secrets in *_token)")
     body: str | None = Field(None, description="Request body, sent as UTF-8")
     expect_status: list[StatusCode] = Field([200], min_length=1, description="Codes or '2xx'")
@@ -128,10 +125,9 @@ _TIMELINE: ContextVar[_Timeline | None] = ContextVar("csp_monitor_http_timeline"
 class _TimedSSLObject(ssl.SSLObject):
     """Stamps the handshake start (TCP connected) and keeps the TLS state for the facts.
 
-    asyncio and uvloop call ``do_handshake`` first from ``connection_made``, which runs
-    in a copy of the probe task's context, where the context variable finds the timeline.
-    Were it not to (another event loop), the handshake would stay inside ``connect``.
-    """
+    asyncio and uvloop call ``do_handshake`` first from ``connection_made``, in a copy of
+    the probe task's context: the context variable finds the timeline. Another event loop
+    might not; the handshake would then stay inside ``connect``, with no certificate fact."""
 
     def do_handshake(self) -> None:
         timeline = _TIMELINE.get()
@@ -178,11 +174,11 @@ def trace_config() -> aiohttp.TraceConfig:
 
 async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult:
     plan = opts.plan
-    started = ctx.monotonic()
-    timeline = _Timeline(ctx.monotonic)
     ssl_context = ctx.ssl_context(opts.tls_verify, opts.ca_file)  # also for https redirects
     if ssl_context.sslobject_class is not _TimedSSLObject:
         ssl_context.sslobject_class = _TimedSSLObject  # documented hook; other checks unaffected
+    started = ctx.monotonic()  # after the context: building one once takes ~20 ms
+    timeline = _Timeline(ctx.monotonic)
     token = _TIMELINE.set(timeline)
     try:
         # aiohttp fails once `redirects >= max_redirects`, and 0 there means unlimited.
@@ -211,18 +207,25 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         return failure(_describe(exc, opts), started, ctx)
     finally:
         _TIMELINE.reset(token)
-    reason = _assert_response(plan, resp.status, body, opts)
+    reason = _redact(_assert_response(plan, resp.status, body, opts), opts)
     duration = ctx.monotonic() - started
     return ProbeResult(not reason, duration, reason, phases=phases, facts=facts)
 
 
 def _phases(timeline: _Timeline, to_headers: float, transfer: float) -> dict[str, float]:
-    """Blackbox's phases. ``processing`` is what the connections' set-up leaves of the time
-    to the final response's headers: sending, the server's work, and earlier redirect hops'
-    responses (like blackbox, every phase is summed over the redirect chain)."""
+    """``processing`` is what connection set-ups leave of the time to the final headers:
+    sending, the server's work, and earlier redirect hops' responses (as in blackbox)."""
     setup = timeline.resolve + timeline.connect + timeline.tls
     return {"resolve": timeline.resolve, "connect": timeline.connect, "tls": timeline.tls,
             "processing": max(to_headers - setup, 0.0), "transfer": transfer}  # fmt: skip
+
+
+def _redact(reason: str, opts: Options) -> str:
+    """Hides our secrets should the server echo them into a value a reason quotes."""
+    for secret in (opts.bearer_token, opts.basic_auth_password):
+        if secret is not None and (value := secret.get_secret_value()):
+            reason = reason.replace(value, "***")
+    return reason
 
 
 def _describe(exc: BaseException, opts: Options) -> str:
@@ -240,10 +243,9 @@ def _describe(exc: BaseException, opts: Options) -> str:
 
 async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
     chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := await content.read(limit - size)):
+    while limit > 0 and (chunk := await content.read(limit)):
         chunks.append(chunk)
-        size += len(chunk)
+        limit -= len(chunk)
     return b"".join(chunks)  # a single chunk is returned as is, not copied
 
 
@@ -252,12 +254,11 @@ def _assert_response(plan: _Plan, status: int, body: bytes, opts: Options) -> st
     expected = opts.expect_status
     if status not in expected and f"{status // 100}xx" not in expected:
         return f"status {status} (expected {', '.join(map(str, expected))})"
-    if opts.body_regex is not None or opts.body_not_regex is not None:
-        text = body.decode("utf-8", errors="replace")
-        if opts.body_regex is not None and not opts.body_regex.search(text):
-            return f"body does not match {opts.body_regex.pattern!r}"
-        if opts.body_not_regex is not None and opts.body_not_regex.search(text):
-            return f"body matches {opts.body_not_regex.pattern!r}"
+    text = body.decode("utf-8", errors="replace") if opts.body_regex or opts.body_not_regex else ""
+    if opts.body_regex is not None and not opts.body_regex.search(text):
+        return f"body does not match {opts.body_regex.pattern!r}"
+    if opts.body_not_regex is not None and opts.body_not_regex.search(text):
+        return f"body matches {opts.body_not_regex.pattern!r}"
     if plan.json_path is None:
         return ""
     try:
@@ -288,14 +289,10 @@ def _cert_expiry(timeline: _Timeline, verified: bool) -> float | None:
     """notAfter of the last handshake's leaf certificate (3.11 cannot see the chain)."""
     if (ssl_object := timeline.ssl_object) is None:  # the TLS hook did not see the handshake
         return None
-    if x509 is not None:
-        der = ssl_object.getpeercert(binary_form=True)
-        return _not_after(der) if der else None
-    if verified:  # without cryptography only the verified, decoded form is available
+    if x509 is not None and (der := ssl_object.getpeercert(binary_form=True)):
+        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()  # ~3 µs
+    if (
+        verified and x509 is None
+    ):  # without cryptography only the verified, decoded form is available
         return float(ssl.cert_time_to_seconds(ssl_object.getpeercert()["notAfter"]))
     return None
-
-
-@functools.lru_cache(maxsize=256)
-def _not_after(der: bytes) -> float:
-    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()

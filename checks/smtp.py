@@ -36,16 +36,21 @@ METRIC_HELP = {
 
 _MAX_REPLY_LINES = 100  # RFC 5321 sets no limit; a real EHLO reply has about a dozen
 _GOODBYE_GRACE = 1.0  # seconds allowed for QUIT and TLS close: a slow goodbye is not an outage
-_HELO_NAME = r"^(\[[0-9A-Za-z:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$"
+# Printable ASCII, no spaces: keeps commands out of EHLO yet lets config placeholders through.
+_HELO_NAME = r"^[!-~]+$"
 
 
 class Options(CheckOptions):
-    host: str = Field(description="Mail server, e.g. contoso-com.mail.protection.partner.outlook.cn")
+    host: str = Field(
+        description="Mail server, e.g. contoso-com.mail.protection.partner.outlook.cn"
+    )
     port: int = Field(25, ge=1, le=65535, description="25 for MX, 587 submission, 465 implicit TLS")
     starttls: bool = Field(False, description="Require STARTTLS to be offered and to succeed")
     tls: bool = Field(False, description="Implicit TLS from the first byte (port 465 style)")
     tls_verify: bool = Field(True, description="Verify the server certificate and host name")
-    ca_file: str | None = Field(None, description="PEM bundle of CAs to trust instead of the system's")
+    ca_file: str | None = Field(
+        None, description="PEM bundle of CAs to trust instead of the system's"
+    )
     helo_name: str = Field(
         "csp-monitor.invalid",
         pattern=_HELO_NAME,
@@ -128,7 +133,9 @@ class _Session:
             try:
                 await self._start_tls()
             except OSError as exc:
-                raise _SessionError(f"STARTTLS failed: {describe_error(exc)}", usable=False) from exc
+                raise _SessionError(
+                    f"STARTTLS failed: {describe_error(exc)}", usable=False
+                ) from exc
             # RFC 3207: what the server said before TLS is void; it must be asked again.
             await self._ehlo("EHLO after STARTTLS")
             self._time("starttls", lap)
@@ -200,8 +207,9 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
             return result
         duration = ctx.monotonic() - started
         await session.quit()
-        return ProbeResult(success=True, duration=duration, phases=session.phases,
-                           facts=session.facts)
+        return ProbeResult(
+            success=True, duration=duration, phases=session.phases, facts=session.facts
+        )
     finally:
         await _close(writer)
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import functools
 import os
 import re
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -310,28 +311,42 @@ def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
     )
 
 
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated[...]`` and ``X | None`` down to X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
 def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The keys a model accepts at ``loc`` (for "unknown key" messages)."""
     current: Any = model
     for part in loc[:-1]:
+        current = _unwrap(current)
+        origin = get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            if isinstance(part, str) and part in current.model_fields:
-                current = current.model_fields[part].annotation
-            else:
+            field = current.model_fields.get(str(part))
+            if field is None:
                 return []
-        # unwrap list[X], dict[str, X], X | None and discriminated unions
-        while hasattr(current, "__args__") and not (
-            isinstance(current, type) and issubclass(current, BaseModel)
-        ):
-            args = [a for a in getattr(current, "__args__", ()) if a is not type(None)]
-            if isinstance(part, str) and all(
-                isinstance(a, type) and issubclass(a, BaseModel) for a in args
-            ):
-                current = next((a for a in args if a.__name__.lower() == f"{part}check"), args[0])
-                break
-            current = args[-1] if args else None
-            if hasattr(current, "__metadata__"):
-                current = current.__origin__
+            current = field.annotation
+        elif origin in (list, dict):
+            current = get_args(current)[-1]
+        elif origin in (Union, types.UnionType):  # a check, tagged by its type
+            variants = {getattr(v, "__name__", "").lower(): v for v in get_args(current)}
+            current = variants.get(f"{part}check")
+            if current is None:
+                return []
+        else:
+            return []
+    current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(current.model_fields)
     return []

@@ -119,11 +119,11 @@ class ProbeContext:
     degraded_latency: float | None = None
     monotonic: Callable[[], float] = time.perf_counter
     wall: Callable[[], float] = time.time
-    ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = field(
-        default_factory=dict)
+    ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = field(default_factory=dict)
 
-    def ssl_context(self, verify: bool = True, ca_file: str | None = None,
-                    check_hostname: bool = True) -> ssl.SSLContext:
+    def ssl_context(
+        self, verify: bool = True, ca_file: str | None = None, check_hostname: bool = True
+    ) -> ssl.SSLContext:
         """A cached client TLS context: building one costs milliseconds.
 
         ``verify=False`` turns off both chain and host name verification;

@@ -78,10 +78,11 @@ async def web_target() -> AsyncIterator[WebTarget]:
         await target.stop()
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0,
-                     what: str = "condition") -> None:
-    """Poll ``condition`` every 50 ms until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def wait_until(
+    condition: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         outcome = condition()
         if inspect.isawaitable(outcome):
@@ -89,4 +90,4 @@ async def wait_until(condition: Callable[[], Awaitable[bool] | bool], timeout: f
         if outcome:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")

@@ -36,8 +36,11 @@ customers:
 
 
 def expected_issues(path: Path) -> list[str]:
-    return [line.removeprefix("# expect: ").rstrip("\n")
-            for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+    return [
+        line.removeprefix("# expect: ").rstrip("\n")
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
@@ -72,13 +75,16 @@ def test_secrets_from_environment_and_files_are_never_printed(
     secret_file = tmp_path / "token"
     secret_file.write_text("file-secret-value\n")
     path = tmp_path / "config.yaml"
-    path.write_text(VALID + f"""
+    path.write_text(
+        VALID
+        + f"""
 monitor:
   api_tokens:
     - {{name: noc, token: "${{NOC_TOKEN}}", roles: [admin]}}
     - {{name: ro, token: "file:{secret_file}"}}
     - {{name: bad, token: "env-secret-value", roles: [root]}}
-""")
+"""
+    )
     with pytest.raises(ConfigError) as caught:
         load_catalog(path, env={"NOC_TOKEN": "env-secret-value"})
     text = caught.value.summary()
@@ -93,7 +99,7 @@ monitor:
 
 
 def test_validate_command_lists_problems_and_exits_nonzero(
-    capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = next(p for p in INVALID if p.stem == "many-problems")
     assert main(["validate", str(path)]) == 1
@@ -113,8 +119,7 @@ def test_schema_describes_every_check_type(capsys: pytest.CaptureFixture[str]) -
     schema = json.loads(capsys.readouterr().out)
     assert schema == json_schema()
     definitions = schema["$defs"]
-    for check_type in ("HttpCheck", "TcpCheck", "TlsCheck", "DnsCheck", "SmtpCheck",
-                       "TokenCheck"):
+    for check_type in ("HttpCheck", "TcpCheck", "TlsCheck", "DnsCheck", "SmtpCheck", "TokenCheck"):
         assert check_type in definitions
     assert definitions["TcpCheck"]["additionalProperties"] is False
     assert "port" in definitions["TcpCheck"]["required"]

@@ -8,8 +8,14 @@ from monitor.config import Timing
 from monitor.probe import ProbeResult, Status
 from monitor.status import StatusBoard, TargetState, aggregate, observe
 
-TIMING = Timing(interval=60, retry_interval=10, timeout=10, failure_threshold=3,
-                success_threshold=2, degraded_latency=None)
+TIMING = Timing(
+    interval=60,
+    retry_interval=10,
+    timeout=10,
+    failure_threshold=3,
+    success_threshold=2,
+    degraded_latency=None,
+)
 
 # one letter per probe result
 RESULTS = {
@@ -52,8 +58,7 @@ def run(sequence: str, timing: Timing = TIMING) -> list[tuple[int, Status]]:
         ("UDDF", [(0, Status.UP), (3, Status.DEGRADED)]),
         ("UDDFFF", [(0, Status.UP), (3, Status.DEGRADED), (5, Status.DOWN)]),
         # down, then working but slow: degraded after two, then up after two good
-        ("UFFFDDUU", [(0, Status.UP), (3, Status.DOWN), (5, Status.DEGRADED),
-                      (7, Status.UP)]),
+        ("UFFFDDUU", [(0, Status.UP), (3, Status.DOWN), (5, Status.DEGRADED), (7, Status.UP)]),
         # failing from the very start: down after three, unknown before
         ("FF", []),
         ("FFF", [(2, Status.DOWN)]),
@@ -73,8 +78,15 @@ def test_thresholds_follow_the_timing() -> None:
 
 @pytest.mark.parametrize(
     ("sequence", "pending"),
-    [("U", False), ("UF", True), ("UFF", True), ("UFFF", False), ("UFFFU", True),
-     ("UFFFUU", False), ("UFU", False)],
+    [
+        ("U", False),
+        ("UF", True),
+        ("UFF", True),
+        ("UFFF", False),
+        ("UFFFU", True),
+        ("UFFFUU", False),
+        ("UFU", False),
+    ],
 )
 def test_pending_change_asks_for_retry_interval(sequence: str, pending: bool) -> None:
     state = TargetState()
