@@ -115,7 +115,7 @@ class _Session:
             lap = self._time("tls", lap)
         banner = await self._read_reply("banner")
         lap = self._time("banner", lap)
-        self.facts["smtp_status_code"] = banner.code
+        self.facts["smtp_status_code"] = float(banner.code)
         if banner.code != 220:
             raise _SessionError(f"banner {banner.shown}", usable=True)
         pattern = self.opts.expect_banner

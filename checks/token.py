@@ -7,6 +7,9 @@ expired or wrong client secret, a deleted app registration or a sign-in outage,
 and the reason carries the OAuth ``error`` and the AADSTS code the operator can
 look up ("status 401: invalid_client (AADSTS7000215)"). The secret and the
 issued token never leave this module.
+
+Phases: ``response`` (until the response headers, connect and TLS included:
+the shared HTTP session has no per-request tracing) and ``transfer`` (the body).
 """
 
 from __future__ import annotations

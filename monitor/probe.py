@@ -157,12 +157,7 @@ def failure(reason: str, started: float, ctx: ProbeContext, **phases: float) -> 
 
 def describe_error(exc: BaseException) -> str:
     """A short, operator-readable reason for a network error (no secrets, no traceback)."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verification failed: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+    # aiohttp's connector errors also subclass the ssl errors: test them first
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"certificate verification failed: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -172,6 +167,12 @@ def describe_error(exc: BaseException) -> str:
         if isinstance(os_error, ssl.SSLError):
             return describe_error(os_error)
         return f"cannot connect: {os_error.strerror or os_error}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     text = str(exc)
