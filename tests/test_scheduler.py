@@ -1,0 +1,128 @@
+"""The scheduler: spread start times, one run at a time, retry interval, reload diff."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+
+from checks.tcp import Options as TcpOptions
+from monitor.catalog import TargetSpec
+from monitor.config import Timing
+from monitor.metrics import DaemonMetrics
+from monitor.probe import Target
+from monitor.scheduler import ProbeScheduler
+from tests.conftest import wait_until
+
+
+def spec(
+    customer: str, interval: float = 1.0, retry: float = 0.2, fingerprint: str = "a"
+) -> TargetSpec:
+    timing = Timing(
+        interval=interval,
+        retry_interval=retry,
+        timeout=1,
+        failure_threshold=3,
+        success_threshold=2,
+        degraded_latency=None,
+    )
+    target = Target(customer, "portal", "web", "tcp")
+    return TargetSpec(target, TcpOptions(host="127.0.0.1", port=1), timing, fingerprint)
+
+
+def seconds(value: datetime) -> float:
+    return value.timestamp()
+
+
+async def test_start_times_are_spread_evenly_over_the_interval() -> None:
+    ran: list[str] = []
+
+    async def run(target_id: str) -> None:
+        ran.append(target_id)
+
+    now = time.time() + 5  # fixed clock: start times are computed, not measured
+    scheduler = ProbeScheduler(run, DaemonMetrics(CollectorRegistry(), "test"), lambda: now)
+    scheduler.start()
+    try:
+        scheduler.apply(
+            {s.target.id: s for s in (spec(f"c{i:02d}", interval=10) for i in range(20))}
+        )
+        starts = sorted(seconds(t) for t in scheduler.next_runs().values())
+        gaps = [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+        assert gaps == [0.5] * 19
+        assert round(starts[0] - now, 6) == 0.0
+    finally:
+        scheduler.shutdown()
+
+
+async def test_a_target_never_runs_twice_at_once_and_late_runs_are_counted() -> None:
+    running = 0
+    overlap = 0
+    runs = 0
+
+    async def slow(target_id: str) -> None:
+        nonlocal running, overlap, runs
+        running += 1
+        runs += 1
+        overlap = max(overlap, running)
+        await asyncio.sleep(0.35)  # longer than the 0.1 s interval
+        running -= 1
+
+    metrics = DaemonMetrics(CollectorRegistry(), "test")
+    scheduler = ProbeScheduler(slow, metrics, time.time)
+    scheduler.start()
+    try:
+        scheduler.apply({"contoso/portal/web": spec("contoso", interval=0.1)})
+        await wait_until(lambda: runs >= 2, what="two runs")
+    finally:
+        scheduler.shutdown()
+    assert overlap == 1
+    skipped = metrics.missed_runs.labels("still_running")._value.get()
+    assert skipped >= 1
+
+
+async def test_pending_failure_switches_to_retry_interval_and_back() -> None:
+    async def run(target_id: str) -> None:
+        return None
+
+    now = time.time()
+    scheduler = ProbeScheduler(run, DaemonMetrics(CollectorRegistry(), "test"), lambda: now)
+    scheduler.start()
+    try:
+        target = spec("contoso", interval=60, retry=10)
+        scheduler.apply({target.target.id: target})
+        scheduler.set_retrying(target, True)
+        assert round(seconds(scheduler.next_runs()[target.target.id]) - now) == 10
+        scheduler.set_retrying(target, False)
+        assert round(seconds(scheduler.next_runs()[target.target.id]) - now) == 60
+    finally:
+        scheduler.shutdown()
+
+
+async def test_reload_keeps_unchanged_schedules() -> None:
+    async def run(target_id: str) -> None:
+        return None
+
+    clock = [time.time() + 5]
+    scheduler = ProbeScheduler(run, DaemonMetrics(CollectorRegistry(), "test"), lambda: clock[0])
+    scheduler.start()
+    try:
+        first = {s.target.id: s for s in (spec("a"), spec("b"), spec("c"))}
+        scheduler.apply(first)
+        before = scheduler.next_runs()
+        clock[0] += 0.5  # time passes between the two loads
+        second = {
+            "a/portal/web": spec("a"),
+            "b/portal/web": spec("b", fingerprint="changed"),
+            "d/portal/web": spec("d"),
+        }
+        added, changed, removed = scheduler.apply(second)
+        assert (added, changed, removed) == (["d/portal/web"], ["b/portal/web"], ["c/portal/web"])
+        after = scheduler.next_runs()
+        assert after["a/portal/web"] == before["a/portal/web"]
+        assert after["b/portal/web"] != before["b/portal/web"]
+        assert set(after) == set(second)
+    finally:
+        scheduler.shutdown()
