@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import datetime
 
@@ -50,7 +51,7 @@ async def test_start_times_are_spread_evenly_over_the_interval() -> None:
             {s.target.id: s for s in (spec(f"c{i:02d}", interval=10) for i in range(20))}
         )
         starts = sorted(seconds(t) for t in scheduler.next_runs().values())
-        gaps = [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
         assert gaps == [0.5] * 19
         assert round(starts[0] - now, 6) == 0.0
     finally:
