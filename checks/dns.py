@@ -29,6 +29,7 @@ from monitor.probe import (
     CheckOptions,
     ProbeContext,
     ProbeResult,
+    Regex,
     Target,
     describe_error,
     failure,
@@ -58,7 +59,7 @@ class Options(CheckOptions):
         default_factory=list,
         description="Answers that must all be present, e.g. '10 mx.example.cn' (case-insensitive)",
     )
-    expect_regex: str | None = Field(
+    expect_regex: Regex | None = Field(
         None, description="Regular expression every answer must match (re.search)"
     )
     min_answers: int = Field(1, ge=0, description="Fewest records of record_type accepted")
@@ -73,16 +74,6 @@ class Options(CheckOptions):
     def _valid_resolver(cls, value: str | None) -> str | None:
         if value is not None:
             resolver_address(value)
-        return value
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
         return value
 
 

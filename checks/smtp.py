@@ -18,12 +18,13 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from monitor.probe import (
     CheckOptions,
     ProbeContext,
     ProbeResult,
+    Regex,
     Target,
     describe_error,
     failure,
@@ -56,19 +57,9 @@ class Options(CheckOptions):
         pattern=_HELO_NAME,
         description="Name sent with EHLO; use the monitoring host's FQDN if the server checks it",
     )
-    expect_banner: str | None = Field(
+    expect_banner: Regex | None = Field(
         None, description="Regular expression the greeting (e.g. '220 host ESMTP ...') must match"
     )
-
-    @field_validator("expect_banner")
-    @classmethod
-    def _banner_regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
-        return value
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Options:

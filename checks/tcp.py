@@ -17,6 +17,7 @@ from monitor.probe import (
     CheckOptions,
     ProbeContext,
     ProbeResult,
+    Regex,
     Target,
     describe_error,
     failure,
@@ -34,7 +35,7 @@ class Options(CheckOptions):
         None, description="PEM bundle of CAs to trust instead of the system's"
     )
     send: str | None = Field(None, description="Text sent after connecting (\\n escapes allowed)")
-    expect: str | None = Field(None, description="Regular expression the first reply must match")
+    expect: Regex | None = Field(None, description="Regular expression the first reply must match")
     read_bytes: int = Field(4096, ge=1, le=1_048_576, description="How much of the reply to read")
 
     @field_validator("send")
@@ -45,16 +46,6 @@ class Options(CheckOptions):
                 payload(value)
             except UnicodeError as exc:
                 raise ValueError(f"invalid send text: {exc}") from None
-        return value
-
-    @field_validator("expect")
-    @classmethod
-    def _valid_expect(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
         return value
 
 

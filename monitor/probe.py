@@ -10,14 +10,15 @@ ProbeResult``. A failing service is a result with ``success=False`` and a
 from __future__ import annotations
 
 import enum
+import re
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Status(enum.StrEnum):
@@ -55,6 +56,18 @@ _GAUGE = {
     Status.MAINTENANCE: 4,
     Status.UNKNOWN: 0,
 }
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""An option holding a regular expression, refused at config load when it does not compile."""
 
 
 class CheckOptions(BaseModel):
