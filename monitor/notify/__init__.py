@@ -1,0 +1,1 @@
+"""Notifications: rendered messages, channels that deliver them, the outbox that retries."""
