@@ -44,8 +44,9 @@ class PolicySnapshot:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "steps": [{"after": s.after, "notify": list(s.notify), "action": s.action}
-                      for s in self.steps],
+            "steps": [
+                {"after": s.after, "notify": list(s.notify), "action": s.action} for s in self.steps
+            ],
             "repeat_interval": self.repeat_interval,
             "ack_timeout": self.ack_timeout,
             "escalate_after": self.escalate_after,
@@ -55,8 +56,10 @@ class PolicySnapshot:
     def from_json(cls, data: dict[str, Any]) -> PolicySnapshot:
         return cls(
             name=data["name"],
-            steps=tuple(EscalationStep(s["after"], tuple(s["notify"]), s.get("action"))
-                        for s in data["steps"]),
+            steps=tuple(
+                EscalationStep(s["after"], tuple(s["notify"]), s.get("action"))
+                for s in data["steps"]
+            ),
             repeat_interval=data.get("repeat_interval"),
             ack_timeout=data.get("ack_timeout"),
             escalate_after=data.get("escalate_after"),

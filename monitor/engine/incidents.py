@@ -1,0 +1,392 @@
+"""The incident engine: subscription status changes and time in, decisions out.
+
+Pure code. Each function takes an incident (mutated in place), the time, and
+what happened, and returns a ``Decision``: the timeline events to store and
+the pages to send. The daemon persists a decision in one transaction (the
+incident, its events and the outbox rows), so a crash never leaves an
+incident changed without its pages queued, and the dedup keys below make a
+page that is decided twice be sent once.
+
+Escalation is time-driven: ``tick()`` compares the persisted
+``next_escalation_at`` / ``next_reminder_at`` with the clock. After a restart
+(even ``kill -9``) the next tick sends whatever fell due while the daemon was
+away, once.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.engine.model import (
+    Incident,
+    IncidentEvent,
+    IncidentState,
+    PolicySnapshot,
+    Severity,
+)
+
+VENDOR_TICKET = "vendor_ticket"
+_RANK = {Severity.MINOR: 0, Severity.MAJOR: 1, Severity.CRITICAL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A notification to send to some channels about one incident."""
+
+    event: str  # opened, escalated, reminder, acknowledged, resolved, vendor_ticket
+    incident: Incident  # a snapshot as it was when the page was decided
+    channels: tuple[str, ...]
+    dedup_key: str  # the same page decided twice is sent once
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Decision:
+    events: list[IncidentEvent] = field(default_factory=list)
+    pages: list[Page] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.pages)
+
+    def merge(self, other: Decision) -> Decision:
+        self.events += other.events
+        self.pages += other.pages
+        return self
+
+    def event(
+        self, incident: Incident, at: float, kind: str, actor: str | None = None, **detail: Any
+    ) -> None:
+        incident.updated_at = at
+        self.events.append(IncidentEvent(incident.id, at, kind, detail, actor))
+
+    def page(
+        self, incident: Incident, event: str, channels: tuple[str, ...], key: str, detail: str = ""
+    ) -> None:
+        if not channels:
+            return
+        incident.notified = True
+        self.pages.append(
+            Page(event, copy.copy(incident), channels, f"{incident.id}:{key}", detail)
+        )
+
+
+def severity_for(status: str) -> Severity:
+    return Severity.MAJOR if status == "down" else Severity.MINOR
+
+
+def notified_channels(incident: Incident) -> tuple[str, ...]:
+    """Every channel a step already reached: they all hear about ack and resolution."""
+    seen: dict[str, None] = {}
+    for step in incident.policy.steps[: incident.escalation_level]:
+        seen.update(dict.fromkeys(step.notify))
+    return tuple(seen)
+
+
+def _current_channels(incident: Incident) -> tuple[str, ...]:
+    """The people of the highest step reached (a vendor ticket desk gets no reminders)."""
+    for step in reversed(incident.policy.steps[: incident.escalation_level]):
+        if step.action != VENDOR_TICKET:
+            return step.notify
+    return ()
+
+
+def open_incident(
+    incident_id: str,
+    customer: str,
+    service: str,
+    status: str,
+    reason: str,
+    policy: PolicySnapshot,
+    now: float,
+    *,
+    muted: bool = False,
+    hold: float = 0.0,
+) -> tuple[Incident, Decision]:
+    """A subscription left ``up``: open an incident and send what is due at once.
+
+    ``hold`` delays the first page (as Alertmanager's group_wait does) so that a
+    vendor-wide outage can be grouped into one page before anyone is paged.
+    """
+    first_after = policy.steps[0].after if policy.steps else None
+    incident = Incident(
+        id=incident_id,
+        customer=customer,
+        service=service,
+        status=status,
+        severity=severity_for(status),
+        state=IncidentState.OPEN,
+        opened_at=now,
+        policy=policy,
+        reason=reason,
+        muted=muted,
+        updated_at=now,
+        next_escalation_at=None if first_after is None else now + first_after + hold,
+    )
+    decision = Decision()
+    decision.event(
+        incident,
+        now,
+        "opened",
+        status=status,
+        reason=reason,
+        severity=incident.severity.value,
+        policy=policy.name,
+        muted=muted,
+    )
+    return incident, decision.merge(tick(incident, now))
+
+
+def status_changed(incident: Incident, status: str, reason: str, now: float) -> Decision:
+    """The subscription is still not up, but its status changed (degraded ↔ down)."""
+    decision = Decision()
+    if status == incident.status:
+        return decision
+    incident.status, incident.reason = status, reason
+    decision.event(incident, now, "status", status=status, reason=reason)
+    wanted = severity_for(status)
+    if _RANK[wanted] > _RANK[incident.severity]:
+        incident.severity = wanted
+        decision.event(incident, now, "severity", severity=wanted.value, why=f"now {status}")
+        if incident.state is IncidentState.OPEN and not _silenced(incident):
+            decision.page(
+                incident,
+                "escalated",
+                _current_channels(incident),
+                f"severity:{wanted.value}",
+                f"now {status}: {reason}",
+            )
+    return decision
+
+
+def recovered(incident: Incident, now: float, *, flapping: bool = False) -> Decision:
+    """The subscription is up again (its success threshold met)."""
+    if flapping:
+        # a flapping service resolves only once it has been stable (see tick)
+        incident.recovering_since = now
+        decision = Decision()
+        decision.event(incident, now, "recovering", flapping=True)
+        return decision
+    return resolve(incident, now, note="service recovered")
+
+
+def resolve(
+    incident: Incident, now: float, *, actor: str | None = None, note: str = ""
+) -> Decision:
+    """Close the incident; everyone who was told hears it is over, muted or not."""
+    decision = Decision()
+    if incident.state is IncidentState.RESOLVED:
+        return decision
+    incident.state = IncidentState.RESOLVED
+    incident.resolved_at = now
+    incident.next_escalation_at = incident.next_reminder_at = None
+    incident.recovering_since = None
+    decision.event(incident, now, "resolved", actor, note=note)
+    if incident.notified:
+        decision.page(
+            incident, "resolved", notified_channels(incident), f"resolved:{int(now)}", note
+        )
+    return decision
+
+
+def reopen(incident: Incident, status: str, reason: str, now: float) -> Decision:
+    """A relapse within the cool-down: the same incident again, not a new one."""
+    decision = Decision()
+    incident.state = IncidentState.OPEN
+    incident.resolved_at = None
+    incident.acknowledged_at = incident.acknowledged_by = None
+    incident.status, incident.reason = status, reason
+    incident.severity = max(incident.severity, severity_for(status), key=_RANK.__getitem__)
+    decision.event(incident, now, "reopened", status=status, reason=reason)
+    if incident.notified and not _silenced(incident):
+        decision.page(
+            incident,
+            "opened",
+            notified_channels(incident),
+            f"reopened:{int(now)}",
+            "relapse after recovery",
+        )
+        _arm_reminder(incident, now)
+    steps = incident.policy.steps
+    if incident.escalation_level < len(steps):
+        incident.next_escalation_at = now + _gap(incident.policy, incident.escalation_level)
+    return decision.merge(tick(incident, now))
+
+
+def acknowledge(incident: Incident, actor: str, now: float) -> Decision:
+    """Someone owns it: escalation and reminders stop until the ack times out."""
+    decision = Decision()
+    if incident.state is not IncidentState.OPEN:
+        return decision
+    incident.state = IncidentState.ACKNOWLEDGED
+    incident.acknowledged_at, incident.acknowledged_by = now, actor
+    incident.next_reminder_at = None
+    decision.event(incident, now, "acknowledged", actor)
+    decision.page(
+        incident,
+        "acknowledged",
+        notified_channels(incident),
+        f"ack:{int(now)}",
+        f"acknowledged by {actor}",
+    )
+    return decision
+
+
+def set_muted(incident: Incident, muted: bool, now: float, why: str = "") -> Decision:
+    """A maintenance window started or ended for this subscription."""
+    decision = Decision()
+    if incident.muted == muted or incident.state is IncidentState.RESOLVED:
+        return decision
+    incident.muted = muted
+    decision.event(incident, now, "muted" if muted else "unmuted", why=why)
+    if not muted:
+        # the policy starts over from the step it had reached, now
+        if incident.escalation_level < len(incident.policy.steps):
+            incident.next_escalation_at = now
+        decision.merge(tick(incident, now))
+    return decision
+
+
+def join_vendor_group(incident: Incident, group_id: str, now: float) -> Decision:
+    """Part of a vendor-side outage: the group pages once; this record stays for the SLA."""
+    decision = Decision()
+    if incident.vendor_group == group_id:
+        return decision
+    incident.vendor_group = group_id
+    decision.event(incident, now, "grouped", vendor_incident=group_id)
+    return decision
+
+
+def set_vendor_case(incident: Incident, case: str, actor: str, now: float) -> Decision:
+    decision = Decision()
+    incident.vendor_case = case
+    decision.event(incident, now, "vendor_case", actor, case=case)
+    return decision
+
+
+def add_note(incident: Incident, text: str, actor: str, now: float) -> Decision:
+    decision = Decision()
+    decision.event(incident, now, "note", actor, text=text)
+    return decision
+
+
+def _silenced(incident: Incident) -> bool:
+    """Muted by maintenance or represented by its vendor-side group."""
+    return incident.muted or incident.vendor_group is not None
+
+
+def _gap(policy: PolicySnapshot, level: int) -> float:
+    """Delay between step ``level - 1`` and step ``level``."""
+    if level == 0:
+        return policy.steps[0].after
+    return max(0.0, policy.steps[level].after - policy.steps[level - 1].after)
+
+
+def _arm_reminder(incident: Incident, now: float) -> None:
+    repeat = incident.policy.repeat_interval
+    incident.next_reminder_at = now + repeat if repeat else None
+
+
+def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
+    """Everything time makes due: ack timeout, severity, escalation steps, reminders.
+
+    ``stable`` is false while the subscription is still flapping; a flapping
+    incident that recovered resolves on the first tick after it is stable
+    for the policy's cool-down (the caller decides the cool-down).
+    """
+    decision = Decision()
+    if incident.state is IncidentState.RESOLVED:
+        return decision
+    policy = incident.policy
+    if incident.recovering_since is not None and stable:
+        return decision.merge(resolve(incident, now, note="service stable again"))
+    if (
+        incident.state is IncidentState.ACKNOWLEDGED
+        and policy.ack_timeout
+        and incident.acknowledged_at is not None
+        and now >= incident.acknowledged_at + policy.ack_timeout
+    ):
+        incident.state = IncidentState.OPEN
+        decision.event(incident, now, "ack_expired", previous_owner=incident.acknowledged_by)
+        incident.acknowledged_at = incident.acknowledged_by = None
+        if incident.escalation_level < len(policy.steps):
+            incident.next_escalation_at = now  # re-armed: the next step is due now
+        elif incident.notified:
+            decision.page(
+                incident,
+                "reminder",
+                _current_channels(incident),
+                f"ack_expired:{int(now)}",
+                "acknowledgement expired",
+            )
+        _arm_reminder(incident, now)
+    if (
+        policy.escalate_after is not None
+        and incident.severity is not Severity.CRITICAL
+        and now >= incident.opened_at + policy.escalate_after
+    ):
+        incident.severity = Severity.CRITICAL
+        decision.event(
+            incident,
+            now,
+            "severity",
+            severity=Severity.CRITICAL.value,
+            why=f"{incident.status} for longer than {int(policy.escalate_after)} s",
+        )
+        if incident.state is IncidentState.OPEN and not _silenced(incident):
+            if incident.escalation_level < len(policy.steps):
+                incident.next_escalation_at = min(incident.next_escalation_at or now, now)
+            else:
+                decision.page(
+                    incident,
+                    "escalated",
+                    _current_channels(incident),
+                    "severity:critical",
+                    f"{incident.status} for too long",
+                )
+    if incident.state is not IncidentState.OPEN or _silenced(incident):
+        return decision
+    while (
+        incident.next_escalation_at is not None
+        and now >= incident.next_escalation_at
+        and incident.escalation_level < len(policy.steps)
+    ):
+        level = incident.escalation_level
+        step = policy.steps[level]
+        due_at = incident.next_escalation_at
+        event = (
+            VENDOR_TICKET
+            if step.action == VENDOR_TICKET
+            else ("opened" if level == 0 else "escalated")
+        )
+        incident.escalation_level = level + 1
+        decision.event(
+            incident,
+            now,
+            "paged" if level == 0 else "escalated",
+            level=level + 1,
+            channels=list(step.notify),
+            action=step.action,
+        )
+        decision.page(incident, event, step.notify, f"step:{level}")
+        incident.next_escalation_at = (
+            due_at + _gap(policy, level + 1) if level + 1 < len(policy.steps) else None
+        )
+        _arm_reminder(incident, now)
+    if (
+        incident.next_reminder_at is not None
+        and now >= incident.next_reminder_at
+        and incident.notified
+    ):
+        decision.event(incident, now, "reminder")
+        decision.page(
+            incident,
+            "reminder",
+            _current_channels(incident),
+            f"reminder:{int(incident.next_reminder_at)}",
+        )
+        repeat = policy.repeat_interval or 0.0
+        while repeat and incident.next_reminder_at <= now:  # one reminder, not a backlog
+            incident.next_reminder_at += repeat
+    return decision

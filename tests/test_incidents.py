@@ -1,0 +1,269 @@
+"""The incident engine, fed events and times: tables of what happens → what is paged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from monitor.engine import incidents as engine
+from monitor.engine.correlation import CorrelationSettings, members
+from monitor.engine.flapping import FlapDetector, FlapSettings
+from monitor.engine.maintenance import in_maintenance, is_active
+from monitor.engine.model import (
+    EscalationStep,
+    Incident,
+    IncidentState,
+    MaintenanceWindow,
+    PolicySnapshot,
+    Severity,
+)
+
+MIN = 60.0
+T0 = 1_800_000_000.0  # a fixed start; the engine never reads a clock itself
+
+GOLD = PolicySnapshot(
+    name="gold",
+    steps=(
+        EscalationStep(0, ("oncall-sms", "noc-email")),
+        EscalationStep(15 * MIN, ("noc-lead-sms",)),
+        EscalationStep(60 * MIN, ("vendor-desk-email",), action="vendor_ticket"),
+    ),
+    repeat_interval=30 * MIN,
+    ack_timeout=120 * MIN,
+    escalate_after=None,
+)
+
+
+def pages(decision: engine.Decision) -> list[tuple[str, tuple[str, ...]]]:
+    return [(page.event, page.channels) for page in decision.pages]
+
+
+def open_down(policy: PolicySnapshot = GOLD, **kwargs: object) -> tuple[Incident, engine.Decision]:
+    return engine.open_incident(
+        "INC-1",
+        "contoso",
+        "exchange-online",
+        "down",
+        "status 503 (expected 200)",
+        policy,
+        T0,
+        **kwargs,
+    )  # type: ignore[arg-type]
+
+
+def run_ticks(incident: Incident, minutes: list[float]) -> list[tuple[float, str, tuple[str, ...]]]:
+    sent = []
+    for minute in minutes:
+        for event, channels in pages(engine.tick(incident, T0 + minute * MIN)):
+            sent.append((minute, event, channels))
+    return sent
+
+
+def test_open_pages_the_first_step_at_once() -> None:
+    incident, decision = open_down()
+    assert incident.severity is Severity.MAJOR
+    assert pages(decision) == [("opened", ("oncall-sms", "noc-email"))]
+    assert decision.pages[0].dedup_key == "INC-1:step:0"
+    assert [event.kind for event in decision.events] == ["opened", "paged"]
+    assert incident.next_escalation_at == T0 + 15 * MIN
+
+
+def test_each_escalation_step_on_time_then_reminders_to_the_last_people_paged() -> None:
+    incident, _ = open_down()
+    sent = run_ticks(incident, [14, 15, 16, 44, 45, 59, 60, 61, 89, 90])
+    assert sent == [
+        (15, "escalated", ("noc-lead-sms",)),
+        (45, "reminder", ("noc-lead-sms",)),
+        (60, "vendor_ticket", ("vendor-desk-email",)),
+        (90, "reminder", ("noc-lead-sms",)),  # the vendor desk gets no reminders
+    ]
+
+
+def test_acknowledge_stops_escalation_until_the_ack_times_out() -> None:
+    incident, _ = open_down()
+    ack = engine.acknowledge(incident, "li.wei", T0 + 10 * MIN)
+    assert pages(ack) == [("acknowledged", ("oncall-sms", "noc-email"))]
+    assert incident.state is IncidentState.ACKNOWLEDGED
+    assert run_ticks(incident, [15, 30, 60, 129]) == []
+    # two hours after the ack: re-armed, the next step is paged at once
+    assert run_ticks(incident, [130, 131]) == [(130, "escalated", ("noc-lead-sms",))]
+    assert incident.state is IncidentState.OPEN
+    assert incident.acknowledged_by is None
+
+
+def test_resolve_tells_everyone_who_was_paged() -> None:
+    incident, _ = open_down()
+    run_ticks(incident, [15])
+    decision = engine.recovered(incident, T0 + 20 * MIN)
+    assert pages(decision) == [("resolved", ("oncall-sms", "noc-email", "noc-lead-sms"))]
+    assert incident.state is IncidentState.RESOLVED
+    assert run_ticks(incident, [60, 90]) == []
+
+
+def test_persistent_degradation_raises_severity_and_moves_up_the_policy() -> None:
+    policy = PolicySnapshot(
+        name="silver",
+        steps=(EscalationStep(0, ("oncall-sms",)), EscalationStep(45 * MIN, ("noc-lead-sms",))),
+        escalate_after=30 * MIN,
+    )
+    incident, decision = engine.open_incident(
+        "INC-2", "fabrikam", "sharepoint-online", "degraded", "slow: 4.2s > 3s", policy, T0
+    )
+    assert incident.severity is Severity.MINOR
+    assert pages(decision) == [("opened", ("oncall-sms",))]
+    assert run_ticks(incident, [29]) == []
+    assert run_ticks(incident, [30]) == [(30, "escalated", ("noc-lead-sms",))]
+    assert incident.severity is Severity.CRITICAL
+
+
+def test_degraded_then_down_raises_severity_and_says_so() -> None:
+    policy = PolicySnapshot(name="p", steps=(EscalationStep(0, ("oncall-sms",)),))
+    incident, _ = engine.open_incident(
+        "INC-3", "contoso", "azure-portal", "degraded", "slow", policy, T0
+    )
+    decision = engine.status_changed(incident, "down", "connection refused", T0 + MIN)
+    assert incident.severity is Severity.MAJOR
+    assert pages(decision) == [("escalated", ("oncall-sms",))]
+    # back to degraded: still worth telling in the timeline, not a page, severity kept
+    decision = engine.status_changed(incident, "degraded", "slow", T0 + 2 * MIN)
+    assert pages(decision) == [] and incident.severity is Severity.MAJOR
+
+
+def test_relapse_within_cooldown_reopens_the_same_incident() -> None:
+    incident, _ = open_down()
+    engine.recovered(incident, T0 + 5 * MIN)
+    decision = engine.reopen(incident, "down", "status 503", T0 + 7 * MIN)
+    assert incident.id == "INC-1" and incident.state is IncidentState.OPEN
+    assert pages(decision) == [("opened", ("oncall-sms", "noc-email"))]
+    assert decision.pages[0].detail == "relapse after recovery"
+    # escalation carries on from where it was, timed from the relapse
+    assert run_ticks(incident, [21, 22]) == [(22, "escalated", ("noc-lead-sms",))]
+
+
+def test_maintenance_mutes_pages_but_not_the_resolution_of_a_page_already_sent() -> None:
+    incident, decision = open_down(muted=True)
+    assert pages(decision) == []
+    assert run_ticks(incident, [15, 60]) == []
+    assert pages(engine.recovered(incident, T0 + 70 * MIN)) == []  # nobody was told
+
+    incident, _ = open_down()  # paged, then a maintenance window starts
+    engine.set_muted(incident, True, T0 + 5 * MIN, "window 42")
+    assert run_ticks(incident, [15, 60]) == []
+    assert pages(engine.recovered(incident, T0 + 70 * MIN)) == [
+        ("resolved", ("oncall-sms", "noc-email"))
+    ]
+
+
+def test_still_down_when_maintenance_ends_starts_paging() -> None:
+    incident, _ = open_down(muted=True)
+    decision = engine.set_muted(incident, False, T0 + 30 * MIN, "window ended")
+    assert pages(decision) == [("opened", ("oncall-sms", "noc-email"))]
+    assert run_ticks(incident, [44, 45]) == [(45, "escalated", ("noc-lead-sms",))]
+
+
+def test_a_restart_sends_what_fell_due_once_and_nothing_twice() -> None:
+    incident, _ = open_down()
+    run_ticks(incident, [15])
+    saved = engine.copy.deepcopy(incident)  # what the store held when the daemon died
+    # the daemon was away from minute 16 to minute 70: the vendor ticket is overdue
+    first = engine.tick(saved, T0 + 70 * MIN)
+    assert pages(first) == [("vendor_ticket", ("vendor-desk-email",))]
+    assert pages(engine.tick(saved, T0 + 70 * MIN)) == []
+    # the same decision computed twice (crash before commit) yields the same dedup keys
+    again = engine.tick(engine.copy.deepcopy(incident), T0 + 70 * MIN)
+    assert [p.dedup_key for p in again.pages] == [p.dedup_key for p in first.pages]
+
+
+def test_vendor_group_member_is_not_paged_but_kept() -> None:
+    incident, _ = open_down(hold=60)
+    engine.join_vendor_group(incident, "INC-9", T0 + 30)
+    assert run_ticks(incident, [1, 15, 60]) == []
+    assert incident.vendor_group == "INC-9"
+
+
+@pytest.mark.parametrize(
+    ("change_minutes", "check_minute", "flapping"),
+    [
+        ([0, 5, 10, 15, 20], 21, False),  # five changes: not yet
+        ([0, 5, 10, 15, 20, 25], 26, True),  # six within the hour: flapping
+        ([0, 5, 10, 15, 20, 25], 72, True),  # three still in the window: hysteresis holds
+        ([0, 5, 10, 15, 20, 25], 76, False),  # two left: stable again
+    ],
+)
+def test_flapping_hysteresis(change_minutes: list[int], check_minute: int, flapping: bool) -> None:
+    detector = FlapDetector(FlapSettings(window=3600, high=6, low=2))
+    for minute in change_minutes:
+        detector.record_change(T0 + minute * MIN)
+    # checked at two moments so hysteresis is exercised on the way down
+    detector.update(T0 + 26 * MIN)
+    assert detector.update(T0 + check_minute * MIN) is flapping
+
+
+def test_flapping_incident_resolves_only_once_stable() -> None:
+    incident, _ = open_down()
+    decision = engine.recovered(incident, T0 + 2 * MIN, flapping=True)
+    assert incident.state is IncidentState.OPEN and pages(decision) == []
+    assert pages(engine.tick(incident, T0 + 3 * MIN, stable=False)) == []
+    # stable again: resolved at the first tick, before any further step
+    assert pages(engine.tick(incident, T0 + 10 * MIN, stable=True)) == [
+        ("resolved", ("oncall-sms", "noc-email"))
+    ]
+
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("recurrence", "moment", "active"),
+    [
+        (None, "2026-11-01 02:30", True),
+        (None, "2026-11-01 04:00", False),
+        (None, "2026-11-08 02:30", False),
+        ("daily", "2026-11-05 02:30", True),
+        ("daily", "2026-11-05 05:00", False),
+        ("weekly", "2026-11-08 03:59", True),  # the next Sunday
+        ("weekly", "2026-11-09 02:30", False),  # a Monday
+        ("monthly", "2026-12-01 02:00", True),
+        ("monthly", "2026-12-02 02:00", False),
+        ("weekly", "2026-10-25 02:30", False),  # before the first occurrence
+    ],
+)
+def test_maintenance_windows_in_beijing_time(
+    recurrence: str | None, moment: str, active: bool
+) -> None:
+    window = MaintenanceWindow(
+        "MW-1",
+        at("2026-11-01 02:00"),
+        at("2026-11-01 04:00"),
+        customer="contoso",
+        recurrence=recurrence,
+    )
+    assert is_active(window, at(moment)) is active
+
+
+def test_maintenance_scope() -> None:
+    window = MaintenanceWindow("MW-2", T0, T0 + 3600, service="exchange-online")
+    assert in_maintenance([window], "contoso", "exchange-online", T0 + 60) is window
+    assert in_maintenance([window], "contoso", "azure-portal", T0 + 60) is None
+
+
+def test_one_service_failing_for_many_customers_forms_a_group() -> None:
+    settings = CorrelationSettings(window=300, min_customers=3)
+    opened = [open_down()[0] for _ in range(2)]
+    opened[1].customer = "fabrikam"
+    assert members(opened, "exchange-online", T0 + 60, settings) == []
+    third, _ = engine.open_incident(
+        "INC-5", "adatum", "exchange-online", "down", "x", GOLD, T0 + 120
+    )
+    group = members([*opened, third], "exchange-online", T0 + 120, settings)
+    assert [incident.customer for incident in group] == ["contoso", "fabrikam", "adatum"]
+    late, _ = engine.open_incident(
+        "INC-6", "northwind", "exchange-online", "down", "x", GOLD, T0 + 3600
+    )
+    assert members([*opened, third, late], "exchange-online", T0 + 3600, settings) == []
