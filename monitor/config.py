@@ -27,7 +27,6 @@ import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -37,9 +36,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from checks import CheckType, check_types
-
-SLUG = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
-
+from monitor.config_types import SLUG, Duration, StrictModel
 
 # --------------------------------------------------------------------------- errors
 
@@ -66,37 +63,6 @@ class ConfigError(Exception):
         lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  {issue}" for issue in self.issues]
         return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------- durations
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any) -> Any:
-    """``90``, ``"90s"``, ``"1m30s"``, ``"500ms"``, ``"2h"`` → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        parts = _DURATION_PART.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-        raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m or 500ms")
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-# --------------------------------------------------------------------------- models
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TimingOverrides(StrictModel):

@@ -16,10 +16,12 @@ away, once.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.engine.model import (
+    EscalationStep,
     Incident,
     IncidentEvent,
     IncidentState,
@@ -40,6 +42,7 @@ class Page:
     channels: tuple[str, ...]
     dedup_key: str  # the same page decided twice is sent once
     detail: str = ""
+    recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # by channel
 
 
 @dataclass(slots=True)
@@ -62,13 +65,26 @@ class Decision:
         self.events.append(IncidentEvent(incident.id, at, kind, detail, actor))
 
     def page(
-        self, incident: Incident, event: str, channels: tuple[str, ...], key: str, detail: str = ""
+        self,
+        incident: Incident,
+        event: str,
+        targets: Mapping[str, tuple[str, ...]],
+        key: str,
+        detail: str = "",
     ) -> None:
-        if not channels:
+        """Page ``targets`` (channel → recipients; empty: the channel's own list)."""
+        if not targets:
             return
         incident.notified = True
         self.pages.append(
-            Page(event, copy.copy(incident), channels, f"{incident.id}:{key}", detail)
+            Page(
+                event,
+                copy.copy(incident),
+                tuple(targets),
+                f"{incident.id}:{key}",
+                detail,
+                dict(targets),
+            )
         )
 
 
@@ -76,20 +92,26 @@ def severity_for(status: str) -> Severity:
     return Severity.MAJOR if status == "down" else Severity.MINOR
 
 
-def notified_channels(incident: Incident) -> tuple[str, ...]:
-    """Every channel a step already reached: they all hear about ack and resolution."""
-    seen: dict[str, None] = {}
-    for step in incident.policy.steps[: incident.escalation_level]:
-        seen.update(dict.fromkeys(step.notify))
-    return tuple(seen)
+def _targets(steps: Iterable[EscalationStep]) -> dict[str, tuple[str, ...]]:
+    """Channel → recipients over some steps, each recipient once."""
+    merged: dict[str, dict[str, None]] = {}
+    for step in steps:
+        for channel in step.notify:
+            merged.setdefault(channel, {}).update(dict.fromkeys(step.recipients))
+    return {channel: tuple(people) for channel, people in merged.items()}
 
 
-def _current_channels(incident: Incident) -> tuple[str, ...]:
+def notified_channels(incident: Incident) -> dict[str, tuple[str, ...]]:
+    """Everyone a step already reached: they all hear about ack and resolution."""
+    return _targets(incident.policy.steps[: incident.escalation_level])
+
+
+def _current_channels(incident: Incident) -> dict[str, tuple[str, ...]]:
     """The people of the highest step reached (a vendor ticket desk gets no reminders)."""
     for step in reversed(incident.policy.steps[: incident.escalation_level]):
         if step.action != VENDOR_TICKET:
-            return step.notify
-    return ()
+            return _targets([step])
+    return {}
 
 
 def open_incident(
@@ -369,7 +391,7 @@ def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
             channels=list(step.notify),
             action=step.action,
         )
-        decision.page(incident, event, step.notify, f"step:{level}")
+        decision.page(incident, event, _targets([step]), f"step:{level}")
         incident.next_escalation_at = (
             due_at + _gap(policy, level + 1) if level + 1 < len(policy.steps) else None
         )

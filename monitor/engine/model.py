@@ -29,6 +29,7 @@ class EscalationStep:
     after: float  # seconds after the incident opened
     notify: tuple[str, ...]  # channel names
     action: str | None = None  # "vendor_ticket" drafts a ticket for 21Vianet
+    recipients: tuple[str, ...] = ()  # overrides each channel's own recipients
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,117 @@
+"""Config models for incidents, escalation policies and notifications.
+
+Kept apart from ``config.py`` (probing) so each file holds one idea; the root
+model in ``config.py`` includes these sections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from monitor.config_types import Delay, Duration, StrictModel
+from monitor.engine.correlation import CorrelationSettings
+from monitor.engine.flapping import FlapSettings
+from monitor.engine.model import EscalationStep, PolicySnapshot
+
+
+class EscalationStepSpec(StrictModel):
+    after: Delay = Field(0, description="Delay after the incident opened before this step is paged")
+    notify: list[str] = Field(default_factory=list, description="Channel names")
+    recipients: list[str] = Field(
+        default_factory=list,
+        description="Addresses or numbers for this step; empty: each channel's own `to`",
+    )
+    action: Literal["vendor_ticket"] | None = Field(
+        None, description="vendor_ticket: draft a ticket for 21Vianet support with evidence"
+    )
+
+
+class EscalationPolicySpec(StrictModel):
+    steps: list[EscalationStepSpec] = Field(min_length=1)
+    repeat_interval: Duration | None = Field(
+        None, description="Remind the last people paged this often while unacknowledged"
+    )
+    ack_timeout: Duration | None = Field(
+        None, description="An acknowledgement older than this re-arms escalation"
+    )
+    escalate_after: Duration | None = Field(
+        None,
+        description="A degradation or outage lasting longer raises severity to critical "
+        "and moves up the policy (default: incidents.escalate_after)",
+    )
+
+    def snapshot(self, name: str, default_escalate_after: float | None) -> PolicySnapshot:
+        return PolicySnapshot(
+            name=name,
+            steps=tuple(
+                EscalationStep(float(step.after), tuple(step.notify), step.action)
+                for step in self.steps
+            ),
+            repeat_interval=self.repeat_interval,
+            ack_timeout=self.ack_timeout,
+            escalate_after=self.escalate_after
+            if self.escalate_after is not None
+            else default_escalate_after,
+        )
+
+
+class FlappingSpec(StrictModel):
+    window: Duration = 3600.0
+    high: int = Field(6, ge=2, description="Status changes within the window: flapping")
+    low: int = Field(2, ge=0, description="At or below this many changes: stable again")
+
+    def settings(self) -> FlapSettings:
+        return FlapSettings(self.window, self.high, self.low)
+
+
+class CorrelationSpec(StrictModel):
+    enabled: bool = True
+    window: Duration = Field(
+        300.0, description="Incidents this close together may be one vendor-side outage"
+    )
+    min_customers: int = Field(3, ge=2, description="Customers affected to call it vendor-side")
+    hold: Delay = Field(
+        60.0, description="First pages wait this long so a vendor-side group can form first"
+    )
+    escalation_policy: str | None = Field(
+        None, description="Policy of vendor-side incidents (default: incidents.default_policy)"
+    )
+
+    def settings(self) -> CorrelationSettings:
+        return CorrelationSettings(
+            self.enabled, self.window, self.min_customers, float(self.hold), self.escalation_policy
+        )
+
+
+class IncidentSettingsSpec(StrictModel):
+    default_policy: str | None = Field(
+        None, description="Escalation policy when neither customer nor service names one"
+    )
+    cooldown: Duration = Field(
+        600.0, description="A relapse this soon after recovery reopens the same incident"
+    )
+    escalate_after: Duration | None = Field(1800.0, description="Default for policies")
+    tick_interval: Duration = Field(10.0, description="How often escalation timers are checked")
+    flapping: FlappingSpec = Field(default_factory=FlappingSpec)
+    correlation: CorrelationSpec = Field(default_factory=CorrelationSpec)
+    ack_link_ttl: Duration = Field(86400.0, description="How long an acknowledge link works")
+
+
+class RetrySpec(StrictModel):
+    initial: Duration = Field(30.0, description="First retry delay")
+    max_delay: Duration = Field(1800.0, description="Longest delay between retries")
+    max_attempts: int = Field(20, ge=1, description="Attempts before a message is failed")
+
+
+class NotificationSettingsSpec(StrictModel):
+    templates_dir: str | None = Field(
+        None, description="Directory of operator templates overriding alert_templates/"
+    )
+    sms_max_segments: int = Field(2, ge=1, le=10, description="Longest SMS, in segments")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    rate_limit_per_minute: dict[str, int] = Field(
+        default_factory=dict, description="Per channel name: messages a minute at most"
+    )
+    poll_interval: Duration = Field(2.0, description="How often the outbox is checked")
