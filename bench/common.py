@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -78,7 +79,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -91,7 +94,9 @@ def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
 
 
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 5.0
+) -> None:
     """Stop one process we started, by its PID; kill it if it does not go in time."""
     if proc.poll() is not None:
         return
@@ -158,7 +163,15 @@ class TargetServer:
             self._dir = tempfile.TemporaryDirectory(prefix="bench-nginx-")
             conf = Path(self._dir.name) / "nginx.conf"
             conf.write_text(NGINX_CONF.format(dir=self._dir.name, port=self.port))
-            command = [nginx, "-c", str(conf), "-p", self._dir.name, "-e", f"{self._dir.name}/e.log"]
+            command = [
+                nginx,
+                "-c",
+                str(conf),
+                "-p",
+                self._dir.name,
+                "-e",
+                f"{self._dir.name}/e.log",
+            ]
         else:
             self.kind = "aiohttp"
             command = [sys.executable, "-m", "bench.common", "serve", "--port", str(self.port)]
@@ -300,6 +313,38 @@ class DaemonProbe:
         daemon.scheduler.lag = recording_lag  # type: ignore[method-assign]
 
 
+class GcWatch:
+    """Garbage-collector pauses, by generation (count, total, max), via ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+        self.full: list[tuple[float, float]] = []  # (wall time at end, pause) of each gen-2 run
+        self._started = 0.0
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause, generation = time.perf_counter() - self._started, info["generation"]
+        self.count[generation] += 1
+        self.total[generation] += pause
+        self.longest[generation] = max(self.longest[generation], pause)
+        if generation == 2 and len(self.full) < 10_000:
+            self.full.append((time.time(), pause))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total, "longest": self.longest}
+
+
 # ---------------------------------------------------------------------- accounting
 
 
@@ -309,11 +354,41 @@ def self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of another process, all threads, from /proc/PID/stat (10 ms ticks)."""
+def proc_cpu(pid: int, system_only: bool = False) -> float:
+    """utime + stime (or stime alone) of a process, all threads, from /proc/PID/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) + (0 if system_only else int(fields[11]))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """Over one phase: this process's CPU (user+sys, and sys alone), wall time, and the
+    CPU time of the whole machine (to see what else was running)."""
+
+    def __init__(self) -> None:
+        self.cpu = self.sys = self.elapsed = self.machine_busy = 0.0
+
+    def __enter__(self) -> Meter:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._start = (usage.ru_utime, usage.ru_stime, time.perf_counter(), machine_busy())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        user, system, wall, busy = self._start
+        self.sys = usage.ru_stime - system
+        self.cpu = usage.ru_utime - user + self.sys
+        self.elapsed = time.perf_counter() - wall
+        self.machine_busy = machine_busy() - busy
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "cpu": self.cpu,
+            "sys": self.sys,
+            "elapsed": self.elapsed,
+            "machine_busy": self.machine_busy,
+        }
 
 
 def machine_busy() -> float:

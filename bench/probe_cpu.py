@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from typing import Any
 from bench.common import (
     LOOPS,
     DaemonProbe,
+    Meter,
     TargetServer,
     find_tool,
-    machine_busy,
     free_port,
     nginx_accepted,
     print_table,
@@ -47,7 +47,6 @@ from bench.common import (
     proc_memory,
     run_loop,
     run_worker,
-    self_cpu,
     spread,
     stop_process,
     verdict,
@@ -91,17 +90,131 @@ async def floor_worker(port: int, probes: int, conc: int, warmup: int) -> dict[s
         await batch(warmup)
         failures = 0
         accepted = nginx_accepted(port)
-        cpu, started, busy = self_cpu(), time.perf_counter(), machine_busy()
-        await batch(probes)
-        cpu, elapsed = self_cpu() - cpu, time.perf_counter() - started
-        busy = machine_busy() - busy
+        with Meter() as meter:
+            await batch(probes)
         after = nginx_accepted(port)
     return {
         "probes": probes,
         "failures": failures,
-        "cpu": cpu,
-        "elapsed": elapsed,
-        "machine_busy": busy,
+        **meter.as_dict(),
+        "accepted": None if accepted is None or after is None else after - accepted - 1,
+        "rss_mib": proc_memory()["VmHWM"],
+    }
+
+
+def _http_targets(port: int, count: int) -> list[tuple[Any, Any]]:
+    """(Target, http Options) pairs shaped like the daemon's, for the decomposition variants."""
+    from checks import check_types
+    from monitor.probe import Target
+
+    options = check_types()["http"].options
+    return [
+        (
+            Target(f"c{i:05d}", "web", "ok", "http"),
+            options.model_validate({"url": f"http://127.0.0.1:{port}/ok?c=c{i:05d}"}),
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+async def plugin_worker(port: int, probes: int, conc: int, warmup: int) -> dict[str, Any]:
+    """The daemon's http check through run_probe and the daemon's session, ``conc`` in flight."""
+    from checks import check_types
+    from monitor.probe import ProbeContext
+    from monitor.runner import new_http_session, run_probe
+
+    http = check_types()["http"]
+    targets = _http_targets(port, 1000)
+    failures = 0
+    session = new_http_session()
+    ctx = ProbeContext(http=session, timeout=5.0)
+    try:
+
+        async def batch(count: int) -> None:
+            left = [count]
+
+            async def worker() -> None:
+                nonlocal failures
+                while left[0] > 0:
+                    left[0] -= 1
+                    target, options = targets[left[0] % len(targets)]
+                    result = await run_probe(http, target, options, ctx)
+                    failures += not result.success
+
+            await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conc))), 120)
+
+        await batch(warmup)
+        failures = 0
+        accepted = nginx_accepted(port)
+        with Meter() as meter:
+            await batch(probes)
+        after = nginx_accepted(port)
+    finally:
+        await session.close()
+    return {
+        "probes": probes,
+        "failures": failures,
+        **meter.as_dict(),
+        "accepted": None if accepted is None or after is None else after - accepted - 1,
+        "rss_mib": proc_memory()["VmHWM"],
+    }
+
+
+async def paced_worker(
+    port: int, targets: int, interval: float, window: float, warmup: float, quantum: float = 0.0
+) -> dict[str, Any]:
+    """The same probes at the daemon's pace: one ``loop.call_at`` per target, no APScheduler,
+    no status or metrics (a minimal scheduler, as anchor C2)."""
+    from checks import check_types
+    from monitor.probe import ProbeContext
+    from monitor.runner import new_http_session, run_probe
+
+    http = check_types()["http"]
+    pairs = _http_targets(port, targets)
+    loop = asyncio.get_running_loop()
+    session = new_http_session()
+    ctx = ProbeContext(http=session, timeout=5.0)
+    counts = {"completed": 0, "failed": 0}
+    running: set[asyncio.Task[None]] = set()
+    stop_at = loop.time() + warmup + window + 5
+
+    async def run(index: int) -> None:
+        target, options = pairs[index]
+        result = await run_probe(http, target, options, ctx)
+        counts["completed"] += 1
+        counts["failed"] += not result.success
+
+    def fire(index: int, due: float) -> None:
+        if due + interval < stop_at:
+            loop.call_at(due + interval, fire, index, due + interval)
+        task = loop.create_task(run(index))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    start = loop.time() + 0.1
+    for index in range(targets):
+        due = index * interval / targets
+        if quantum:  # start times on a grid of `quantum` s: several probes per wake-up
+            due = math.ceil(due / quantum) * quantum
+        loop.call_at(start + due, fire, index, start + due)
+    try:
+        await asyncio.sleep(warmup)
+        accepted = nginx_accepted(port)
+        completed, failed = counts["completed"], counts["failed"]
+        with Meter() as meter:
+            await asyncio.sleep(window)
+        completed, failed = counts["completed"] - completed, counts["failed"] - failed
+        after = nginx_accepted(port)
+        await asyncio.wait_for(asyncio.sleep(max(0.0, stop_at - loop.time())), 30)
+        if running:
+            await asyncio.wait(running, timeout=10)
+    finally:
+        await session.close()
+    return {
+        "probes": completed,
+        "failures": failed,
+        **meter.as_dict(),
+        "scheduled_rate": targets / interval,
         "accepted": None if accepted is None or after is None else after - accepted - 1,
         "rss_mib": proc_memory()["VmHWM"],
     }
@@ -121,28 +234,26 @@ async def daemon_worker(
         probe = DaemonProbe(daemon)
         await daemon.start()
         try:
-            # warm-up: every target probed at least once, 500 probes, and `warmup` seconds
-            started = time.monotonic()
-            while time.monotonic() - started < 60 and (
-                probe.completed < max(targets, 500) or time.monotonic() - started < warmup
-            ):
+            # warm-up: `warmup` seconds, and every target probed at least once (60 s at most)
+            await asyncio.sleep(warmup)
+            for _ in range(600):
+                if probe.completed >= max(targets, 500):
+                    break
                 await asyncio.sleep(0.1)
             accepted = nginx_accepted(port)
             completed, failed = probe.completed, probe.failed
-            cpu, begun, busy = self_cpu(), time.perf_counter(), machine_busy()
-            await asyncio.sleep(window)
-            cpu, elapsed = self_cpu() - cpu, time.perf_counter() - begun
-            busy = machine_busy() - busy
+            with Meter() as meter:
+                await asyncio.sleep(window)
             completed, failed = probe.completed - completed, probe.failed - failed
             after = nginx_accepted(port)
         finally:
+            daemon.request_stop()  # close() alone lets already-submitted jobs start
             await daemon.close()
+            await asyncio.sleep(0.1)
     return {
         "probes": completed,
         "failures": failed,
-        "cpu": cpu,
-        "elapsed": elapsed,
-        "machine_busy": busy,
+        **meter.as_dict(),
         "scheduled_rate": targets / interval,
         "accepted": None if accepted is None or after is None else after - accepted - 1,
         "rss_mib": proc_memory()["VmHWM"],
@@ -226,17 +337,18 @@ def blackbox_round(
 ) -> dict[str, Any]:
     assert exporter.proc is not None
     accepted = server.accepted()
-    cpu, started, busy = proc_cpu(exporter.proc.pid), time.perf_counter(), machine_busy()
-    probes, bad = wrk(exporter.probe_url(server.url), seconds, conc)
-    cpu, elapsed = proc_cpu(exporter.proc.pid) - cpu, time.perf_counter() - started
-    busy = machine_busy() - busy
+    cpu, system = proc_cpu(exporter.proc.pid), proc_cpu(exporter.proc.pid, system_only=True)
+    with Meter() as meter:
+        probes, bad = wrk(exporter.probe_url(server.url), seconds, conc)
+    cpu = proc_cpu(exporter.proc.pid) - cpu
+    system = proc_cpu(exporter.proc.pid, system_only=True) - system
     after = server.accepted()
     return {
         "probes": probes,
         "failures": bad,
-        "cpu": cpu,
-        "elapsed": elapsed,
-        "machine_busy": busy,
+        **meter.as_dict(),
+        "cpu": cpu,  # the exporter's, not this process's
+        "sys": system,
         "accepted": None if accepted is None or after is None else after - accepted - 1,
         "rss_mib": proc_memory(exporter.proc.pid)["VmHWM"],
     }
@@ -254,6 +366,8 @@ def check_exporter(exporter: Exporter, server: TargetServer) -> None:
 
 def run_rounds(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     variants = [v for v in args.variants.split(",") if v]
+    if args.explain:
+        variants += [f"{kind}-{loop}" for kind in ("plugin", "paced", "batched") for loop in LOOPS]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with TargetServer(args.server) as server:
         print(f"target server: {server.kind} on {server.url}", file=sys.stderr)
@@ -277,6 +391,7 @@ def run_rounds(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                             "--probes", str(args.probes), "--conc", str(args.conc),
                             "--targets", str(args.targets), "--interval", str(args.interval),
                             "--window", str(args.window), "--warmup", str(args.warmup),
+                            "--quantum", str(args.quantum),
                         ]  # fmt: skip
                         result = run_worker("bench.probe_cpu", worker_args, WORKER_TIMEOUT)
                     result["per_probe"] = result["cpu"] / max(result["probes"], 1)
@@ -334,7 +449,11 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         if not per_probe(variant):
             continue
         floor = median_of(per_probe(f"floor-{loop}"))
-        goal = f"≤ {GOAL_RATIO:g} × floor = {GOAL_RATIO * floor * 1e6:.0f} µs" if floor == floor else ""
+        goal = (
+            f"≤ {GOAL_RATIO:g} × floor = {GOAL_RATIO * floor * 1e6:.0f} µs"
+            if floor == floor
+            else ""
+        )
         rows.append(
             (
                 f"daemon ({loop}): CPU/probe",
@@ -374,6 +493,29 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
                     "info",
                 )
             )
+    steps = (
+        ("floor", "plugin", "http check + run_probe + daemon's session (tracing)"),
+        ("plugin", "paced", "paced like the daemon, minimal call_at scheduler"),
+        ("paced", "daemon", "APScheduler + status + metrics (the rest of the daemon)"),
+        ("paced", "batched", f"start times on a {args.quantum * 1000:g} ms grid instead"),
+    )
+    for loop in LOOPS:
+        for before, after, what in steps:
+            a, b = f"{before}-{loop}", f"{after}-{loop}"
+            extra = [
+                x["per_probe"] - y["per_probe"]
+                for x, y in zip(results.get(b, []), results.get(a, []), strict=False)
+            ]
+            ratio = pairwise(results, b, a)
+            if extra:
+                rows.append(
+                    (
+                        f"step {before} → {after} ({loop}): {what}",
+                        f"{spread(extra, ' µs', 1e6)}; {spread(ratio, '×', digits=2)}",
+                        "µs added per probe; ratio",
+                        "info",
+                    )
+                )
     for variant, runs in results.items():
         if not runs:
             continue
@@ -388,10 +530,12 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         rows.append((f"{variant}: probes/s", spread(rates, "/s"), reference, "info"))
         busy = [r["machine_busy"] / r["elapsed"] for r in runs]
         own = [r["cpu"] / r["elapsed"] for r in runs]
+        system = [r["sys"] / r["cpu"] for r in runs if r["cpu"]]
         rows.append(
             (
-                f"{variant}: own CPU; machine busy (all processes)",
-                f"{spread(own, digits=2)}; {spread(busy, digits=2)} cores",
+                f"{variant}: own CPU, sys share; machine busy (all processes)",
+                f"{spread(own, digits=2)} cores, {spread(system, ' %', 100)}; "
+                f"{spread(busy, digits=2)} cores",
                 "of 2 cores",
                 "info",
             )
@@ -426,8 +570,22 @@ def main() -> None:
         default="floor-asyncio,floor-uvloop,daemon-asyncio,daemon-uvloop,blackbox",
         help="comma-separated subset, in round-1 order",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add plugin-* (the http check via run_probe, 50 in flight) and paced-* (the same at "
+        "the daemon's pace, no APScheduler) to split the daemon's cost into steps",
+    )
+    parser.add_argument(
+        "--quantum",
+        type=float,
+        default=0.05,
+        help="batched-*: start times rounded up to multiples of this many seconds",
+    )
     parser.add_argument("--targets", type=int, default=1000, help="daemon: number of targets")
-    parser.add_argument("--interval", type=float, default=1.0, help="daemon: seconds between probes")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="daemon: seconds between probes"
+    )
     parser.add_argument("--window", type=float, default=10.0, help="daemon: measured seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="daemon: warm-up seconds")
     parser.add_argument("--probes", type=int, default=15000, help="floor: measured GETs")
@@ -436,13 +594,27 @@ def main() -> None:
     parser.add_argument("--server", choices=("auto", "nginx", "aiohttp"), default="auto")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     # worker mode (one variant in this process)
-    parser.add_argument("--worker", choices=("floor", "daemon"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        choices=("floor", "plugin", "paced", "batched", "daemon"),
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--loop", choices=LOOPS, default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker == "floor":
         result = run_loop(lambda: floor_worker(args.port, args.probes, args.conc, 500), args.loop)
+    elif args.worker == "plugin":
+        result = run_loop(lambda: plugin_worker(args.port, args.probes, args.conc, 500), args.loop)
+    elif args.worker in ("paced", "batched"):
+        quantum = args.quantum if args.worker == "batched" else 0.0
+        result = run_loop(
+            lambda: paced_worker(
+                args.port, args.targets, args.interval, args.window, args.warmup, quantum
+            ),
+            args.loop,
+        )
     elif args.worker == "daemon":
         result = run_loop(
             lambda: daemon_worker(args.port, args.targets, args.interval, args.window, args.warmup),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import select
@@ -40,6 +41,7 @@ from bench.common import (
     LOOPS,
     REPO,
     DaemonProbe,
+    GcWatch,
     TargetServer,
     machine_busy,
     percentile,
@@ -115,7 +117,7 @@ def missed_runs(
     return expected, missed, targets
 
 
-async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
+async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str, Any]:
     from monitor.daemon import Daemon
 
     baseline = proc_memory()
@@ -127,6 +129,8 @@ async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
     after_start = proc_memory()
     assert daemon.catalog is not None
     intervals = {tid: spec.timing.interval for tid, spec in daemon.catalog.targets.items()}
+    if gc_freeze:  # experiment: start-up objects leave the collector's generations
+        gc.freeze()
     print(f"READY {daemon.bound_port}", flush=True)
 
     window_start, cpu, busy = time.time(), self_cpu(), machine_busy()
@@ -134,7 +138,8 @@ async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
     gaps, gap_ends = array("d"), array("d")
     peak: dict[str, float] = {}
     try:
-        await asyncio.gather(tick(stop_at, gaps, gap_ends), sample_memory(stop_at, peak))
+        with GcWatch() as gc_watch:
+            await asyncio.gather(tick(stop_at, gaps, gap_ends), sample_memory(stop_at, peak))
         window = time.time() - window_start
         cpu, busy = self_cpu() - cpu, machine_busy() - busy
         next_runs = {job_id: at.timestamp() for job_id, at in daemon.scheduler.next_runs().items()}
@@ -142,7 +147,9 @@ async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
         expected, missed, missed_targets = missed_runs(probe, next_runs, intervals, started)
         completed, failed, runs_started = probe.completed, probe.failed, probe.started
         lags = list(probe.lags)
-        steady = [lag for lag, at in zip(lags, probe.lag_times, strict=True) if at > started + 60]
+        steady = [
+            lag for lag, at in zip(lags, probe.lag_times, strict=True) if at > window_start + 60
+        ]
         hist_p99 = lag_histogram_p99(daemon)
         counter = daemon.registry.get_sample_value
         missed_metric = sum(
@@ -154,11 +161,11 @@ async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
             render_start, render_cpu, size = time.perf_counter(), self_cpu(), 0
             async for chunk in daemon.target_metrics.render():
                 size += len(chunk)
-            renders.append(
-                (time.perf_counter() - render_start, self_cpu() - render_cpu, size)
-            )
+            renders.append((time.perf_counter() - render_start, self_cpu() - render_cpu, size))
     finally:
+        daemon.request_stop()  # close() alone lets already-submitted jobs start (see README)
         await daemon.close()
+        await asyncio.sleep(0.1)
     memory = proc_memory()
     return {
         "targets": len(intervals),
@@ -191,6 +198,9 @@ async def daemon_role(config: Path, minutes: float) -> dict[str, Any]:
         # only the gaps that could matter, to match them with the scrapes
         "stalls": [(end, gap) for end, gap in zip(gap_ends, gaps, strict=True) if gap > 0.002],
         "render": renders,
+        "gc": gc_watch.as_dict(),
+        "gc_full": gc_watch.full,
+        "ready": window_start,
         "memory": {
             "baseline_rss": baseline["VmRSS"],
             "after_start_rss": after_start["VmRSS"],
@@ -273,9 +283,12 @@ def scrape(port: int) -> dict[str, Any]:
     }
 
 
-def run_daemon(config: Path, loop: str, minutes: float, nginx_pid: int | None) -> dict[str, Any]:
+def run_daemon(
+    config: Path, loop: str, minutes: float, nginx_pid: int | None, gc_freeze: bool
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.scale", "--role", "daemon", "--loop", loop]
     command += ["--config", str(config), "--minutes", str(minutes)]
+    command += ["--gc-freeze"] if gc_freeze else []
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     scrapes: list[dict[str, Any]] = []
     try:
@@ -311,6 +324,20 @@ def run_daemon(config: Path, loop: str, minutes: float, nginx_pid: int | None) -
             if end >= item["start"] and end - gap - TICK <= item["end"]
         ]
         item["stall"] = max(overlapping, default=0.0)
+    # the longest stalls, and what was going on: a scrape, a full garbage collection
+    longest = sorted(result["stalls"], key=lambda stall: -stall[1])[:5]
+    result["longest_stalls"] = [
+        {
+            "at": end - result["ready"],
+            "stall": gap,
+            "scrape": any(s["start"] <= end and end - gap - TICK <= s["end"] for s in scrapes),
+            "full_gc": max(
+                (pause for at, pause in result["gc_full"] if end - gap - TICK <= at <= end),
+                default=0.0,
+            ),
+        }
+        for end, gap in longest
+    ]
     result["scrapes"] = scrapes
     result["loop"] = loop
     del result["stalls"]
@@ -334,6 +361,7 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
         stalls = [s["stall"] for s in scrapes]
         worst = max(seconds, default=float("nan"))
         ref_median = sorted(reference["times"])[len(reference["times"]) // 2]
+        scrape_median = sorted(seconds)[len(seconds) // 2] if seconds else math.nan
         per_probe = run["cpu"] / max(run["completed"], 1)
         rows = [
             (
@@ -399,9 +427,14 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 f"/metrics scrape seen by the client, {len(seconds)} scrapes",
                 spread(seconds, " s", digits=3),
                 f"≤ {GOAL_SCRAPE:g} s",
-                verdict(sorted(seconds)[len(seconds) // 2] if seconds else math.nan, GOAL_SCRAPE),
+                verdict(scrape_median, GOAL_SCRAPE),
             ),
-            ("  slowest scrape", f"{worst:.3f} s", f"≤ {GOAL_SCRAPE:g} s", verdict(worst, GOAL_SCRAPE)),
+            (
+                "  slowest scrape",
+                f"{worst:.3f} s",
+                f"≤ {GOAL_SCRAPE:g} s",
+                verdict(worst, GOAL_SCRAPE),
+            ),
             (
                 "  prometheus_client generate_latest, same label sets (own process)",
                 spread(reference["times"], " s", digits=3),
@@ -410,7 +443,7 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             ),
             (
                 "  scrape ÷ prometheus_client (medians)",
-                f"{(sorted(seconds)[len(seconds) // 2] / ref_median) if seconds else math.nan:.3f}×",
+                f"{scrape_median / ref_median:.3f}×",
                 "anchor D4 (hand formatter): 0.04×",
                 "info",
             ),
@@ -444,6 +477,24 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 "info",
             ),
             (
+                "  longest stalls: when (s after start), in a scrape?, full GC inside",
+                "; ".join(
+                    f"{x['stall'] * 1000:.0f} ms at {x['at']:.0f}s"
+                    + (" scrape" if x["scrape"] else "")
+                    + (f" gc {x['full_gc'] * 1000:.0f} ms" if x["full_gc"] else "")
+                    for x in run["longest_stalls"][:3]
+                ),
+                "",
+                "info",
+            ),
+            (
+                "  garbage collector: full (gen 2) runs, longest; all gens' share of CPU",
+                f"{run['gc']['count'][2]}, {run['gc']['longest'][2] * 1000:.0f} ms; "
+                f"{sum(run['gc']['total']) / run['cpu'] * 100:.1f} %",
+                "gc.freeze() after start-up: --gc-freeze",
+                "info",
+            ),
+            (
                 "resident memory: max VmRSS; VmHWM",
                 f"{memory['max_rss']:.0f} MiB; {memory['hwm']:.0f} MiB",
                 f"≤ {GOAL_RSS_MIB:.0f} MB",
@@ -459,7 +510,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
         ]
         print_table(
             f"Goals 2–4 ({loop}): {run['targets']:,} targets every {run['interval']:g} s, "
-            f"{run['window'] / 60:.1f} min, /metrics scraped every {SCRAPE_EVERY:g} s",
+            f"{run['window'] / 60:.1f} min, /metrics scraped every {SCRAPE_EVERY:g} s"
+            + (" [experiment: gc.freeze() after start-up]" if args.gc_freeze else ""),
             rows,
         )
 
@@ -471,13 +523,18 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--loop", choices=(*LOOPS, "both"), default="both")
     parser.add_argument("--server", choices=("auto", "nginx", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="experiment: call gc.freeze() in the daemon process after start-up",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--role", choices=("daemon", "promclient"), help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.role == "daemon":
-        result = run_loop(lambda: daemon_role(args.config, args.minutes), args.loop)
+        result = run_loop(lambda: daemon_role(args.config, args.minutes, args.gc_freeze), args.loop)
         print(json.dumps(result), flush=True)
         return
     if args.role == "promclient":
@@ -500,7 +557,9 @@ def main() -> None:
             max_concurrency=512,
         )
         for loop in loops:
-            runs.append(run_daemon(config, loop, args.minutes, nginx_worker_pid(server)))
+            runs.append(
+                run_daemon(config, loop, args.minutes, nginx_worker_pid(server), args.gc_freeze)
+            )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "reference": reference}, indent=1))
     report(runs, reference, args)

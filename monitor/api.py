@@ -28,11 +28,21 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/-/reload", reload)
+    add_incident_routes(app)
     return app
 
 
-def require_role(request: web.Request, role: str) -> None:
-    """Raise 401/403 unless the request carries a token with ``role`` (admin has all)."""
+def add_incident_routes(app: web.Application) -> None:
+    from monitor.api_incidents import add_routes  # it imports this module
+
+    add_routes(app)
+
+
+def require_role(request: web.Request, role: str) -> str:
+    """The token's name, or 401/403 unless the request carries a token with ``role``.
+
+    ``admin`` holds every role and ``operate`` includes ``read``.
+    """
     daemon = request.app[DAEMON]
     tokens = daemon.catalog.config.monitor.api_tokens if daemon.catalog else []
     header = request.headers.get("Authorization", "")
@@ -45,8 +55,9 @@ def require_role(request: web.Request, role: str) -> None:
     for token in tokens:
         secret = token.token.get_secret_value()
         if secret and hmac.compare_digest(secret.encode(), presented.encode()):
-            if role in token.roles or "admin" in token.roles:
-                return
+            held = set(token.roles)
+            if "admin" in held or role in held or (role == "read" and "operate" in held):
+                return token.name
             raise web.HTTPForbidden(text=f"token {token.name!r} lacks role {role}\n")
     raise web.HTTPUnauthorized(
         text="unknown token\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}

@@ -8,6 +8,7 @@ validated again by the check type's own model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -67,11 +68,11 @@ class Catalog:
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def customers(self) -> dict[str, CustomerSpec]:
         return {customer.id: customer for customer in self.config.customers}
 
-    @property
+    @functools.cached_property
     def services(self) -> dict[str, ServiceSpec]:
         return dict(self.config.services)
 

@@ -36,7 +36,13 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from checks import CheckType, check_types
+from monitor.channels import CHANNEL_TYPES, options_union
 from monitor.config_types import SLUG, Duration, StrictModel
+from monitor.incident_config import (
+    EscalationPolicySpec,
+    IncidentSettingsSpec,
+    NotificationSettingsSpec,
+)
 
 # --------------------------------------------------------------------------- errors
 
@@ -126,11 +132,17 @@ class ApiToken(StrictModel):
 class MonitorSettings(StrictModel):
     listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
     data_dir: str = Field("./data", description="Where the embedded store keeps its files")
+    store: str | None = Field(
+        None,
+        description="Database URL: sqlite:///path or postgresql://user@host/db "
+        "(default: SQLite in data_dir)",
+    )
     public_url: str | None = Field(None, description="External base URL (acknowledge links)")
     max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
     shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
     log_format: Literal["keyvalue", "json"] = "keyvalue"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    protect_reads: bool = Field(False, description="Reads of the API also need a token")
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
     )
@@ -176,6 +188,7 @@ class CustomerSpec(TimingOverrides):
     name: str
     tenant_domain: str = Field(description="e.g. contoso.partner.onmschina.cn")
     tier: str = "standard"
+    escalation_policy: str | None = Field(None, description="Overrides the service's policy")
     contacts: list[Contact] = Field(default_factory=list)
     vars: dict[str, str] = Field(
         default_factory=dict, description="Values for {customer.NAME} placeholders"
@@ -187,6 +200,7 @@ class ServiceSpec(TimingOverrides):
     name: str = Field(description="Display name, e.g. Exchange Online (operated by 21Vianet)")
     vendor: str = "21Vianet"
     sla_target: float | None = Field(None, gt=0, le=100)
+    escalation_policy: str | None = Field(None, description="Policy for this service's incidents")
     aggregate: Literal["worst", "partial"] = Field(
         "worst",
         description="worst: the worst check decides; partial: down only if every "
@@ -199,6 +213,12 @@ class ConfigBase(StrictModel):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: dict[str, Tier] = Field(default_factory=dict)
+    incidents: IncidentSettingsSpec = Field(default_factory=IncidentSettingsSpec)
+    escalation_policies: dict[str, EscalationPolicySpec] = Field(default_factory=dict)
+    notifications: NotificationSettingsSpec = Field(default_factory=NotificationSettingsSpec)
+    channels: dict[str, Any] = Field(
+        default_factory=dict, description="Where notifications go, by name"
+    )
     services: dict[Annotated[str, Field(pattern=SLUG)], ServiceSpec]
     customers: list[CustomerSpec]
 
@@ -232,11 +252,15 @@ def config_model(types: tuple[CheckType, ...] | None = None) -> type[ConfigBase]
         )
     check_union: Any = Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
     service_id: Any = Annotated[str, Field(pattern=SLUG)]
+    channel_options: Any = options_union()
     service: Any = create_model(
         "Service", __base__=ServiceSpec, checks=(list[check_union], Field(min_length=1))
     )
     model: type[ConfigBase] = create_model(
-        "Config", __base__=ConfigBase, services=(dict[service_id, service], ...)
+        "Config",
+        __base__=ConfigBase,
+        services=(dict[service_id, service], ...),
+        channels=(dict[str, channel_options], Field(default_factory=dict)),
     )
     return model
 
@@ -268,13 +292,23 @@ def format_path(loc: Iterable[int | str]) -> str:
 
 
 def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
-    return (
-        index >= 2
-        and isinstance(loc[index - 1], int)
-        and loc[index - 2] == "checks"
-        and isinstance(loc[index], str)
-        and loc[index] in check_types()
-    )
+    """Pydantic puts a tagged union's tag in error paths; operators never wrote it."""
+    if index < 2 or not isinstance(loc[index], str):
+        return False
+    if loc[index - 2] == "checks" and isinstance(loc[index - 1], int):
+        return loc[index] in check_types()
+    if loc[index - 2] == "channels" and index == 2:
+        return loc[index] in CHANNEL_TYPES
+    return False
+
+
+def _variant(union: Any, tag: Any) -> Any:
+    """The member of a union tagged by ``type`` whose tag is ``tag``."""
+    for variant in get_args(union):
+        field = getattr(variant, "model_fields", {}).get("type")
+        if field is not None and tag in get_args(field.annotation):
+            return variant
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -305,9 +339,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[st
             current = field.annotation
         elif origin in (list, dict):
             current = get_args(current)[-1]
-        elif origin in (Union, types.UnionType):  # a check, tagged by its type
-            variants = {getattr(v, "__name__", "").lower(): v for v in get_args(current)}
-            current = variants.get(f"{part}check")
+        elif origin in (Union, types.UnionType):  # a check or channel, tagged by its type
+            current = _variant(current, part)
             if current is None:
                 return []
         else:
@@ -343,12 +376,18 @@ def _issues_from_detail(
         message = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     elif kind == "missing":
         message = "required key is missing"
-    elif kind == "union_tag_invalid":
-        message = (
-            f"unknown check type {ctx.get('tag')!r} (allowed: {', '.join(sorted(check_types()))})"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        what, names = (
+            ("channel", list(CHANNEL_TYPES))
+            if loc and loc[0] == "channels"
+            else ("check", list(check_types()))
         )
-    elif kind == "union_tag_not_found":
-        message = f"check type is missing (allowed: {', '.join(sorted(check_types()))})"
+        listed = ", ".join(sorted(names))
+        message = (
+            f"unknown {what} type {ctx.get('tag')!r} (allowed: {listed})"
+            if kind == "union_tag_invalid"
+            else f"{what} type is missing (allowed: {listed})"
+        )
     return [ConfigIssue(path, message)]
 
 
@@ -437,6 +476,51 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
                             f"(allowed: {allowed})",
                         )
                     )
+    return issues
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
+    """Escalation policies and channels that are named but not defined."""
+    issues: list[ConfigIssue] = []
+    policies = _mapping(raw.get("escalation_policies"))
+    channels = _mapping(raw.get("channels"))
+
+    def policy(path: str, name: Any) -> None:
+        if name is not None and name not in policies:
+            allowed = ", ".join(sorted(policies)) or "none defined under escalation_policies"
+            issues.append(
+                ConfigIssue(path, f"unknown escalation policy {name!r} (allowed: {allowed})")
+            )
+
+    def channel(path: str, name: Any) -> None:
+        if name not in channels:
+            allowed = ", ".join(sorted(channels)) or "none defined under channels"
+            issues.append(ConfigIssue(path, f"unknown channel {name!r} (allowed: {allowed})"))
+
+    incidents = _mapping(raw.get("incidents"))
+    policy("incidents.default_policy", incidents.get("default_policy"))
+    policy(
+        "incidents.correlation.escalation_policy",
+        _mapping(incidents.get("correlation")).get("escalation_policy"),
+    )
+    for index, customer in _items(raw.get("customers")):
+        policy(f"customers[{index}].escalation_policy", customer.get("escalation_policy"))
+    for service_id, service in _mapping(raw.get("services")).items():
+        policy(
+            f"services.{service_id}.escalation_policy", _mapping(service).get("escalation_policy")
+        )
+    for name, spec in policies.items():
+        for position, step in _items(_mapping(spec).get("steps")):
+            notify = step.get("notify")
+            for k, channel_name in enumerate(notify if isinstance(notify, list) else []):
+                channel(f"escalation_policies.{name}.steps[{position}].notify[{k}]", channel_name)
+    limits = _mapping(_mapping(raw.get("notifications")).get("rate_limit_per_minute"))
+    for channel_name in limits:
+        channel(f"notifications.rate_limit_per_minute.{channel_name}", channel_name)
     return issues
 
 
@@ -529,7 +613,7 @@ def parse_config(
     issues: list[ConfigIssue] = []
     resolved = resolve_secrets(raw, os.environ if env is None else env, issues)
     model = config_model()
-    issues += cross_reference_issues(resolved)
+    issues += cross_reference_issues(resolved) + policy_reference_issues(resolved)
     try:
         config = model.model_validate(resolved)
     except ValidationError as exc:

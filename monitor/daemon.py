@@ -12,6 +12,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -20,9 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from checks import check_types
 from monitor import __version__
+from monitor.alerting import Alerting
 from monitor.catalog import Catalog, TargetSpec, load_catalog
 from monitor.config import ConfigError
 from monitor.metrics import DaemonMetrics, TargetMetrics
+from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.scheduler import ProbeScheduler
@@ -51,6 +54,7 @@ class Daemon:
         )
         self.board = StatusBoard()
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
+        self.alerting = Alerting(self.registry, wall)
         self.catalog: Catalog | None = None
         self.ready = False
         self.bound_port: int | None = None
@@ -77,6 +81,9 @@ class Daemon:
         self._http = new_http_session()
         self._apply(catalog)
         self._mark_reload(True)
+        await self.alerting.start(
+            catalog, self._http, self.config_path.resolve().parent, self.failing_checks
+        )
         self.scheduler.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -128,6 +135,7 @@ class Daemon:
                 await asyncio.wait(pending, timeout=1.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.alerting.close()
         if self._http is not None:
             await self._http.close()
         log.info("event=stopped")
@@ -150,6 +158,7 @@ class Daemon:
                 )
                 return False, exc.summary()
             added, changed, removed = self._apply(catalog)
+            self.alerting.configure(catalog)
             self._mark_reload(True)
             message = (
                 f"reloaded: {len(added)} targets added, {len(changed)} changed, "
@@ -202,6 +211,30 @@ class Daemon:
                 *key, subscription_state.status, subscription_state.since
             )
         return added, changed, removed
+
+    def failing_checks(self, customer: str, service: str) -> list[FailingCheckContext]:
+        """The subscription's checks that are not up, with their reasons (for messages)."""
+        catalog = self.catalog
+        subscription = catalog.subscriptions.get((customer, service)) if catalog else None
+        if catalog is None or subscription is None:
+            return []
+        failing: list[FailingCheckContext] = []
+        for target_id in subscription.target_ids:
+            state = self.board.targets.get(target_id)
+            if state is None or state.status in (Status.UP, Status.UNKNOWN):
+                continue
+            spec = catalog.targets[target_id]
+            last = state.last_result
+            failing.append(
+                {
+                    "check": spec.target.check,
+                    "type": spec.target.type,
+                    "status": state.status.value,
+                    "reason": last.reason if last else state.last_change_reason,
+                    "since": datetime.fromtimestamp(state.since, UTC),
+                }
+            )
+        return failing
 
     # ------------------------------------------------------------------ probing
 
@@ -267,6 +300,9 @@ class Daemon:
                 previous, current = change
                 self.target_metrics.set_subscription(*key, current, now)
                 self.metrics.transitions.labels(current.value).inc()
+                self.alerting.subscription_changed(
+                    *key, previous, current, self.board.subscriptions[key].reason, now
+                )
                 log_at = (
                     logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO
                 )

@@ -24,12 +24,16 @@ async def probe_ctx() -> AsyncIterator[ProbeContext]:
         await session.close()
 
 
-@pytest.fixture
-def free_port() -> int:
+def unused_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> int:
+    return unused_port()
 
 
 class WebTarget:

@@ -1,0 +1,213 @@
+"""Alerting: the store, the incident manager, the notifier and their background loops.
+
+The daemon hands it subscription status changes; everything from there to a
+delivered page lives here. Status changes go through a queue consumed by one
+task, so they are applied in order and never block probing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Gauge
+
+from monitor.catalog import Catalog
+from monitor.channels import build_channel
+from monitor.channels.base import Channel
+from monitor.incident_manager import FailingChecks, IncidentManager
+from monitor.links import LinkSigner
+from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
+from monitor.notify.templates import TemplateRenderer
+from monitor.probe import Status
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+
+Change = tuple[str, str, Status, Status, str, float]
+
+
+def store_url(catalog: Catalog, base: Path) -> str:
+    """The configured database, or SQLite in the data directory."""
+    settings = catalog.config.monitor
+    if settings.store:
+        return settings.store
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_absolute():
+        data_dir = base / data_dir
+    return f"sqlite:///{data_dir / 'csp-monitor.db'}"
+
+
+def data_dir(catalog: Catalog, base: Path) -> Path:
+    path = Path(catalog.config.monitor.data_dir)
+    return path if path.is_absolute() else base / path
+
+
+def build_channels(catalog: Catalog, http: aiohttp.ClientSession) -> dict[str, Channel]:
+    return {
+        name: build_channel(name, options, http)
+        for name, options in catalog.config.channels.items()
+    }
+
+
+def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
+    settings = catalog.config.notifications
+    directories = []
+    if settings.templates_dir:
+        path = Path(settings.templates_dir)
+        directories.append(path if path.is_absolute() else base / path)
+    return TemplateRenderer(directories, sms_max_segments=settings.sms_max_segments)
+
+
+class Alerting:
+    def __init__(self, registry: CollectorRegistry, wall: Callable[[], float] = time.time) -> None:
+        self._registry = registry
+        self._wall = wall
+        self._notifier_metrics = NotifierMetrics(registry)
+        self._open_incidents = Gauge(
+            "csp_monitor_incidents_open",
+            "Open incidents by severity",
+            ["severity"],
+            registry=registry,
+        )
+        self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.store: Store | None = None
+        self.manager: IncidentManager | None = None
+        self.notifier: Notifier | None = None
+        self._catalog: Catalog | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(
+        self,
+        catalog: Catalog,
+        http: aiohttp.ClientSession,
+        base: Path,
+        failing_checks: FailingChecks,
+    ) -> None:
+        self._catalog, self._http = catalog, http
+        self.store = await Store.open(store_url(catalog, base))
+        signer = LinkSigner.from_data_dir(data_dir(catalog, base))
+        self.notifier = self._build_notifier(catalog, http)
+        self.manager = IncidentManager(
+            self.store,
+            renderer_for(catalog, base),
+            signer,
+            failing_checks=failing_checks,
+            wake=self.notifier.wake,
+            wall=self._wall,
+        )
+        self.manager.configure(catalog)
+        await self.manager.start(self._wall())
+        settings = catalog.config
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="status-changes"),
+            asyncio.create_task(self._ticker(settings.incidents.tick_interval), name="ticker"),
+            asyncio.create_task(
+                self.notifier.run(self._stop, settings.notifications.poll_interval), name="notifier"
+            ),
+        ]
+        log.info(
+            "event=alerting_started store=%s channels=%d",
+            self.store.url,
+            len(self.notifier.channels),
+        )
+
+    def _build_notifier(self, catalog: Catalog, http: aiohttp.ClientSession) -> Notifier:
+        assert self.store is not None
+        settings = catalog.config.notifications
+        return Notifier(
+            self.store,
+            build_channels(catalog, http),
+            self._notifier_metrics,
+            retry=RetryPolicy(
+                settings.retry.initial, settings.retry.max_delay, settings.retry.max_attempts
+            ),
+            rate_limits=settings.rate_limit_per_minute,
+            wall=self._wall,
+        )
+
+    def configure(self, catalog: Catalog) -> None:
+        """A reload: new policies, channels and settings; open incidents keep their policy."""
+        self._catalog = catalog
+        if self.manager is not None:
+            self.manager.configure(catalog)
+        if self.notifier is not None and self._http is not None:
+            self.notifier.channels = build_channels(catalog, self._http)
+
+    def subscription_changed(
+        self, customer: str, service: str, previous: Status, current: Status, reason: str, at: float
+    ) -> None:
+        self._queue.put_nowait((customer, service, previous, current, reason, at))
+
+    async def _consume(self) -> None:
+        while True:
+            change = await self._queue.get()
+            try:
+                assert self.manager is not None
+                await self.manager.status_changed(*change)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the store may be down: the change is logged; the next change or tick
+                # brings the incident up to date
+                log.exception(
+                    "event=incident_update_failed customer=%s service=%s to=%s",
+                    change[0],
+                    change[1],
+                    change[3],
+                )
+            finally:
+                self._queue.task_done()
+
+    async def _ticker(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                assert self.manager is not None
+                await self.manager.tick(self._wall())
+                self._export_open()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=tick_failed action=%r", "check the store; ticks retry")
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    def _export_open(self) -> None:
+        if self.manager is None:
+            return
+        counts = {"minor": 0, "major": 0, "critical": 0}
+        for incident in self.manager.open_incidents():
+            counts[incident.severity.value] += 1
+        for severity, count in counts.items():
+            self._open_incidents.labels(severity).set(count)
+
+    async def drain(self) -> None:
+        """Wait until queued status changes are applied (tests, shutdown)."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self.drain(), 5.0)
+        except TimeoutError:
+            log.warning("event=shutdown_incomplete pending_changes=%d", self._queue.qsize())
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.manager is not None:
+            try:
+                await self.manager.close(self._wall())
+            except Exception:
+                log.exception("event=history_close_failed")
+        if self.store is not None:
+            await self.store.close()
+        log.info("event=alerting_stopped at=%s", datetime.fromtimestamp(self._wall(), UTC))

@@ -1,0 +1,134 @@
+"""What every channel shares: the options base, the channel protocol, HTTP error mapping.
+
+Kept apart from the package ``__init__`` (the registry) so that channel modules can
+import it without importing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Protocol
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
+from monitor.probe import describe_error
+
+Clock = Callable[[], float]
+E164 = r"^\+[1-9]\d{6,14}$"
+PhoneNumber = Annotated[str, Field(pattern=E164)]
+"""A phone number in E.164 form, e.g. +8613800000000."""
+
+
+class ChannelOptions(BaseModel):
+    """Base of every channel type's options; ``type`` is the discriminator in the config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+
+class Channel(Protocol):
+    """One configured destination. ``send`` delivers once; the notifier retries."""
+
+    name: str
+
+    async def send(self, message: RenderedMessage) -> DeliveryReceipt: ...
+
+
+def recipients(message: RenderedMessage, configured: Iterable[str]) -> tuple[str, ...]:
+    """The message's own recipients when it has any, else the channel's list.
+
+    Raises a permanent error when both are empty: retrying cannot invent an address.
+    """
+    chosen = message.recipients or tuple(configured)
+    if not chosen:
+        raise DeliveryError(
+            "no recipients: set `to` on the channel or recipients on the escalation step",
+            retryable=False,
+        )
+    return chosen
+
+
+def sms_text(message: RenderedMessage) -> str:
+    """The SMS body: the rendered SMS, or the subject when no SMS template produced one."""
+    return message.sms or message.subject
+
+
+def redact(text: str, *secrets: SecretStr | str | None) -> str:
+    """Hides secret values a provider might echo back into an error we would log."""
+    for secret in secrets:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """One line of at most ``limit`` characters, for quoting a provider's reply."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def retry_after(headers: Mapping[str, str], now: Clock = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # a malformed header is ignored: the notifier's backoff applies
+    return max(when.timestamp() - now(), 0.0)
+
+
+def transport_error(exc: BaseException, what: str) -> DeliveryError:
+    """A retryable error for a timeout or a connection problem talking to ``what``.
+
+    Certificate verification failures are permanent: they need an operator
+    (``ca_file``, ``tls_verify``), and retrying would only repeat them.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+        return DeliveryError(f"{what}: {describe_error(exc)}", retryable=False)
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts subclass it too
+        return DeliveryError(f"{what}: timed out", retryable=True)
+    return DeliveryError(f"{what}: {describe_error(exc)}", retryable=True)
+
+
+def http_status_error(status: int, headers: Mapping[str, str], detail: str, what: str,
+                      now: Clock = time.time) -> DeliveryError:  # fmt: skip
+    """The generic HTTP mapping: 408, 425, 429 and 5xx retryable, other statuses permanent."""
+    retryable = status in (408, 425, 429) or status >= 500
+    wait = retry_after(headers, now) if status in (429, 503) else None
+    text = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
+    return DeliveryError(text, retryable=retryable, retry_after=wait)
+
+
+async def json_object(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The response's JSON object, or ``{}`` for anything else (a proxy's HTML error page)."""
+    try:
+        document = await resp.json(content_type=None)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca_file`` (or the system's CAs); unverified if asked."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # a missing or unreadable CA file is a configuration problem
+        raise DeliveryError(
+            f"cannot read ca_file {ca_file}: {exc.strerror or exc}", retryable=False
+        ) from None
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,0 +1,607 @@
+"""The incident manager: the engine's decisions, persisted and turned into messages.
+
+The engine (``engine/incidents.py``) decides; this class feeds it subscription
+status changes, ticks and operator actions, renders the pages it decides into
+messages, and writes incident, timeline and outbox rows in one transaction.
+It works on a copy of the incident and replaces its cache only after the
+commit, so a failed write leaves memory as it was in the store.
+
+All changes go through one lock: status changes of one subscription are
+applied in order, and an acknowledgement never interleaves with a tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.catalog import Catalog
+from monitor.engine import incidents as engine
+from monitor.engine.correlation import VENDOR_CUSTOMER, CorrelationSettings, members
+from monitor.engine.flapping import FlapDetector, FlapSettings
+from monitor.engine.maintenance import in_maintenance
+from monitor.engine.model import (
+    Incident,
+    IncidentEvent,
+    IncidentState,
+    MaintenanceWindow,
+    PolicySnapshot,
+)
+from monitor.incident_config import IncidentSettingsSpec
+from monitor.links import LinkSigner
+from monitor.notify.message import RenderedMessage
+from monitor.notify.templates import (
+    FailingCheckContext,
+    IncidentContext,
+    TemplateContext,
+    TemplateRenderer,
+)
+from monitor.probe import Status
+from monitor.store import IncidentAlreadyOpen, IncidentChanged, IncidentNotFound, Store, Transaction
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+FailingChecks = Callable[[str, str], list[FailingCheckContext]]
+NO_POLICY = PolicySnapshot(name="none", steps=())
+
+
+def _duration_text(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return f"{int(seconds)} s"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+class IncidentManager:
+    def __init__(
+        self,
+        store: Store,
+        renderer: TemplateRenderer,
+        signer: LinkSigner,
+        *,
+        failing_checks: FailingChecks,
+        wake: Callable[[], None] = lambda: None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._renderer = renderer
+        self._signer = signer
+        self._failing_checks = failing_checks
+        self._wake = wake
+        self._wall = wall
+        self._lock = asyncio.Lock()
+        self._open: dict[Key, Incident] = {}
+        self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
+        self._status: dict[Key, Status] = {}
+        self._recorded: dict[Key, str] = {}  # status last written to the interval history
+        self._flaps: dict[Key, FlapDetector] = {}
+        self._windows: list[MaintenanceWindow] = []
+        self._instance = uuid.uuid4().hex[:12]
+        self._started_at = wall()
+        self.catalog: Catalog | None = None
+        self._settings = IncidentSettingsSpec()
+        self._policies: dict[str, PolicySnapshot] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def configure(self, catalog: Catalog) -> None:
+        """Take policies and settings from a (re)loaded config; open incidents keep theirs."""
+        config = catalog.config
+        self.catalog = catalog
+        self._settings = config.incidents
+        self._policies = {
+            name: spec.snapshot(name, config.incidents.escalate_after)
+            for name, spec in config.escalation_policies.items()
+        }
+
+    @property
+    def _flap_settings(self) -> FlapSettings:
+        return self._settings.flapping.settings()
+
+    @property
+    def _correlation(self) -> CorrelationSettings:
+        return self._settings.correlation.settings()
+
+    async def start(self, now: float) -> None:
+        """Rebuild memory from the store; end history the previous run left open."""
+        self._windows = await self._store.list_maintenance()
+        for incident in await self._store.open_incidents():
+            self._open[(incident.customer, incident.service)] = incident
+        cooldown_start = now - self._settings.cooldown
+        for incident in await self._store.list_incidents(since=cooldown_start, limit=1000):
+            if incident.state is IncidentState.RESOLVED:
+                self._recent.setdefault((incident.customer, incident.service), incident)
+        last_seen = await self._store.last_seen()
+        async with self._store.transaction() as tx:
+            # what a crashed run left open ends at its last heartbeat: the rest is a gap
+            await tx.close_all_open(last_seen if last_seen is not None else now)
+            await tx.beat(self._instance, self._started_at, now)
+        log.info(
+            "event=incidents_loaded open=%d maintenance_windows=%d",
+            len(self._open),
+            len(self._windows),
+        )
+
+    def open_incidents(self) -> list[Incident]:
+        return list(self._open.values())
+
+    def policy_for(self, customer: str, service: str) -> PolicySnapshot:
+        catalog = self.catalog
+        name = self._settings.default_policy
+        if catalog is not None:
+            customer_spec = catalog.customers.get(customer)
+            service_spec = catalog.services.get(service)
+            name = (
+                (customer_spec.escalation_policy if customer_spec else None)
+                or (service_spec.escalation_policy if service_spec else None)
+                or name
+            )
+        if customer == VENDOR_CUSTOMER:
+            name = self._settings.correlation.escalation_policy or self._settings.default_policy
+        return self._policies.get(name or "", NO_POLICY)
+
+    # ------------------------------------------------------------------ status changes
+
+    async def status_changed(
+        self,
+        customer: str,
+        service: str,
+        previous: Status,
+        current: Status,
+        reason: str,
+        now: float | None = None,
+    ) -> None:
+        now = self._wall() if now is None else now
+        key = (customer, service)
+        async with self._lock:
+            self._status[key] = current
+            flaps = self._flaps.setdefault(key, FlapDetector(self._flap_settings))
+            flapping = (
+                flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
+            )
+            window = in_maintenance(self._windows, customer, service, now)
+            await self._record(key, "maintenance" if window else current.value, now)
+            incident = self._open.get(key)
+            if current is Status.UP:
+                if incident is not None:
+                    await self._apply(
+                        incident, lambda i: engine.recovered(i, now, flapping=flapping)
+                    )
+                return
+            if current is Status.UNKNOWN:
+                return  # we could not look: that is a coverage gap, not an outage
+            if incident is not None:
+                await self._apply(
+                    incident, lambda i: self._worse(i, current, reason, flapping, now)
+                )
+                return
+            recent = self._recent.get(key)
+            if (
+                recent is not None
+                and recent.resolved_at is not None
+                and now - recent.resolved_at <= self._settings.cooldown
+            ):
+                await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
+                return
+            await self._open_new(
+                customer, service, current.value, reason, now, muted=window is not None
+            )
+            await self._correlate(service, now)
+
+    def _worse(
+        self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
+    ) -> engine.Decision:
+        decision = engine.status_changed(incident, current.value, reason, now)
+        incident.recovering_since = None
+        if flapping and not incident.flapping:
+            incident.flapping = True
+            decision.event(incident, now, "flapping")
+        return decision
+
+    async def _record(self, key: Key, status: str, now: float) -> None:
+        if self._recorded.get(key) == status:
+            return
+        await self._store.record_status(*key, status, now)
+        self._recorded[key] = status
+
+    async def _open_new(
+        self, customer: str, service: str, status: str, reason: str, now: float, *, muted: bool
+    ) -> Incident | None:
+        correlation = self._correlation
+        hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
+        policy = self.policy_for(customer, service)
+        async with self._store.transaction() as tx:
+            incident_id = await tx.allocate_incident_id(now)
+            incident, decision = engine.open_incident(
+                incident_id, customer, service, status, reason, policy, now, muted=muted, hold=hold
+            )
+            messages = await self._render(decision, tx)
+            try:
+                await tx.open_incident(incident)
+            except IncidentAlreadyOpen:
+                # another daemon on the same database was first: adopt its incident
+                existing = await tx.open_incidents()
+                for other in existing:
+                    if (other.customer, other.service) == (customer, service):
+                        self._open[(customer, service)] = other
+                return None
+            await tx.add_events(decision.events)
+            await tx.enqueue(messages, now)
+        self._open[(customer, service)] = incident
+        self._recent.pop((customer, service), None)
+        log.warning(
+            "event=incident_opened incident=%s customer=%s service=%s status=%s policy=%s muted=%s",
+            incident.id,
+            customer,
+            service,
+            status,
+            policy.name,
+            muted,
+        )
+        if messages:
+            self._wake()
+        return incident
+
+    async def _apply(
+        self, incident: Incident, change: Callable[[Incident], engine.Decision]
+    ) -> Incident:
+        """Run an engine change on a copy, persist it, then adopt the copy."""
+        for _ in range(3):  # another writer may have saved the incident meanwhile
+            working = copy.deepcopy(incident)
+            decision = change(working)
+            if not decision:
+                return incident
+            try:
+                async with self._store.transaction() as tx:
+                    messages = await self._render(decision, tx)
+                    await tx.save_incident(working, expected_updated_at=incident.updated_at)
+                    await tx.add_events(decision.events)
+                    await tx.enqueue(messages, self._wall())
+            except IncidentChanged:
+                fresh = await self._store.get_incident(incident.id)
+                if fresh is None:
+                    raise IncidentNotFound(incident.id) from None
+                incident = fresh
+                continue
+            self._adopt(working)
+            if messages:
+                self._wake()
+            return working
+        raise RuntimeError(f"incident {incident.id} keeps changing under us; try again")
+
+    def _adopt(self, incident: Incident) -> None:
+        key = (incident.customer, incident.service)
+        if incident.state is IncidentState.RESOLVED:
+            self._open.pop(key, None)
+            self._recent[key] = incident
+            log.info(
+                "event=incident_resolved incident=%s customer=%s service=%s", incident.id, *key
+            )
+        else:
+            self._open[key] = incident
+
+    # ------------------------------------------------------------------ correlation
+
+    async def _correlate(self, service: str, now: float) -> None:
+        group_members = members(self._open.values(), service, now, self._correlation)
+        if not group_members:
+            return
+        group = self._open.get((VENDOR_CUSTOMER, service))
+        if group is None:
+            names = ", ".join(member.customer for member in group_members)
+            reason = f"{len(group_members)} customers affected: {names}"
+            worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
+            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, muted=False)
+            if group is None:
+                return
+        group_id = group.id
+        for member in group_members:
+            if member.vendor_group is None:
+                await self._apply(member, lambda i: engine.join_vendor_group(i, group_id, now))
+        log.warning(
+            "event=vendor_side_incident incident=%s service=%s customers=%d",
+            group_id,
+            service,
+            len(group_members),
+        )
+
+    async def _settle_groups(self, now: float) -> None:
+        """A vendor-side incident resolves when none of its customers is affected any more."""
+        for (customer, _service), group in list(self._open.items()):
+            if customer != VENDOR_CUSTOMER:
+                continue
+            if not any(incident.vendor_group == group.id for incident in self._open.values()):
+                await self._apply(
+                    group,
+                    lambda i: engine.resolve(i, now, note="every affected customer recovered"),
+                )
+
+    # ------------------------------------------------------------------ time
+
+    async def tick(self, now: float | None = None) -> None:
+        """Escalation, reminders, ack timeouts, maintenance windows, heartbeat."""
+        now = self._wall() if now is None else now
+        async with self._lock:
+            await self._maintenance_history(now)
+            for key, incident in list(self._open.items()):
+                window = in_maintenance(self._windows, *key, now)
+                if window is not None and not incident.muted:
+                    await self._set_muted(incident, True, now, f"maintenance {window.id}")
+                elif window is None and incident.muted:
+                    await self._set_muted(incident, False, now, "maintenance ended")
+                incident = self._open.get(key, incident)
+                flaps = self._flaps.get(key)
+                stable = not (flaps is not None and flaps.update(now))
+                if incident.recovering_since is not None:
+                    stable = stable and now - incident.recovering_since >= self._settings.cooldown
+                await self._tick_one(incident, now, stable)
+            await self._settle_groups(now)
+            await self._store.beat(self._instance, self._started_at, now)
+
+    async def _set_muted(self, incident: Incident, muted: bool, now: float, why: str) -> None:
+        await self._apply(incident, lambda i: engine.set_muted(i, muted, now, why))
+
+    async def _tick_one(self, incident: Incident, now: float, stable: bool) -> None:
+        await self._apply(incident, lambda i: engine.tick(i, now, stable=stable))
+
+    async def _maintenance_history(self, now: float) -> None:
+        """Windows start and end with time, not with probe results: record that."""
+        for key, status in self._status.items():
+            window = in_maintenance(self._windows, *key, now)
+            await self._record(key, "maintenance" if window else status.value, now)
+
+    async def close(self, now: float | None = None) -> None:
+        """A clean stop: end the history here, so the time until the next start is a gap."""
+        now = self._wall() if now is None else now
+        async with self._lock, self._store.transaction() as tx:
+            await tx.close_all_open(now, list(self._recorded))
+            await tx.beat(self._instance, self._started_at, now)
+
+    # ------------------------------------------------------------------ operators
+
+    async def _get_open(self, incident_id: str) -> Incident:
+        for incident in self._open.values():
+            if incident.id == incident_id:
+                return incident
+        stored = await self._store.get_incident(incident_id)
+        if stored is None:
+            raise IncidentNotFound(incident_id)
+        return stored
+
+    async def get(self, incident_id: str) -> tuple[Incident, list[IncidentEvent]]:
+        incident = await self._store.get_incident(incident_id)
+        if incident is None:
+            raise IncidentNotFound(incident_id)
+        return incident, await self._store.events(incident_id)
+
+    async def list_incidents(
+        self,
+        *,
+        state: str = "open",
+        customer: str | None = None,
+        service: str | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        if state == "open":
+            found = [
+                i
+                for i in self._open.values()
+                if customer in (None, i.customer) and service in (None, i.service)
+            ]
+            return sorted(found, key=lambda i: i.opened_at, reverse=True)[:limit]
+        found = await self._store.list_incidents(customer=customer, service=service, limit=limit)
+        return [i for i in found if state == "all" or i.state.value == state]
+
+    async def acknowledge(self, incident_id: str, actor: str, now: float | None = None) -> Incident:
+        now = self._wall() if now is None else now
+        async with self._lock:
+            incident = await self._get_open(incident_id)
+            if incident.state is not IncidentState.OPEN:
+                raise ValueError(f"{incident_id} is {incident.state.value}: nothing to acknowledge")
+            return await self._apply(incident, lambda i: engine.acknowledge(i, actor, now))
+
+    async def resolve(
+        self, incident_id: str, actor: str, note: str = "", now: float | None = None
+    ) -> Incident:
+        now = self._wall() if now is None else now
+        async with self._lock:
+            incident = await self._get_open(incident_id)
+            if incident.state is IncidentState.RESOLVED:
+                raise ValueError(f"{incident_id} is already resolved")
+            return await self._apply(
+                incident, lambda i: engine.resolve(i, now, actor=actor, note=note)
+            )
+
+    async def add_note(
+        self, incident_id: str, actor: str, text: str, now: float | None = None
+    ) -> Incident:
+        now = self._wall() if now is None else now
+        async with self._lock:
+            incident = await self._get_open(incident_id)
+            return await self._apply(incident, lambda i: engine.add_note(i, text, actor, now))
+
+    async def set_vendor_case(
+        self, incident_id: str, actor: str, case: str, now: float | None = None
+    ) -> Incident:
+        now = self._wall() if now is None else now
+        async with self._lock:
+            incident = await self._get_open(incident_id)
+            return await self._apply(
+                incident, lambda i: engine.set_vendor_case(i, case, actor, now)
+            )
+
+    def check_link(self, incident_id: str, token: str) -> str | None:
+        return self._signer.verify(incident_id, token, self._wall())
+
+    async def list_maintenance(self) -> list[MaintenanceWindow]:
+        return list(self._windows)
+
+    async def add_maintenance(self, window: MaintenanceWindow) -> MaintenanceWindow:
+        catalog = self.catalog
+        if catalog is not None:
+            if window.customer is not None and window.customer not in catalog.customers:
+                raise ValueError(f"unknown customer {window.customer!r}")
+            if window.service is not None and window.service not in catalog.services:
+                raise ValueError(f"unknown service {window.service!r}")
+        stored = await self._store.add_maintenance(window, self._wall())
+        self._windows.append(stored)
+        log.info(
+            "event=maintenance_added id=%s customer=%s service=%s by=%s",
+            stored.id,
+            stored.customer,
+            stored.service,
+            stored.created_by,
+        )
+        return stored
+
+    async def delete_maintenance(self, window_id: str, actor: str) -> bool:
+        deleted = await self._store.delete_maintenance(window_id)
+        self._windows = [w for w in self._windows if w.id != window_id]
+        if deleted:
+            log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)
+        return deleted
+
+    # ------------------------------------------------------------------ messages
+
+    async def _render(self, decision: engine.Decision, tx: Transaction) -> list[RenderedMessage]:
+        messages: list[RenderedMessage] = []
+        for page in decision.pages:
+            stored = await tx.events(page.incident.id) if page.incident.id else []
+            timeline = stored + [e for e in decision.events if e.incident_id == page.incident.id]
+            incident_context = self.incident_context(page.incident, timeline, page)
+            for channel in page.channels:
+                # one message per recipient: a retry or a failure concerns one person only
+                people = page.recipients.get(channel) or self._channel_recipients(channel)
+                for person in people or ("",):
+                    context = self._template_context(page, incident_context, person or channel)
+                    parts = self._renderer.render(page.event, context)
+                    key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
+                    messages.append(
+                        RenderedMessage(
+                            dedup_key=key,
+                            channel=channel,
+                            event=page.event,
+                            recipients=(person,) if person else (),
+                            subject=parts.subject,
+                            text=parts.text,
+                            html=parts.html,
+                            sms=parts.sms,
+                            payload=parts.payload,
+                            incident_id=page.incident.id,
+                        )
+                    )
+        return messages
+
+    def _channel_recipients(self, channel: str) -> tuple[str, ...]:
+        options = self.catalog.config.channels.get(channel) if self.catalog else None
+        return tuple(str(person) for person in getattr(options, "to", ()) or ())
+
+    def _template_context(
+        self, page: engine.Page, incident: IncidentContext, recipient: str
+    ) -> TemplateContext:
+        public_url = self.catalog.config.monitor.public_url if self.catalog else None
+        ack_url = incident_url = None
+        if public_url:
+            base = public_url.rstrip("/")
+            expires = self._wall() + self._settings.ack_link_ttl
+            token = self._signer.token(page.incident.id, expires)
+            ack_url = f"{base}/ack/{page.incident.id}?t={token}"
+            incident_url = f"{base}/api/v1/incidents/{page.incident.id}"
+        return {
+            "event": page.event,
+            "incident": incident,
+            "ack_url": ack_url,
+            "incident_url": incident_url,
+            "recipient": recipient,
+            "monitor": {"public_url": public_url, "name": "csp-monitor"},
+            "now": datetime.fromtimestamp(self._wall(), UTC),
+            "timezone": "Asia/Shanghai",
+        }
+
+    def incident_context(
+        self, incident: Incident, timeline: list[IncidentEvent], page: engine.Page | None = None
+    ) -> IncidentContext:
+        catalog = self.catalog
+        customer = catalog.customers.get(incident.customer) if catalog else None
+        service = catalog.services.get(incident.service) if catalog else None
+        at = datetime.fromtimestamp
+        level = incident.escalation_level
+        steps = incident.policy.steps
+        step = None
+        if page is not None and page.event in ("opened", "escalated", "vendor_ticket") and level:
+            after = steps[level - 1].after
+            step = {
+                "level": level,
+                "after_text": "immediately" if after == 0 else f"after {_duration_text(after)}",
+            }
+        blast = [
+            self._customer_name(i.customer)
+            for i in self._open.values()
+            if i.vendor_group == incident.id
+        ]
+        end = incident.resolved_at or self._wall()
+        return {
+            "id": incident.id,
+            "customer": {
+                "id": incident.customer,
+                "name": customer.name if customer else "Several customers (vendor-side outage)",
+                "tenant_domain": customer.tenant_domain if customer else "",
+                "tier": customer.tier if customer else "",
+                "contacts": [
+                    {"name": c.name, "role": c.role, "email": c.email, "phone": c.phone}
+                    for c in customer.contacts
+                ]
+                if customer
+                else [],
+            },
+            "service": {
+                "id": incident.service,
+                "name": service.name if service else incident.service,
+            },
+            "status": incident.status,
+            "severity": incident.severity.value,
+            "state": incident.state.value,
+            "opened_at": at(incident.opened_at, UTC),
+            "since_text": f"for {_duration_text(end - incident.opened_at)}",
+            "reason": incident.reason,
+            "failing_checks": self._failing_checks(incident.customer, incident.service),
+            "escalation_level": level,
+            "step": step,  # type: ignore[typeddict-item]
+            "acknowledged_by": incident.acknowledged_by,
+            "acknowledged_at": at(incident.acknowledged_at, UTC)
+            if incident.acknowledged_at
+            else None,
+            "resolved_at": at(incident.resolved_at, UTC) if incident.resolved_at else None,
+            "duration_text": _duration_text(end - incident.opened_at)
+            if incident.resolved_at
+            else None,
+            "flapping": incident.flapping,
+            "muted": incident.muted,
+            "vendor_case": incident.vendor_case,
+            "vendor": None,
+            "blast_radius": blast,
+            "timeline": [
+                {"at": at(e.at, UTC), "kind": e.kind, "text": _event_text(e)} for e in timeline
+            ],
+        }
+
+    def _customer_name(self, customer_id: str) -> str:
+        customer = self.catalog.customers.get(customer_id) if self.catalog else None
+        return customer.name if customer else customer_id
+
+
+def _event_text(event: IncidentEvent) -> str:
+    detail: dict[str, Any] = event.detail
+    parts = [f"{key}={value}" for key, value in detail.items() if value not in (None, "", [])]
+    who = f" by {event.actor}" if event.actor else ""
+    return f"{event.kind}{who}" + (f": {', '.join(parts)}" if parts else "")

@@ -1,0 +1,158 @@
+"""A realistic sample incident, for ``csp-monitor validate`` and the template tests.
+
+Exchange Online's Outlook on the web answers 503 for Contoso (China) Ltd.; two
+other customers of the reseller see the same failure, so it is a vendor-side
+incident, and 21Vianet's service health already lists an issue. Each event
+gets the incident as it would be when that message is sent: the timeline, the
+escalation step, the acknowledgement and the resolution follow the clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from monitor.notify.templates import (
+    EVENTS,
+    IncidentContext,
+    StepContext,
+    TemplateContext,
+    TimelineEntryContext,
+)
+
+# 07:12 Beijing time on 24 Nov is still 23 Nov in UTC: the sample shows both dates.
+OPENED_AT = datetime(2025, 11, 23, 23, 12, 0, tzinfo=UTC)
+INCIDENT_ID = "INC-20251123-0007"
+PUBLIC_URL = "https://noc.example.cn/monitor"
+OWA_REASON = "status 503 (expected 200, 302)"
+
+# Minutes after the incident opened at which each event's message goes out.
+_MINUTES_AT = {
+    "opened": 0,
+    "escalated": 17,
+    "acknowledged": 21,
+    "reminder": 47,
+    "vendor_ticket": 62,
+    "resolved": 84,
+    "report": 84,
+}
+_STEPS = {
+    "opened": StepContext(level=1, after_text="immediately"),
+    "escalated": StepContext(level=2, after_text="after 15 min"),
+    "vendor_ticket": StepContext(level=3, after_text="after 60 min"),
+}
+
+
+def _minutes_text(minutes: int) -> str:
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def _timeline(until: datetime) -> list[TimelineEntryContext]:
+    def at(seconds: float) -> datetime:
+        return OPENED_AT + timedelta(seconds=seconds)
+
+    entries = [
+        (-40, "probe", f"owa failed: {OWA_REASON} in 1.21 s (1 of 3)"),
+        (-30, "probe", f"owa failed: {OWA_REASON} in 1.18 s (2 of 3, retry)"),
+        (-20, "probe", f"owa failed: {OWA_REASON} in 1.25 s (3 of 3, retry)"),
+        (0, "opened", "Incident opened: down, severity major"),
+        (1, "notified", "Level 1: oncall-sms, noc-email"),
+        (60, "correlated", "Same failure for Fabrikam and 上海蓝海贸易有限公司: vendor-side"),
+        (5 * 60, "vendor", "21Vianet service health: EX1187342 (investigating)"),
+        (15 * 60, "escalated", "Level 2: noc-lead-sms"),
+        (
+            19 * 60,
+            "note",
+            "OWA answers 503 from China Telecom and China Unicom lines; EWS and SMTP "
+            "still work; no change on our side or in the tenant since yesterday",
+        ),
+        (21 * 60, "acknowledged", "Acknowledged by Li Wei (NOC)"),
+        (45 * 60, "reminder", "Acknowledgement timed out after 20 min: escalation re-armed"),
+        (60 * 60, "escalated", "Level 3: vendor ticket drafted for vendor-desk-email"),
+        (84 * 60, "resolved", "owa up again: status 302 in 0.42 s (2 of 2)"),
+    ]
+    return [
+        TimelineEntryContext(at=at(seconds), kind=kind, text=text)
+        for seconds, kind, text in entries
+        if at(seconds) <= until
+    ]
+
+
+def _incident(event: str, now: datetime) -> IncidentContext:
+    minutes = _MINUTES_AT.get(event, 0)
+    acknowledged = event == "acknowledged"
+    resolved = event in ("resolved", "report")
+    step = _STEPS.get(event)
+    level = {"opened": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}.get(event, 3)
+    return IncidentContext(
+        id=INCIDENT_ID,
+        customer={
+            "id": "contoso",
+            "name": "Contoso (China) Ltd.",
+            "tenant_domain": "contoso.partner.onmschina.cn",
+            "tier": "gold",
+            "contacts": [
+                {
+                    "name": "Wang Fang",
+                    "role": "IT manager",
+                    "email": "it-admin@contoso.com.cn",
+                    "phone": "+8613800138000",
+                }
+            ],
+        },
+        service={"id": "exchange-online", "name": "Exchange Online (operated by 21Vianet)"},
+        status="down",
+        severity="major",
+        state="resolved" if resolved else "acknowledged" if acknowledged else "open",
+        opened_at=OPENED_AT,
+        since_text=f"for {_minutes_text(max(minutes, 1))}",
+        reason=OWA_REASON,
+        failing_checks=[]
+        if resolved
+        else [
+            {
+                "check": "owa",
+                "type": "http",
+                "status": "down",
+                "reason": OWA_REASON,
+                "since": OPENED_AT - timedelta(seconds=40),
+            }
+        ],
+        escalation_level=level,
+        step=step,
+        acknowledged_by="Li Wei (NOC)" if acknowledged else None,
+        acknowledged_at=OPENED_AT + timedelta(minutes=21) if acknowledged else None,
+        resolved_at=now if resolved else None,
+        duration_text=_minutes_text(minutes) if resolved else None,
+        flapping=False,
+        muted=False,
+        vendor_case=None,
+        vendor={
+            "confirmed": True,
+            "issue_id": "EX1187342",
+            "title": "Users may be unable to access Exchange Online through Outlook on the web",
+            "latest_post": "We're reviewing service telemetry to isolate the cause of the impact.",
+        },
+        blast_radius=["Contoso (China) Ltd.", "Fabrikam Shanghai Co.", "上海蓝海贸易有限公司"],
+        timeline=_timeline(now),
+    )
+
+
+def sample_context(event: str = "opened") -> TemplateContext:
+    """A fresh template context for ``event`` (any of ``EVENTS``): safe to modify."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+    now = OPENED_AT + timedelta(minutes=_MINUTES_AT[event], seconds=20)
+    return TemplateContext(
+        event=event,
+        incident=_incident(event, now),
+        # Short on purpose: the link has to survive in a 2-segment Chinese SMS.
+        ack_url=f"{PUBLIC_URL}/ack/7KQ2M9XW4T",
+        incident_url=f"{PUBLIC_URL}/incidents/{INCIDENT_ID}",
+        recipient="noc@example.cn" if event != "vendor_ticket" else "vendor-desk@example.cn",
+        monitor={"public_url": PUBLIC_URL, "name": "csp-monitor"},
+        now=now,
+        timezone="Asia/Shanghai",
+    )

@@ -1,0 +1,105 @@
+"""Versioned schema migrations.
+
+``schema.py`` always describes the latest schema. A new, empty database is
+created from it directly and stamped with the latest version (as Alembic's
+"create_all, then stamp" does); an existing database replays, in order and in
+one transaction, the steps after its recorded version. A database stamped with
+a version this code does not know was migrated by a newer csp-monitor: it is
+refused rather than written with assumptions that may no longer hold.
+
+Adding a change: edit ``schema.py`` *and* append a step here whose ``apply``
+brings a database of the previous version to the same shape (ALTER TABLE …),
+then test both paths (new database, upgraded database) end up identical.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, inspect, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.store import schema
+from monitor.store.records import SchemaTooNew, StoreError
+
+# Any constant works: it only has to be the same for every csp-monitor sharing a database.
+_MIGRATION_LOCK_ID = 0x6373706D  # "cspm"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step: brings a database at ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _initial_schema(connection: Connection) -> None:
+    schema.metadata.create_all(connection)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema: incidents, timeline, status intervals, outbox, maintenance, heartbeats",
+        _initial_schema,
+    ),
+)
+
+
+def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:
+    """The schema version this code writes."""
+    return steps[-1].version
+
+
+async def migrate(
+    connection: AsyncConnection, where: str, steps: Sequence[Migration] = MIGRATIONS
+) -> tuple[int, int]:
+    """Bring the database to the latest version inside the caller's transaction.
+
+    Returns (version found, version now); (0, n) for a new database. Raises
+    SchemaTooNew when the database is ahead of ``steps``.
+    """
+    if [step.version for step in steps] != list(range(1, len(steps) + 1)):
+        raise ValueError("migration versions must be 1, 2, 3 … in order")
+    latest = latest_version(steps)
+    if connection.dialect.name == "postgresql":
+        # Two daemons starting together on an empty database must not both create it.
+        await connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
+    tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    if schema.schema_version.name not in tables:
+        if schema.incidents.name in tables:
+            raise StoreError(
+                f"the database at {where} has csp-monitor tables but no schema_version table: "
+                "it was not created by csp-monitor's migrations; use an empty database"
+            )
+        await connection.run_sync(schema.metadata.create_all, checkfirst=False)
+        await _stamp(connection, latest, f"new database at version {latest}")
+        return 0, latest
+    found = (
+        await connection.execute(select(func.max(schema.schema_version.c.version)))
+    ).scalar_one() or 0
+    if found > latest:
+        raise SchemaTooNew(found, latest, where)
+    for step in steps[found:]:
+        await connection.run_sync(step.apply)
+        await _stamp(connection, step.version, step.description)
+    return found, latest
+
+
+async def schema_version(connection: AsyncConnection) -> int:
+    """The version recorded in the database (0 when it has none)."""
+    result = await connection.execute(text("SELECT max(version) FROM schema_version"))
+    return int(result.scalar_one() or 0)
+
+
+async def _stamp(connection: AsyncConnection, version: int, description: str) -> None:
+    await connection.execute(
+        insert(schema.schema_version).values(
+            version=version, description=description, applied_at=time.time()
+        )
+    )

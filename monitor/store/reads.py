@@ -1,0 +1,175 @@
+"""Queries: what the API, reports and the daemon's start-up read back."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.store import codec, schema
+from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus
+
+_incidents = schema.incidents
+_events = schema.incident_events
+_intervals = schema.status_intervals
+_outbox = schema.outbox
+
+
+class Reader:
+    """Read queries on one connection (a Transaction is a Reader too, seeing its own writes)."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
+        """One incident, or None. ``for_update`` locks its row until the transaction ends
+        (PostgreSQL; SQLite's write transactions hold the whole database already)."""
+        query = select(_incidents).where(_incidents.c.id == incident_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
+        return codec.incident_from_row(row) if row is not None else None
+
+    async def open_incidents(self) -> list[Incident]:
+        """Every incident not yet resolved (open or acknowledged), oldest first."""
+        query = (
+            select(_incidents)
+            .where(_incidents.c.state != "resolved")
+            .order_by(_incidents.c.opened_at, _incidents.c.id)
+        )
+        return [
+            codec.incident_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def list_incidents(
+        self,
+        customer: str | None = None,
+        service: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        """Incidents that overlap [since, until) — opened before ``until`` and not resolved
+        before ``since`` — newest first, at most ``limit``."""
+        conditions: list[ColumnElement[bool]] = []
+        if customer is not None:
+            conditions.append(_incidents.c.customer == customer)
+        if service is not None:
+            conditions.append(_incidents.c.service == service)
+        if until is not None:
+            conditions.append(_incidents.c.opened_at < until)
+        if since is not None:
+            conditions.append(
+                or_(_incidents.c.resolved_at.is_(None), _incidents.c.resolved_at >= since)
+            )
+        query = (
+            select(_incidents)
+            .where(and_(true(), *conditions))
+            .order_by(_incidents.c.opened_at.desc(), _incidents.c.id.desc())
+            .limit(limit)
+        )
+        return [
+            codec.incident_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def events(self, incident_id: str) -> list[IncidentEvent]:
+        """The incident's timeline, in order (time, then order of recording)."""
+        query = (
+            select(_events)
+            .where(_events.c.incident_id == incident_id)
+            .order_by(_events.c.at, _events.c.id)
+        )
+        return [codec.event_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+
+    async def status_intervals(
+        self,
+        customer: str | None = None,
+        service: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[StatusInterval]:
+        """Intervals overlapping [start, end), not clipped to it, by subscription then time.
+        The current interval of a subscription has ``end`` None."""
+        conditions: list[ColumnElement[bool]] = []
+        if customer is not None:
+            conditions.append(_intervals.c.customer == customer)
+        if service is not None:
+            conditions.append(_intervals.c.service == service)
+        if end is not None:
+            conditions.append(_intervals.c.started_at < end)
+        if start is not None:
+            conditions.append(or_(_intervals.c.ended_at.is_(None), _intervals.c.ended_at > start))
+        query = (
+            select(_intervals)
+            .where(and_(true(), *conditions))
+            .order_by(
+                _intervals.c.customer,
+                _intervals.c.service,
+                _intervals.c.started_at,
+                _intervals.c.id,
+            )
+        )
+        return [
+            codec.interval_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def open_status_intervals(self) -> list[StatusInterval]:
+        """The current interval of every subscription that has one."""
+        query = (
+            select(_intervals)
+            .where(_intervals.c.ended_at.is_(None))
+            .order_by(_intervals.c.customer, _intervals.c.service)
+        )
+        return [
+            codec.interval_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def list_maintenance(self) -> list[MaintenanceWindow]:
+        """Every maintenance window, by start time."""
+        table = schema.maintenance_windows
+        query = select(table).order_by(table.c.starts_at, table.c.id)
+        return [
+            codec.maintenance_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def list_outbox(
+        self,
+        status: OutboxStatus | None = None,
+        incident_id: str | None = None,
+        limit: int = 100,
+    ) -> list[OutboxRow]:
+        """Queued and delivered messages, oldest first."""
+        conditions: list[ColumnElement[bool]] = []
+        if status is not None:
+            conditions.append(_outbox.c.status == str(status))
+        if incident_id is not None:
+            conditions.append(_outbox.c.incident_id == incident_id)
+        query = select(_outbox).where(and_(true(), *conditions)).order_by(_outbox.c.id).limit(limit)
+        return [codec.outbox_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+
+    async def outbox_stats(self) -> dict[tuple[str, OutboxStatus], int]:
+        """Number of messages per (channel, status); absent pairs are zero."""
+        query = select(_outbox.c.channel, _outbox.c.status, func.count()).group_by(
+            _outbox.c.channel, _outbox.c.status
+        )
+        return {
+            (channel, OutboxStatus(status)): count
+            for channel, status, count in await self._conn.execute(query)
+        }
+
+    async def last_seen(self, instance_id: str | None = None) -> float | None:
+        """The last heartbeat of ``instance_id`` (of any instance when None), or None."""
+        table = schema.monitor_heartbeat
+        query = select(func.max(table.c.last_beat_at))
+        if instance_id is not None:
+            query = query.where(table.c.instance_id == instance_id)
+        result = (await self._conn.execute(query)).scalar_one_or_none()
+        return float(result) if result is not None else None
+
+    async def monitor_runs(self, since: float | None = None) -> list[MonitorRun]:
+        """Daemon runs (start, last heartbeat) that reached ``since`` or later, by start."""
+        table = schema.monitor_heartbeat
+        query = select(table).order_by(table.c.started_at, table.c.instance_id)
+        if since is not None:
+            query = query.where(table.c.last_beat_at >= since)
+        return [codec.run_from_row(row) for row in (await self._conn.execute(query)).mappings()]

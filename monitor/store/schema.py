@@ -1,0 +1,194 @@
+"""The store's tables, declared once for SQLite and PostgreSQL.
+
+Times are Unix seconds (double precision, UTC) like everywhere in the engine,
+so that no time zone or driver-specific datetime type sits between the engine
+and the database. JSON columns use the generic ``JSON`` type: ``json`` on
+PostgreSQL, text on SQLite.
+
+Two partial unique indexes carry the invariants two daemons on one
+PostgreSQL must not break: one open incident per subscription, one open
+status interval per subscription.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+# Named constraints, so a later migration can drop or alter them by name on both dialects.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# The predicate of the "one open incident per subscription" index. Written as SQL text so the
+# DDL and the ON CONFLICT target of open_incident() use the very same expression.
+OPEN_INCIDENT = text("state <> 'resolved'")
+OPEN_INTERVAL = text("ended_at IS NULL")
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", Double, nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("customer", String(100), nullable=False),
+    Column("service", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("opened_at", Double, nullable=False),
+    Column("policy", JSON, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("escalation_level", Integer, nullable=False, default=0),
+    Column("next_escalation_at", Double),
+    Column("next_reminder_at", Double),
+    Column("acknowledged_at", Double),
+    Column("acknowledged_by", String(200)),
+    Column("resolved_at", Double),
+    Column("recovering_since", Double),
+    Column("flapping", Boolean, nullable=False, default=False),
+    Column("muted", Boolean, nullable=False, default=False),
+    Column("notified", Boolean, nullable=False, default=False),
+    Column("vendor_case", String(200)),
+    Column("vendor_group", String(100)),
+    Column("updated_at", Double, nullable=False),
+)
+Index(
+    "uq_incidents_open_subscription",
+    incidents.c.customer,
+    incidents.c.service,
+    unique=True,
+    sqlite_where=OPEN_INCIDENT,
+    postgresql_where=OPEN_INCIDENT,
+)
+Index("ix_incidents_opened_at", incidents.c.opened_at)
+Index(
+    "ix_incidents_subscription_opened",
+    incidents.c.customer,
+    incidents.c.service,
+    incidents.c.opened_at,
+)
+
+# One row per UTC day: the last incident number handed out that day (see allocate_incident_id).
+incident_counters = Table(
+    "incident_counters",
+    metadata,
+    Column("day", String(8), primary_key=True),
+    Column("last_number", Integer, nullable=False),
+)
+
+incident_events = Table(
+    "incident_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "incident_id", String(40), ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("at", Double, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("actor", String(200)),
+)
+Index(
+    "ix_incident_events_timeline",
+    incident_events.c.incident_id,
+    incident_events.c.at,
+    incident_events.c.id,
+)
+
+status_intervals = Table(
+    "status_intervals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer", String(100), nullable=False),
+    Column("service", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double),
+)
+Index(
+    "uq_status_intervals_open_subscription",
+    status_intervals.c.customer,
+    status_intervals.c.service,
+    unique=True,
+    sqlite_where=OPEN_INTERVAL,
+    postgresql_where=OPEN_INTERVAL,
+)
+Index(
+    "ix_status_intervals_subscription_start",
+    status_intervals.c.customer,
+    status_intervals.c.service,
+    status_intervals.c.started_at,
+)
+
+# Evidence that monitoring ran: one row per daemon run, its start and its last heartbeat.
+# The time between one run's last beat and the next run's start is a coverage gap.
+monitor_heartbeat = Table(
+    "monitor_heartbeat",
+    metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("started_at", Double, primary_key=True),
+    Column("last_beat_at", Double, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(400), nullable=False, unique=True),
+    Column("channel", String(100), nullable=False),
+    # Not a foreign key: a vendor-side (correlated) page or a report may name no stored incident.
+    Column("incident_id", String(40)),
+    Column("event", String(40), nullable=False),
+    Column("message", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    # When a pending row is due; for a row being sent, when its lease expires.
+    Column("next_attempt_at", Double),
+    Column("last_error", Text),
+    Column("receipt_id", String(400)),
+    Column("receipt_detail", Text),
+    Column("created_at", Double, nullable=False),
+    Column("sent_at", Double),
+    Column("failed_at", Double),
+)
+Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_incident_id", outbox.c.incident_id)
+
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("starts_at", Double, nullable=False),
+    Column("ends_at", Double, nullable=False),
+    Column("customer", String(100)),
+    Column("service", String(100)),
+    Column("recurrence", String(20)),
+    Column("timezone", String(64), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_by", String(200)),
+    Column("created_at", Double, nullable=False),
+)

@@ -1,0 +1,251 @@
+"""The Store: opens the database, migrates it, hands out transactions and answers queries.
+
+One Store per daemon, created at start-up and passed to whoever needs it (no
+global). Writes happen in ``async with store.transaction() as tx:`` blocks —
+one engine decision, one transaction — or through the one-shot shortcuts
+below, each its own small transaction (the notifier's claim/mark cycle, the
+API's maintenance windows).
+
+After a crash, the daemon's start-up can account for the time nobody watched:
+``last_seen()`` is the last heartbeat of the previous run, and
+``record_status(customer, service, "unknown", last_seen)`` for each open status
+interval closes it there and records the gap as unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.notify.message import DeliveryReceipt, RenderedMessage
+from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
+from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
+from monitor.store.reads import Reader
+from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus, StoreError
+from monitor.store.writes import Transaction
+
+
+class Store:
+    """Incidents, timelines, status history, outbox and maintenance windows in SQLite or
+    PostgreSQL. Create with ``await Store.open(url)``; ``await store.close()`` at the end."""
+
+    def __init__(self, engine: AsyncEngine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+
+    @classmethod
+    async def open(cls, url: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+        """Open (and create, for SQLite) the database at ``url`` and apply pending
+        ``migrations`` (the code's own unless a test brings others). Raises StoreError
+        (SchemaTooNew among them) when the database cannot be used."""
+        engine_url = async_url(url)
+        where = display_url(engine_url)
+        try:
+            engine = create_engine(engine_url)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store at {where}: {exc}") from exc
+        store = cls(engine, engine_url)
+        try:
+            async with store._connection(write=True) as connection, connection.begin():
+                await migrate(connection, where, migrations)
+        except BaseException as exc:
+            await engine.dispose()
+            if isinstance(exc, (OSError, SQLAlchemyError)):
+                raise StoreError(f"cannot open the store at {where}: {_cause(exc)}") from exc
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """Where the store is, password hidden."""
+        return display_url(self._url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    async def close(self) -> None:
+        """Close every connection; the store cannot be used afterwards."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @asynccontextmanager
+    async def _connection(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as connection:
+            if write:
+                await connection.execution_options(**{WRITE_OPTION: True})
+            yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """``async with store.transaction() as tx:`` — committed when the block ends,
+        rolled back (nothing written) when it raises or is cancelled."""
+        async with self._connection(write=True) as connection, connection.begin():
+            yield Transaction(connection)
+
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[Reader]:
+        async with self._connection(write=False) as connection:
+            yield Reader(connection)
+
+    async def version(self) -> int:
+        """The schema version recorded in the database."""
+        async with self._connection(write=False) as connection:
+            return await schema_version(connection)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        """One incident, or None."""
+        async with self._reader() as reader:
+            return await reader.get_incident(incident_id)
+
+    async def open_incidents(self) -> list[Incident]:
+        """Every unresolved incident, oldest first: what the engine reloads on start."""
+        async with self._reader() as reader:
+            return await reader.open_incidents()
+
+    async def list_incidents(
+        self,
+        customer: str | None = None,
+        service: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        """Incidents overlapping [since, until), newest first (see Reader.list_incidents)."""
+        async with self._reader() as reader:
+            return await reader.list_incidents(customer, service, since, until, limit)
+
+    async def events(self, incident_id: str) -> list[IncidentEvent]:
+        """An incident's timeline, in order."""
+        async with self._reader() as reader:
+            return await reader.events(incident_id)
+
+    async def status_intervals(
+        self,
+        customer: str | None = None,
+        service: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[StatusInterval]:
+        """Status history overlapping [start, end), unclipped (see Reader.status_intervals)."""
+        async with self._reader() as reader:
+            return await reader.status_intervals(customer, service, start, end)
+
+    async def open_status_intervals(self) -> list[StatusInterval]:
+        """The current interval of every subscription that has one."""
+        async with self._reader() as reader:
+            return await reader.open_status_intervals()
+
+    async def list_maintenance(self) -> list[MaintenanceWindow]:
+        """Every maintenance window, by start time."""
+        async with self._reader() as reader:
+            return await reader.list_maintenance()
+
+    async def list_outbox(
+        self, status: OutboxStatus | None = None, incident_id: str | None = None, limit: int = 100
+    ) -> list[OutboxRow]:
+        """Queued and delivered messages, oldest first."""
+        async with self._reader() as reader:
+            return await reader.list_outbox(status, incident_id, limit)
+
+    async def outbox_stats(self) -> dict[tuple[str, OutboxStatus], int]:
+        """Messages per (channel, status)."""
+        async with self._reader() as reader:
+            return await reader.outbox_stats()
+
+    async def last_seen(self, instance_id: str | None = None) -> float | None:
+        """The last heartbeat of ``instance_id`` (any instance when None)."""
+        async with self._reader() as reader:
+            return await reader.last_seen(instance_id)
+
+    async def monitor_runs(self, since: float | None = None) -> list[MonitorRun]:
+        """Daemon runs with their start and last heartbeat: coverage evidence."""
+        async with self._reader() as reader:
+            return await reader.monitor_runs(since)
+
+    # ------------------------------------------------------------------ one-shot writes
+
+    async def enqueue(self, messages: Iterable[RenderedMessage], at: float) -> int:
+        """Queue messages on their own (see Transaction.enqueue); returns how many were new."""
+        async with self.transaction() as tx:
+            return await tx.enqueue(messages, at)
+
+    async def claim_due(
+        self, now: float, limit: int, lease_seconds: float, channels: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """Claim due messages for sending, committed before returning
+        (see Transaction.claim_due)."""
+        async with self.transaction() as tx:
+            return await tx.claim_due(now, limit, lease_seconds, channels)
+
+    async def mark_sent(self, outbox_id: int, receipt: DeliveryReceipt, at: float) -> bool:
+        """Record a delivery and its receipt."""
+        async with self.transaction() as tx:
+            return await tx.mark_sent(outbox_id, receipt, at)
+
+    async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool:
+        """Record a retryable failure; due again at ``next_attempt_at``."""
+        async with self.transaction() as tx:
+            return await tx.mark_retry(outbox_id, error, next_attempt_at)
+
+    async def mark_failed(self, outbox_id: int, error: str, at: float) -> bool:
+        """Record a permanent failure."""
+        async with self.transaction() as tx:
+            return await tx.mark_failed(outbox_id, error, at)
+
+    async def record_status(self, customer: str, service: str, status: str, at: float) -> bool:
+        """Record a subscription's status change; False when unchanged."""
+        async with self.transaction() as tx:
+            return await tx.record_status(customer, service, status, at)
+
+    async def close_all_open(
+        self, at: float, subscriptions: Collection[tuple[str, str]] | None = None
+    ) -> int:
+        """End current status intervals at ``at`` (clean shutdown)."""
+        async with self.transaction() as tx:
+            return await tx.close_all_open(at, subscriptions)
+
+    async def beat(self, instance_id: str, started_at: float, at: float) -> None:
+        """Heartbeat of a daemon run."""
+        async with self.transaction() as tx:
+            await tx.beat(instance_id, started_at, at)
+
+    async def add_maintenance(self, window: MaintenanceWindow, at: float) -> MaintenanceWindow:
+        """Store a maintenance window; returns it with its id."""
+        async with self.transaction() as tx:
+            return await tx.add_maintenance(window, at)
+
+    async def delete_maintenance(self, window_id: str) -> bool:
+        """Delete a maintenance window; False if there was none."""
+        async with self.transaction() as tx:
+            return await tx.delete_maintenance(window_id)
+
+
+def _cause(exc: BaseException) -> str:
+    # The driver's own message, without SQLAlchemy's statement dump and help link.
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig)
+    return str(exc)

@@ -1,0 +1,361 @@
+"""Writes, always inside a transaction: the daemon persists one engine decision as one unit.
+
+An incident change, its timeline events and the messages it queues are
+written in the same transaction, so a crash (even ``kill -9``) leaves either
+all of them or none: never an incident updated without its pages queued, and,
+because the outbox's dedup key is unique, never a page queued twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.notify.message import DeliveryReceipt, RenderedMessage
+from monitor.store import codec, schema
+from monitor.store.reads import Reader
+from monitor.store.records import (
+    IncidentAlreadyOpen,
+    IncidentChanged,
+    IncidentNotFound,
+    OutboxRow,
+    OutboxStatus,
+    StoreError,
+)
+
+_incidents = schema.incidents
+_intervals = schema.status_intervals
+_outbox = schema.outbox
+# Rows per INSERT: well under both dialects' limits on bound parameters per statement.
+_CHUNK = 500
+
+
+def incident_day(at: float) -> str:
+    """The UTC day an incident opened at ``at`` is numbered in, as in its id (20261123)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y%m%d")
+
+
+class Transaction(Reader):
+    """The write methods of one open transaction (see Store.transaction).
+
+    Only use this object inside its ``async with`` block, and no other Store
+    write meanwhile: on SQLite that write would wait for this transaction's lock.
+    """
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        super().__init__(connection)
+        self._dialect = connection.dialect.name
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        # ON CONFLICT is dialect-specific in SQLAlchemy though both dialects spell it alike.
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # ------------------------------------------------------------------ incidents
+
+    async def allocate_incident_id(self, opened_at: float) -> str:
+        """The next id of the UTC day of ``opened_at``: INC-20261123-0007.
+
+        A counter row per day is incremented with one atomic upsert. On
+        PostgreSQL the row stays locked until this transaction ends, so two
+        daemons opening incidents the same day queue for it and get distinct
+        numbers; on SQLite the write transaction already holds the database.
+        A rolled-back transaction gives its number back.
+        """
+        table = schema.incident_counters
+        day = incident_day(opened_at)
+        statement = (
+            self._insert(table)
+            .values(day=day, last_number=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.day], set_={"last_number": table.c.last_number + 1}
+            )
+            .returning(table.c.last_number)
+        )
+        number = (await self._conn.execute(statement)).scalar_one()
+        return f"INC-{day}-{number:04d}"
+
+    async def open_incident(self, incident: Incident) -> Incident:
+        """Insert a new incident and return it with its id (allocated when ``incident.id``
+        is empty). Raises IncidentAlreadyOpen, leaving the transaction usable, when the
+        subscription already has an unresolved incident — also one another daemon has
+        just opened: the database's partial unique index decides, not this process."""
+        incident_id = incident.id or await self.allocate_incident_id(incident.opened_at)
+        stored = dataclasses.replace(incident, id=incident_id)
+        statement = (
+            self._insert(_incidents)
+            .values(codec.incident_values(stored))
+            .on_conflict_do_nothing(
+                index_elements=[_incidents.c.customer, _incidents.c.service],
+                index_where=schema.OPEN_INCIDENT,
+            )
+            .returning(_incidents.c.id)
+        )
+        if (await self._conn.execute(statement)).first() is None:
+            existing = await self._conn.execute(
+                select(_incidents.c.id).where(
+                    _incidents.c.customer == incident.customer,
+                    _incidents.c.service == incident.service,
+                    _incidents.c.state != "resolved",
+                )
+            )
+            raise IncidentAlreadyOpen(
+                incident.customer, incident.service, existing.scalar_one_or_none()
+            )
+        return stored
+
+    async def save_incident(
+        self, incident: Incident, *, expected_updated_at: float | None = None
+    ) -> None:
+        """Write every field of an existing incident.
+
+        ``expected_updated_at``: the ``updated_at`` the caller read; when the
+        stored one differs, someone else saved it meanwhile and IncidentChanged
+        is raised instead of overwriting their change. IncidentAlreadyOpen
+        when reopening it would make a second open incident for its
+        subscription (the transaction must then be rolled back).
+        """
+        values = codec.incident_values(incident)
+        del values["id"]
+        statement = update(_incidents).where(_incidents.c.id == incident.id)
+        if expected_updated_at is not None:
+            statement = statement.where(_incidents.c.updated_at == expected_updated_at)
+        try:
+            row = (
+                await self._conn.execute(statement.values(values).returning(_incidents.c.id))
+            ).first()
+        except IntegrityError as exc:
+            # The partial unique index is the only unique constraint an update can break.
+            raise IncidentAlreadyOpen(incident.customer, incident.service, None) from exc
+        if row is not None:
+            return
+        current = await self.get_incident(incident.id)
+        if current is None:
+            raise IncidentNotFound(incident.id)
+        assert expected_updated_at is not None
+        raise IncidentChanged(incident.id, expected_updated_at, current.updated_at)
+
+    async def add_events(self, events: Iterable[IncidentEvent]) -> None:
+        """Append to incidents' timelines (their order within one call is kept)."""
+        rows = [codec.event_values(event) for event in events]
+        if rows:
+            await self._conn.execute(insert(schema.incident_events), rows)
+
+    # ------------------------------------------------------------------ status history
+
+    async def record_status(self, customer: str, service: str, status: str, at: float) -> bool:
+        """Close the subscription's current interval at ``at`` and open one in ``status``.
+
+        No-op (False) when the status is unchanged. A clock that stepped back
+        (NTP) never makes an interval of negative length: ``at`` is raised to
+        the current interval's start.
+        """
+        current = (
+            await self._conn.execute(
+                select(_intervals.c.id, _intervals.c.status, _intervals.c.started_at)
+                .where(
+                    _intervals.c.customer == customer,
+                    _intervals.c.service == service,
+                    _intervals.c.ended_at.is_(None),
+                )
+                .with_for_update()
+            )
+        ).first()
+        if current is not None:
+            if current.status == status:
+                return False
+            at = max(at, current.started_at)
+            await self._conn.execute(
+                update(_intervals).where(_intervals.c.id == current.id).values(ended_at=at)
+            )
+        await self._conn.execute(
+            insert(_intervals).values(
+                customer=customer, service=service, status=status, started_at=at, ended_at=None
+            )
+        )
+        return True
+
+    async def close_all_open(
+        self, at: float, subscriptions: Collection[tuple[str, str]] | None = None
+    ) -> int:
+        """End current intervals at ``at`` (a clean shutdown); returns how many.
+
+        ``subscriptions``: only these (customer, service) pairs — what a
+        daemon sharing PostgreSQL with others must pass, so that it does not
+        close the intervals of subscriptions another replica is watching.
+        """
+        statement = update(_intervals).where(_intervals.c.ended_at.is_(None))
+        if subscriptions is not None:
+            if not subscriptions:
+                return 0
+            statement = statement.where(
+                tuple_(_intervals.c.customer, _intervals.c.service).in_(list(subscriptions))
+            )
+        ended = case((_intervals.c.started_at > at, _intervals.c.started_at), else_=at)
+        result = await self._conn.execute(
+            statement.values(ended_at=ended).returning(_intervals.c.id)
+        )
+        return len(result.all())
+
+    async def beat(self, instance_id: str, started_at: float, at: float) -> None:
+        """Record that the daemon run (instance_id, started_at) was alive at ``at``."""
+        table = schema.monitor_heartbeat
+        await self._conn.execute(
+            self._insert(table)
+            .values(instance_id=instance_id, started_at=started_at, last_beat_at=at)
+            .on_conflict_do_update(
+                index_elements=[table.c.instance_id, table.c.started_at], set_={"last_beat_at": at}
+            )
+        )
+
+    # ------------------------------------------------------------------ outbox
+
+    async def enqueue(self, messages: Iterable[RenderedMessage], at: float) -> int:
+        """Queue messages, due at ``at``; returns how many were new. A message whose
+        dedup_key is already in the outbox (in any state) is skipped silently."""
+        by_key: dict[str, RenderedMessage] = {}
+        for message in messages:
+            by_key.setdefault(message.dedup_key, message)  # the first one of a batch wins
+        unique = list(by_key.values())
+        added = 0
+        for start in range(0, len(unique), _CHUNK):
+            statement = (
+                self._insert(_outbox)
+                .values([codec.outbox_values(m, at) for m in unique[start : start + _CHUNK]])
+                .on_conflict_do_nothing(index_elements=[_outbox.c.dedup_key])
+                .returning(_outbox.c.id)
+            )
+            added += len((await self._conn.execute(statement)).all())
+        return added
+
+    async def claim_due(
+        self, now: float, limit: int, lease_seconds: float, channels: Collection[str] | None = None
+    ) -> list[OutboxRow]:
+        """Take up to ``limit`` due messages for sending, oldest due first.
+
+        Due: pending with next_attempt_at <= now, or sending with an expired
+        lease (the sender died mid-send). Claimed rows become ``sending`` with
+        a lease of ``lease_seconds`` — longer than any send may take — and one
+        more attempt. On PostgreSQL rows are picked with FOR UPDATE SKIP
+        LOCKED, so two daemons claiming at once get disjoint rows; SQLite's
+        write transaction excludes other writers. Commit before sending.
+        """
+        due = and_(
+            _outbox.c.status.in_([str(OutboxStatus.PENDING), str(OutboxStatus.SENDING)]),
+            _outbox.c.next_attempt_at <= now,
+        )
+        if channels is not None:
+            due = and_(due, _outbox.c.channel.in_(list(channels)))
+        ids = list(
+            (
+                await self._conn.execute(
+                    select(_outbox.c.id)
+                    .where(due)
+                    .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return []
+        rows = (
+            (
+                await self._conn.execute(
+                    update(_outbox)
+                    .where(_outbox.c.id.in_(ids))
+                    .values(
+                        status=str(OutboxStatus.SENDING),
+                        attempts=_outbox.c.attempts + 1,
+                        next_attempt_at=now + lease_seconds,
+                    )
+                    .returning(*_outbox.c)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        order = {row_id: position for position, row_id in enumerate(ids)}
+        return sorted((codec.outbox_from_row(row) for row in rows), key=lambda r: order[r.id])
+
+    async def mark_sent(self, outbox_id: int, receipt: DeliveryReceipt, at: float) -> bool:
+        """The provider accepted the message: store its receipt. False if already sent."""
+        result = await self._conn.execute(
+            update(_outbox)
+            .where(_outbox.c.id == outbox_id, _outbox.c.status != str(OutboxStatus.SENT))
+            .values(
+                status=str(OutboxStatus.SENT),
+                receipt_id=receipt.provider_id,
+                receipt_detail=receipt.detail,
+                sent_at=at,
+                next_attempt_at=None,
+            )
+            .returning(_outbox.c.id)
+        )
+        return result.first() is not None
+
+    async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool:
+        """A retryable failure: pending again from ``next_attempt_at``. False unless the row
+        was being sent (a late answer must not undo another sender's outcome)."""
+        result = await self._conn.execute(
+            update(_outbox)
+            .where(_outbox.c.id == outbox_id, _outbox.c.status == str(OutboxStatus.SENDING))
+            .values(
+                status=str(OutboxStatus.PENDING), last_error=error, next_attempt_at=next_attempt_at
+            )
+            .returning(_outbox.c.id)
+        )
+        return result.first() is not None
+
+    async def mark_failed(self, outbox_id: int, error: str, at: float) -> bool:
+        """A permanent failure (or out of retries): nobody will try again. False unless the
+        row was being sent."""
+        result = await self._conn.execute(
+            update(_outbox)
+            .where(_outbox.c.id == outbox_id, _outbox.c.status == str(OutboxStatus.SENDING))
+            .values(
+                status=str(OutboxStatus.FAILED),
+                last_error=error,
+                failed_at=at,
+                next_attempt_at=None,
+            )
+            .returning(_outbox.c.id)
+        )
+        return result.first() is not None
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def add_maintenance(self, window: MaintenanceWindow, at: float) -> MaintenanceWindow:
+        """Store a window (an id ``MW-…`` is made up when it has none) and return it."""
+        if window.ends_at <= window.starts_at:
+            raise ValueError("a maintenance window must end after it starts")
+        stored = (
+            window if window.id else dataclasses.replace(window, id=f"MW-{secrets.token_hex(4)}")
+        )
+        table = schema.maintenance_windows
+        result = await self._conn.execute(
+            self._insert(table)
+            .values(codec.maintenance_values(stored, at))
+            .on_conflict_do_nothing(index_elements=[table.c.id])
+            .returning(table.c.id)
+        )
+        if result.first() is None:
+            raise StoreError(f"a maintenance window {stored.id} exists already")
+        return stored
+
+    async def delete_maintenance(self, window_id: str) -> bool:
+        """Remove a window; False when there was none with that id."""
+        table = schema.maintenance_windows
+        result = await self._conn.execute(
+            delete(table).where(table.c.id == window_id).returning(table.c.id)
+        )
+        return result.first() is not None

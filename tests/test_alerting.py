@@ -1,0 +1,236 @@
+"""Incidents end to end: a real daemon, a local service that breaks, a real SMTP server.
+
+The on-call engineer's story: the service goes down, an e-mail arrives, the
+incident escalates, the acknowledge link in the e-mail stops it, and when the
+service is back everyone who was told hears so. Then the same across a
+restart and with the SMTP server down for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiosmtpd.controller import Controller
+
+from monitor.daemon import Daemon
+from monitor.store import OutboxStatus
+from tests.conftest import WebTarget, unused_port, wait_until
+
+
+@dataclass
+class Mailbox:
+    """What a real SMTP server (aiosmtpd) received."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(parsed)  # type: ignore[arg-type]
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        with self.lock:
+            return [str(message["Subject"]) for message in self.messages]
+
+    def with_subject(self, prefix: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if str(m["Subject"]).startswith(prefix)]
+
+
+@pytest.fixture
+def smtp(free_port: int) -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port)
+    controller.start()
+    try:
+        yield mailbox, free_port
+    finally:
+        controller.stop()
+
+
+def write_config(path: Path, target_port: int, smtp_port: int, listen_port: int) -> None:
+    path.write_text(f"""
+monitor:
+  listen: 127.0.0.1:{listen_port}
+  public_url: http://127.0.0.1:{listen_port}
+  shutdown_grace: 1s
+  api_tokens: [{{name: noc, token: noc-token, roles: [operate]}}]
+defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_threshold: 2,
+           success_threshold: 2}}
+incidents:
+  default_policy: standard
+  tick_interval: 100ms
+  cooldown: 100ms
+  correlation: {{enabled: false}}
+escalation_policies:
+  standard:
+    steps:
+      - {{after: 0s, notify: [noc-email, outbox]}}
+      - {{after: 1500ms, notify: [lead-outbox]}}
+    repeat_interval: 1h
+notifications:
+  poll_interval: 100ms
+  retry: {{initial: 200ms, max_delay: 1s}}
+channels:
+  noc-email: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none,
+              from_address: monitor@reseller.example.cn, to: [noc@reseller.example.cn],
+              timeout: 2}}
+  outbox: {{type: file, directory: {path.parent / 'outbox'}}}
+  lead-outbox: {{type: file, directory: {path.parent / 'lead'}}}
+services:
+  exchange-online:
+    name: Exchange Online (operated by 21Vianet)
+    checks:
+      - {{name: owa, type: http, url: "http://127.0.0.1:{target_port}/healthz"}}
+customers:
+  - id: contoso
+    name: Contoso (China) Ltd.
+    tenant_domain: contoso.partner.onmschina.cn
+    subscriptions: [exchange-online]
+""")
+
+
+@pytest.fixture
+def config(tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]) -> Path:
+    path = tmp_path / "config.yaml"
+    write_config(path, web_target.port, smtp[1], unused_port())
+    return path
+
+
+@pytest.fixture
+async def daemon(config: Path) -> AsyncIterator[Daemon]:
+    instance = Daemon(config)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.read_text() for p in folder.glob("*")) if folder.exists() else []
+
+
+def ack_link(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    match = re.search(r"http://127\.0\.0\.1:\d+/ack/\S+", body.get_content())
+    assert match, "the e-mail has no acknowledge link"
+    return match.group(0)
+
+
+async def test_outage_pages_escalates_ack_link_stops_it_and_recovery_is_told(
+    daemon: Daemon, web_target: WebTarget, smtp: tuple[Mailbox, int], config: Path
+) -> None:
+    mailbox, _ = smtp
+    assert daemon.alerting.manager is not None
+    await wait_until(lambda: daemon.board.subscriptions[("contoso", "exchange-online")]
+                     .status.value == "up", what="up")
+    web_target.status = 503
+    await wait_until(lambda: mailbox.with_subject("[DOWN"), what="the opened e-mail")
+    [opened] = mailbox.messages
+    text = opened.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    for fact in ("Contoso (China) Ltd.", "Exchange Online", "status 503 (expected 200)",
+                 "INC-"):
+        assert fact in text
+    assert opened.get_body(("html",)) is not None
+    assert len(files(config.parent / "outbox")) == 1
+    # nobody acknowledged: the second step is paged
+    await wait_until(lambda: len(files(config.parent / "lead")) == 1, within=10,
+                     what="escalation to the lead")
+    assert "ESCALATED" in files(config.parent / "lead")[0]
+    # the on-call engineer opens the link: a confirmation page, then acknowledges
+    link = ack_link(opened)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link) as page:
+            assert page.status == 200
+            assert "Acknowledge" in await page.text()
+        async with session.post(link, data={"by": "Li Wei"}) as done:
+            assert done.status == 200, await done.text()
+            assert "acknowledged by Li Wei" in await done.text()
+        forged = link.replace("?t=", "?t=1") if "?t=" in link else link
+        async with session.post(forged, data={"by": "x"}) as refused:
+            assert refused.status == 403
+    await wait_until(lambda: mailbox.with_subject("[ACK]"), what="the acknowledged e-mail")
+    # service back: everyone who was paged hears it, once
+    web_target.status = 200
+    await wait_until(lambda: mailbox.with_subject("[RESOLVED]"), what="the resolved e-mail")
+    await wait_until(lambda: any("RESOLVED" in f for f in files(config.parent / "lead")),
+                     what="resolved to the lead")
+    await asyncio.sleep(0.5)  # give a duplicate every chance to show up
+    subjects = mailbox.subjects()
+    assert [s.split("]")[0] + "]" for s in subjects] == ["[DOWN]", "[ACK]", "[RESOLVED]"], subjects
+    incident_id = re.search(r"INC-\d{8}-\d{4}", subjects[0]).group(0)  # type: ignore[union-attr]
+    incident, timeline = await daemon.alerting.manager.get(incident_id)
+    kinds = [event.kind for event in timeline]
+    assert kinds[:3] == ["opened", "paged", "escalated"]
+    assert "acknowledged" in kinds and kinds[-1] == "resolved"
+    assert incident.acknowledged_by == "Li Wei (link)"
+
+
+async def test_smtp_down_then_back_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, web_target: WebTarget, free_port: int
+) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(path, web_target.port, free_port, unused_port())  # no SMTP server there yet
+    daemon = Daemon(path)
+    await daemon.start()
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port)
+    try:
+        web_target.status = 503
+        store = daemon.alerting.store
+        assert store is not None
+
+        async def retrying() -> bool:
+            rows = await store.list_outbox()
+            return any(r.channel == "noc-email" and r.attempts >= 2 for r in rows)
+
+        await wait_until(retrying, what="e-mail retries while SMTP is down")
+        controller.start()
+        await wait_until(lambda: len(mailbox.messages) == 1, within=10, what="delivery")
+        await asyncio.sleep(1.5)  # several retry periods: no second copy
+        assert len(mailbox.messages) == 1
+        rows = [r for r in await store.list_outbox() if r.channel == "noc-email"]
+        assert [r.status for r in rows] == [OutboxStatus.SENT]
+    finally:
+        await daemon.close()
+        if getattr(controller, "_thread", None) is not None:
+            controller.stop()
+
+
+async def test_restart_mid_incident_resumes_escalation_without_a_second_page(
+    config: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, _ = smtp
+    first = Daemon(config)
+    await first.start()
+    try:
+        web_target.status = 503
+        await wait_until(lambda: mailbox.with_subject("[DOWN"), what="opened")
+    finally:
+        await first.close()
+    assert files(config.parent / "lead") == []  # the daemon stopped before the second step
+    second = Daemon(config)
+    await second.start()
+    try:
+        await wait_until(lambda: len(files(config.parent / "lead")) == 1, within=10,
+                         what="escalation after the restart")
+        await asyncio.sleep(0.5)
+        assert len(mailbox.with_subject("[DOWN")) == 1  # not paged again
+        assert len(files(config.parent / "outbox")) == 1
+    finally:
+        await second.close()
