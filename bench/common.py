@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import resource
 import shutil
@@ -343,6 +344,16 @@ class GcWatch:
 
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "total": self.total, "longest": self.longest}
+
+
+def quiet_shutdown() -> None:
+    """Silence APScheduler's executor log before ``Daemon.close()``.
+
+    ``close()`` shuts APScheduler down first, and its AsyncIOExecutor cancels every
+    job still running, each logged with a CancelledError traceback (see README, "Found").
+    The measurements are over by then; this keeps the benchmark's output readable.
+    """
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------------- accounting

@@ -45,6 +45,7 @@ from bench.common import (
     print_table,
     proc_cpu,
     proc_memory,
+    quiet_shutdown,
     run_loop,
     run_worker,
     spread,
@@ -247,7 +248,7 @@ async def daemon_worker(
             completed, failed = probe.completed - completed, probe.failed - failed
             after = nginx_accepted(port)
         finally:
-            daemon.request_stop()  # close() alone lets already-submitted jobs start
+            quiet_shutdown()
             await daemon.close()
             await asyncio.sleep(0.1)
     return {

@@ -48,6 +48,7 @@ from bench.common import (
     print_table,
     proc_cpu,
     proc_memory,
+    quiet_shutdown,
     run_loop,
     run_worker,
     self_cpu,
@@ -163,7 +164,7 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
                 size += len(chunk)
             renders.append((time.perf_counter() - render_start, self_cpu() - render_cpu, size))
     finally:
-        daemon.request_stop()  # close() alone lets already-submitted jobs start (see README)
+        quiet_shutdown()
         await daemon.close()
         await asyncio.sleep(0.1)
     memory = proc_memory()

@@ -23,6 +23,7 @@ from monitor.channels.base import Channel
 from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
+from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import Store
@@ -83,6 +84,7 @@ class Alerting:
         self.notifier: Notifier | None = None
         self._catalog: Catalog | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._base = Path(".")
 
     async def start(
         self,
@@ -91,7 +93,7 @@ class Alerting:
         base: Path,
         failing_checks: FailingChecks,
     ) -> None:
-        self._catalog, self._http = catalog, http
+        self._catalog, self._http, self._base = catalog, http, base
         self.store = await Store.open(store_url(catalog, base))
         signer = LinkSigner.from_data_dir(data_dir(catalog, base))
         self.notifier = self._build_notifier(catalog, http)
@@ -138,6 +140,17 @@ class Alerting:
         self._catalog = catalog
         if self.manager is not None:
             self.manager.configure(catalog)
+            renderer = renderer_for(catalog, self._base)
+            problems = renderer.check_all(sample_context)
+            if problems:
+                for problem in problems:
+                    log.error("event=templates_rejected problem=%r", str(problem))
+                log.error(
+                    "event=templates_rejected action=%r",
+                    "the previous templates stay in use; fix them and reload",
+                )
+            else:
+                self.manager.set_renderer(renderer)
         if self.notifier is not None and self._http is not None:
             self.notifier.channels = build_channels(catalog, self._http)
 

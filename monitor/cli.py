@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from checks import check_types
 from monitor import __version__
@@ -59,16 +60,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from monitor.alerting import renderer_for
+    from monitor.notify.sample import sample_context
+
     try:
         catalog = load_catalog(args.file)
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         return 1
+    base = Path(args.file).resolve().parent
+    problems = renderer_for(catalog, base).check_all(sample_context)
+    if problems:
+        count = len(problems)
+        print(f"{args.file}: {count} template problem{'s' if count != 1 else ''}", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     print(
         f"{args.file}: OK: {len(catalog.config.customers)} customers, "
         f"{len(catalog.config.services)} services, {len(catalog.subscriptions)} subscriptions, "
-        f"{len(catalog.targets)} targets"
+        f"{len(catalog.targets)} targets, {len(catalog.config.escalation_policies)} "
+        f"escalation policies, {len(catalog.config.channels)} channels; every template renders"
     )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from monitor.simulate import load_scenario, simulate
+
+    try:
+        catalog = load_catalog(args.config)
+        scenario = load_scenario(Path(args.scenario))
+        lines = asyncio.run(simulate(catalog, scenario, Path(args.config).resolve().parent))
+    except ConfigError as exc:
+        print(exc.summary(), file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 
@@ -150,6 +177,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from monitor.cli_remote import add_remote_commands
+
     parser = argparse.ArgumentParser(prog="csp-monitor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"csp-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("service")
     probe.add_argument("--config", default=DEFAULT_CONFIG)
     probe.set_defaults(func=cmd_probe)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="replay a scripted outage through thresholds, incidents and templates "
+        "with a fake clock and print every incident change and message",
+    )
+    simulate.add_argument("scenario", help="scenario YAML (see monitor/simulate.py)")
+    simulate.add_argument("--config", default=DEFAULT_CONFIG)
+    simulate.set_defaults(func=cmd_simulate)
+
+    add_remote_commands(commands, DEFAULT_CONFIG)
     return parser
 
 

@@ -12,7 +12,6 @@ import signal
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +23,7 @@ from monitor import __version__
 from monitor.alerting import Alerting
 from monitor.catalog import Catalog, TargetSpec, load_catalog
 from monitor.config import ConfigError
+from monitor.incident_manager import failing_checks
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
@@ -214,27 +214,9 @@ class Daemon:
 
     def failing_checks(self, customer: str, service: str) -> list[FailingCheckContext]:
         """The subscription's checks that are not up, with their reasons (for messages)."""
-        catalog = self.catalog
-        subscription = catalog.subscriptions.get((customer, service)) if catalog else None
-        if catalog is None or subscription is None:
+        if self.catalog is None:
             return []
-        failing: list[FailingCheckContext] = []
-        for target_id in subscription.target_ids:
-            state = self.board.targets.get(target_id)
-            if state is None or state.status in (Status.UP, Status.UNKNOWN):
-                continue
-            spec = catalog.targets[target_id]
-            last = state.last_result
-            failing.append(
-                {
-                    "check": spec.target.check,
-                    "type": spec.target.type,
-                    "status": state.status.value,
-                    "reason": last.reason if last else state.last_change_reason,
-                    "since": datetime.fromtimestamp(state.since, UTC),
-                }
-            )
-        return failing
+        return failing_checks(self.catalog, self.board, customer, service)
 
     # ------------------------------------------------------------------ probing
 

@@ -39,10 +39,14 @@ from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import (
     FailingCheckContext,
     IncidentContext,
+    RenderedParts,
+    StepContext,
     TemplateContext,
     TemplateRenderer,
+    TemplateRenderError,
 )
 from monitor.probe import Status
+from monitor.status import StatusBoard
 from monitor.store import IncidentAlreadyOpen, IncidentChanged, IncidentNotFound, Store, Transaction
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,32 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 FailingChecks = Callable[[str, str], list[FailingCheckContext]]
 NO_POLICY = PolicySnapshot(name="none", steps=())
+
+
+def failing_checks(
+    catalog: Catalog, board: StatusBoard, customer: str, service: str
+) -> list[FailingCheckContext]:
+    """A subscription's checks that are not up, with their reasons (for messages)."""
+    subscription = catalog.subscriptions.get((customer, service))
+    if subscription is None:
+        return []
+    failing: list[FailingCheckContext] = []
+    for target_id in subscription.target_ids:
+        state = board.targets.get(target_id)
+        if state is None or state.status in (Status.UP, Status.UNKNOWN):
+            continue
+        spec = catalog.targets[target_id]
+        last = state.last_result
+        failing.append(
+            {
+                "check": spec.target.check,
+                "type": spec.target.type,
+                "status": state.status.value,
+                "reason": last.reason if last and last.reason else state.last_change_reason,
+                "since": datetime.fromtimestamp(state.since, UTC),
+            }
+        )
+    return failing
 
 
 def _duration_text(seconds: float) -> str:
@@ -484,7 +514,7 @@ class IncidentManager:
                 people = page.recipients.get(channel) or self._channel_recipients(channel)
                 for person in people or ("",):
                     context = self._template_context(page, incident_context, person or channel)
-                    parts = self._renderer.render(page.event, context)
+                    parts = self._render_parts(page, context)
                     key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
                     messages.append(
                         RenderedMessage(
@@ -501,6 +531,42 @@ class IncidentManager:
                         )
                     )
         return messages
+
+    def _render_parts(self, page: engine.Page, context: TemplateContext) -> RenderedParts:
+        """The templates' output, or a plain message when an operator's template is broken:
+        a page must not be lost to a typo."""
+        try:
+            return self._renderer.render(page.event, context)
+        except TemplateRenderError as exc:
+            log.error(
+                "event=template_failed template=%r incident=%s action=%r",
+                str(exc),
+                page.incident.id,
+                "fix the template (csp-monitor validate); a plain message was sent instead",
+            )
+            incident = page.incident
+            line = (
+                f"{page.event.upper()}: {incident.customer}/{incident.service} is "
+                f"{incident.status}: {incident.reason} - {incident.id}"
+            )
+            link = context["ack_url"]
+            text = line + (f"\nAcknowledge: {link}" if link else "")
+            return RenderedParts(
+                subject=line,
+                text=text,
+                html=None,
+                sms=text,
+                payload={
+                    "event": page.event,
+                    "incident": incident.id,
+                    "status": incident.status,
+                    "reason": incident.reason,
+                },
+            )
+
+    def set_renderer(self, renderer: TemplateRenderer) -> None:
+        """Templates re-read on reload (validated by the caller first)."""
+        self._renderer = renderer
 
     def _channel_recipients(self, channel: str) -> tuple[str, ...]:
         options = self.catalog.config.channels.get(channel) if self.catalog else None
@@ -537,18 +603,23 @@ class IncidentManager:
         at = datetime.fromtimestamp
         level = incident.escalation_level
         steps = incident.policy.steps
-        step = None
+        step: StepContext | None = None
         if page is not None and page.event in ("opened", "escalated", "vendor_ticket") and level:
             after = steps[level - 1].after
             step = {
                 "level": level,
                 "after_text": "immediately" if after == 0 else f"after {_duration_text(after)}",
             }
-        blast = [
-            self._customer_name(i.customer)
-            for i in self._open.values()
-            if i.vendor_group == incident.id
-        ]
+        blast = []
+        if incident.customer == VENDOR_CUSTOMER:
+            # the group's members, and those about to join it as it opens
+            blast = sorted(
+                self._customer_name(i.customer)
+                for i in self._open.values()
+                if i.service == incident.service
+                and i.customer != VENDOR_CUSTOMER
+                and i.vendor_group in (None, incident.id)
+            )
         end = incident.resolved_at or self._wall()
         return {
             "id": incident.id,
@@ -576,7 +647,7 @@ class IncidentManager:
             "reason": incident.reason,
             "failing_checks": self._failing_checks(incident.customer, incident.service),
             "escalation_level": level,
-            "step": step,  # type: ignore[typeddict-item]
+            "step": step,
             "acknowledged_by": incident.acknowledged_by,
             "acknowledged_at": at(incident.acknowledged_at, UTC)
             if incident.acknowledged_at

@@ -282,11 +282,6 @@ async def test_incident_round_trip_keeps_every_field(store: Store) -> None:
     assert await store.get_incident("INC-20261118-0999") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PolicySnapshot.to_json/from_json drop EscalationStep.recipients "
-    "(monitor/engine/model.py): a restart would page each channel's default recipients",
-)
 async def test_policy_snapshot_keeps_step_recipients(store: Store) -> None:
     policy = PolicySnapshot("vip", (EscalationStep(0, ("oncall-sms",), None, ("+8613900000000",)),))
     async with store.transaction() as tx:

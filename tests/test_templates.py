@@ -380,3 +380,23 @@ def test_sample_context_is_fresh_each_time_and_json_friendly() -> None:
         sample_context("paged")
     dumped: Any = json.loads(json.dumps(sample_context("vendor_ticket"), default=str))
     assert dumped["incident"]["id"] == INCIDENT_ID
+
+
+def test_vendor_side_incident_without_tenant_reads_cleanly(renderer: TemplateRenderer) -> None:
+    for event in INCIDENT_EVENTS:
+        context = sample_context(event)
+        customer = context["incident"]["customer"]
+        customer.update(id="vendor", name="Several customers", tenant_domain="", tier="")
+        parts = renderer.render(event, context)
+        for text in (parts.text, parts.html or ""):
+            assert "Several customers" in text, event
+            assert "()" not in text and "tier ," not in text and "tier )" not in text, event
+            assert "for tenant  since" not in text and "for tenant since" not in text, event
+
+
+def test_html_ticket_timeline_is_in_beijing_time_too(renderer: TemplateRenderer) -> None:
+    context = sample_context("vendor_ticket")
+    context["timezone"] = "UTC"
+    html = renderer.render("vendor_ticket", context).html or ""
+    assert "Recent results and actions (Beijing time)" in html
+    assert ">11-24 07:11:20<" in html  # 23:11:20 UTC on the 23rd

@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -42,14 +43,16 @@ from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessa
 
 OUT_ID_LENGTH = 64
 # Codes no retry can fix: the request, the account or the template needs an operator.
-PERMANENT_CODES = {
-    "isv.MOBILE_NUMBER_ILLEGAL": "invalid phone number",
-    "isv.SMS_SIGNATURE_ILLEGAL": "sign_name is not approved",
-    "isv.TEMPLATE_MISSING_PARAMETERS": "the template expects other variables",
-    "isv.AMOUNT_NOT_ENOUGH": "the account balance is too low",
-    "InvalidAccessKeyId.NotFound": "unknown access_key_id",
-    "SignatureDoesNotMatch": "signature rejected: check access_key_secret",
-}
+PERMANENT_CODES = MappingProxyType(
+    {
+        "isv.MOBILE_NUMBER_ILLEGAL": "invalid phone number",
+        "isv.SMS_SIGNATURE_ILLEGAL": "sign_name is not approved",
+        "isv.TEMPLATE_MISSING_PARAMETERS": "the template expects other variables",
+        "isv.AMOUNT_NOT_ENOUGH": "the account balance is too low",
+        "InvalidAccessKeyId.NotFound": "unknown access_key_id",
+        "SignatureDoesNotMatch": "signature rejected: check access_key_secret",
+    }
+)
 # Throttling and per-number flow control pass with time.
 RETRYABLE_PREFIXES = ("isv.BUSINESS_LIMIT_CONTROL", "Throttling", "ServiceUnavailable",
                       "InternalError", "SignatureNonceUsed")  # fmt: skip

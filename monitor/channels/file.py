@@ -29,7 +29,7 @@ from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessa
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Errors an operator must fix; anything else (a full disk, an I/O error) may pass.
-_PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+_PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR})
 
 
 class Options(ChannelOptions):

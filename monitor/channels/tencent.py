@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+from types import MappingProxyType
 from typing import Any, Literal
 
 import aiohttp
@@ -38,10 +39,12 @@ VERSION = "2021-01-11"
 CONTENT_TYPE = "application/json; charset=utf-8"
 WHAT = "Tencent Cloud SMS"
 # Per-number limits that a retry later can pass, with the wait Tencent's window implies.
-RETRY_AFTER = {
-    "LimitExceeded.PhoneNumberThirtySecondLimit": 30.0,
-    "LimitExceeded.PhoneNumberOneHourLimit": 3600.0,
-}
+RETRY_AFTER = MappingProxyType(
+    {
+        "LimitExceeded.PhoneNumberThirtySecondLimit": 30.0,
+        "LimitExceeded.PhoneNumberOneHourLimit": 3600.0,
+    }
+)
 # Daily limits pass only tomorrow: for an alert that is as good as never.
 DAILY_LIMITS = (
     "LimitExceeded.PhoneNumberDailyLimit",

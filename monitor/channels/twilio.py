@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
+from types import MappingProxyType
 from typing import Any, Literal
 
 import aiohttp
@@ -34,12 +35,14 @@ from monitor.channels.base import (
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 
 # Twilio error codes that no retry can fix (twilio.com/docs/api/errors).
-PERMANENT_CODES = {
-    21211: "invalid 'To' number",
-    21610: "the recipient unsubscribed (replied STOP)",
-    21408: "sending to this region is not enabled on the account",
-    21614: "'To' is not a mobile number",
-}
+PERMANENT_CODES = MappingProxyType(
+    {
+        21211: "invalid 'To' number",
+        21610: "the recipient unsubscribed (replied STOP)",
+        21408: "sending to this region is not enabled on the account",
+        21614: "'To' is not a mobile number",
+    }
+)
 
 
 class Options(ChannelOptions):
@@ -128,8 +131,7 @@ class TwilioChannel:
                 "and auth_token",
                 retryable=False,
             )
-        if code in PERMANENT_CODES:
-            return DeliveryError(
-                f"Twilio cannot text {number}: {PERMANENT_CODES[code]} ({detail})", retryable=False
-            )
+        if isinstance(code, int) and (meaning := PERMANENT_CODES.get(code)):
+            text = f"Twilio cannot text {number}: {meaning} ({detail})"
+            return DeliveryError(text, retryable=False)
         return http_status_error(status, headers, detail, f"Twilio, sending to {number}", self.now)

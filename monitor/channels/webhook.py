@@ -32,7 +32,7 @@ from monitor.channels.base import (
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 
 MAX_BODY = 65536
-RESERVED_HEADERS = {"content-type", "idempotency-key", "content-length", "host"}
+RESERVED_HEADERS = frozenset({"content-type", "idempotency-key", "content-length", "host"})
 
 
 def _http_url(value: SecretStr) -> SecretStr:

@@ -46,7 +46,13 @@ class PolicySnapshot:
         return {
             "name": self.name,
             "steps": [
-                {"after": s.after, "notify": list(s.notify), "action": s.action} for s in self.steps
+                {
+                    "after": s.after,
+                    "notify": list(s.notify),
+                    "action": s.action,
+                    "recipients": list(s.recipients),
+                }
+                for s in self.steps
             ],
             "repeat_interval": self.repeat_interval,
             "ack_timeout": self.ack_timeout,
@@ -58,7 +64,9 @@ class PolicySnapshot:
         return cls(
             name=data["name"],
             steps=tuple(
-                EscalationStep(s["after"], tuple(s["notify"]), s.get("action"))
+                EscalationStep(
+                    s["after"], tuple(s["notify"]), s.get("action"), tuple(s.get("recipients", ()))
+                )
                 for s in data["steps"]
             ),
             repeat_interval=data.get("repeat_interval"),

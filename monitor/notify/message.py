@@ -44,8 +44,7 @@ class DeliveryError(Exception):
     a rejected template. The message must never contain a secret.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None
-                 ) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after

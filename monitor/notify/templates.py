@@ -280,6 +280,9 @@ class TemplateRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             finalize=_finalize,
+            # Templates are read once per renderer (start-up): a file half-saved in an
+            # editor never reaches a page, and what `validate` checked is what is sent.
+            auto_reload=False,
         )
         self.env.filters.update(
             local=_local, utc=_utc, both=_both, iso=_iso, short_name=_short_name
@@ -294,12 +297,11 @@ class TemplateRenderer:
     def render(self, event: str, context: Mapping[str, Any]) -> RenderedParts:
         """Every format of ``event``; raises :class:`TemplateRenderError`."""
         values = {**context, "event": event}
-        subject = self._render_part(event, SUBJECT, values)
-        text = self._render_part(event, TEXT, values)
+        subject = self._render_part(event, SUBJECT, values) or ""  # required: never None
+        text = self._render_part(event, TEXT, values) or ""
         html = self._render_part(event, HTML, values)
         sms = self._render_part(event, SMS, values)
         webhook = self._render_part(event, WEBHOOK, values)
-        assert subject is not None and text is not None  # required: missing ones raise
         return RenderedParts(
             subject=self._finish_subject(event, subject),
             text=_tidy_text(text),

@@ -1,0 +1,191 @@
+"""CLI commands that act on the running daemon through its HTTP API.
+
+``csp-monitor incidents …`` and ``csp-monitor maintenance …``. The daemon's
+address comes from ``--url``, else the config's ``monitor.listen``; the token
+from ``--token`` or ``$CSP_MONITOR_TOKEN`` (never from a command line in
+shell history, if you can help it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from monitor.catalog import load_catalog
+from monitor.config import ConfigError
+
+
+class RemoteError(Exception):
+    pass
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    try:
+        listen = load_catalog(args.config).config.monitor.listen
+    except ConfigError as exc:
+        raise RemoteError(f"give --url, or fix the config: {exc.summary()}") from None
+    host, _, port = listen.rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return f"http://{host}:{port}"
+
+
+async def _call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    token = args.token or os.environ.get("CSP_MONITOR_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = _base_url(args) + path
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, url, json=body, headers=headers) as response,
+        ):
+            text = await response.text()
+            if response.status >= 400:
+                raise RemoteError(f"{method} {path}: {response.status} {text.strip()}")
+            return json.loads(text) if text else None
+    except aiohttp.ClientError as exc:
+        raise RemoteError(f"cannot reach the daemon at {url}: {exc}") from None
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _print_incident(incident: dict[str, Any]) -> None:
+    print(
+        f"{incident['id']}  {incident['state']:<12} {incident['severity']:<8} "
+        f"{incident['customer']}/{incident['service']} {incident['status']} since "
+        f"{_when(incident['opened_at'])}: {incident['reason']}"
+    )
+
+
+async def _incidents(args: argparse.Namespace) -> None:
+    action = args.action
+    if action == "list":
+        query = f"?state={args.state}" + (f"&customer={args.customer}" if args.customer else "")
+        found = await _call(args, "GET", f"/api/v1/incidents{query}")
+        for incident in found["incidents"]:
+            _print_incident(incident)
+        if not found["incidents"]:
+            print(f"no {args.state} incidents")
+        return
+    path = f"/api/v1/incidents/{args.id}"
+    if action == "show":
+        incident = await _call(args, "GET", path)
+        _print_incident(incident)
+        for event in incident["timeline"]:
+            who = f" by {event['actor']}" if event["actor"] else ""
+            detail = ", ".join(f"{k}={v}" for k, v in event["detail"].items() if v)
+            print(
+                f"  {_when(event['at'])}  {event['kind']}{who}" + (f": {detail}" if detail else "")
+            )
+        return
+    calls = {
+        "ack": ("POST", f"{path}/ack", None),
+        "resolve": ("POST", f"{path}/resolve", {"note": args.text or ""}),
+        "note": ("POST", f"{path}/notes", {"text": args.text or ""}),
+        "vendor-case": ("PUT", f"{path}/vendor-case", {"case": args.text or ""}),
+    }
+    method, target, body = calls[action]
+    _print_incident(await _call(args, method, target, body))
+
+
+async def _maintenance(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        found = await _call(args, "GET", "/api/v1/maintenance")
+        for window in found["maintenance"]:
+            scope = f"{window['customer'] or '*'}/{window['service'] or '*'}"
+            print(
+                f"{window['id']}  {scope:<32} {_when(window['starts_at'])} → "
+                f"{_when(window['ends_at'])} {window['recurrence'] or 'once'} "
+                f"({window['timezone']}) {window['reason']}"
+            )
+        if not found["maintenance"]:
+            print("no maintenance windows")
+        return
+    if args.action == "delete":
+        await _call(args, "DELETE", f"/api/v1/maintenance/{args.id}")
+        print(f"deleted {args.id}")
+        return
+    body = {
+        "starts_at": args.start,
+        "duration": args.duration,
+        "customer": args.customer,
+        "service": args.service,
+        "recurrence": args.recurrence,
+        "timezone": args.timezone,
+        "reason": args.reason,
+    }
+    window = await _call(args, "POST", "/api/v1/maintenance", body)
+    print(f"created {window['id']}: {_when(window['starts_at'])} → {_when(window['ends_at'])}")
+
+
+def _run(handler: Any) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        try:
+            asyncio.run(handler(args))
+        except RemoteError as exc:
+            print(f"csp-monitor: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return command
+
+
+def add_remote_commands(commands: Any, default_config: str) -> None:
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", help="the daemon's base URL (default from the config)")
+        parser.add_argument("--token", help="API token (default $CSP_MONITOR_TOKEN)")
+        parser.add_argument("--config", default=default_config)
+
+    incidents = commands.add_parser("incidents", help="list, show and act on incidents")
+    actions = incidents.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="incidents (open by default)")
+    listing.add_argument(
+        "--state", default="open", choices=["open", "acknowledged", "resolved", "all"]
+    )
+    listing.add_argument("--customer")
+    common(listing)
+    for name, text_help in (
+        ("show", None),
+        ("ack", None),
+        ("resolve", "closing note"),
+        ("note", "the note"),
+        ("vendor-case", "21Vianet case number"),
+    ):
+        action = actions.add_parser(name, help=f"{name} an incident")
+        action.add_argument("id")
+        if text_help:
+            action.add_argument("text", nargs="?" if name == "resolve" else None, help=text_help)
+        common(action)
+    incidents.set_defaults(func=_run(_incidents), text=None)
+
+    maintenance = commands.add_parser("maintenance", help="list, add and delete windows")
+    windows = maintenance.add_subparsers(dest="action", required=True)
+    common(windows.add_parser("list", help="every maintenance window"))
+    add = windows.add_parser("add", help="add a window")
+    add.add_argument("--start", required=True, help="ISO time with offset, 2026-11-29T02:00+08:00")
+    add.add_argument("--duration", required=True, help="e.g. 2h")
+    add.add_argument("--customer")
+    add.add_argument("--service")
+    add.add_argument("--recurrence", choices=["daily", "weekly", "monthly"])
+    add.add_argument("--timezone", default="Asia/Shanghai")
+    add.add_argument("--reason", default="")
+    common(add)
+    delete = windows.add_parser("delete", help="delete a window")
+    delete.add_argument("id")
+    common(delete)
+    maintenance.set_defaults(func=_run(_maintenance))
