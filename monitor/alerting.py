@@ -49,11 +49,15 @@ def data_dir(catalog: Catalog, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def build_channels(catalog: Catalog, http: aiohttp.ClientSession) -> dict[str, Channel]:
-    return {
-        name: build_channel(name, options, http)
-        for name, options in catalog.config.channels.items()
-    }
+def build_channels(catalog: Catalog, http: aiohttp.ClientSession, base: Path) -> dict[str, Channel]:
+    """Every configured channel; relative folders are relative to the config file."""
+    built = {}
+    for name, options in catalog.config.channels.items():
+        directory = getattr(options, "directory", None)
+        if isinstance(directory, str) and not Path(directory).is_absolute():
+            options = options.model_copy(update={"directory": str(base / directory)})
+        built[name] = build_channel(name, options, http)
+    return built
 
 
 def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
@@ -96,7 +100,7 @@ class Alerting:
         self._catalog, self._http, self._base = catalog, http, base
         self.store = await Store.open(store_url(catalog, base))
         signer = LinkSigner.from_data_dir(data_dir(catalog, base))
-        self.notifier = self._build_notifier(catalog, http)
+        self.notifier = self._build_notifier(catalog, http, base)
         self.manager = IncidentManager(
             self.store,
             renderer_for(catalog, base),
@@ -121,7 +125,9 @@ class Alerting:
             len(self.notifier.channels),
         )
 
-    def _build_notifier(self, catalog: Catalog, http: aiohttp.ClientSession) -> Notifier:
+    def _build_notifier(
+        self, catalog: Catalog, http: aiohttp.ClientSession, base: Path
+    ) -> Notifier:
         assert self.store is not None
         settings = catalog.config.notifications
         return Notifier(
@@ -152,7 +158,7 @@ class Alerting:
             else:
                 self.manager.set_renderer(renderer)
         if self.notifier is not None and self._http is not None:
-            self.notifier.channels = build_channels(catalog, self._http)
+            self.notifier.channels = build_channels(catalog, self._http, self._base)
 
     def subscription_changed(
         self, customer: str, service: str, previous: Status, current: Status, reason: str, at: float

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
+import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
+from aioresponses import aioresponses
+from yarl import URL
 
 from monitor.probe import ProbeContext
 from monitor.runner import new_http_session
@@ -95,3 +103,76 @@ async def wait_until(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+T = TypeVar("T")
+
+
+def run_elsewhere(coro: Coroutine[Any, Any, T]) -> T:
+    """Run admin SQL on its own loop in a thread, away from the test's event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(timeout=60)
+
+
+async def pg_admin(database: str, *statements: str) -> None:
+    connection = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped at the end."""
+    name = f"csp_monitor_test_{secrets.token_hex(4)}"
+    try:
+        run_elsewhere(
+            pg_admin(
+                "test",
+                f'CREATE DATABASE "{name}"',
+                # Faster commits; only a server crash (not a subject here) could lose any.
+                f'ALTER DATABASE "{name}" SET synchronous_commit = off',
+            )
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL on 127.0.0.1:5432 (user postgres, database test) is not reachable: "
+            f"{exc!r}. The store tests need it: start PostgreSQL (.ci/run does).",
+            pytrace=False,
+        )
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        run_elsewhere(pg_admin("test", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# ------------------------------------------------------------------ third-party HTTP APIs
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument
+    (pnuckowski/aioresponses#289); a finished request only reads its ``output_size``."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+class _Mocked(aioresponses):
+    """aioresponses with the response class aiohttp 3.14 needs."""
+
+    def add(self, url: Any, method: str = "GET", *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _CompatResponse)
+        super().add(url, method, *args, **kwargs)
+
+
+@pytest.fixture
+def mock() -> Iterator[aioresponses]:
+    """Mocks third-party HTTP APIs (SMS gateways, vendor health APIs) for one test."""
+    with _Mocked() as mocked:
+        yield mocked

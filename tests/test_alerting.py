@@ -35,7 +35,7 @@ class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(parsed)  # type: ignore[arg-type]
@@ -88,8 +88,8 @@ channels:
   noc-email: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none,
               from_address: monitor@reseller.example.cn, to: [noc@reseller.example.cn],
               timeout: 2}}
-  outbox: {{type: file, directory: {path.parent / 'outbox'}}}
-  lead-outbox: {{type: file, directory: {path.parent / 'lead'}}}
+  outbox: {{type: file, directory: {path.parent / "outbox"}}}
+  lead-outbox: {{type: file, directory: {path.parent / "lead"}}}
 services:
   exchange-online:
     name: Exchange Online (operated by 21Vianet)
@@ -137,20 +137,22 @@ async def test_outage_pages_escalates_ack_link_stops_it_and_recovery_is_told(
 ) -> None:
     mailbox, _ = smtp
     assert daemon.alerting.manager is not None
-    await wait_until(lambda: daemon.board.subscriptions[("contoso", "exchange-online")]
-                     .status.value == "up", what="up")
+    await wait_until(
+        lambda: daemon.board.subscriptions[("contoso", "exchange-online")].status.value == "up",
+        what="up",
+    )
     web_target.status = 503
     await wait_until(lambda: mailbox.with_subject("[DOWN"), what="the opened e-mail")
     [opened] = mailbox.messages
     text = opened.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    for fact in ("Contoso (China) Ltd.", "Exchange Online", "status 503 (expected 200)",
-                 "INC-"):
+    for fact in ("Contoso (China) Ltd.", "Exchange Online", "status 503 (expected 200)", "INC-"):
         assert fact in text
     assert opened.get_body(("html",)) is not None
     assert len(files(config.parent / "outbox")) == 1
     # nobody acknowledged: the second step is paged
-    await wait_until(lambda: len(files(config.parent / "lead")) == 1, within=10,
-                     what="escalation to the lead")
+    await wait_until(
+        lambda: len(files(config.parent / "lead")) == 1, within=10, what="escalation to the lead"
+    )
     assert "ESCALATED" in files(config.parent / "lead")[0]
     # the on-call engineer opens the link: a confirmation page, then acknowledges
     link = ack_link(opened)
@@ -168,8 +170,10 @@ async def test_outage_pages_escalates_ack_link_stops_it_and_recovery_is_told(
     # service back: everyone who was paged hears it, once
     web_target.status = 200
     await wait_until(lambda: mailbox.with_subject("[RESOLVED]"), what="the resolved e-mail")
-    await wait_until(lambda: any("RESOLVED" in f for f in files(config.parent / "lead")),
-                     what="resolved to the lead")
+    await wait_until(
+        lambda: any("RESOLVED" in f for f in files(config.parent / "lead")),
+        what="resolved to the lead",
+    )
     await asyncio.sleep(0.5)  # give a duplicate every chance to show up
     subjects = mailbox.subjects()
     assert [s.split("]")[0] + "]" for s in subjects] == ["[DOWN]", "[ACK]", "[RESOLVED]"], subjects
@@ -227,8 +231,11 @@ async def test_restart_mid_incident_resumes_escalation_without_a_second_page(
     second = Daemon(config)
     await second.start()
     try:
-        await wait_until(lambda: len(files(config.parent / "lead")) == 1, within=10,
-                         what="escalation after the restart")
+        await wait_until(
+            lambda: len(files(config.parent / "lead")) == 1,
+            within=10,
+            what="escalation after the restart",
+        )
         await asyncio.sleep(0.5)
         assert len(mailbox.with_subject("[DOWN")) == 1  # not paged again
         assert len(files(config.parent / "outbox")) == 1

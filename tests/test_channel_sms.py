@@ -11,9 +11,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -44,27 +43,6 @@ SECRET = "sEcReT-never-shown-1234"
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument
-    (pnuckowski/aioresponses#289); a finished request only reads its ``output_size``."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class _Mocked(aioresponses):
-    def add(self, url: Any, method: str = "GET", *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", _CompatResponse)
-        super().add(url, method, *args, **kwargs)
-
-
-@pytest.fixture
-def mock() -> Iterator[aioresponses]:
-    with _Mocked() as mocked:
-        yield mocked
 
 
 def calls(mocked: aioresponses) -> list[tuple[URL, dict[str, Any]]]:

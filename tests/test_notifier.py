@@ -40,8 +40,15 @@ class Clock:
 
 
 def message(key: str, channel: str = "oncall-sms") -> RenderedMessage:
-    return RenderedMessage(dedup_key=key, channel=channel, event="opened", recipients=(),
-                           subject="INC-1 down", text="down", sms="INC-1 down")
+    return RenderedMessage(
+        dedup_key=key,
+        channel=channel,
+        event="opened",
+        recipients=(),
+        subject="INC-1 down",
+        text="down",
+        sms="INC-1 down",
+    )
 
 
 @pytest.fixture
@@ -53,11 +60,15 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-def notifier(store: Store, channel: ScriptedChannel, clock: Clock,
-             **kwargs: object) -> Notifier:
-    return Notifier(store, {channel.name: channel}, NotifierMetrics(CollectorRegistry()),
-                    retry=RetryPolicy(initial=30, max_delay=600, max_attempts=3), wall=clock,
-                    **kwargs)  # type: ignore[arg-type]
+def notifier(store: Store, channel: ScriptedChannel, clock: Clock, **kwargs: object) -> Notifier:
+    return Notifier(
+        store,
+        {channel.name: channel},
+        NotifierMetrics(CollectorRegistry()),
+        retry=RetryPolicy(initial=30, max_delay=600, max_attempts=3),
+        wall=clock,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 async def statuses(store: Store) -> list[tuple[str, OutboxStatus, str | None]]:
@@ -67,8 +78,13 @@ async def statuses(store: Store) -> list[tuple[str, OutboxStatus, str | None]]:
 
 async def test_retryable_failures_back_off_then_deliver_once(store: Store) -> None:
     clock = Clock()
-    channel = ScriptedChannel("oncall-sms", [DeliveryError("503 from gateway", retryable=True),
-                                             DeliveryError("timeout", retryable=True)])
+    channel = ScriptedChannel(
+        "oncall-sms",
+        [
+            DeliveryError("503 from gateway", retryable=True),
+            DeliveryError("timeout", retryable=True),
+        ],
+    )
     sender = notifier(store, channel, clock)
     await store.enqueue([message("INC-1:step:0:oncall-sms")], clock.now)
     assert await sender.deliver_due() == 1
@@ -88,8 +104,9 @@ async def test_retryable_failures_back_off_then_deliver_once(store: Store) -> No
 
 async def test_permanent_failure_is_not_retried(store: Store) -> None:
     clock = Clock()
-    channel = ScriptedChannel("oncall-sms", [DeliveryError("isv.MOBILE_NUMBER_ILLEGAL",
-                                                           retryable=False)])
+    channel = ScriptedChannel(
+        "oncall-sms", [DeliveryError("isv.MOBILE_NUMBER_ILLEGAL", retryable=False)]
+    )
     sender = notifier(store, channel, clock)
     await store.enqueue([message("k1")], clock.now)
     await sender.deliver_due()
@@ -112,8 +129,7 @@ async def test_out_of_retries_is_failed(store: Store) -> None:
 
 async def test_retry_after_from_the_provider_is_honoured(store: Store) -> None:
     clock = Clock()
-    channel = ScriptedChannel("oncall-sms", [DeliveryError("429", retryable=True,
-                                                           retry_after=300)])
+    channel = ScriptedChannel("oncall-sms", [DeliveryError("429", retryable=True, retry_after=300)])
     sender = notifier(store, channel, clock)
     await store.enqueue([message("k1")], clock.now)
     await sender.deliver_due()
@@ -158,5 +174,5 @@ async def test_a_channel_removed_from_the_config_fails_its_messages(store: Store
     sender = notifier(store, ScriptedChannel("noc-email"), clock)
     await store.enqueue([message("k1", channel="old-sms")], clock.now)
     await sender.deliver_due()
-    [(key, status, error)] = await statuses(store)
+    [(_, status, error)] = await statuses(store)
     assert status is OutboxStatus.FAILED and "not configured" in (error or "")

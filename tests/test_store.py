@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import secrets
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,9 +39,8 @@ from monitor.store import (
     message_to_json,
 )
 from monitor.store.connect import async_url
-from tests.conftest import wait_until
+from tests.conftest import pg_admin, run_elsewhere, wait_until
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1795000000.0  # 2026-11-18 11:06:40 UTC
 T = TypeVar("T")
@@ -62,46 +59,6 @@ POLICY = PolicySnapshot(
 
 
 # --------------------------------------------------------------------------- databases
-
-
-def run_elsewhere(coro: Coroutine[Any, Any, T]) -> T:
-    """Run admin SQL on its own loop in a thread, away from the test's event loop."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result(timeout=60)
-
-
-async def pg_admin(database: str, *statements: str) -> None:
-    connection = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module, dropped at the end."""
-    name = f"csp_monitor_test_{secrets.token_hex(4)}"
-    try:
-        run_elsewhere(
-            pg_admin(
-                "test",
-                f'CREATE DATABASE "{name}"',
-                # Faster commits; only a server crash (not a subject here) could lose any.
-                f'ALTER DATABASE "{name}" SET synchronous_commit = off',
-            )
-        )
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL on 127.0.0.1:5432 (user postgres, database test) is not reachable: "
-            f"{exc!r}. The store tests need it: start PostgreSQL (.ci/run does).",
-            pytrace=False,
-        )
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        run_elsewhere(pg_admin("test", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
