@@ -132,7 +132,7 @@ class Alerting:
         settings = catalog.config.notifications
         return Notifier(
             self.store,
-            build_channels(catalog, http),
+            build_channels(catalog, http, base),
             self._notifier_metrics,
             retry=RetryPolicy(
                 settings.retry.initial, settings.retry.max_delay, settings.retry.max_attempts
