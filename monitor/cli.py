@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -88,6 +89,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from monitor.simulate import load_scenario, simulate
 
+    logging.getLogger().setLevel(logging.ERROR)  # the printed timeline is the output
     try:
         catalog = load_catalog(args.config)
         scenario = load_scenario(Path(args.scenario))

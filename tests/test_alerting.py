@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email
+import os
+import signal
+import sys
 import email.policy
 import re
 import threading
@@ -25,7 +28,7 @@ from aiosmtpd.controller import Controller
 
 from monitor.daemon import Daemon
 from monitor.store import OutboxStatus
-from tests.conftest import WebTarget, unused_port, wait_until
+from tests.conftest import WebTarget, pg_admin, run_elsewhere, unused_port, wait_until
 
 
 @dataclass
@@ -61,12 +64,28 @@ def smtp(free_port: int) -> Iterator[tuple[Mailbox, int]]:
         controller.stop()
 
 
-def write_config(path: Path, target_port: int, smtp_port: int, listen_port: int) -> None:
+def write_config(
+    path: Path,
+    target_port: int,
+    smtp_port: int,
+    listen_port: int,
+    *,
+    store: str | None = None,
+    customers: tuple[str, ...] = ("contoso",),
+    correlation: str = "{enabled: false}",
+) -> None:
+    entries = "\n".join(
+        f"  - {{id: {c}, name: {c.title()} (China) Ltd., tenant_domain: "
+        f"{c}.partner.onmschina.cn, subscriptions: [exchange-online]}}"
+        for c in customers
+    )
+    store_line = f"  store: {store}" if store else ""
     path.write_text(f"""
 monitor:
   listen: 127.0.0.1:{listen_port}
   public_url: http://127.0.0.1:{listen_port}
   shutdown_grace: 1s
+{store_line}
   api_tokens: [{{name: noc, token: noc-token, roles: [operate]}}]
 defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_threshold: 2,
            success_threshold: 2}}
@@ -74,13 +93,16 @@ incidents:
   default_policy: standard
   tick_interval: 100ms
   cooldown: 100ms
-  correlation: {{enabled: false}}
+  correlation: {correlation}
 escalation_policies:
   standard:
     steps:
       - {{after: 0s, notify: [noc-email, outbox]}}
       - {{after: 1500ms, notify: [lead-outbox]}}
     repeat_interval: 1h
+  vendor:
+    steps:
+      - {{after: 0s, notify: [vendor-outbox]}}
 notifications:
   poll_interval: 100ms
   retry: {{initial: 200ms, max_delay: 1s}}
@@ -88,25 +110,37 @@ channels:
   noc-email: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none,
               from_address: monitor@reseller.example.cn, to: [noc@reseller.example.cn],
               timeout: 2}}
-  outbox: {{type: file, directory: {path.parent / "outbox"}}}
-  lead-outbox: {{type: file, directory: {path.parent / "lead"}}}
+  outbox: {{type: file, directory: outbox}}
+  lead-outbox: {{type: file, directory: lead}}
+  vendor-outbox: {{type: file, directory: vendor}}
 services:
   exchange-online:
     name: Exchange Online (operated by 21Vianet)
     checks:
       - {{name: owa, type: http, url: "http://127.0.0.1:{target_port}/healthz"}}
 customers:
-  - id: contoso
-    name: Contoso (China) Ltd.
-    tenant_domain: contoso.partner.onmschina.cn
-    subscriptions: [exchange-online]
+{entries}
 """)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_setting(request: pytest.FixtureRequest) -> str | None:
+    """The embedded SQLite store (None: the default), or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_database")
+    run_elsewhere(
+        pg_admin(url.rsplit("/", 1)[1], "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    )
+    return url
+
+
 @pytest.fixture
-def config(tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]) -> Path:
+def config(
+    tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int], store_setting: str | None
+) -> Path:
     path = tmp_path / "config.yaml"
-    write_config(path, web_target.port, smtp[1], unused_port())
+    write_config(path, web_target.port, smtp[1], unused_port(), store=store_setting)
     return path
 
 
@@ -241,3 +275,171 @@ async def test_restart_mid_incident_resumes_escalation_without_a_second_page(
         assert len(files(config.parent / "outbox")) == 1
     finally:
         await second.close()
+
+
+async def test_one_service_down_for_many_customers_is_one_vendor_side_page(
+    tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, smtp_port = smtp
+    path = tmp_path / "config.yaml"
+    write_config(
+        path,
+        web_target.port,
+        smtp_port,
+        unused_port(),
+        customers=("contoso", "fabrikam", "adatum"),
+        correlation="{enabled: true, window: 1m, min_customers: 3, hold: 1s, "
+        "escalation_policy: vendor}",
+    )
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        manager = daemon.alerting.manager
+        assert manager is not None
+        web_target.status = 503
+        await wait_until(lambda: len(files(tmp_path / "vendor")) == 1, what="vendor-side page")
+        [page] = files(tmp_path / "vendor")
+        for customer in ("Contoso", "Fabrikam", "Adatum"):
+            assert customer in page
+        await asyncio.sleep(2)  # past the hold: the customers' own pages stay grouped
+        assert files(tmp_path / "outbox") == [] and mailbox.messages == []
+        grouped = [i for i in manager.open_incidents() if i.customer != "*"]
+        assert len(grouped) == 3 and len({i.vendor_group for i in grouped}) == 1
+        web_target.status = 200
+        await wait_until(
+            lambda: any("RESOLVED" in f for f in files(tmp_path / "vendor")),
+            what="the vendor-side incident resolved",
+        )
+        assert manager.open_incidents() == []
+    finally:
+        await daemon.close()
+
+
+async def test_maintenance_window_mutes_pages_and_is_recorded(
+    daemon: Daemon, web_target: WebTarget, smtp: tuple[Mailbox, int], config: Path
+) -> None:
+    mailbox, _ = smtp
+    base = f"http://127.0.0.1:{daemon.bound_port}"
+    headers = {"Authorization": "Bearer noc-token"}
+    await wait_until(
+        lambda: daemon.board.subscriptions[("contoso", "exchange-online")].status.value == "up",
+        what="up",
+    )
+    async with aiohttp.ClientSession() as session:
+        window = {
+            "starts_at": "2026-01-01T00:00:00+08:00",
+            "duration": "100000h",
+            "customer": "contoso",
+            "reason": "Exchange migration",
+        }
+        async with session.post(f"{base}/api/v1/maintenance", json=window) as refused:
+            assert refused.status == 401  # changing state needs a token
+        async with session.post(
+            f"{base}/api/v1/maintenance", json=window, headers=headers
+        ) as created:
+            assert created.status == 201, await created.text()
+            window_id = (await created.json())["id"]
+        web_target.status = 503
+        manager = daemon.alerting.manager
+        assert manager is not None
+        await wait_until(lambda: manager.open_incidents(), what="an incident")
+        await asyncio.sleep(0.5)
+        [incident] = manager.open_incidents()
+        assert incident.muted and mailbox.messages == []
+        store = daemon.alerting.store
+        assert store is not None
+        intervals = await store.status_intervals(customer="contoso")
+        assert intervals[-1].status == "maintenance"
+        # the window is removed while the service is still down: paging starts
+        async with session.delete(
+            f"{base}/api/v1/maintenance/{window_id}", headers=headers
+        ) as deleted:
+            assert deleted.status == 200
+    await wait_until(lambda: mailbox.with_subject("[DOWN"), what="page after maintenance")
+    intervals = await store.status_intervals(customer="contoso")
+    assert intervals[-1].status == "down"
+
+
+async def test_cli_lists_and_acknowledges_incidents(
+    daemon: Daemon, web_target: WebTarget, smtp: tuple[Mailbox, int]
+) -> None:
+    web_target.status = 503
+    manager = daemon.alerting.manager
+    assert manager is not None
+    await wait_until(lambda: manager.open_incidents(), what="an incident")
+    [incident] = manager.open_incidents()
+    url = f"http://127.0.0.1:{daemon.bound_port}"
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            *args,
+            "--url",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CSP_MONITOR_TOKEN": "noc-token"},
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, _ = await cli("incidents", "list")
+    assert code == 0 and incident.id in out and "contoso/exchange-online" in out
+    code, out, _ = await cli("incidents", "ack", incident.id)
+    assert code == 0 and "acknowledged" in out
+    code, out, _ = await cli("incidents", "vendor-case", incident.id, "2611230040001234")
+    assert code == 0
+    code, out, _ = await cli("incidents", "show", incident.id)
+    assert "acknowledged by noc" in out and "vendor_case by noc: case=2611230040001234" in out
+    code, _, err = await cli("incidents", "ack", incident.id)
+    assert code == 1 and "nothing to acknowledge" in err
+
+
+async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(
+    tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, smtp_port = smtp
+    path = tmp_path / "config.yaml"
+    write_config(path, web_target.port, smtp_port, unused_port())
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "run",
+            "--config",
+            str(path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=dict(os.environ),
+        )
+
+    first = await start()
+    try:
+        web_target.status = 503
+        await wait_until(lambda: mailbox.with_subject("[DOWN"), what="the first page")
+        await asyncio.sleep(0.3)  # the delivery is recorded
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+    assert files(tmp_path / "lead") == []  # killed before the second step was due
+    second = await start()
+    try:
+        await wait_until(
+            lambda: len(files(tmp_path / "lead")) == 1,
+            within=15,
+            what="the escalation that fell due while the daemon was dead",
+        )
+        await asyncio.sleep(1.0)
+        assert len(mailbox.with_subject("[DOWN")) == 1  # the first page was not sent again
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 15) == 0
+    finally:
+        if second.returncode is None:
+            second.kill()
