@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import os
+import re
 import signal
 import sys
-import email.policy
-import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
