@@ -85,6 +85,27 @@ async def sample_memory(stop_at: float, peak: dict[str, float]) -> None:
         await asyncio.sleep(1.0)
 
 
+async def mark(after: float, probe: DaemonProbe) -> dict[str, float]:
+    """CPU and probes completed ``after`` seconds in: the start of the steady state."""
+    await asyncio.sleep(after)
+    return {"cpu": self_cpu(), "completed": probe.completed}
+
+
+async def alerting_drained(daemon: Any, interval: float, stop_at: float) -> float | None:
+    """Seconds from start until the alerting queue has taken in the first results' status
+    changes (every subscription goes from unknown to up once), if the daemon has one."""
+    drain = getattr(getattr(daemon, "alerting", None), "drain", None)
+    if drain is None:
+        return None
+    started = time.monotonic()
+    await asyncio.sleep(interval)  # every target's first result is in by now
+    try:
+        await asyncio.wait_for(drain(), max(0.1, stop_at - time.monotonic()))
+    except TimeoutError:
+        return -1.0  # not within the run
+    return time.monotonic() - started
+
+
 def lag_histogram_p99(daemon: Any) -> float:
     """The bucket bound the daemon's own histogram puts its 99th percentile under."""
     buckets: list[tuple[float, float]] = []
@@ -139,10 +160,19 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
     gaps, gap_ends = array("d"), array("d")
     peak: dict[str, float] = {}
     try:
+        interval = statistics_interval(intervals)
+        steady_after = min(max(60.0, 2 * interval), minutes * 30)
         with GcWatch() as gc_watch:
-            await asyncio.gather(tick(stop_at, gaps, gap_ends), sample_memory(stop_at, peak))
+            steady, drained = await asyncio.gather(
+                mark(steady_after, probe),
+                alerting_drained(daemon, interval, stop_at),
+                tick(stop_at, gaps, gap_ends),
+                sample_memory(stop_at, peak),
+            )
         window = time.time() - window_start
         cpu, busy = self_cpu() - cpu, machine_busy() - busy
+        steady_cpu = self_cpu() - steady["cpu"]
+        steady_probes = probe.completed - steady["completed"]
         next_runs = {job_id: at.timestamp() for job_id, at in daemon.scheduler.next_runs().items()}
         await asyncio.sleep(0.05)  # runs APScheduler already submitted start now
         expected, missed, missed_targets = missed_runs(probe, next_runs, intervals, started)
@@ -170,11 +200,16 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
     memory = proc_memory()
     return {
         "targets": len(intervals),
-        "interval": statistics_interval(intervals),
+        "interval": interval,
         "window": window,
         "startup_seconds": startup,
         "startup_cpu": startup_cpu,
         "cpu": cpu,
+        "steady_after": steady_after,
+        "steady_cpu": steady_cpu,
+        "steady_probes": steady_probes,
+        "steady_window": window - steady_after,
+        "alerting_drained": drained,
         "machine_busy": busy,
         "completed": completed,
         "failed": failed,
@@ -402,9 +437,26 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 "info",
             ),
             (
-                "daemon CPU (probing + 15 s scrapes): share of a core; per probe",
+                "daemon CPU, whole run (probes + scrapes): share of a core; per probe",
                 f"{run['cpu'] / run['window'] * 100:.1f} %; {per_probe * 1e6:.0f} µs",
-                "budget estimate ≈ 12 % + scrapes (anchors B2 + C1)",
+                "",
+                "info",
+            ),
+            (
+                f"  steady state (after {run['steady_after']:g} s): share of a core; per probe",
+                f"{run['steady_cpu'] / run['steady_window'] * 100:.1f} %; "
+                f"{run['steady_cpu'] / max(run['steady_probes'], 1) * 1e6:.0f} µs",
+                "sum of anchors B2 + C1 (not end to end): 12 % + scrapes",
+                "info",
+            ),
+            (
+                "  alerting: first status changes (10k unknown → up) taken in after",
+                "n/a (no alerting.drain)"
+                if run["alerting_drained"] is None
+                else "not within the run"
+                if run["alerting_drained"] < 0
+                else f"{run['alerting_drained']:.0f} s",
+                "",
                 "info",
             ),
             (

@@ -54,6 +54,7 @@ class Subscription:
     service: str
     aggregate: str
     target_ids: tuple[str, ...]
+    sla_target: float | None = None  # percent: the customer's tier, else the service's
 
     @property
     def key(self) -> tuple[str, str]:
@@ -175,8 +176,14 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                     target, options, timing, _fingerprint(target, options, timing)
                 )
                 target_ids.append(target.id)
+            tier = config.tiers.get(customer.tier)
+            sla_target = tier.sla_target if tier and tier.sla_target else service.sla_target
             catalog.subscriptions[(customer.id, subscription.service)] = Subscription(
-                customer.id, subscription.service, service.aggregate, tuple(target_ids)
+                customer.id,
+                subscription.service,
+                service.aggregate,
+                tuple(target_ids),
+                sla_target,
             )
     if problems:
         issues = []

@@ -210,6 +210,7 @@ class Daemon:
             self.target_metrics.set_subscription(
                 *key, subscription_state.status, subscription_state.since
             )
+            self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
 
     def failing_checks(self, customer: str, service: str) -> list[FailingCheckContext]:

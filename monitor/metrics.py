@@ -84,6 +84,8 @@ class _SubscriptionSeries:
     labels: str
     status: float = 0.0
     since: float = 0.0
+    sla_target: float | None = None  # ratio, 0.999
+    availability: float | None = None  # ratio over the current month (reports' figure)
 
 
 class TargetMetrics:
@@ -121,6 +123,23 @@ class TargetMetrics:
             labels = f'customer="{_escape(customer)}",service="{_escape(service)}"'
             series = self._subscriptions[key] = _SubscriptionSeries(labels)
         series.status, series.since = float(status.gauge_value), since
+
+    def set_sla(
+        self,
+        customer: str,
+        service: str,
+        *,
+        target_percent: float | None = None,
+        availability: float | None = None,
+    ) -> None:
+        """The subscription's SLA target and its availability this month (ratios)."""
+        series = self._subscriptions.get((customer, service))
+        if series is None:
+            return
+        if target_percent is not None:
+            series.sla_target = target_percent / 100.0
+        if availability is not None:
+            series.availability = availability
 
     def remove_subscription(self, customer: str, service: str) -> None:
         self._subscriptions.pop((customer, service), None)
@@ -197,27 +216,46 @@ class TargetMetrics:
             yield "".join(lines).encode()
             await asyncio.sleep(0)
         subscriptions = list(self._subscriptions.values())
-        for name, help_text, attribute in (
-            (
-                "csp_monitor_subscription_status",
-                "Status of the customer's subscription to the service: 0 unknown, 1 up, "
-                "2 degraded, 3 down, 4 maintenance",
-                "status",
-            ),
-            (
-                "csp_monitor_subscription_status_change_timestamp_seconds",
-                "Unix time of the subscription's last status change",
-                "since",
-            ),
-        ):
+        for name, help_text, attribute, extra in _SUBSCRIPTION_FAMILIES:
             yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
             for start in range(0, len(subscriptions), _CHUNK_TARGETS):
-                lines = [
-                    f"{name}{{{series.labels}}} {format_value(getattr(series, attribute))}\n"
-                    for series in subscriptions[start : start + _CHUNK_TARGETS]
-                ]
+                lines = []
+                for series in subscriptions[start : start + _CHUNK_TARGETS]:
+                    value = getattr(series, attribute)
+                    if value is not None:
+                        lines.append(f"{name}{{{series.labels}{extra}}} {format_value(value)}\n")
                 yield "".join(lines).encode()
                 await asyncio.sleep(0)
+
+
+# Per-subscription families: (name, help, attribute of _SubscriptionSeries, extra labels)
+_SUBSCRIPTION_FAMILIES = (
+    (
+        "csp_monitor_subscription_status",
+        "Status of the customer's subscription to the service: 0 unknown, 1 up, 2 degraded, "
+        "3 down, 4 maintenance",
+        "status",
+        "",
+    ),
+    (
+        "csp_monitor_subscription_status_change_timestamp_seconds",
+        "Unix time of the subscription's last status change",
+        "since",
+        "",
+    ),
+    (
+        "csp_monitor_sla_target_ratio",
+        "Availability the customer was promised for this service (tier, else service SLA)",
+        "sla_target",
+        "",
+    ),
+    (
+        "csp_monitor_sla_availability_ratio",
+        "SLA availability of the current calendar month so far: the figure the uptime report shows",
+        "availability",
+        ',window="month"',
+    ),
+)
 
 
 class DaemonMetrics:
