@@ -163,7 +163,7 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
         interval = statistics_interval(intervals)
         steady_after = min(max(60.0, 2 * interval), minutes * 30)
         with GcWatch() as gc_watch:
-            steady, drained = await asyncio.gather(
+            steady, drained, _, _ = await asyncio.gather(
                 mark(steady_after, probe),
                 alerting_drained(daemon, interval, stop_at),
                 tick(stop_at, gaps, gap_ends),

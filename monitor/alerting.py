@@ -21,7 +21,7 @@ from monitor.catalog import Catalog
 from monitor.channels import build_channel
 from monitor.channels.base import Channel
 from monitor.incident_manager import FailingChecks, IncidentManager
-from monitor.links import LinkSigner
+from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
@@ -47,6 +47,14 @@ def store_url(catalog: Catalog, base: Path) -> str:
 def data_dir(catalog: Catalog, base: Path) -> Path:
     path = Path(catalog.config.monitor.data_dir)
     return path if path.is_absolute() else base / path
+
+
+def audit_key(catalog: Catalog, base: Path) -> bytes:
+    """The key of the audit chain: configured, else a file in the data directory."""
+    configured = catalog.config.monitor.audit_key
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    return key_file(data_dir(catalog, base), "audit.key")
 
 
 def build_channels(catalog: Catalog, http: aiohttp.ClientSession, base: Path) -> dict[str, Channel]:
@@ -98,7 +106,7 @@ class Alerting:
         failing_checks: FailingChecks,
     ) -> None:
         self._catalog, self._http, self._base = catalog, http, base
-        self.store = await Store.open(store_url(catalog, base))
+        self.store = await Store.open(store_url(catalog, base), audit_key=audit_key(catalog, base))
         signer = LinkSigner.from_data_dir(data_dir(catalog, base))
         self.notifier = self._build_notifier(catalog, http, base)
         self.manager = IncidentManager(
@@ -140,6 +148,17 @@ class Alerting:
             rate_limits=settings.rate_limit_per_minute,
             wall=self._wall,
         )
+
+    async def record_config(self, source: str, digest: str, result: str, **detail: object) -> None:
+        """Evidence of which configuration ran when: every load, reload and rejection."""
+        if self.store is None:
+            return
+        try:
+            await self.store.audit(
+                self._wall(), "config", source, None, digest=digest, result=result, **detail
+            )
+        except Exception:
+            log.exception("event=audit_failed kind=config")
 
     def configure(self, catalog: Catalog) -> None:
         """A reload: new policies, channels and settings; open incidents keep their policy."""

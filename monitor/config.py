@@ -143,6 +143,11 @@ class MonitorSettings(StrictModel):
     log_format: Literal["keyvalue", "json"] = "keyvalue"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     protect_reads: bool = Field(False, description="Reads of the API also need a token")
+    audit_key: SecretStr | None = Field(
+        None,
+        description="Key of the audit log's hash chain (default: data_dir/audit.key); "
+        "replicas sharing a database need the same one",
+    )
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
     )

@@ -84,6 +84,9 @@ class Daemon:
         await self.alerting.start(
             catalog, self._http, self.config_path.resolve().parent, self.failing_checks
         )
+        await self.alerting.record_config(
+            catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
+        )
         self.scheduler.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -149,6 +152,9 @@ class Daemon:
                 catalog = await asyncio.to_thread(self.load)
             except ConfigError as exc:
                 self._mark_reload(False)
+                await self.alerting.record_config(
+                    str(self.config_path), "", "rejected", problems=[str(i) for i in exc.issues]
+                )
                 for issue in exc.issues:
                     log.error("event=reload_rejected problem=%r", str(issue))
                 log.error(
@@ -159,6 +165,14 @@ class Daemon:
                 return False, exc.summary()
             added, changed, removed = self._apply(catalog)
             self.alerting.configure(catalog)
+            await self.alerting.record_config(
+                catalog.source,
+                catalog.digest,
+                "reloaded",
+                added=len(added),
+                changed=len(changed),
+                removed=len(removed),
+            )
             self._mark_reload(True)
             message = (
                 f"reloaded: {len(added)} targets added, {len(changed)} changed, "

@@ -156,6 +156,14 @@ class IncidentManager:
             # what a crashed run left open ends at its last heartbeat: the rest is a gap
             await tx.close_all_open(last_seen if last_seen is not None else now)
             await tx.beat(self._instance, self._started_at, now)
+            await tx.audit(
+                now,
+                "monitor",
+                self._instance,
+                None,
+                event="started",
+                previous_run_last_seen=last_seen,
+            )
         log.info(
             "event=incidents_loaded open=%d maintenance_windows=%d",
             len(self._open),
@@ -396,6 +404,7 @@ class IncidentManager:
         async with self._lock, self._store.transaction() as tx:
             await tx.close_all_open(now, list(self._recorded))
             await tx.beat(self._instance, self._started_at, now)
+            await tx.audit(now, "monitor", self._instance, None, event="stopped")
 
     # ------------------------------------------------------------------ operators
 
@@ -495,7 +504,7 @@ class IncidentManager:
         return stored
 
     async def delete_maintenance(self, window_id: str, actor: str) -> bool:
-        deleted = await self._store.delete_maintenance(window_id)
+        deleted = await self._store.delete_maintenance(window_id, actor=actor, at=self._wall())
         self._windows = [w for w in self._windows if w.id != window_id]
         if deleted:
             log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)

@@ -14,6 +14,20 @@ import secrets
 from pathlib import Path
 
 
+def key_file(data_dir: Path, name: str) -> bytes:
+    """A secret key kept in the data directory, created (mode 0600) on first use.
+
+    Several daemons sharing one PostgreSQL must share these files (or the
+    configured keys), or links and the audit chain of one are foreign to the other.
+    """
+    path = data_dir / name
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 class LinkSigner:
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
@@ -22,13 +36,7 @@ class LinkSigner:
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> LinkSigner:
-        """The key kept in the data directory, created (mode 0600) on first use."""
-        path = data_dir / "link-signing.key"
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_bytes(secrets.token_bytes(32))
-        return cls(path.read_bytes())
+        return cls(key_file(data_dir, "link-signing.key"))
 
     def _mac(self, incident_id: str, expires: int) -> str:
         digest = hmac.new(self._key, f"{incident_id}|{expires}".encode(), hashlib.sha256).digest()

@@ -35,6 +35,7 @@ from monitor.store import (
     SchemaTooNew,
     Store,
     StoreError,
+    latest_version,
     message_from_json,
     message_to_json,
 )
@@ -175,10 +176,19 @@ async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password(
 async def test_opening_again_is_a_no_op(store_url: str) -> None:
     for _ in range(2):
         async with await Store.open(store_url) as store:
-            assert await store.version() == 1
+            assert await store.version() == latest_version()
     async with await Store.open(store_url) as store, store.transaction() as tx:
         rows = await tx._conn.exec_driver_sql("SELECT version FROM schema_version")
-        assert rows.all() == [(1,)]
+        assert rows.all() == [(v,) for v in range(1, latest_version() + 1)]
+
+
+async def test_a_version_1_database_is_upgraded_with_the_audit_log(store_url: str) -> None:
+    async with await Store.open(store_url, migrations=MIGRATIONS[:1]) as store:
+        assert await store.version() == 1
+    async with await Store.open(store_url, audit_key=b"k" * 32) as store:
+        assert await store.version() == latest_version()
+        await store.audit(T0, "config", "config.yaml", None, digest="abc")
+        assert (await store.audit_head())[0] == 1
 
 
 async def test_a_database_from_a_newer_version_is_refused(store_url: str) -> None:
@@ -190,7 +200,7 @@ async def test_a_database_from_a_newer_version_is_refused(store_url: str) -> Non
     with pytest.raises(
         SchemaTooNew,
         match="schema version 7, but this csp-monitor only knows "
-        "versions up to 1: upgrade csp-monitor",
+        f"versions up to {latest_version()}: upgrade csp-monitor",
     ):
         await Store.open(store_url)
 
@@ -198,17 +208,19 @@ async def test_a_database_from_a_newer_version_is_refused(store_url: str) -> Non
 async def test_pending_steps_are_applied_once_in_order(store_url: str) -> None:
     applied: list[int] = []
 
+    step = latest_version() + 1
+
     def add_notes(connection: Any) -> None:
-        applied.append(2)
+        applied.append(step)
         connection.exec_driver_sql("CREATE TABLE operator_notes (id INTEGER PRIMARY KEY)")
 
-    newer = (*MIGRATIONS, Migration(2, "operator notes", add_notes))
+    newer = (*MIGRATIONS, Migration(step, "operator notes", add_notes))
     async with await Store.open(store_url):
         pass
     for _ in range(2):
         async with await Store.open(store_url, migrations=newer) as store:
-            assert await store.version() == 2
-    assert applied == [2]
+            assert await store.version() == step
+    assert applied == [step]
     with pytest.raises(SchemaTooNew):  # the older code must not write to it any more
         await Store.open(store_url)
 

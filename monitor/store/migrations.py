@@ -1,9 +1,8 @@
 """Versioned schema migrations.
 
-``schema.py`` always describes the latest schema. A new, empty database is
-created from it directly and stamped with the latest version (as Alembic's
-"create_all, then stamp" does); an existing database replays, in order and in
-one transaction, the steps after its recorded version. A database stamped with
+``schema.py`` always describes the latest schema. A new, empty database
+replays every step from the first, and an existing one the steps after its
+recorded version, in order and in one transaction, so both end up the same. A database stamped with
 a version this code does not know was migrated by a newer csp-monitor: it is
 refused rather than written with assumptions that may no longer hold.
 
@@ -39,7 +38,14 @@ class Migration:
 
 
 def _initial_schema(connection: Connection) -> None:
-    schema.metadata.create_all(connection)
+    # the tables of version 1 only; schema_version exists already
+    later = {schema.audit_log.name, schema.schema_version.name}
+    tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
+    schema.metadata.create_all(connection, tables=tables)
+
+
+def _audit_log(connection: Connection) -> None:
+    schema.audit_log.create(connection)  # with its index
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -48,6 +54,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "initial schema: incidents, timeline, status intervals, outbox, maintenance, heartbeats",
         _initial_schema,
     ),
+    Migration(2, "hash-chained audit log", _audit_log),
 )
 
 
@@ -77,8 +84,11 @@ async def migrate(
                 f"the database at {where} has csp-monitor tables but no schema_version table: "
                 "it was not created by csp-monitor's migrations; use an empty database"
             )
-        await connection.run_sync(schema.metadata.create_all, checkfirst=False)
-        await _stamp(connection, latest, f"new database at version {latest}")
+        # a new database replays every step, so it ends up exactly like an upgraded one
+        await connection.run_sync(schema.schema_version.create)
+        for step in steps:
+            await connection.run_sync(step.apply)
+            await _stamp(connection, step.version, step.description)
         return 0, latest
     found = (
         await connection.execute(select(func.max(schema.schema_version.c.version)))

@@ -192,3 +192,19 @@ maintenance_windows = Table(
     Column("created_by", String(200)),
     Column("created_at", Double, nullable=False),
 )
+
+
+# The audit log (see audit.py): append-only, each entry chained to the one before by an HMAC.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Double, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("actor", String(200)),
+    Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_log_at", audit_log.c.at)

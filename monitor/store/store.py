@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
+from monitor.store import audit as audit_log
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
@@ -36,12 +38,19 @@ class Store:
     """Incidents, timelines, status history, outbox and maintenance windows in SQLite or
     PostgreSQL. Create with ``await Store.open(url)``; ``await store.close()`` at the end."""
 
-    def __init__(self, engine: AsyncEngine, url: URL) -> None:
+    def __init__(self, engine: AsyncEngine, url: URL, audit_key: bytes | None = None) -> None:
         self._engine = engine
         self._url = url
+        self._audit_key = audit_key
 
     @classmethod
-    async def open(cls, url: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+    async def open(
+        cls,
+        url: str | Path,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        audit_key: bytes | None = None,
+    ) -> Store:
         """Open (and create, for SQLite) the database at ``url`` and apply pending
         ``migrations`` (the code's own unless a test brings others). Raises StoreError
         (SchemaTooNew among them) when the database cannot be used."""
@@ -51,7 +60,7 @@ class Store:
             engine = create_engine(engine_url)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {where}: {exc}") from exc
-        store = cls(engine, engine_url)
+        store = cls(engine, engine_url, audit_key)
         try:
             async with store._connection(write=True) as connection, connection.begin():
                 await migrate(connection, where, migrations)
@@ -102,7 +111,7 @@ class Store:
         """``async with store.transaction() as tx:`` — committed when the block ends,
         rolled back (nothing written) when it raises or is cancelled."""
         async with self._connection(write=True) as connection, connection.begin():
-            yield Transaction(connection)
+            yield Transaction(connection, self._audit_key)
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[Reader]:
@@ -238,10 +247,69 @@ class Store:
         async with self.transaction() as tx:
             return await tx.add_maintenance(window, at)
 
-    async def delete_maintenance(self, window_id: str) -> bool:
+    async def delete_maintenance(
+        self, window_id: str, *, actor: str | None = None, at: float | None = None
+    ) -> bool:
         """Delete a maintenance window; False if there was none."""
         async with self.transaction() as tx:
-            return await tx.delete_maintenance(window_id)
+            return await tx.delete_maintenance(window_id, actor=actor, at=at)
+
+    # ------------------------------------------------------------------ audit log
+
+    async def audit(
+        self, at: float, kind: str, subject: str, actor: str | None = None, **detail: Any
+    ) -> None:
+        """Append one audit entry in its own transaction."""
+        async with self.transaction() as tx:
+            await tx.audit(at, kind, subject, actor, **detail)
+
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest audit entry: what a report quotes as evidence."""
+        async with self._connection(write=False) as connection:
+            return await audit_log.head(connection)
+
+    async def audit_entries(
+        self, *, after: int = 0, limit: int = 10_000
+    ) -> list[audit_log.AuditEntry]:
+        async with self._connection(write=False) as connection:
+            return await audit_log.entries(connection, after=after, limit=limit)
+
+    async def verify_audit(
+        self, key: bytes, expected_head: tuple[int, str] | None = None, batch: int = 10_000
+    ) -> tuple[int, list[audit_log.ChainProblem]]:
+        """Check the whole chain; return (entries checked, problems)."""
+        chain: list[audit_log.AuditEntry] = []
+        after = 0
+        while True:  # bounded by the table's size: each batch moves `after` forward
+            part = await self.audit_entries(after=after, limit=batch)
+            if not part:
+                break
+            chain.extend(part)
+            after = part[-1].seq
+        return len(chain), audit_log.verify(chain, key, expected_head)
+
+    async def prune(
+        self, before: float, now: float, *, audit_before: float | None = None
+    ) -> dict[str, int]:
+        """Retention: delete history older than ``before`` (the audit log older than
+        ``audit_before``, behind a signed checkpoint). Open incidents and current
+        intervals are never deleted."""
+        async with self.transaction() as tx:
+            counts = await tx.prune(before)
+            if self._audit_key is not None and audit_before is not None:
+                counts["audit_log"] = await audit_log.prune(
+                    tx.connection, self._audit_key, audit_before, now
+                )
+            await tx.audit(
+                now,
+                "retention",
+                "store",
+                None,
+                before=before,
+                audit_before=audit_before,
+                deleted=counts,
+            )
+        return counts
 
 
 def _cause(exc: BaseException) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
+from monitor.store import audit as audit_log
 from monitor.store import codec, schema
 from monitor.store.reads import Reader
 from monitor.store.records import (
@@ -50,9 +53,22 @@ class Transaction(Reader):
     write meanwhile: on SQLite that write would wait for this transaction's lock.
     """
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, audit_key: bytes | None = None) -> None:
         super().__init__(connection)
         self._dialect = connection.dialect.name
+        self._audit_key = audit_key
+
+    async def audit(
+        self, at: float, kind: str, subject: str, actor: str | None = None, **detail: Any
+    ) -> None:
+        """Append one entry to the audit log (a no-op for a store opened without a key)."""
+        await self.audit_many([(at, kind, subject, actor, detail)])
+
+    async def audit_many(
+        self, records: Iterable[tuple[float, str, str, str | None, dict[str, Any]]]
+    ) -> None:
+        if self._audit_key is not None:
+            await audit_log.append(self._conn, self._audit_key, records)
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         # ON CONFLICT is dialect-specific in SQLAlchemy though both dialects spell it alike.
@@ -146,9 +162,14 @@ class Transaction(Reader):
 
     async def add_events(self, events: Iterable[IncidentEvent]) -> None:
         """Append to incidents' timelines (their order within one call is kept)."""
+        events = list(events)
         rows = [codec.event_values(event) for event in events]
         if rows:
             await self._conn.execute(insert(schema.incident_events), rows)
+            await self.audit_many(
+                (e.at, "incident", e.incident_id, e.actor, {"event": e.kind, **e.detail})
+                for e in events
+            )
 
     # ------------------------------------------------------------------ status history
 
@@ -182,6 +203,8 @@ class Transaction(Reader):
                 customer=customer, service=service, status=status, started_at=at, ended_at=None
             )
         )
+        previous = current.status if current is not None else None
+        await self.audit(at, "status", f"{customer}/{service}", status=status, previous=previous)
         return True
 
     async def close_all_open(
@@ -299,9 +322,19 @@ class Transaction(Reader):
                 sent_at=at,
                 next_attempt_at=None,
             )
-            .returning(_outbox.c.id)
+            .returning(_outbox.c.dedup_key, _outbox.c.channel, _outbox.c.incident_id)
         )
-        return result.first() is not None
+        row = result.first()
+        if row is not None:
+            await self.audit(
+                at,
+                "delivery",
+                row.dedup_key,
+                channel=row.channel,
+                incident=row.incident_id,
+                receipt=receipt.provider_id,
+            )
+        return row is not None
 
     async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool:
         """A retryable failure: pending again from ``next_attempt_at``. False unless the row
@@ -328,9 +361,19 @@ class Transaction(Reader):
                 failed_at=at,
                 next_attempt_at=None,
             )
-            .returning(_outbox.c.id)
+            .returning(_outbox.c.dedup_key, _outbox.c.channel, _outbox.c.incident_id)
         )
-        return result.first() is not None
+        row = result.first()
+        if row is not None:
+            await self.audit(
+                at,
+                "delivery_failed",
+                row.dedup_key,
+                channel=row.channel,
+                incident=row.incident_id,
+                error=error,
+            )
+        return row is not None
 
     # ------------------------------------------------------------------ maintenance
 
@@ -350,12 +393,70 @@ class Transaction(Reader):
         )
         if result.first() is None:
             raise StoreError(f"a maintenance window {stored.id} exists already")
+        await self.audit(
+            at,
+            "maintenance",
+            stored.id,
+            stored.created_by,
+            change="added",
+            customer=stored.customer,
+            service=stored.service,
+            starts_at=stored.starts_at,
+            ends_at=stored.ends_at,
+            recurrence=stored.recurrence,
+            reason=stored.reason,
+        )
         return stored
 
-    async def delete_maintenance(self, window_id: str) -> bool:
+    async def delete_maintenance(
+        self, window_id: str, *, actor: str | None = None, at: float | None = None
+    ) -> bool:
         """Remove a window; False when there was none with that id."""
         table = schema.maintenance_windows
         result = await self._conn.execute(
             delete(table).where(table.c.id == window_id).returning(table.c.id)
         )
-        return result.first() is not None
+        deleted = result.first() is not None
+        if deleted:
+            await self.audit(
+                time.time() if at is None else at, "maintenance", window_id, actor, change="deleted"
+            )
+        return deleted
+
+    # ------------------------------------------------------------------ retention
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    async def prune(self, before: float) -> dict[str, int]:
+        """Delete what retention allows: resolved incidents (with their timelines),
+        closed status intervals and delivered or failed messages older than ``before``."""
+        counts = {}
+        result = await self._conn.execute(
+            delete(_incidents)
+            .where(_incidents.c.state == "resolved", _incidents.c.resolved_at < before)
+            .returning(_incidents.c.id)
+        )
+        ids = [row.id for row in result]
+        if ids:  # SQLite may not enforce ON DELETE CASCADE on an old connection
+            await self._conn.execute(
+                delete(schema.incident_events).where(schema.incident_events.c.incident_id.in_(ids))
+            )
+        counts["incidents"] = len(ids)
+        result = await self._conn.execute(
+            delete(_intervals)
+            .where(_intervals.c.ended_at.is_not(None), _intervals.c.ended_at < before)
+            .returning(_intervals.c.id)
+        )
+        counts["status_intervals"] = len(result.all())
+        result = await self._conn.execute(
+            delete(_outbox)
+            .where(
+                _outbox.c.status.in_([str(OutboxStatus.SENT), str(OutboxStatus.FAILED)]),
+                _outbox.c.created_at < before,
+            )
+            .returning(_outbox.c.id)
+        )
+        counts["outbox"] = len(result.all())
+        return counts
