@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,7 +77,7 @@ async def test_every_kind_of_change_is_chained_and_verifies(store: Store) -> Non
     assert ("maintenance", "MW-1", "noc") in kinds
     assert ("config", "config.yaml", None) in kinds
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     delivery = next(e for e in entries if e.kind == "delivery")
     assert delivery.detail["receipt"] == "<id@example.cn>"
     checked, problems = await store.verify_audit(KEY, await store.audit_head())
