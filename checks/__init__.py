@@ -27,6 +27,8 @@ BUILTIN_CHECKS: Mapping[str, str] = {
     "dns": "checks.dns",
     "smtp": "checks.smtp",
     "token": "checks.token",
+    "m365_health": "checks.m365_health",
+    "azure_resource_health": "checks.azure_resource_health",
 }
 ENTRY_POINT_GROUP = "csp_monitor.checks"
 

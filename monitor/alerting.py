@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from monitor.catalog import Catalog
 from monitor.channels import build_channel
 from monitor.channels.base import Channel
+from monitor.housekeeping import Housekeeping, SetSla
 from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
@@ -94,6 +95,7 @@ class Alerting:
         self.store: Store | None = None
         self.manager: IncidentManager | None = None
         self.notifier: Notifier | None = None
+        self.housekeeping: Housekeeping | None = None
         self._catalog: Catalog | None = None
         self._http: aiohttp.ClientSession | None = None
         self._base = Path(".")
@@ -104,6 +106,7 @@ class Alerting:
         http: aiohttp.ClientSession,
         base: Path,
         failing_checks: FailingChecks,
+        set_sla: SetSla = lambda customer, service, value: None,
     ) -> None:
         self._catalog, self._http, self._base = catalog, http, base
         self.store = await Store.open(store_url(catalog, base), audit_key=audit_key(catalog, base))
@@ -119,6 +122,8 @@ class Alerting:
         )
         self.manager.configure(catalog)
         await self.manager.start(self._wall())
+        self.housekeeping = Housekeeping(self.store, set_sla, self.notifier.wake, base, self._wall)
+        self.housekeeping.start(catalog)
         settings = catalog.config
         self._tasks = [
             asyncio.create_task(self._consume(), name="status-changes"),
@@ -163,6 +168,8 @@ class Alerting:
     def configure(self, catalog: Catalog) -> None:
         """A reload: new policies, channels and settings; open incidents keep their policy."""
         self._catalog = catalog
+        if self.housekeeping is not None:
+            self.housekeeping.configure(catalog)
         if self.manager is not None:
             self.manager.configure(catalog)
             renderer = renderer_for(catalog, self._base)
@@ -234,6 +241,8 @@ class Alerting:
 
     async def close(self) -> None:
         self._stop.set()
+        if self.housekeeping is not None:
+            self.housekeeping.shutdown()
         try:
             await asyncio.wait_for(self.drain(), 5.0)
         except TimeoutError:

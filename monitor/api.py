@@ -33,9 +33,10 @@ def build_app(daemon: Daemon) -> web.Application:
 
 
 def add_incident_routes(app: web.Application) -> None:
-    from monitor.api_incidents import add_routes  # it imports this module
+    from monitor import api_incidents, api_reports  # they import this module
 
-    add_routes(app)
+    api_incidents.add_routes(app)
+    api_reports.add_routes(app)
 
 
 def require_role(request: web.Request, role: str) -> str:

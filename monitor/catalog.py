@@ -54,7 +54,7 @@ class Subscription:
     service: str
     aggregate: str
     target_ids: tuple[str, ...]
-    sla_target: float | None = None  # percent: the customer's tier, else the service's
+    sla_target: float | None = None  # percent: the subscription's, tier's or service's
 
     @property
     def key(self) -> tuple[str, str]:
@@ -177,7 +177,9 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                 )
                 target_ids.append(target.id)
             tier = config.tiers.get(customer.tier)
-            sla_target = tier.sla_target if tier and tier.sla_target else service.sla_target
+            sla_target = (
+                subscription.sla_target or (tier.sla_target if tier else None) or service.sla_target
+            )
             catalog.subscriptions[(customer.id, subscription.service)] = Subscription(
                 customer.id,
                 subscription.service,

@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from monitor.alerting import renderer_for
     from monitor.notify.sample import sample_context
+    from monitor.reports.render import check_templates as check_report_templates
 
     try:
         catalog = load_catalog(args.file)
@@ -70,7 +71,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(exc.summary(), file=sys.stderr)
         return 1
     base = Path(args.file).resolve().parent
-    problems = renderer_for(catalog, base).check_all(sample_context)
+    problems: list[object] = list(renderer_for(catalog, base).check_all(sample_context))
+    templates_dir = catalog.config.notifications.templates_dir
+    problems += check_report_templates(catalog, [base / templates_dir] if templates_dir else [])
     if problems:
         count = len(problems)
         print(f"{args.file}: {count} template problem{'s' if count != 1 else ''}", file=sys.stderr)
@@ -180,6 +183,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from monitor.cli_remote import add_remote_commands
+    from monitor.cli_reports import add_report_commands
 
     parser = argparse.ArgumentParser(prog="csp-monitor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"csp-monitor {__version__}")
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_simulate)
 
     add_remote_commands(commands, DEFAULT_CONFIG)
+    add_report_commands(commands, DEFAULT_CONFIG)
     return parser
 
 

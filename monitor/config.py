@@ -43,6 +43,7 @@ from monitor.incident_config import (
     IncidentSettingsSpec,
     NotificationSettingsSpec,
 )
+from monitor.report_config import ReportSettingsSpec, RetentionSpec
 
 # --------------------------------------------------------------------------- errors
 
@@ -163,6 +164,12 @@ class MonitorSettings(StrictModel):
 
 class Tier(StrictModel):
     sla_target: float | None = Field(None, gt=0, le=100, description="Availability target, %")
+    ack_within: Duration | None = Field(
+        None, description="Response policy: incidents must be acknowledged within this"
+    )
+    resolve_within: Duration | None = Field(
+        None, description="Response policy: incidents must be resolved within this"
+    )
     description: str | None = None
 
 
@@ -179,6 +186,13 @@ def _subscription_shorthand(value: Any) -> Any:
 
 class SubscriptionSpec(TimingOverrides):
     service: str
+    sla_target: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="This customer's target for this service, % "
+        "(default: the tier's, else the service's)",
+    )
     vars: dict[str, str] = Field(
         default_factory=dict, description="Values for {customer.NAME} in this service's checks"
     )
@@ -206,6 +220,11 @@ class ServiceSpec(TimingOverrides):
     vendor: str = "21Vianet"
     sla_target: float | None = Field(None, gt=0, le=100)
     escalation_policy: str | None = Field(None, description="Policy for this service's incidents")
+    sla_counts_degraded: bool = Field(
+        False,
+        description="Degraded time counts as downtime in SLA figures (most vendor SLAs "
+        "count only 'unavailable')",
+    )
     aggregate: Literal["worst", "partial"] = Field(
         "worst",
         description="worst: the worst check decides; partial: down only if every "
@@ -221,6 +240,8 @@ class ConfigBase(StrictModel):
     incidents: IncidentSettingsSpec = Field(default_factory=IncidentSettingsSpec)
     escalation_policies: dict[str, EscalationPolicySpec] = Field(default_factory=dict)
     notifications: NotificationSettingsSpec = Field(default_factory=NotificationSettingsSpec)
+    reports: ReportSettingsSpec = Field(default_factory=ReportSettingsSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
     channels: dict[str, Any] = Field(
         default_factory=dict, description="Where notifications go, by name"
     )
@@ -523,6 +544,10 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
             notify = step.get("notify")
             for k, channel_name in enumerate(notify if isinstance(notify, list) else []):
                 channel(f"escalation_policies.{name}.steps[{position}].notify[{k}]", channel_name)
+    monthly = _mapping(_mapping(raw.get("reports")).get("monthly"))
+    report_channels = monthly.get("channels")
+    for k, channel_name in enumerate(report_channels if isinstance(report_channels, list) else []):
+        channel(f"reports.monthly.channels[{k}]", channel_name)
     limits = _mapping(_mapping(raw.get("notifications")).get("rate_limit_per_minute"))
     for channel_name in limits:
         channel(f"notifications.rate_limit_per_minute.{channel_name}", channel_name)

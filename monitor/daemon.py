@@ -82,7 +82,11 @@ class Daemon:
         self._apply(catalog)
         self._mark_reload(True)
         await self.alerting.start(
-            catalog, self._http, self.config_path.resolve().parent, self.failing_checks
+            catalog,
+            self._http,
+            self.config_path.resolve().parent,
+            self.failing_checks,
+            self._set_sla,
         )
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
@@ -226,6 +230,9 @@ class Daemon:
             )
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
+
+    def _set_sla(self, customer: str, service: str, availability: float | None) -> None:
+        self.target_metrics.set_sla(customer, service, availability=availability)
 
     def failing_checks(self, customer: str, service: str) -> list[FailingCheckContext]:
         """The subscription's checks that are not up, with their reasons (for messages)."""

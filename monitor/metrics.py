@@ -245,7 +245,7 @@ _SUBSCRIPTION_FAMILIES = (
     ),
     (
         "csp_monitor_sla_target_ratio",
-        "Availability the customer was promised for this service (tier, else service SLA)",
+        "Availability promised to the customer for this service (subscription, tier or service)",
         "sla_target",
         "",
     ),

@@ -109,6 +109,7 @@ class ProbeResult:
     facts: dict[str, float] = field(default_factory=dict)
     plugin_error: bool = False
     started_at: float = 0.0
+    vendor: list[Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,7 @@ class ProbeContext:
     monotonic: Callable[[], float] = time.perf_counter
     wall: Callable[[], float] = time.time
     ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def ssl_context(
         self, verify: bool = True, ca_file: str | None = None, check_hostname: bool = True

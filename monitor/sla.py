@@ -13,7 +13,8 @@ Definitions (the report states them too):
   maintenance excluded from both: (measured − maintenance − down) ÷
   (measured − maintenance).
 * **downtime budget** for the whole period: (1 − target) × (period −
-  maintenance); what is left of it = budget − downtime so far.
+  maintenance); what is left of it = budget − downtime so far. A period not
+  over yet (this month) is measured up to now.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class Availability:
     """One subscription's figures over one period (seconds and ratios)."""
 
     period_start: float
-    period_end: float
+    period_end: float  # the end of the period, or now if that is sooner
     seconds: dict[str, float]  # by status; "unknown" includes gaps
     degraded_is_down: bool
     gaps: tuple[Gap, ...]
     target: float | None = None  # percent, e.g. 99.9
+    window_seconds: float = 0.0  # the whole period (the budget's), even if not over yet
 
     @property
     def period_seconds(self) -> float:
@@ -82,7 +84,8 @@ class Availability:
     def budget_seconds(self) -> float | None:
         if self.target is None:
             return None
-        return (1 - self.target / 100) * (self.period_seconds - self.seconds["maintenance"])
+        window = max(self.window_seconds, self.period_seconds)
+        return (1 - self.target / 100) * (window - self.seconds["maintenance"])
 
     @property
     def budget_left_seconds(self) -> float | None:
@@ -108,11 +111,11 @@ def availability(
 ) -> Availability:
     """Figures for ``[start, end)`` from a subscription's status intervals.
 
-    An interval still open (``end is None``) lasts until ``now``; time after
-    ``now`` in the period is not yet measured (it counts as unknown, so a
-    month-to-date figure is over the time that has passed).
+    An interval still open (``end is None``) lasts until ``now``. A period not
+    over yet is measured up to ``now`` (a month-to-date figure); its downtime
+    budget is still the whole period's.
     """
-    horizon = end if now is None else min(end, now)
+    horizon = end if now is None else max(start, min(end, now))
     seconds = dict.fromkeys(STATUSES, 0.0)
     covered: list[tuple[float, float]] = []
     for interval in sorted(intervals, key=lambda i: i.start):
@@ -124,9 +127,9 @@ def availability(
         seconds[status] += hi - lo
         if status != "unknown":
             covered.append((lo, hi))
-    gaps = tuple(_gaps(covered, start, end))
+    gaps = tuple(_gaps(covered, start, horizon))
     seconds["unknown"] = sum(gap.seconds for gap in gaps)
-    return Availability(start, end, seconds, degraded_is_down, gaps, target)
+    return Availability(start, horizon, seconds, degraded_is_down, gaps, target, end - start)
 
 
 def _gaps(covered: Sequence[tuple[float, float]], start: float, end: float) -> list[Gap]:
@@ -157,6 +160,7 @@ class IncidentTimes:
     vendor_case_at: float | None = None
     vendor_case: str | None = None
     acknowledged_by: str | None = None
+    silent: bool = False  # opened and closed inside maintenance, nobody paged: no response due
 
     @property
     def time_to_acknowledge(self) -> float | None:
@@ -186,9 +190,13 @@ def response_stats(
 ) -> ResponseStats:
     """MTTA and MTTR; incidents acknowledged or resolved later than the policy are breaches.
 
+    Silent incidents (wholly inside maintenance, nobody paged) owe no response
+    and are left out; reports still list them.
+
     An incident never acknowledged is a breach if it lasted (or, open at ``now``,
     has lasted) longer than ``ack_within``; one that recovered sooner needed no one.
     """
+    incidents = [incident for incident in incidents if not incident.silent]
     acks = [i.time_to_acknowledge for i in incidents if i.time_to_acknowledge is not None]
     fixes = [i.time_to_resolve for i in incidents if i.time_to_resolve is not None]
     breaches = []

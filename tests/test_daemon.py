@@ -39,14 +39,14 @@ monitor:
   listen: 127.0.0.1:0
   shutdown_grace: 2s
 {TOKENS}
-defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_threshold: 2,
+defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 3s, failure_threshold: 2,
            success_threshold: 2}}
 services:
   web-app:
     name: Customer web app
     checks:
       - {{name: health, type: http, url: "http://127.0.0.1:{port}/healthz?c={{customer.id}}",
-         body_regex: healthy, degraded_latency: 250ms}}
+         body_regex: healthy, degraded_latency: 1s}}
       - {{name: port, type: tcp, host: 127.0.0.1, port: {port}}}
 {extra_check}
 customers:
@@ -141,7 +141,7 @@ async def test_outage_is_confirmed_then_recovery(daemon: Daemon, web_target: Web
 
 async def test_slow_service_is_degraded(daemon: Daemon, web_target: WebTarget) -> None:
     await wait_until(lambda: subscription_status(daemon) == "up", what="up")
-    web_target.delay = 0.4
+    web_target.delay = 1.5
     await wait_until(lambda: subscription_status(daemon) == "degraded", what="degraded")
     assert daemon.board.subscriptions[("contoso", "web-app")].reason.startswith("slow: ")
 

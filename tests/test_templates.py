@@ -19,7 +19,7 @@ from monitor.notify.templates import (
     TemplateRenderError,
 )
 
-INCIDENT_EVENTS = [event for event in EVENTS if event != "report"]
+INCIDENT_EVENTS = list(EVENTS)
 NEEDS_ACK_LINK = {"opened", "escalated", "reminder", "vendor_ticket"}
 CUSTOMER = "Contoso (China) Ltd."
 SERVICE = "Exchange Online (operated by 21Vianet)"
@@ -195,13 +195,6 @@ def test_subject_is_one_line_even_when_the_reason_is_not(renderer: TemplateRende
     context["incident"]["reason"] = "first\nsecond"
     assert renderer.render("opened", context).subject.count("first second") == 1
     assert "\n" not in renderer.render("opened", context).subject
-
-
-def test_report_placeholder_renders(renderer: TemplateRenderer) -> None:
-    parts = renderer.render("report", sample_context("report"))
-    assert parts.subject == "csp-monitor availability report, 2025-11-24"
-    assert "placeholder" in parts.text
-    assert (parts.sms, parts.payload) == ("", {})
 
 
 # ------------------------------------------------------------------------ SMS budget

@@ -18,7 +18,7 @@ class RenderedMessage:
 
     dedup_key: str  # unique per incident, event, escalation step, channel and recipient
     channel: str  # the channel's name in the config
-    event: str  # opened, escalated, reminder, acknowledged, resolved, vendor_ticket, report
+    event: str  # opened, escalated, reminder, acknowledged, resolved, vendor_ticket; report
     recipients: tuple[str, ...]  # addresses or E.164 numbers; empty: the channel's own list
     subject: str
     text: str

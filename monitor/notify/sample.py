@@ -33,7 +33,6 @@ _MINUTES_AT = {
     "reminder": 47,
     "vendor_ticket": 62,
     "resolved": 84,
-    "report": 84,
 }
 _STEPS = {
     "opened": StepContext(level=1, after_text="immediately"),
@@ -83,7 +82,7 @@ def _timeline(until: datetime) -> list[TimelineEntryContext]:
 def _incident(event: str, now: datetime) -> IncidentContext:
     minutes = _MINUTES_AT.get(event, 0)
     acknowledged = event == "acknowledged"
-    resolved = event in ("resolved", "report")
+    resolved = event == "resolved"
     step = _STEPS.get(event)
     level = {"opened": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}.get(event, 3)
     return IncidentContext(

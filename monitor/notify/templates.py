@@ -41,7 +41,7 @@ from monitor.notify.sms import clean_for_sms, fit
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "alert_templates"
 
-EVENTS = ("opened", "escalated", "reminder", "acknowledged", "resolved", "vendor_ticket", "report")
+EVENTS = ("opened", "escalated", "reminder", "acknowledged", "resolved", "vendor_ticket")
 SUBJECT, TEXT, HTML, SMS, WEBHOOK = (
     "subject.txt.j2",
     "body.txt.j2",
@@ -50,7 +50,7 @@ SUBJECT, TEXT, HTML, SMS, WEBHOOK = (
     "webhook.json.j2",
 )
 FORMATS = (SUBJECT, TEXT, HTML, SMS, WEBHOOK)
-REQUIRED_FORMATS = (SUBJECT, TEXT)  # the others may be absent (the report has no SMS)
+REQUIRED_FORMATS = (SUBJECT, TEXT)  # the others may be absent
 
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -253,6 +253,12 @@ def _finalize(value: object) -> object:
 # ----------------------------------------------------------------------------- renderer
 
 
+def _notification_template(name: str) -> bool:
+    """Templates of notifications; ``report/`` holds the report documents, which the report
+    renderer (monitor/reports/render.py) checks with report data."""
+    return name.endswith(".j2") and not name.startswith("report/")
+
+
 class TemplateRenderer:
     """Renders an event's templates from ``directories`` (searched first) and the
     built-in ``alert_templates/``."""
@@ -317,7 +323,7 @@ class TemplateRenderer:
         then every event × format rendered with ``context`` (or ``context(event)``)."""
         problems: list[TemplateProblem] = []
         seen: set[str] = set()
-        for name in self.env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+        for name in self.env.list_templates(filter_func=_notification_template):
             try:
                 self.env.get_template(name)
             except Exception as exc:  # every problem is reported, none raised

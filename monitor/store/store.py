@@ -289,13 +289,18 @@ class Store:
         return len(chain), audit_log.verify(chain, key, expected_head)
 
     async def prune(
-        self, before: float, now: float, *, audit_before: float | None = None
+        self,
+        before: float,
+        now: float,
+        *,
+        audit_before: float | None = None,
+        outbox_before: float | None = None,
     ) -> dict[str, int]:
         """Retention: delete history older than ``before`` (the audit log older than
         ``audit_before``, behind a signed checkpoint). Open incidents and current
         intervals are never deleted."""
         async with self.transaction() as tx:
-            counts = await tx.prune(before)
+            counts = await tx.prune(before, outbox_before)
             if self._audit_key is not None and audit_before is not None:
                 counts["audit_log"] = await audit_log.prune(
                     tx.connection, self._audit_key, audit_before, now

@@ -429,9 +429,10 @@ class Transaction(Reader):
     def connection(self) -> AsyncConnection:
         return self._conn
 
-    async def prune(self, before: float) -> dict[str, int]:
-        """Delete what retention allows: resolved incidents (with their timelines),
-        closed status intervals and delivered or failed messages older than ``before``."""
+    async def prune(self, before: float, outbox_before: float | None = None) -> dict[str, int]:
+        """Delete what retention allows: resolved incidents (with their timelines) and
+        closed status intervals older than ``before``, delivered or failed messages older
+        than ``outbox_before`` (default ``before``)."""
         counts = {}
         result = await self._conn.execute(
             delete(_incidents)
@@ -454,7 +455,7 @@ class Transaction(Reader):
             delete(_outbox)
             .where(
                 _outbox.c.status.in_([str(OutboxStatus.SENT), str(OutboxStatus.FAILED)]),
-                _outbox.c.created_at < before,
+                _outbox.c.created_at < (before if outbox_before is None else outbox_before),
             )
             .returning(_outbox.c.id)
         )

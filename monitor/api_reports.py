@@ -1,0 +1,47 @@
+"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from monitor.api import DAEMON, require_role
+from monitor.reports.build import build_report
+from monitor.reports.model import parse_period
+from monitor.reports.render import render
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/reports/uptime", uptime_report)
+
+
+async def uptime_report(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    catalog, store = daemon.catalog, daemon.alerting.store
+    if catalog is None or store is None:
+        raise web.HTTPServiceUnavailable(text="the store is not open yet\n")
+    if catalog.config.monitor.protect_reads:
+        require_role(request, "read")
+    query = request.query
+    try:
+        period = parse_period(query.get("period", ""), catalog.config.reports.timezone)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    customer = query.get("customer")
+    if customer is not None and customer not in catalog.customers:
+        raise web.HTTPNotFound(text=f"unknown customer {customer!r}\n")
+    fmt = query.get("format", "json")
+    if fmt not in ("html", "csv", "json"):
+        raise web.HTTPBadRequest(text="format: html, csv or json\n")
+    report = await build_report(store, catalog, period, now=daemon.wall(), customer=customer)
+    templates = catalog.config.notifications.templates_dir
+    directories = [daemon.config_path.resolve().parent / Path(templates)] if templates else []
+    content_type, body = render(report, fmt, directories)
+    name = f"uptime-{period.label}-{customer or 'all'}.{fmt}"
+    return web.Response(
+        text=body,
+        content_type=content_type,
+        charset="utf-8",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )

@@ -1,0 +1,183 @@
+"""Scheduled housekeeping: the month's SLA metric, retention, the monthly report.
+
+Cron jobs on an APScheduler of their own (probing has its own), in the
+reports' time zone. Each job logs what it did and never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.catalog import Catalog
+from monitor.notify.message import RenderedMessage
+from monitor.reports.build import build_report, month_to_date
+from monitor.reports.model import month_of
+from monitor.reports.render import to_html, to_text
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+DAY = 86400.0
+
+SetSla = Callable[[str, str, float | None], None]
+
+
+def monthly_messages(
+    catalog: Catalog,
+    report_html: str,
+    report_text: str,
+    period: str,
+    customer: str | None,
+    customer_name: str,
+) -> list[RenderedMessage]:
+    """One message per channel and recipient of ``reports.monthly``."""
+    settings = catalog.config.reports.monthly
+    messages = []
+    scope = customer or "all"
+    subject = f"Uptime and SLA report {period}: {customer_name}"
+    for channel in settings.channels:
+        options = catalog.config.channels.get(channel)
+        people = settings.recipients or [str(p) for p in getattr(options, "to", []) or []]
+        for person in people or [""]:
+            messages.append(
+                RenderedMessage(
+                    dedup_key=f"report:{period}:{scope}:{channel}"
+                    + (f":{person}" if person else ""),
+                    channel=channel,
+                    event="report",
+                    recipients=(person,) if person else (),
+                    subject=subject,
+                    text=report_text,
+                    html=report_html,
+                    sms=subject,
+                    payload={"event": "report", "period": period, "customer": scope},
+                )
+            )
+    return messages
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: Store,
+        set_sla: SetSla,
+        wake: Callable[[], None],
+        base: Path,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._set_sla = set_sla
+        self._wake = wake
+        self._base = base
+        self._wall = wall
+        self._catalog: Catalog | None = None
+        self._scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+        )
+
+    def start(self, catalog: Catalog) -> None:
+        self.configure(catalog)
+        self._scheduler.start()
+
+    def configure(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        reports, retention = catalog.config.reports, catalog.config.retention
+        zone = reports.timezone
+        self._scheduler.remove_all_jobs()
+        soon = datetime.now(UTC) + timedelta(seconds=5)
+        self._scheduler.add_job(
+            self.refresh_sla,
+            IntervalTrigger(seconds=reports.sla_metric_interval),
+            id="sla-metric",
+            next_run_time=soon,
+        )
+        self._scheduler.add_job(
+            self.retention, CronTrigger.from_crontab(retention.cron, zone), id="retention"
+        )
+        if reports.monthly.enabled:
+            self._scheduler.add_job(
+                self.monthly_report,
+                CronTrigger.from_crontab(reports.monthly.cron, zone),
+                id="monthly-report",
+            )
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def refresh_sla(self) -> None:
+        """``csp_monitor_sla_availability_ratio``: this month so far, as the report has it."""
+        if self._catalog is None:
+            return
+        try:
+            figures = await month_to_date(self._store, self._catalog, self._wall())
+        except Exception:
+            log.exception("event=sla_metric_failed action=%r", "check the store")
+            return
+        for (customer, service), value in figures.items():
+            self._set_sla(customer, service, value)
+
+    async def retention(self) -> None:
+        catalog = self._catalog
+        if catalog is None:
+            return
+        settings, now = catalog.config.retention, self._wall()
+        try:
+            counts = await self._store.prune(
+                now - settings.history_days * DAY,
+                now,
+                audit_before=now - settings.audit_days * DAY,
+                outbox_before=now - settings.outbox_days * DAY,
+            )
+        except Exception:
+            log.exception("event=retention_failed action=%r", "it runs again tomorrow")
+            return
+        log.info(
+            "event=retention_done %s",
+            " ".join(f"{table}={count}" for table, count in counts.items()),
+        )
+
+    async def monthly_report(self) -> int:
+        """Render last month's report and queue it to the configured channels."""
+        catalog = self._catalog
+        if catalog is None:
+            return 0
+        now = self._wall()
+        period = month_of(now, catalog.config.reports.timezone, offset=-1)
+        settings = catalog.config.reports.monthly
+        scopes: list[tuple[str | None, str]] = [(None, "all customers")]
+        if settings.per_customer:
+            scopes = [(c.id, c.name) for c in catalog.config.customers]
+        directories = (
+            [self._base / catalog.config.notifications.templates_dir]
+            if catalog.config.notifications.templates_dir
+            else []
+        )
+        messages: list[RenderedMessage] = []
+        for customer, name in scopes:
+            report = await build_report(self._store, catalog, period, now=now, customer=customer)
+            messages += monthly_messages(
+                catalog,
+                to_html(report, directories),
+                to_text(report, directories),
+                period.label,
+                customer,
+                name,
+            )
+        queued = await self._store.enqueue(messages, now)
+        log.info(
+            "event=monthly_report period=%s messages=%d queued=%d",
+            period.label,
+            len(messages),
+            queued,
+        )
+        if queued:
+            self._wake()
+        return queued

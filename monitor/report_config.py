@@ -1,0 +1,79 @@
+"""Config models for reports, the monthly report schedule and retention."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from monitor.config_types import Duration, StrictModel
+
+
+def _valid_cron(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+    return value
+
+
+class MonthlyReportSpec(StrictModel):
+    enabled: bool = False
+    cron: str = Field(
+        "0 9 1 * *",
+        description="When to send last month's report (crontab, "
+        "in reports.timezone): 09:00 on the 1st by default",
+    )
+    channels: list[str] = Field(
+        default_factory=list, description="Channels that receive it (e.g. an auditor e-mail)"
+    )
+    recipients: list[str] = Field(
+        default_factory=list, description="Overrides the channels' own recipients"
+    )
+    per_customer: bool = Field(
+        False,
+        description="One report per customer instead of one "
+        "for all (e.g. to send each customer its own)",
+    )
+
+    _cron = field_validator("cron")(lambda cls, value: _valid_cron(value))
+
+
+class ReportSettingsSpec(StrictModel):
+    timezone: str = Field(
+        "Asia/Shanghai", description="Months and days of reports begin at midnight in this zone"
+    )
+    monthly: MonthlyReportSpec = Field(default_factory=MonthlyReportSpec)
+    sla_metric_interval: Duration = Field(
+        300.0, description="How often csp_monitor_sla_availability_ratio is recomputed"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from None
+        return value
+
+
+class RetentionSpec(StrictModel):
+    history_days: int = Field(
+        400,
+        ge=31,
+        description="Status history, incidents and their "
+        "timelines are kept this long (auditors ask for a year or more)",
+    )
+    audit_days: int = Field(
+        400,
+        ge=31,
+        description="Audit log entries are kept this long; "
+        "older ones are pruned behind a signed checkpoint",
+    )
+    outbox_days: int = Field(90, ge=1, description="Delivered or failed messages")
+    cron: str = Field("30 3 * * *", description="When the retention job runs (crontab)")
+
+    _cron = field_validator("cron")(lambda cls, value: _valid_cron(value))

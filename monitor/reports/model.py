@@ -1,0 +1,275 @@
+"""What a report holds, and how it is composed from history. Pure: no I/O.
+
+``compose()`` takes the status intervals, incidents (with their timelines) and
+maintenance windows of a period and returns a ``Report`` whose figures all
+come from ``monitor.sla`` — the same functions the exported SLA metric uses,
+so the report and the metric agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from monitor.catalog import Catalog
+from monitor.engine.correlation import VENDOR_CUSTOMER
+from monitor.engine.maintenance import applies_to
+from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.sla import Availability, IncidentTimes, ResponseStats, availability, response_stats
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    label: str  # "2026-10", or "2026-10-01..2026-10-15"
+    start: float
+    end: float
+    timezone: str
+
+    def days(self) -> list[tuple[date, float, float]]:
+        """Each local calendar day of the period: (day, start, end)."""
+        zone = ZoneInfo(self.timezone)
+        day = datetime.fromtimestamp(self.start, zone).date()
+        result = []
+        for _ in range(400):  # bounded: a report covers at most about a year
+            begin = datetime.combine(day, datetime.min.time(), zone).timestamp()
+            if begin >= self.end:
+                break
+            finish = datetime.combine(
+                day + timedelta(days=1), datetime.min.time(), zone
+            ).timestamp()
+            result.append((day, max(begin, self.start), min(finish, self.end)))
+            day += timedelta(days=1)
+        return result
+
+
+def month_period(year: int, month: int, timezone: str) -> Period:
+    zone = ZoneInfo(timezone)
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone)
+    return Period(f"{year:04d}-{month:02d}", start.timestamp(), end.timestamp(), timezone)
+
+
+def parse_period(text: str, timezone: str) -> Period:
+    """``2026-10`` (a month) or ``2026-10-01..2026-10-15`` (days, both included)."""
+    zone = ZoneInfo(timezone)
+    try:
+        if ".." in text:
+            first, last = (date.fromisoformat(part.strip()) for part in text.split("..", 1))
+            if last < first:
+                raise ValueError("the period ends before it starts")
+            start = datetime.combine(first, datetime.min.time(), zone).timestamp()
+            end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone).timestamp()
+            return Period(f"{first}..{last}", start, end, timezone)
+        year, month = (int(part) for part in text.split("-"))
+        if not 1 <= month <= 12:
+            raise ValueError("month out of range")
+        return month_period(year, month, timezone)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid period {text!r} ({exc}): use 2026-10 or 2026-10-01..2026-10-15"
+        ) from None
+
+
+def month_of(at: float, timezone: str, offset: int = 0) -> Period:
+    """The calendar month containing ``at`` (``offset=-1``: the month before)."""
+    here = datetime.fromtimestamp(at, ZoneInfo(timezone))
+    index = here.year * 12 + here.month - 1 + offset
+    return month_period(index // 12, index % 12 + 1, timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class DayFigure:
+    day: date
+    sla_availability: float | None
+    coverage: float | None
+    downtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFigures:
+    customer: str
+    service: str
+    service_name: str
+    availability: Availability
+    daily: tuple[DayFigure, ...]
+    intervals: tuple[StatusInterval, ...]  # raw, unclipped: an auditor can recompute
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSection:
+    id: str
+    name: str
+    tenant_domain: str
+    tier: str
+    subscriptions: tuple[SubscriptionFigures, ...]
+    incidents: tuple[IncidentTimes, ...]
+    response: ResponseStats
+    maintenance: tuple[MaintenanceWindow, ...]
+    ack_within: float | None
+    resolve_within: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    period: Period
+    generated_at: float
+    customers: tuple[CustomerSection, ...]
+    overall: ResponseStats
+    vendor_incidents: tuple[IncidentTimes, ...]
+    audit_head: tuple[int, str]
+    config_digest: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+def incident_times(incident: Incident, timeline: Sequence[IncidentEvent]) -> IncidentTimes:
+    escalations = tuple(e.at for e in timeline if e.kind == "escalated")
+    vendor = [e for e in timeline if e.kind == "vendor_case"]
+    return IncidentTimes(
+        id=incident.id,
+        customer=incident.customer,
+        service=incident.service,
+        severity=incident.severity.value,
+        opened_at=incident.opened_at,
+        acknowledged_at=_first(timeline, "acknowledged") or incident.acknowledged_at,
+        resolved_at=incident.resolved_at,
+        escalations=escalations,
+        vendor_case_at=vendor[-1].at if vendor else None,
+        vendor_case=incident.vendor_case,
+        acknowledged_by=_first_actor(timeline, "acknowledged") or incident.acknowledged_by,
+        silent=incident.muted and not incident.notified,
+    )
+
+
+def _first(timeline: Sequence[IncidentEvent], kind: str) -> float | None:
+    return next((e.at for e in timeline if e.kind == kind), None)
+
+
+def _first_actor(timeline: Sequence[IncidentEvent], kind: str) -> str | None:
+    return next((e.actor for e in timeline if e.kind == kind), None)
+
+
+def subscription_whole(
+    catalog: Catalog,
+    customer: str,
+    service: str,
+    period: Period,
+    intervals: Sequence[StatusInterval],
+    now: float,
+) -> Availability:
+    """A subscription's figures over the period, with its target and degraded rule."""
+    service_spec = catalog.services.get(service)
+    subscription = catalog.subscriptions.get((customer, service))
+    degraded = service_spec.sla_counts_degraded if service_spec else False
+    target = subscription.sla_target if subscription else None
+    return availability(
+        intervals, period.start, period.end, now=now, degraded_is_down=degraded, target=target
+    )
+
+
+def subscription_figures(
+    catalog: Catalog,
+    customer: str,
+    service: str,
+    period: Period,
+    intervals: Sequence[StatusInterval],
+    now: float,
+) -> SubscriptionFigures:
+    service_spec = catalog.services.get(service)
+    whole = subscription_whole(catalog, customer, service, period, intervals, now)
+    degraded = whole.degraded_is_down
+    daily = []
+    for day, start, end in period.days():
+        figures = availability(intervals, start, end, now=now, degraded_is_down=degraded)
+        daily.append(
+            DayFigure(
+                day,
+                figures.sla_availability,
+                figures.coverage if start < now else None,
+                figures.downtime,
+            )
+        )
+    return SubscriptionFigures(
+        customer,
+        service,
+        service_spec.name if service_spec else service,
+        whole,
+        tuple(daily),
+        tuple(intervals),
+    )
+
+
+def compose(
+    catalog: Catalog,
+    period: Period,
+    intervals: Iterable[StatusInterval],
+    incidents: Iterable[tuple[Incident, Sequence[IncidentEvent]]],
+    windows: Iterable[MaintenanceWindow],
+    *,
+    now: float,
+    audit_head: tuple[int, str],
+    customer: str | None = None,
+) -> Report:
+    by_subscription: dict[tuple[str, str], list[StatusInterval]] = defaultdict(list)
+    for interval in intervals:
+        by_subscription[(interval.customer, interval.service)].append(interval)
+    times_by_customer: dict[str, list[IncidentTimes]] = defaultdict(list)
+    vendor: list[IncidentTimes] = []
+    for incident, timeline in incidents:
+        times = incident_times(incident, timeline)
+        if incident.customer == VENDOR_CUSTOMER:
+            vendor.append(times)
+        else:
+            times_by_customer[incident.customer].append(times)
+    windows = list(windows)
+    sections = []
+    horizon = min(now, period.end)
+    for spec in catalog.config.customers:
+        if customer is not None and spec.id != customer:
+            continue
+        tier = catalog.config.tiers.get(spec.tier)
+        ack_within = tier.ack_within if tier else None
+        resolve_within = tier.resolve_within if tier else None
+        subscriptions = tuple(
+            subscription_figures(catalog, spec.id, key[1], period, by_subscription[key], now)
+            for key in catalog.subscriptions
+            if key[0] == spec.id
+        )
+        own = sorted(times_by_customer[spec.id], key=lambda t: t.opened_at)
+        applicable = tuple(
+            w
+            for w in windows
+            if any(applies_to(w, spec.id, s.service) for s in subscriptions)
+            and (
+                w.recurrence is not None or (w.starts_at < period.end and w.ends_at > period.start)
+            )
+        )
+        sections.append(
+            CustomerSection(
+                spec.id,
+                spec.name,
+                spec.tenant_domain,
+                spec.tier,
+                subscriptions,
+                tuple(own),
+                response_stats(
+                    own, ack_within=ack_within, resolve_within=resolve_within, now=horizon
+                ),
+                applicable,
+                ack_within,
+                resolve_within,
+            )
+        )
+    every = [t for section in sections for t in section.incidents]
+    return Report(
+        period,
+        now,
+        tuple(sections),
+        response_stats(every, now=horizon),
+        tuple(sorted(vendor, key=lambda t: t.opened_at)),
+        audit_head,
+        catalog.digest,
+        {"period": period.label, "timezone": period.timezone, "customer": customer or "all"},
+    )

@@ -1,0 +1,370 @@
+"""Reports as JSON (every figure and the raw intervals), CSV and printable HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    select_autoescape,
+)
+
+from monitor import __version__
+from monitor.catalog import Catalog
+from monitor.notify.templates import BUILTIN_TEMPLATES
+from monitor.reports.model import (
+    CustomerSection,
+    Report,
+    SubscriptionFigures,
+    compose,
+    month_of,
+)
+from monitor.sla import STATUSES, IncidentTimes, ResponseStats
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60, 2)
+
+
+def _subscription_json(item: SubscriptionFigures) -> dict[str, Any]:
+    a = item.availability
+    return {
+        "service": item.service,
+        "service_name": item.service_name,
+        "sla_target_percent": a.target,
+        "degraded_counts_as_down": a.degraded_is_down,
+        "minutes": {status: _minutes(a.seconds[status]) for status in STATUSES},
+        "measured_minutes": _minutes(a.measured),
+        "downtime_minutes": _minutes(a.downtime),
+        "coverage_ratio": _round(a.coverage),
+        "raw_availability_ratio": _round(a.raw_availability),
+        "sla_availability_ratio": _round(a.sla_availability),
+        "sla_met": a.met,
+        "downtime_budget_minutes": _minutes(a.budget_seconds),
+        "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
+        "coverage_gaps": [
+            {"start": _iso(g.start), "end": _iso(g.end), "minutes": _minutes(g.seconds)}
+            for g in a.gaps
+        ],
+        "daily": [
+            {
+                "day": d.day.isoformat(),
+                "sla_availability_ratio": _round(d.sla_availability),
+                "coverage_ratio": _round(d.coverage),
+                "downtime_minutes": _minutes(d.downtime),
+            }
+            for d in item.daily
+        ],
+        "status_intervals": [
+            {"status": i.status, "start": i.start, "end": i.end} for i in item.intervals
+        ],
+    }
+
+
+def _incident_json(item: IncidentTimes) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "customer": item.customer,
+        "service": item.service,
+        "severity": item.severity,
+        "detected": _iso(item.opened_at),
+        "acknowledged": _iso(item.acknowledged_at),
+        "acknowledged_by": item.acknowledged_by,
+        "escalations": [_iso(at) for at in item.escalations],
+        "vendor_case": item.vendor_case,
+        "vendor_case_recorded": _iso(item.vendor_case_at),
+        "resolved": _iso(item.resolved_at),
+        "time_to_acknowledge_minutes": _minutes(item.time_to_acknowledge),
+        "time_to_resolve_minutes": _minutes(item.time_to_resolve),
+    }
+
+
+def _stats_json(stats: ResponseStats) -> dict[str, Any]:
+    return {
+        "incidents": stats.incidents,
+        "acknowledged": stats.acknowledged,
+        "resolved": stats.resolved,
+        "mtta_minutes": _minutes(stats.mtta),
+        "mttr_minutes": _minutes(stats.mttr),
+        "breaching_response_policy": list(stats.breaches),
+    }
+
+
+def to_json(report: Report) -> str:
+    document = {
+        "report": "csp-monitor uptime and SLA report",
+        "version": __version__,
+        "parameters": dict(report.parameters),
+        "period": {
+            "label": report.period.label,
+            "start": _iso(report.period.start),
+            "end": _iso(report.period.end),
+            "timezone": report.period.timezone,
+        },
+        "generated_at": _iso(report.generated_at),
+        "evidence": {
+            "audit_chain_head_seq": report.audit_head[0],
+            "audit_chain_head_hash": report.audit_head[1],
+            "config_digest": report.config_digest,
+        },
+        "definitions": DEFINITIONS,
+        "overall": _stats_json(report.overall),
+        "vendor_side_incidents": [_incident_json(i) for i in report.vendor_incidents],
+        "customers": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "tenant_domain": c.tenant_domain,
+                "tier": c.tier,
+                "response_policy": {
+                    "ack_within_minutes": _minutes(c.ack_within),
+                    "resolve_within_minutes": _minutes(c.resolve_within),
+                },
+                "response": _stats_json(c.response),
+                "subscriptions": [_subscription_json(s) for s in c.subscriptions],
+                "incidents": [_incident_json(i) for i in c.incidents],
+                "maintenance_windows": [
+                    {
+                        "id": w.id,
+                        "service": w.service,
+                        "starts_at": _iso(w.starts_at),
+                        "ends_at": _iso(w.ends_at),
+                        "recurrence": w.recurrence,
+                        "timezone": w.timezone,
+                        "reason": w.reason,
+                        "created_by": w.created_by,
+                    }
+                    for w in c.maintenance
+                ],
+            }
+            for c in report.customers
+        ],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+_CSV_COLUMNS = (
+    "record",
+    "period",
+    "customer",
+    "customer_name",
+    "service",
+    "service_name",
+    "sla_target_percent",
+    "up_minutes",
+    "degraded_minutes",
+    "down_minutes",
+    "maintenance_minutes",
+    "unknown_minutes",
+    "measured_minutes",
+    "downtime_minutes",
+    "coverage_percent",
+    "raw_availability_percent",
+    "sla_availability_percent",
+    "sla_met",
+    "downtime_budget_minutes",
+    "downtime_budget_left_minutes",
+    "incident",
+    "severity",
+    "detected",
+    "acknowledged",
+    "acknowledged_by",
+    "escalations",
+    "vendor_case",
+    "resolved",
+    "time_to_acknowledge_minutes",
+    "time_to_resolve_minutes",
+    "breaches_response_policy",
+    "mtta_minutes",
+    "mttr_minutes",
+)
+
+
+def _percent(ratio: float | None) -> float | None:
+    return None if ratio is None else round(ratio * 100, 4)
+
+
+def to_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_CSV_COLUMNS, extrasaction="raise")
+    writer.writeheader()
+    for customer in report.customers:
+        base = {
+            "period": report.period.label,
+            "customer": customer.id,
+            "customer_name": customer.name,
+        }
+        for item in customer.subscriptions:
+            a = item.availability
+            writer.writerow(
+                {
+                    **base,
+                    "record": "subscription",
+                    "service": item.service,
+                    "service_name": item.service_name,
+                    "sla_target_percent": a.target,
+                    **{f"{s}_minutes": _minutes(a.seconds[s]) for s in STATUSES},
+                    "measured_minutes": _minutes(a.measured),
+                    "downtime_minutes": _minutes(a.downtime),
+                    "coverage_percent": _percent(a.coverage),
+                    "raw_availability_percent": _percent(a.raw_availability),
+                    "sla_availability_percent": _percent(a.sla_availability),
+                    "sla_met": a.met,
+                    "downtime_budget_minutes": _minutes(a.budget_seconds),
+                    "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
+                }
+            )
+        for incident in customer.incidents:
+            writer.writerow(
+                {
+                    **base,
+                    "record": "incident",
+                    "service": incident.service,
+                    "incident": incident.id,
+                    "severity": incident.severity,
+                    "detected": _iso(incident.opened_at),
+                    "acknowledged": _iso(incident.acknowledged_at),
+                    "acknowledged_by": incident.acknowledged_by,
+                    "escalations": " ".join(_iso(t) or "" for t in incident.escalations),
+                    "vendor_case": incident.vendor_case,
+                    "resolved": _iso(incident.resolved_at),
+                    "time_to_acknowledge_minutes": _minutes(incident.time_to_acknowledge),
+                    "time_to_resolve_minutes": _minutes(incident.time_to_resolve),
+                    "breaches_response_policy": incident.id in customer.response.breaches,
+                }
+            )
+        writer.writerow(
+            {
+                **base,
+                "record": "customer_response",
+                "mtta_minutes": _minutes(customer.response.mtta),
+                "mttr_minutes": _minutes(customer.response.mttr),
+            }
+        )
+    writer.writerow(
+        {
+            "record": "overall_response",
+            "period": report.period.label,
+            "mtta_minutes": _minutes(report.overall.mtta),
+            "mttr_minutes": _minutes(report.overall.mttr),
+        }
+    )
+    return out.getvalue()
+
+
+DEFINITIONS = {
+    "measured": "period minus unknown time (the monitor was not running or could not probe); "
+    "unknown is never counted as up",
+    "raw_availability": "(measured - downtime - maintenance) / measured",
+    "sla_availability": "(measured - maintenance - downtime) / (measured - maintenance): the "
+    "vendor's monthly uptime percentage, approved maintenance excluded",
+    "downtime": "time down (plus degraded where the service's SLA counts it)",
+    "downtime_budget": "(1 - target) x (period - maintenance)",
+    "mtta": "mean time from detection to the first acknowledgement",
+    "mttr": "mean time from detection to resolution",
+}
+
+
+def _environment(directories: Sequence[Path]) -> Environment:
+    loaders = [FileSystemLoader(str(d / "report")) for d in directories]
+    loaders.append(FileSystemLoader(str(BUILTIN_TEMPLATES / "report")))
+    environment = Environment(
+        loader=ChoiceLoader(loaders),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["pct"] = lambda ratio, digits=3: (
+        "—" if ratio is None else f"{ratio * 100:.{digits}f} %"
+    )
+    environment.filters["minutes"] = lambda seconds: (
+        "—" if seconds is None else f"{seconds / 60:,.1f} min"
+    )
+    return environment
+
+
+def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
+    zone = ZoneInfo(report.period.timezone)
+
+    def local(value: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        return "—" if value is None else datetime.fromtimestamp(value, zone).strftime(fmt)
+
+    template = _environment(directories).get_template("report.html.j2")
+    return template.render(
+        report=report,
+        local=local,
+        definitions=DEFINITIONS,
+        statuses=STATUSES,
+        day_color=_day_color,
+        version=__version__,
+    )
+
+
+def to_text(report: Report, directories: Sequence[Path] = ()) -> str:
+    """A short plain-text summary (the body of the monthly report e-mail)."""
+    template = _environment(directories).get_template("report.txt.j2")
+    return template.render(report=report)
+
+
+def _day_color(
+    figure_availability: float | None, coverage: float | None, target: float | None
+) -> str:
+    if coverage is None:
+        return "#e0e0e0"  # not yet (future)
+    if figure_availability is None or coverage < 0.5:
+        return "#9e9e9e"  # mostly unknown
+    if figure_availability >= (target or 99.9) / 100:
+        return "#2e7d32"
+    if figure_availability >= 0.99:
+        return "#f9a825"
+    return "#c62828"
+
+
+def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[str, str]:
+    """(content type, body) for ``fmt`` html, csv or json."""
+    if fmt == "json":
+        return "application/json", to_json(report)
+    if fmt == "csv":
+        return "text/csv", to_csv(report)
+    if fmt == "html":
+        return "text/html", to_html(report, directories)
+    raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+
+
+__all__ = ["CustomerSection", "render", "to_csv", "to_html", "to_json", "to_text"]
+
+
+def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[str]:
+    """Problems rendering the report templates with an empty sample report (``validate``)."""
+    period = month_of(time.time(), catalog.config.reports.timezone, offset=-1)
+    sample = compose(catalog, period, [], [], [], now=time.time(), audit_head=(0, ""))
+    problems = []
+    for renderer in (to_html, to_text):
+        try:
+            renderer(sample, directories)
+        except TemplateError as exc:
+            where = getattr(exc, "filename", None) or "report template"
+            line = getattr(exc, "lineno", None)
+            problems.append(f"{where}{f':{line}' if line else ''}: {exc}")
+    return problems
