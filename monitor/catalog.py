@@ -11,13 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import ValidationError
 
 from checks import check_types
 from monitor.config import (
@@ -33,9 +31,8 @@ from monitor.config import (
     parse_config,
     read_yaml,
 )
+from monitor.placeholders import fill, values_for
 from monitor.probe import CheckOptions, Target
-
-_PLACEHOLDER = re.compile(r"\{(customer|service)\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -78,46 +75,6 @@ class Catalog:
         return dict(self.config.services)
 
 
-def placeholder_values(
-    customer: CustomerSpec, service_id: str, subscription_vars: dict[str, str]
-) -> dict[str, dict[str, str]]:
-    tenant_name = customer.tenant_domain.split(".", 1)[0]
-    values = {
-        "id": customer.id,
-        "name": customer.name,
-        "tenant_domain": customer.tenant_domain,
-        "tenant_name": tenant_name,
-        "tier": customer.tier,
-    }
-    values.update(customer.vars)
-    values.update(subscription_vars)
-    return {"customer": values, "service": {"id": service_id}}
-
-
-def fill(value: Any, values: dict[str, dict[str, str]], missing: set[str]) -> Any:
-    """Substitute placeholders in every string of an options structure."""
-    if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            scope, name = match.groups()
-            found = values[scope].get(name)
-            if found is None:
-                missing.add(match.group(0))
-                return match.group(0)
-            return found
-
-        return _PLACEHOLDER.sub(replace, value) if "{" in value else value
-    if isinstance(value, SecretStr):
-        return fill(value.get_secret_value(), values, missing)
-    if isinstance(value, dict):
-        return {k: fill(v, values, missing) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [fill(v, values, missing) for v in value]
-    if isinstance(value, BaseModel):
-        return fill(value.model_dump(), values, missing)
-    return value
-
-
 def _fingerprint(target: Target, options: CheckOptions, timing: Timing) -> str:
     payload = json.dumps(
         [
@@ -143,7 +100,15 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
             if not subscription.enabled:
                 continue
             service = config.services[subscription.service]
-            values = placeholder_values(customer, subscription.service, subscription.vars)
+            values = values_for(
+                customer.id,
+                customer.name,
+                customer.tenant_domain,
+                customer.tier,
+                customer.vars,
+                subscription.service,
+                subscription.vars,
+            )
             target_ids = []
             for check_position, check in enumerate(service.checks):
                 check_path = f"services.{subscription.service}.checks[{check_position}]"

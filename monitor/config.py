@@ -27,6 +27,7 @@ import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -43,6 +44,7 @@ from monitor.incident_config import (
     IncidentSettingsSpec,
     NotificationSettingsSpec,
 )
+from monitor.placeholders import fill, values_for
 from monitor.report_config import ReportSettingsSpec, RetentionSpec
 
 # --------------------------------------------------------------------------- errors
@@ -258,6 +260,32 @@ class CheckBase(TimingOverrides):
 _CHECK_BASE_FIELDS = set(CheckBase.model_fields) | {"type"}
 
 
+class TemplateCheck(CheckBase):
+    """A check as written in the catalog: its type's options still hold ``{customer.…}``
+    placeholders, so they are kept as written and validated per customer (catalog.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class TemplateService(ServiceSpec):
+    checks: list[TemplateCheck] = Field(min_length=1)
+
+
+@functools.cache
+def template_model() -> type[ConfigBase]:
+    """The root model that keeps check options as written (the catalog fills them in)."""
+    service_id: Any = Annotated[str, Field(pattern=SLUG)]
+    channel_options: Any = options_union()
+    model: type[ConfigBase] = create_model(
+        "TemplateConfig",
+        __base__=ConfigBase,
+        services=(dict[service_id, TemplateService], ...),
+        channels=(dict[str, channel_options], Field(default_factory=dict)),
+    )
+    return model
+
+
 @functools.cache
 def config_model(types: tuple[CheckType, ...] | None = None) -> type[ConfigBase]:
     """The root model, with one check model per registered check type.
@@ -292,8 +320,63 @@ def config_model(types: tuple[CheckType, ...] | None = None) -> type[ConfigBase]
 
 
 def check_options(check: BaseModel) -> dict[str, Any]:
-    """The plugin options of a validated check (everything but name, type and timing)."""
-    return {key: value for key, value in check if key not in _CHECK_BASE_FIELDS}
+    """The plugin options of a check (everything but name, type and timing), as written."""
+    return {
+        key: value
+        for key, value in (check.model_extra or {}).items()
+        if key not in _CHECK_BASE_FIELDS
+    }
+
+
+def _representative(raw: dict[str, Any]) -> dict[str, Any]:
+    """The document with each service's check options filled in for its first subscriber.
+
+    Types of options (a port, a URL) can only be checked once placeholders are
+    filled; doing it for one customer here reports a mistake once, at the check's
+    own path. Every other customer's values are checked by the catalog.
+    """
+    services = _mapping(raw.get("services"))
+    chosen: dict[str, dict[str, dict[str, str]]] = {}
+    for _, customer in _items(raw.get("customers")):
+        entries = customer.get("subscriptions")
+        for entry in entries if isinstance(entries, list) else []:
+            subscription = _subscription_shorthand(entry)
+            if not isinstance(subscription, dict):
+                continue
+            service_id = subscription.get("service")
+            if not isinstance(service_id, str) or service_id in chosen:
+                continue
+            chosen[service_id] = values_for(
+                str(customer.get("id", "")),
+                str(customer.get("name", "")),
+                str(customer.get("tenant_domain", "")),
+                str(customer.get("tier", "")),
+                {str(k): str(v) for k, v in _mapping(customer.get("vars")).items()},
+                service_id,
+                {str(k): str(v) for k, v in _mapping(subscription.get("vars")).items()},
+            )
+    filled = dict(raw)
+    filled_services = {}
+    for service_id, service in services.items():
+        values = chosen.get(service_id)
+        if values is None or not isinstance(service, dict):
+            filled_services[service_id] = service
+            continue
+        checks = service.get("checks")
+        filled_services[service_id] = {
+            **service,
+            "checks": [
+                {
+                    key: value if key in _CHECK_BASE_FIELDS else fill(value, values, set())
+                    for key, value in check.items()
+                }
+                if isinstance(check, dict)
+                else check
+                for check in (checks if isinstance(checks, list) else [])
+            ],
+        }
+    filled["services"] = filled_services
+    return filled
 
 
 def json_schema() -> dict[str, Any]:
@@ -642,12 +725,20 @@ def parse_config(
         )
     issues: list[ConfigIssue] = []
     resolved = resolve_secrets(raw, os.environ if env is None else env, issues)
-    model = config_model()
     issues += cross_reference_issues(resolved) + policy_reference_issues(resolved)
+    # Check options are validated with each type's model for a representative customer;
+    # the rest of the file with the model that keeps options as written.
+    strict = config_model()
     try:
-        config = model.model_validate(resolved)
+        strict.model_validate(_representative(resolved))
     except ValidationError as exc:
-        raise ConfigError(issues + issues_from_validation(exc, model), source) from None
+        issues += [i for i in issues_from_validation(exc, strict) if ".checks[" in i.path]
+    template = template_model()
+    try:
+        config = template.model_validate(resolved)
+    except ValidationError as exc:
+        issues += [i for i in issues_from_validation(exc, template) if ".checks[" not in i.path]
+        raise ConfigError(issues, source) from None
     if issues:
         raise ConfigError(issues, source)
     return config

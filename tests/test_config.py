@@ -123,3 +123,34 @@ def test_schema_describes_every_check_type(capsys: pytest.CaptureFixture[str]) -
         assert check_type in definitions
     assert definitions["TcpCheck"]["additionalProperties"] is False
     assert "port" in definitions["TcpCheck"]["required"]
+
+
+def test_placeholders_in_typed_options_are_checked_per_customer(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("""
+services:
+  web-app:
+    name: Web app
+    checks:
+      - {name: health, type: http, url: "http://127.0.0.1:{customer.port}/healthz"}
+      - {name: port, type: tcp, host: 127.0.0.1, port: "{customer.port}"}
+customers:
+  - {id: contoso, name: Contoso, tenant_domain: contoso.partner.onmschina.cn,
+     vars: {port: "8081"}, subscriptions: [web-app]}
+  - {id: fabrikam, name: Fabrikam, tenant_domain: fabrikam.partner.onmschina.cn,
+     vars: {port: "8082"}, subscriptions: [web-app]}
+""")
+    catalog = load_catalog(path, env={})
+    assert catalog.targets["contoso/web-app/port"].options.port == 8081  # type: ignore[attr-defined]
+    assert str(catalog.targets["fabrikam/web-app/health"].options.url) == (  # type: ignore[attr-defined]
+        "http://127.0.0.1:8082/healthz"
+    )
+    path.write_text(path.read_text().replace('port: "8082"', 'port: "eighty"'))
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    assert [str(i) for i in caught.value.issues] == [
+        "services.web-app.checks[0].url: Input should be a valid URL, invalid port number "
+        "(for customer fabrikam)",
+        "services.web-app.checks[1].port: Input should be a valid integer, unable to parse "
+        "string as an integer (for customer fabrikam)",
+    ]
