@@ -137,7 +137,7 @@ class TargetMetrics:
         if series is None:
             return
         if target_percent is not None:
-            series.sla_target = target_percent / 100.0
+            series.sla_target = round(target_percent / 100.0, 9)
         if availability is not None:
             series.availability = availability
 
