@@ -44,6 +44,9 @@ class CheckType:
     options: type[CheckOptions]
     probe: ProbeFn
     metric_help: Mapping[str, str] = field(default_factory=dict)
+    # A failure of this check says nothing about the service (it reads a vendor's API):
+    # the runner records it as unknown, never down.
+    failure_is_unknown: bool = False
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> CheckType:
@@ -53,7 +56,8 @@ class CheckType:
             raise TypeError(f"check plugin {module.__name__}: Options must subclass CheckOptions")
         if not callable(probe):
             raise TypeError(f"check plugin {module.__name__}: no probe() function")
-        return cls(name, options, probe, getattr(module, "METRIC_HELP", {}))
+        return cls(name, options, probe, getattr(module, "METRIC_HELP", {}),
+                   bool(getattr(module, "FAILURE_IS_UNKNOWN", False)))
 
 
 @functools.cache

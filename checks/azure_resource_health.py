@@ -53,6 +53,9 @@ from checks.vendor_common import (
 )
 from monitor.probe import ProbeContext, ProbeResult, Target
 
+# A vendor API outage is unknown for the vendor signal, never down for the service.
+FAILURE_IS_UNKNOWN = True
+
 METRIC_HELP = VENDOR_METRIC_HELP
 
 API_VERSION = r"^\d{4}-\d{2}-\d{2}(-preview)?$"

@@ -45,6 +45,9 @@ from checks.vendor_common import (
 )
 from monitor.probe import ProbeContext, ProbeResult, Target
 
+# A vendor API outage is unknown for the vendor signal, never down for the service.
+FAILURE_IS_UNKNOWN = True
+
 METRIC_HELP = VENDOR_METRIC_HELP
 
 

@@ -68,6 +68,8 @@ class VendorApiError(Exception):
 
 
 class Throttled(VendorApiError):
+    """A 429: ``retry_after`` seconds (from Retry-After, else 60 s, at most an hour)."""
+
     def __init__(self, where: str, retry_after: float) -> None:
         super().__init__(f"{where}: throttled (429), retry after {math.ceil(retry_after)} s")
         self.where = where
@@ -112,8 +114,8 @@ class Fetched(Generic[T]):
     at: float
     document: T | None = None
     reason: str = ""
-    retry_at: float | None = None  # throttled: where, and no call before this time
-    where: str = ""
+    retry_at: float | None = None  # throttled: no call before this time
+    where: str = ""  # throttled: which call was
 
 
 @dataclass(frozen=True)

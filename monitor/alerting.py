@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +28,12 @@ from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import Store
+from monitor.vendor import VendorBoard, VendorChange
 
 log = logging.getLogger(__name__)
 
-Change = tuple[str, str, Status, Status, str, float]
+# A change for the incident manager, applied in arrival order: (what, apply it)
+Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
 
 
 def store_url(catalog: Catalog, base: Path) -> str:
@@ -79,8 +81,14 @@ def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
 
 
 class Alerting:
-    def __init__(self, registry: CollectorRegistry, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        wall: Callable[[], float] = time.time,
+        vendor: VendorBoard | None = None,
+    ) -> None:
         self._registry = registry
+        self.vendor = vendor or VendorBoard()
         self._wall = wall
         self._notifier_metrics = NotifierMetrics(registry)
         self._open_incidents = Gauge(
@@ -119,6 +127,7 @@ class Alerting:
             failing_checks=failing_checks,
             wake=self.notifier.wake,
             wall=self._wall,
+            vendor=self.vendor,
         )
         self.manager.configure(catalog)
         await self.manager.start(self._wall())
@@ -189,25 +198,37 @@ class Alerting:
     def subscription_changed(
         self, customer: str, service: str, previous: Status, current: Status, reason: str, at: float
     ) -> None:
-        self._queue.put_nowait((customer, service, previous, current, reason, at))
+        self._queue.put_nowait(
+            (
+                f"{customer}/{service} {previous}→{current}",
+                lambda m: m.status_changed(customer, service, previous, current, reason, at),
+            )
+        )
+
+    def vendor_changed(
+        self, change: VendorChange, at: float, *, notify: bool = False, maintenance: bool = False
+    ) -> None:
+        self._queue.put_nowait(
+            (
+                f"vendor {change.customer}/{change.current.service}",
+                lambda m: m.vendor_changed(
+                    change, at, notify_advisory=notify, feed_maintenance=maintenance
+                ),
+            )
+        )
 
     async def _consume(self) -> None:
         while True:
-            change = await self._queue.get()
+            what, apply = await self._queue.get()
             try:
                 assert self.manager is not None
-                await self.manager.status_changed(*change)
+                await apply(self.manager)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # the store may be down: the change is logged; the next change or tick
                 # brings the incident up to date
-                log.exception(
-                    "event=incident_update_failed customer=%s service=%s to=%s",
-                    change[0],
-                    change[1],
-                    change[3],
-                )
+                log.exception("event=incident_update_failed change=%r", what)
             finally:
                 self._queue.task_done()
 

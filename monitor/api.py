@@ -144,6 +144,7 @@ def status_document(daemon: Daemon, query: Any) -> dict[str, Any]:
                 "since": state.since,
                 "reason": state.reason,
                 "checks": checks,
+                "vendor": [state.to_json() for state in daemon.vendor.for_subscription(*key)],
             }
         )
     return {"generated_at": daemon.wall(), "config_digest": catalog.digest, "subscriptions": rows}

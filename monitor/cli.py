@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from checks import check_types
 from monitor import __version__
@@ -119,6 +120,12 @@ def _format_result(check: str, check_type: str, result: ProbeResult) -> list[str
     if result.phases:
         phases = "  ".join(f"{name} {value * 1000:.1f} ms" for name, value in result.phases.items())
         lines.append(f"  {'':<16} phases: {phases}")
+    for state in result.vendor or []:
+        issue = f" {state.issue_id}: {state.title}" if state.issue_id else ""
+        lines.append(
+            f"  {'':<16} vendor: {state.service} {state.status} "
+            f"({state.source}: {state.vendor_status}){issue}"
+        )
     if result.facts:
         facts = "  ".join(f"{name}={value:g}" for name, value in sorted(result.facts.items()))
         lines.append(f"  {'':<16} facts:  {facts}")
@@ -130,6 +137,7 @@ async def _probe_subscription(
 ) -> tuple[list[str], Status]:
     subscription = catalog.subscriptions[(customer, service)]
     session = new_http_session()
+    cache: dict[str, Any] = {}  # one token and one vendor read shared by the checks
     lines = [f"{customer} / {service} — {catalog.services[service].name}"]
     statuses = []
     try:
@@ -139,6 +147,7 @@ async def _probe_subscription(
                 http=session,
                 timeout=spec.timing.timeout,
                 degraded_latency=spec.timing.degraded_latency,
+                cache=cache,
             )
             result = await run_probe(
                 check_types()[spec.target.type], spec.target, spec.options, ctx

@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +31,8 @@ from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, observe
+from monitor.vendor import GAUGE as VENDOR_GAUGE
+from monitor.vendor import VendorBoard
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,9 @@ class Daemon:
         )
         self.board = StatusBoard()
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
-        self.alerting = Alerting(self.registry, wall)
+        self.vendor = VendorBoard()
+        self.alerting = Alerting(self.registry, wall, self.vendor)
+        self._probe_cache: dict[str, Any] = {}  # tokens and shared vendor reads
         self.catalog: Catalog | None = None
         self.ready = False
         self.bound_port: int | None = None
@@ -234,6 +239,23 @@ class Daemon:
     def _set_sla(self, customer: str, service: str, availability: float | None) -> None:
         self.target_metrics.set_sla(customer, service, availability=availability)
 
+    def _record_vendor(self, customer: str, statuses: list[Any], now: float, options: Any) -> None:
+        """A vendor health check's view: exported, and joined to incidents."""
+        for change in self.vendor.update(customer, statuses):
+            vendor_state = change.current
+            self.target_metrics.set_vendor(
+                customer,
+                vendor_state.service,
+                vendor_state.source,
+                VENDOR_GAUGE[vendor_state.status],
+            )
+            self.alerting.vendor_changed(
+                change,
+                now,
+                notify=bool(getattr(options, "notify_advisories", False)),
+                maintenance=bool(getattr(options, "maintenance_feeds_windows", False)),
+            )
+
     def failing_checks(self, customer: str, service: str) -> list[FailingCheckContext]:
         """The subscription's checks that are not up, with their reasons (for messages)."""
         if self.catalog is None:
@@ -250,6 +272,7 @@ class Daemon:
             degraded_latency=spec.timing.degraded_latency,
             wall=self.wall,
             ssl_contexts=self._ssl_contexts,
+            cache=self._probe_cache,
         )
 
     async def probe_target(self, target_id: str) -> None:
@@ -286,6 +309,8 @@ class Daemon:
         state = self.board.target(target_id, now)
         transition = observe(state, target_id, result, spec.timing, now)
         self.target_metrics.record(target_id, result)
+        if result.vendor:
+            self._record_vendor(spec.target.customer, result.vendor, now, spec.options)
         if transition is not None:
             self.target_metrics.set_target_status(target_id, transition.current, now)
             log.info(

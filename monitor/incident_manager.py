@@ -44,16 +44,26 @@ from monitor.notify.templates import (
     TemplateContext,
     TemplateRenderer,
     TemplateRenderError,
+    VendorContext,
 )
 from monitor.probe import Status
 from monitor.status import StatusBoard
-from monitor.store import IncidentAlreadyOpen, IncidentChanged, IncidentNotFound, Store, Transaction
+from monitor.store import (
+    IncidentAlreadyOpen,
+    IncidentChanged,
+    IncidentNotFound,
+    Store,
+    StoreError,
+    Transaction,
+)
+from monitor.vendor import VendorBoard, VendorChange, VendorState
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 FailingChecks = Callable[[str, str], list[FailingCheckContext]]
 NO_POLICY = PolicySnapshot(name="none", steps=())
+VENDOR_MAINTENANCE_HOURS = 4
 
 
 def failing_checks(
@@ -102,11 +112,13 @@ class IncidentManager:
         failing_checks: FailingChecks,
         wake: Callable[[], None] = lambda: None,
         wall: Callable[[], float] = time.time,
+        vendor: VendorBoard | None = None,
     ) -> None:
         self._store = store
         self._renderer = renderer
         self._signer = signer
         self._failing_checks = failing_checks
+        self._vendor = vendor or VendorBoard()
         self._wake = wake
         self._wall = wall
         self._lock = asyncio.Lock()
@@ -277,6 +289,14 @@ class IncidentManager:
             await tx.enqueue(messages, now)
         self._open[(customer, service)] = incident
         self._recent.pop((customer, service), None)
+        known = self._vendor_state(customer, service)
+        if known is not None:  # the vendor had already said so
+            incident = await self._apply(
+                incident,
+                lambda i: engine.vendor_confirmed(
+                    i, known.issue_id, known.title, known.source, now
+                ),
+            )
         log.warning(
             "event=incident_opened incident=%s customer=%s service=%s status=%s policy=%s muted=%s",
             incident.id,
@@ -668,12 +688,150 @@ class IncidentManager:
             "flapping": incident.flapping,
             "muted": incident.muted,
             "vendor_case": incident.vendor_case,
-            "vendor": None,
+            "vendor": self._vendor_context(incident.customer, incident.service),
             "blast_radius": blast,
             "timeline": [
                 {"at": at(e.at, UTC), "kind": e.kind, "text": _event_text(e)} for e in timeline
             ],
         }
+
+    def _vendor_state(self, customer: str, service: str) -> VendorState | None:
+        if customer != VENDOR_CUSTOMER:
+            return self._vendor.impaired(customer, service)
+        # a vendor-side incident: what the vendor tells any affected customer
+        states = [
+            self._vendor.impaired(i.customer, service)
+            for i in self._open.values()
+            if i.service == service and i.customer != VENDOR_CUSTOMER
+        ]
+        return next((state for state in states if state is not None), None)
+
+    def _vendor_context(self, customer: str, service: str) -> VendorContext | None:
+        state = self._vendor_state(customer, service)
+        if state is None:
+            return None
+        return {
+            "confirmed": True,
+            "issue_id": state.issue_id,
+            "title": state.title,
+            "latest_post": state.latest_post,
+        }
+
+    async def vendor_changed(
+        self,
+        change: VendorChange,
+        now: float | None = None,
+        *,
+        notify_advisory: bool = False,
+        feed_maintenance: bool = False,
+    ) -> None:
+        """The vendor's feed changed for a customer's service: confirm its open incidents,
+        or record an advisory when our probes see nothing wrong (and page it if asked);
+        announced maintenance can become a maintenance window."""
+        now = self._wall() if now is None else now
+        state = change.current
+        if feed_maintenance and state.planned_maintenance and state.start is not None:
+            await self._vendor_maintenance(change.customer, state, now)
+        if not change.newly_impaired:
+            return
+        async with self._lock:
+            touched = [
+                i
+                for i in self._open.values()
+                if i.service == state.service and i.customer in (change.customer, VENDOR_CUSTOMER)
+            ]
+            for incident in touched:
+                await self._apply(
+                    incident,
+                    lambda i: engine.vendor_confirmed(
+                        i, state.issue_id, state.title, state.source, now
+                    ),
+                )
+            if not touched:
+                await self._store.audit(
+                    now,
+                    "vendor_advisory",
+                    f"{change.customer}/{state.service}",
+                    None,
+                    source=state.source,
+                    status=state.status,
+                    vendor_status=state.vendor_status,
+                    issue_id=state.issue_id,
+                    title=state.title,
+                )
+                if notify_advisory:
+                    await self._store.enqueue(self._advisory_messages(change, now), now)
+                    self._wake()
+                log.warning(
+                    "event=vendor_advisory customer=%s service=%s source=%s issue=%s "
+                    "title=%r our_status=%s",
+                    change.customer,
+                    state.service,
+                    state.source,
+                    state.issue_id,
+                    state.title,
+                    self._status.get((change.customer, state.service), Status.UNKNOWN),
+                )
+
+    def _advisory_messages(self, change: VendorChange, now: float) -> list[RenderedMessage]:
+        """A plain advisory to the first step of the customer's policy."""
+        state = change.current
+        policy = self.policy_for(change.customer, state.service)
+        if not policy.steps:
+            return []
+        subject = (
+            f"[VENDOR ADVISORY] {self._customer_name(change.customer)} / {state.service}: "
+            f"21Vianet reports {state.status} ({state.issue_id or state.vendor_status})"
+        )
+        text = "\n".join(
+            filter(
+                None,
+                [
+                    subject,
+                    state.title or "",
+                    state.latest_post or "",
+                    "Our own probes see the service working; no incident is open.",
+                ],
+            )
+        )
+        return [
+            RenderedMessage(
+                dedup_key=f"advisory:{change.customer}:{state.service}:{state.issue_id}:{channel}",
+                channel=channel,
+                event="vendor_advisory",
+                recipients=(),
+                subject=subject,
+                text=text,
+                sms=subject,
+                payload={
+                    "event": "vendor_advisory",
+                    "customer": change.customer,
+                    **state.to_json(),
+                },
+            )
+            for channel in policy.steps[0].notify
+        ]
+
+    async def _vendor_maintenance(self, customer: str, state: VendorState, now: float) -> None:
+        """The vendor announced planned maintenance: mute it as a window (4 h from its start,
+        as the feeds give no end) unless one exists already."""
+        window_id = f"VM-{state.issue_id or int(state.start or now)}-{customer}-{state.service}"
+        if any(w.id == window_id for w in self._windows):
+            return
+        start = state.start or now
+        window = MaintenanceWindow(
+            window_id,
+            start,
+            start + VENDOR_MAINTENANCE_HOURS * 3600,
+            customer=customer,
+            service=state.service,
+            reason=f"21Vianet planned maintenance: {state.title or ''}",
+            created_by=f"vendor feed ({state.source})",
+        )
+        try:
+            self._windows.append(await self._store.add_maintenance(window, now))
+        except StoreError:  # another replica added it first
+            log.info("event=vendor_maintenance_exists id=%s", window_id)
 
     def _customer_name(self, customer_id: str) -> str:
         customer = self.catalog.customers.get(customer_id) if self.catalog else None

@@ -96,6 +96,7 @@ class TargetMetrics:
         self._subscriptions: dict[tuple[str, str], _SubscriptionSeries] = {}
         self._fact_help = dict(_FACT_HELP)
         self._fact_help.update(fact_help or {})
+        self._vendor: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._phase_families: set[str] = set()
         self._fact_families: set[str] = set()
 
@@ -140,6 +141,14 @@ class TargetMetrics:
             series.sla_target = round(target_percent / 100.0, 9)
         if availability is not None:
             series.availability = availability
+
+    def set_vendor(self, customer: str, service: str, source: str, value: float) -> None:
+        """What the vendor's health feed says of the service for this customer."""
+        labels = (
+            f'customer="{_escape(customer)}",service="{_escape(service)}",'
+            f'source="{_escape(source)}"'
+        )
+        self._vendor[(customer, service, source)] = (labels, value)
 
     def remove_subscription(self, customer: str, service: str) -> None:
         self._subscriptions.pop((customer, service), None)
@@ -216,6 +225,17 @@ class TargetMetrics:
             yield "".join(lines).encode()
             await asyncio.sleep(0)
         subscriptions = list(self._subscriptions.values())
+        if self._vendor:
+            name = "csp_monitor_vendor_status"
+            yield (
+                f"# HELP {name} The vendor's own view of the service for the customer: "
+                f"0 unknown or unsupported, 1 up, 2 degraded, 3 down\n"
+                f"# TYPE {name} gauge\n"
+            ).encode()
+            yield "".join(
+                f"{name}{{{labels}}} {format_value(value)}\n"
+                for labels, value in self._vendor.values()
+            ).encode()
         for name, help_text, attribute, extra in _SUBSCRIPTION_FAMILIES:
             yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
             for start in range(0, len(subscriptions), _CHUNK_TARGETS):

@@ -109,7 +109,10 @@ class ProbeResult:
     facts: dict[str, float] = field(default_factory=dict)
     plugin_error: bool = False
     started_at: float = 0.0
+    # what a vendor health feed says, per catalog service (checks/vendor_common.VendorStatus)
     vendor: list[Any] | None = None
+    # the probe could not judge the service (a vendor API down): unknown, never down
+    inconclusive: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,7 +123,9 @@ class ProbeResult:
             "phases": {k: round(v, 6) for k, v in self.phases.items()},
             "facts": self.facts,
             "plugin_error": self.plugin_error,
+            "inconclusive": self.inconclusive,
             "started_at": self.started_at,
+            "vendor": [status.to_json() for status in self.vendor] if self.vendor else None,
         }
 
 

@@ -66,6 +66,8 @@ async def run_probe(
             duration=time.perf_counter() - started,
         )
     result.started_at = started_wall
+    if not result.success and check_type.failure_is_unknown:
+        result.inconclusive = True
     if result.success and not result.degraded and ctx.slow(result.duration):
         assert ctx.degraded_latency is not None
         result.degraded = True

@@ -17,7 +17,7 @@ from monitor.probe import ProbeResult, Status
 
 def observed_status(result: ProbeResult) -> Status:
     """What one result says, before thresholds."""
-    if result.plugin_error:
+    if result.plugin_error or result.inconclusive:
         return Status.UNKNOWN
     if not result.success:
         return Status.DOWN

@@ -59,8 +59,11 @@ customers:
 PERIOD = parse_period("2026-10", "Asia/Shanghai")
 T = PERIOD.start
 MIN = 60.0
-SUBSCRIPTIONS = [("contoso", "exchange-online"), ("contoso", "web-app"),
-                 ("fabrikam", "exchange-online")]
+SUBSCRIPTIONS = [
+    ("contoso", "exchange-online"),
+    ("contoso", "web-app"),
+    ("fabrikam", "exchange-online"),
+]
 
 
 class Clock:
@@ -75,8 +78,13 @@ async def live_the_month(store: Store, catalog: Catalog) -> None:
     clock = Clock()
 
     def manager() -> IncidentManager:
-        built = IncidentManager(store, TemplateRenderer(), LinkSigner(b"k" * 32),
-                                failing_checks=lambda c, s: [], wall=clock)
+        built = IncidentManager(
+            store,
+            TemplateRenderer(),
+            LinkSigner(b"k" * 32),
+            failing_checks=lambda c, s: [],
+            wall=clock,
+        )
         built.configure(catalog)
         return built
 
@@ -108,9 +116,17 @@ async def live_the_month(store: Store, catalog: Catalog) -> None:
     await at(5060)
     await change(first, exchange, Status.DEGRADED, Status.UP)
     # planned work on the web app: 120 min down inside a maintenance window
-    await first.add_maintenance(MaintenanceWindow(
-        "MW-1", T + 10000 * MIN, T + 10120 * MIN, customer="contoso", service="web-app",
-        reason="App Service plan upgrade", created_by="noc"))
+    await first.add_maintenance(
+        MaintenanceWindow(
+            "MW-1",
+            T + 10000 * MIN,
+            T + 10120 * MIN,
+            customer="contoso",
+            service="web-app",
+            reason="App Service plan upgrade",
+            created_by="noc",
+        )
+    )
     await at(10000)
     await change(first, web, Status.UP, Status.DOWN)
     await at(10120)
@@ -155,8 +171,13 @@ async def test_every_figure_equals_the_hand_computed_one(month: tuple[Store, Cat
     document = json.loads(to_json(report))
     contoso, fabrikam = document["customers"]
     exchange, web = contoso["subscriptions"]
-    assert minutes(exchange["minutes"]) == {"up": 44445.0, "degraded": 60.0, "down": 90.0,
-                                            "maintenance": 0.0, "unknown": 45.0}
+    assert minutes(exchange["minutes"]) == {
+        "up": 44445.0,
+        "degraded": 60.0,
+        "down": 90.0,
+        "maintenance": 0.0,
+        "unknown": 45.0,
+    }
     assert exchange["measured_minutes"] == 44595.0
     assert exchange["sla_availability_ratio"] == round(44505 / 44595, 6)
     assert exchange["raw_availability_ratio"] == round(44505 / 44595, 6)
@@ -166,8 +187,13 @@ async def test_every_figure_equals_the_hand_computed_one(month: tuple[Store, Cat
     assert exchange["coverage_ratio"] == round(44595 / 44640, 6)
     [gap] = exchange["coverage_gaps"]
     assert gap["minutes"] == 45.0 and gap["start"].startswith("2026-10-14T")
-    assert minutes(web["minutes"]) == {"up": 44445.0, "degraded": 0.0, "down": 30.0,
-                                       "maintenance": 120.0, "unknown": 45.0}
+    assert minutes(web["minutes"]) == {
+        "up": 44445.0,
+        "degraded": 0.0,
+        "down": 30.0,
+        "maintenance": 120.0,
+        "unknown": 45.0,
+    }
     assert web["sla_availability_ratio"] == round(44445 / 44475, 6)
     assert web["raw_availability_ratio"] == round(44445 / 44595, 6)
     assert web["sla_met"] is False  # 99.933 % < 99.95 %
@@ -193,8 +219,11 @@ async def test_every_figure_equals_the_hand_computed_one(month: tuple[Store, Cat
     assert document["evidence"]["audit_chain_head_seq"] == head[0] > 0
     # an auditor recomputes the SLA figure from the raw intervals
     intervals = exchange["status_intervals"]
-    down = sum(min(i["end"], PERIOD.end) - max(i["start"], PERIOD.start)
-               for i in intervals if i["status"] == "down")
+    down = sum(
+        min(i["end"], PERIOD.end) - max(i["start"], PERIOD.start)
+        for i in intervals
+        if i["status"] == "down"
+    )
     assert down / 60 == 90.0
 
 
@@ -206,8 +235,9 @@ async def test_csv_carries_the_same_numbers(month: tuple[Store, Catalog]) -> Non
     assert float(web["sla_availability_percent"]) == round(44445 / 44475 * 100, 4)
     assert float(web["maintenance_minutes"]) == 120.0
     assert web["sla_met"] == "False"
-    response = next(r for r in rows if r["record"] == "customer_response"
-                    and r["customer"] == "contoso")
+    response = next(
+        r for r in rows if r["record"] == "customer_response" and r["customer"] == "contoso"
+    )
     assert (float(response["mtta_minutes"]), float(response["mttr_minutes"])) == (21.0, 60.0)
 
 
@@ -217,9 +247,19 @@ async def test_html_is_self_contained_and_names_what_an_auditor_needs(
     store, catalog = month
     report = await build_report(store, catalog, PERIOD, now=T + 50000 * MIN)
     html = to_html(report)
-    for text in ("Uptime and SLA report — 2026-10", "Contoso", "Fabrikam", "99.798 %",
-                 "99.933 %", "(missed)", "App Service plan upgrade", "li.wei",
-                 "Audit chain head", "<svg", "page-break-before"):
+    for text in (
+        "Uptime and SLA report — 2026-10",
+        "Contoso",
+        "Fabrikam",
+        "99.798 %",
+        "99.933 %",
+        "(missed)",
+        "App Service plan upgrade",
+        "li.wei",
+        "Audit chain head",
+        "<svg",
+        "page-break-before",
+    ):
         assert text in html, text
     assert "<script" not in html and "http://" not in html.replace("http://www.w3", "")
 

@@ -237,7 +237,9 @@ def test_sms_with_a_chinese_customer_is_ucs2(renderer: TemplateRenderer) -> None
     length = measure(sms)
     assert length.encoding.value == "UCS-2"
     assert length.segments <= 2
-    assert sms.startswith("DOWN 北京天空云计算科技有限公司/Exchange Online +2 cust. since 07:12")
+    assert sms.startswith("DOWN 北京天空云计算科技有限公司/Exchange Online +2 cust.")
+    # the kept last line: incident id, 21Vianet's confirming issue id, the ack link
+    assert sms.splitlines()[-1].startswith("INC-20251123-0007 21V:EX1187342 ack: https://")
 
 
 # -------------------------------------------------------------------------- overrides

@@ -287,6 +287,18 @@ def set_vendor_case(incident: Incident, case: str, actor: str, now: float) -> De
     return decision
 
 
+def vendor_confirmed(
+    incident: Incident, issue_id: str | None, title: str | None, source: str, now: float
+) -> Decision:
+    """The vendor's own health feed reports the same problem: the incident is confirmed."""
+    decision = Decision()
+    if incident.state is IncidentState.RESOLVED or incident.vendor_issue == (issue_id or source):
+        return decision
+    incident.vendor_issue = issue_id or source
+    decision.event(incident, now, "vendor_confirmed", issue_id=issue_id, title=title, source=source)
+    return decision
+
+
 def add_note(incident: Incident, text: str, actor: str, now: float) -> Decision:
     decision = Decision()
     decision.event(incident, now, "note", actor, text=text)

@@ -100,6 +100,7 @@ class Incident:
     notified: bool = False  # something was sent: it will get a resolved message
     vendor_case: str | None = None
     vendor_group: str | None = None  # correlation group id (vendor-side incident)
+    vendor_issue: str | None = None  # the vendor's own issue id once it confirms the outage
     updated_at: float = 0.0
 
 

@@ -78,6 +78,7 @@ def incident_values(incident: Incident) -> dict[str, Any]:
         "notified": incident.notified,
         "vendor_case": incident.vendor_case,
         "vendor_group": incident.vendor_group,
+        "vendor_issue": incident.vendor_issue,
         "updated_at": incident.updated_at,
     }
 
@@ -105,6 +106,7 @@ def incident_from_row(row: Row) -> Incident:
         notified=bool(row["notified"]),
         vendor_case=row["vendor_case"],
         vendor_group=row["vendor_group"],
+        vendor_issue=row.get("vendor_issue"),
         updated_at=row["updated_at"],
     )
 

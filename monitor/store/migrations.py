@@ -48,6 +48,12 @@ def _audit_log(connection: Connection) -> None:
     schema.audit_log.create(connection)  # with its index
 
 
+def _vendor_issue(connection: Connection) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns("incidents")}
+    if "vendor_issue" not in columns:  # step 1 creates today's table, which has it already
+        connection.exec_driver_sql("ALTER TABLE incidents ADD COLUMN vendor_issue VARCHAR(100)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -55,6 +61,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _initial_schema,
     ),
     Migration(2, "hash-chained audit log", _audit_log),
+    Migration(3, "incidents confirmed by the vendor's health feed", _vendor_issue),
 )
 
 

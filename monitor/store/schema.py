@@ -74,6 +74,7 @@ incidents = Table(
     Column("notified", Boolean, nullable=False, default=False),
     Column("vendor_case", String(200)),
     Column("vendor_group", String(100)),
+    Column("vendor_issue", String(100)),  # version 3
     Column("updated_at", Double, nullable=False),
 )
 Index(

@@ -1,0 +1,211 @@
+"""Vendor health joined to incidents: 21Vianet's own issue id reaches every message."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from checks.vendor_common import VendorStatus
+from monitor.catalog import Catalog, load_catalog
+from monitor.incident_manager import IncidentManager
+from monitor.links import LinkSigner
+from monitor.notify.templates import TemplateRenderer
+from monitor.probe import Status
+from monitor.store import Store
+from monitor.vendor import VendorBoard
+
+T0 = 1_800_000_000.0
+MIN = 60.0
+CONFIG = """
+monitor: {public_url: "https://noc.example.cn/monitor"}
+incidents: {default_policy: gold, correlation: {enabled: false}}
+escalation_policies:
+  gold:
+    steps:
+      - {after: 0m, notify: [noc-email, oncall-sms]}
+      - {after: 15m, notify: [oncall-sms]}
+      - {after: 60m, action: vendor_ticket, notify: [vendor-desk]}
+channels:
+  noc-email: {type: file, directory: mail}
+  oncall-sms: {type: file, directory: sms}
+  vendor-desk: {type: file, directory: desk}
+services:
+  exchange-online:
+    name: Exchange Online (operated by 21Vianet)
+    checks: [{name: owa, type: tcp, host: 127.0.0.1, port: 1}]
+customers:
+  - {id: contoso, name: Contoso (China) Ltd., tenant_domain: contoso.partner.onmschina.cn,
+     subscriptions: [exchange-online]}
+"""
+ISSUE = VendorStatus(
+    service="exchange-online",
+    source="m365",
+    status="degraded",
+    vendor_status="serviceDegradation",
+    issue_id="EX226792",
+    title="Some users can't access Outlook on the web",
+    latest_post="We're reviewing service telemetry to isolate the cause.",
+    classification="incident",
+)
+
+
+class Clock:
+    now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Store, Catalog]]:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield store, catalog
+    finally:
+        await store.close()
+
+
+async def test_incident_becomes_vendor_confirmed_and_says_so_everywhere(
+    setup: tuple[Store, Catalog],
+) -> None:
+    store, catalog = setup
+    clock, board = Clock(), VendorBoard()
+    manager = IncidentManager(
+        store,
+        TemplateRenderer(),
+        LinkSigner(b"k" * 32),
+        failing_checks=lambda c, s: [],
+        wall=clock,
+        vendor=board,
+    )
+    manager.configure(catalog)
+    await manager.start(clock.now)
+    await manager.status_changed(
+        "contoso",
+        "exchange-online",
+        Status.UP,
+        Status.DOWN,
+        "status 503 (expected 200, 302)",
+        clock.now,
+    )
+    [incident] = manager.open_incidents()
+    first = await store.list_outbox()
+    assert first and all("EX226792" not in m.message.text for m in first)
+    # the Graph service-health check reports the same problem a minute later
+    clock.now += MIN
+    [change] = board.update("contoso", [ISSUE])
+    await manager.vendor_changed(change, clock.now)
+    [incident] = manager.open_incidents()
+    assert incident.vendor_issue == "EX226792"
+    _, timeline = await manager.get(incident.id)
+    assert timeline[-1].kind == "vendor_confirmed"
+    assert timeline[-1].detail["title"] == ISSUE.title
+    # the next pages carry it: the escalation SMS, then the ticket draft for 21Vianet
+    for minute in (15, 60):
+        clock.now = T0 + minute * MIN
+        await manager.tick(clock.now)
+    rows = {row.message.dedup_key: row.message for row in await store.list_outbox()}
+    sms = rows[f"{incident.id}:step:1:oncall-sms"]
+    assert "21V:EX226792" in sms.sms
+    ticket = rows[f"{incident.id}:step:2:vendor-desk"]
+    assert ticket.event == "vendor_ticket"
+    assert "EX226792" in ticket.text and ISSUE.title in ticket.text
+    assert "EX226792" in (ticket.html or "")
+    # a resolved e-mail also names it
+    clock.now += MIN
+    await manager.status_changed(
+        "contoso", "exchange-online", Status.DOWN, Status.UP, "", clock.now
+    )
+    rows = {row.message.dedup_key: row.message for row in await store.list_outbox()}
+    resolved = next(
+        m
+        for k, m in rows.items()
+        if k.startswith(f"{incident.id}:resolved") and m.channel == "noc-email"
+    )
+    assert "EX226792" in resolved.text
+
+
+async def test_vendor_issue_while_our_probes_are_fine_is_an_advisory(
+    setup: tuple[Store, Catalog],
+) -> None:
+    store, catalog = setup
+    clock, board = Clock(), VendorBoard()
+    audited = await Store.open(store.url.replace("sqlite+aiosqlite", "sqlite"), audit_key=b"a" * 32)
+    try:
+        manager = IncidentManager(
+            audited,
+            TemplateRenderer(),
+            LinkSigner(b"k" * 32),
+            failing_checks=lambda c, s: [],
+            wall=clock,
+            vendor=board,
+        )
+        manager.configure(catalog)
+        await manager.start(clock.now)
+        [change] = board.update("contoso", [ISSUE])
+        await manager.vendor_changed(change, clock.now)
+        assert manager.open_incidents() == []
+        advisories = [e for e in await audited.audit_entries() if e.kind == "vendor_advisory"]
+        assert [(a.subject, a.detail["issue_id"]) for a in advisories] == [
+            ("contoso/exchange-online", "EX226792")
+        ]
+        # if our probes then see it too, the new incident is confirmed from the start
+        await manager.status_changed(
+            "contoso", "exchange-online", Status.UP, Status.DEGRADED, "slow: 4s > 2s", clock.now
+        )
+        [incident] = manager.open_incidents()
+        assert incident.vendor_issue == "EX226792"
+    finally:
+        await audited.close()
+
+
+async def test_advisories_are_paged_and_planned_maintenance_mutes_when_configured(
+    setup: tuple[Store, Catalog],
+) -> None:
+    import dataclasses
+
+    store, catalog = setup
+    clock, board = Clock(), VendorBoard()
+    manager = IncidentManager(
+        store,
+        TemplateRenderer(),
+        LinkSigner(b"k" * 32),
+        failing_checks=lambda c, s: [],
+        wall=clock,
+        vendor=board,
+    )
+    manager.configure(catalog)
+    await manager.start(clock.now)
+    [change] = board.update("contoso", [ISSUE])
+    await manager.vendor_changed(change, clock.now, notify_advisory=True)
+    advisories = [r.message for r in await store.list_outbox()]
+    assert {m.channel for m in advisories} == {"noc-email", "oncall-sms"}
+    assert all(
+        m.subject.startswith("[VENDOR ADVISORY] Contoso (China) Ltd.") and "EX226792" in m.subject
+        for m in advisories
+    )
+    planned = dataclasses.replace(
+        ISSUE,
+        status="up",
+        issue_id="MO123456",
+        classification="maintenance",
+        planned_maintenance=True,
+        start=T0 + 3600,
+        title="Exchange Online upgrade",
+    )
+    [change] = board.update("contoso", [planned])
+    await manager.vendor_changed(change, clock.now, feed_maintenance=True)
+    [window] = await manager.list_maintenance()
+    assert (window.id, window.customer, window.service) == (
+        "VM-MO123456-contoso-exchange-online",
+        "contoso",
+        "exchange-online",
+    )
+    assert (window.starts_at, window.ends_at) == (T0 + 3600, T0 + 3600 + 4 * 3600)
+    # the same announcement again adds nothing
+    await manager.vendor_changed(change, clock.now, feed_maintenance=True)
+    assert len(await manager.list_maintenance()) == 1
