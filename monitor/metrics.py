@@ -15,7 +15,6 @@ Two parts:
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -60,13 +59,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}
+
+
 def format_value(value: float) -> str:
-    if value != value:  # NaN
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value)}"
+    """Prometheus text for a sample value (``repr`` is exact and the fastest correct form)."""
+    if value - value != 0:  # NaN or ±Inf
+        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
     return repr(value)
 
 
@@ -77,6 +76,12 @@ class _TargetSeries:
     values: dict[str, float] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     results: dict[str, int] = field(default_factory=dict)
+    # "name{labels} " per family and phase, built at the first scrape and kept: a scrape
+    # then only joins cached prefixes and values
+    prefixes: dict[str, str] = field(default_factory=dict)
+    # the text of each value as last rendered: most values (status codes, statuses,
+    # timestamps) do not change between scrapes, and float formatting is the costly part
+    texts: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -190,12 +195,7 @@ class TargetMetrics:
         for name, kind, help_text in families:
             yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
             for start in range(0, len(targets), _CHUNK_TARGETS):
-                lines = [
-                    f"{name}{{{series.labels}}} {format_value(series.values[name])}\n"
-                    for series in targets[start : start + _CHUNK_TARGETS]
-                    if name in series.values
-                ]
-                yield "".join(lines).encode()
+                yield _family_lines(name, targets[start : start + _CHUNK_TARGETS])
                 await asyncio.sleep(0)
         for name in sorted(self._phase_families):
             yield (
@@ -203,13 +203,7 @@ class TargetMetrics:
                 f"# TYPE {name} gauge\n"
             ).encode()
             for start in range(0, len(targets), _CHUNK_TARGETS):
-                lines = [
-                    f'{name}{{{series.labels},phase="{phase}"}} {format_value(value)}\n'
-                    for series in targets[start : start + _CHUNK_TARGETS]
-                    if series.phase_family == name
-                    for phase, value in series.phases.items()
-                ]
-                yield "".join(lines).encode()
+                yield _phase_lines(name, targets[start : start + _CHUNK_TARGETS])
                 await asyncio.sleep(0)
         name = "csp_monitor_probes_total"
         yield (
@@ -276,6 +270,49 @@ _SUBSCRIPTION_FAMILIES = (
         ',window="month"',
     ),
 )
+
+
+def _family_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
+    out: list[str] = []
+    append = out.append
+    for series in chunk:
+        value = series.values.get(name)
+        if value is None:
+            continue
+        cached = series.texts.get(name)
+        if cached is not None and cached[0] == value:
+            append(cached[1])
+            continue
+        prefix = series.prefixes.get(name)
+        if prefix is None:
+            prefix = series.prefixes[name] = f"{name}{{{series.labels}}} "
+        text = repr(value)
+        line = f"{prefix}{_SPECIAL.get(text, text)}\n"
+        series.texts[name] = (value, line)
+        append(line)
+    return "".join(out).encode()
+
+
+def _phase_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
+    out: list[str] = []
+    append = out.append
+    for series in chunk:
+        if series.phase_family != name:
+            continue
+        for phase, value in series.phases.items():
+            key = "phase:" + phase
+            cached = series.texts.get(key)
+            if cached is not None and cached[0] == value:
+                append(cached[1])
+                continue
+            prefix = series.prefixes.get(key)
+            if prefix is None:
+                prefix = series.prefixes[key] = f'{name}{{{series.labels},phase="{phase}"}} '
+            text = repr(value)
+            line = f"{prefix}{_SPECIAL.get(text, text)}\n"
+            series.texts[key] = (value, line)
+            append(line)
+    return "".join(out).encode()
 
 
 class DaemonMetrics:

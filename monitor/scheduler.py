@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 # APScheduler logs every job run at INFO: at 300 probes/s that is noise and CPU.
 for _name in ("apscheduler.executors.default", "apscheduler.scheduler"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+# Start times are rounded to this grid: targets due in the same 50 ms are started in one
+# wake-up of the scheduler instead of one each, which saves about a fifth of the CPU per
+# probe (bench/probe_cpu.py, "batched") for at most 50 ms of extra lag.
+GRID_SECONDS = 0.05
+
+
+def _on_grid(at: float) -> float:
+    return math.ceil(at / GRID_SECONDS) * GRID_SECONDS
 
 
 @dataclass(slots=True)
@@ -95,7 +106,8 @@ class ProbeScheduler:
             group.sort(key=lambda spec: zlib.crc32(spec.target.id.encode()))
             step = interval / len(group)
             for index, spec in enumerate(group):
-                self._schedule(spec.target.id, interval, now + index * step, retrying=False)
+                start = _on_grid(now + index * step)
+                self._schedule(spec.target.id, interval, start, retrying=False)
                 self._fingerprints[spec.target.id] = spec.fingerprint
 
     def _schedule(self, target_id: str, interval: float, start: float, retrying: bool) -> None:
@@ -127,7 +139,7 @@ class ProbeScheduler:
         interval = spec.timing.retry_interval if retrying else spec.timing.interval
         if not retrying and spec.timing.retry_interval >= spec.timing.interval:
             interval = spec.timing.interval
-        self._schedule(spec.target.id, interval, self._wall() + interval, retrying)
+        self._schedule(spec.target.id, interval, _on_grid(self._wall() + interval), retrying)
 
     def lag(self, target_id: str, now: float) -> float:
         """How late this run started against its trigger's grid."""

@@ -53,7 +53,7 @@ async def test_start_times_are_spread_evenly_over_the_interval() -> None:
         starts = sorted(seconds(t) for t in scheduler.next_runs().values())
         gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
         assert gaps == [0.5] * 19
-        assert round(starts[0] - now, 6) == 0.0
+        assert 0 <= starts[0] - now < 0.05  # on the scheduler's 50 ms grid
     finally:
         scheduler.shutdown()
 
