@@ -97,6 +97,12 @@ class Alerting:
             ["severity"],
             registry=registry,
         )
+        self._incident_opened = Gauge(
+            "csp_monitor_incident_opened_timestamp_seconds",
+            "Unix time each open incident opened (customer * for a vendor-side incident)",
+            ["customer", "service", "severity", "incident"],
+            registry=registry,
+        )
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -251,8 +257,12 @@ class Alerting:
         if self.manager is None:
             return
         counts = {"minor": 0, "major": 0, "critical": 0}
+        self._incident_opened.clear()
         for incident in self.manager.open_incidents():
             counts[incident.severity.value] += 1
+            self._incident_opened.labels(
+                incident.customer, incident.service, incident.severity.value, incident.id
+            ).set(incident.opened_at)
         for severity, count in counts.items():
             self._open_incidents.labels(severity).set(count)
 
