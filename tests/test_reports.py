@@ -273,3 +273,81 @@ async def test_the_metric_is_the_reports_figure(month: tuple[Store, Catalog]) ->
         for item in customer.subscriptions:
             assert figures[(customer.id, item.service)] == item.availability.sla_availability
     assert figures[("contoso", "web-app")] == pytest.approx(44445 / 44475, abs=1e-6)
+
+
+async def test_monthly_report_is_queued_to_its_channels(
+    tmp_path: Path, month: tuple[Store, Catalog]
+) -> None:
+    from monitor.housekeeping import Housekeeping
+
+    store, _ = month
+    (tmp_path / "monthly.yaml").write_text(
+        CONFIG
+        + """
+reports:
+  monthly: {enabled: true, channels: [auditors], per_customer: true}
+channels:
+  auditors: {type: file, directory: reports, }
+""".replace(", }", "}")
+    )
+    catalog = load_catalog(tmp_path / "monthly.yaml", env={})
+    woken = []
+    housekeeping = Housekeeping(
+        store, lambda c, s, v: None, lambda: woken.append(1), tmp_path, wall=lambda: T + 40 * 86400
+    )  # in November: report October
+    housekeeping.configure(catalog)
+    assert await housekeeping.monthly_report() == 2  # one per customer
+    rows = await store.list_outbox()
+    assert sorted(r.dedup_key for r in rows) == [
+        "report:2026-10:contoso:auditors",
+        "report:2026-10:fabrikam:auditors",
+    ]
+    contoso = next(r.message for r in rows if "contoso" in r.dedup_key)
+    assert contoso.subject == "Uptime and SLA report 2026-10: Contoso"
+    assert "Uptime and SLA report — 2026-10" in (contoso.html or "")
+    assert "Exchange Online" in contoso.text and "MISSED" in contoso.text
+    assert woken
+    assert await housekeeping.monthly_report() == 0  # the same month is never sent twice
+
+
+async def test_report_and_audit_verify_commands(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    from monitor.alerting import audit_key, store_url
+
+    store = await Store.open(store_url(catalog, tmp_path), audit_key=audit_key(catalog, tmp_path))
+    await live_the_month(store, catalog)
+    await store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitor.cli", *args, "--config", str(tmp_path / "config.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = cli(
+        "report",
+        "--period",
+        "2026-10",
+        "--format",
+        "csv",
+        "--output",
+        str(tmp_path / "october.csv"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "contoso,Contoso,web-app" in (tmp_path / "october.csv").read_text()
+    verified = cli("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("audit log OK:")
+    with sqlite3.connect(tmp_path / "data" / "csp-monitor.db") as db:
+        db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 5")
+    tampered = cli("audit", "verify")
+    assert tampered.returncode == 1
+    assert "entry 5: content does not match its hash" in tampered.stderr
