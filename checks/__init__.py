@@ -56,8 +56,13 @@ class CheckType:
             raise TypeError(f"check plugin {module.__name__}: Options must subclass CheckOptions")
         if not callable(probe):
             raise TypeError(f"check plugin {module.__name__}: no probe() function")
-        return cls(name, options, probe, getattr(module, "METRIC_HELP", {}),
-                   bool(getattr(module, "FAILURE_IS_UNKNOWN", False)))
+        return cls(
+            name,
+            options,
+            probe,
+            getattr(module, "METRIC_HELP", {}),
+            bool(getattr(module, "FAILURE_IS_UNKNOWN", False)),
+        )
 
 
 @functools.cache

@@ -166,8 +166,12 @@ async def test_bad_reload_keeps_the_running_config(daemon: Daemon, tmp_path: Pat
 async def test_reload_keeps_unchanged_targets_and_drops_removed_series(
     daemon: Daemon, tmp_path: Path, web_target: WebTarget
 ) -> None:
-    await wait_until(lambda: subscription_status(daemon, "fabrikam") == "up"
-                     and subscription_status(daemon) == "up", what="both up")
+    await wait_until(
+        lambda: (
+            subscription_status(daemon, "fabrikam") == "up" and subscription_status(daemon) == "up"
+        ),
+        what="both up",
+    )
     since = daemon.board.subscriptions[("contoso", "web-app")].since
     write_config(tmp_path / "config.yaml", web_target.port, customers=("contoso", "northwind"))
     status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
