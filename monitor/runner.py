@@ -48,7 +48,9 @@ async def run_probe(
     started_wall = ctx.wall()
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(check_type.probe(target, options, ctx), ctx.timeout)
+        # asyncio.timeout runs the probe in this task; wait_for would start a task per probe
+        async with asyncio.timeout(ctx.timeout):
+            result = await check_type.probe(target, options, ctx)
     except TimeoutError:
         result = ProbeResult(
             success=False,
