@@ -76,9 +76,6 @@ class _TargetSeries:
     values: dict[str, float] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     results: dict[str, int] = field(default_factory=dict)
-    # "name{labels} " per family and phase, built at the first scrape and kept: a scrape
-    # then only joins cached prefixes and values
-    prefixes: dict[str, str] = field(default_factory=dict)
     # the text of each value as last rendered: most values (status codes, statuses,
     # timestamps) do not change between scrapes, and float formatting is the costly part
     texts: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -272,46 +269,43 @@ _SUBSCRIPTION_FAMILIES = (
 )
 
 
+def _new_line(series: _TargetSeries, key: str, selector: str, value: float) -> str:
+    """``selector value\n``, remembered until the value changes (callers check first, so
+    an unchanged value costs neither the selector nor the float formatting)."""
+    text = repr(value)
+    line = f"{selector} {_SPECIAL.get(text, text)}\n"
+    series.texts[key] = (value, line)
+    return line
+
+
 def _family_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
     out: list[str] = []
-    append = out.append
     for series in chunk:
         value = series.values.get(name)
         if value is None:
             continue
         cached = series.texts.get(name)
-        if cached is not None and cached[0] == value:
-            append(cached[1])
-            continue
-        prefix = series.prefixes.get(name)
-        if prefix is None:
-            prefix = series.prefixes[name] = f"{name}{{{series.labels}}} "
-        text = repr(value)
-        line = f"{prefix}{_SPECIAL.get(text, text)}\n"
-        series.texts[name] = (value, line)
-        append(line)
+        out.append(
+            cached[1]
+            if cached is not None and cached[0] == value
+            else _new_line(series, name, f"{name}{{{series.labels}}}", value)
+        )
     return "".join(out).encode()
 
 
 def _phase_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
     out: list[str] = []
-    append = out.append
     for series in chunk:
         if series.phase_family != name:
             continue
         for phase, value in series.phases.items():
             key = "phase:" + phase
             cached = series.texts.get(key)
-            if cached is not None and cached[0] == value:
-                append(cached[1])
-                continue
-            prefix = series.prefixes.get(key)
-            if prefix is None:
-                prefix = series.prefixes[key] = f'{name}{{{series.labels},phase="{phase}"}} '
-            text = repr(value)
-            line = f"{prefix}{_SPECIAL.get(text, text)}\n"
-            series.texts[key] = (value, line)
-            append(line)
+            out.append(
+                cached[1]
+                if cached is not None and cached[0] == value
+                else _new_line(series, key, f'{name}{{{series.labels},phase="{phase}"}}', value)
+            )
     return "".join(out).encode()
 
 
