@@ -72,6 +72,11 @@ class ProbeScheduler:
     def start(self) -> None:
         self._scheduler.start()
 
+    def pause(self) -> None:
+        """Start no more runs; runs in progress go on (``shutdown`` cancels them)."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)

@@ -183,3 +183,20 @@ async def test_reload_keeps_unchanged_targets_and_drops_removed_series(
     assert 'customer="fabrikam"' not in text
     assert 'customer="northwind"' in text
     await wait_until(lambda: subscription_status(daemon, "northwind") == "up", what="new up")
+
+
+async def test_stop_lets_in_flight_probes_finish(tmp_path: Path, web_target: WebTarget) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port)
+    daemon = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    await daemon.start()
+    web_target.delay = 0.8  # slower than the interval: probes are in flight when we stop
+    try:
+        await wait_until(
+            lambda: any(not t.done() for t in daemon._running) and web_target.requests > 4,
+            what="a slow probe in flight",
+        )
+        in_flight = [t for t in daemon._running if not t.done()]
+    finally:
+        await daemon.close()  # shutdown_grace is 2 s: enough for a 0.8 s answer
+    assert in_flight and all(t.done() and not t.cancelled() for t in in_flight)
