@@ -224,7 +224,8 @@ async def paced_worker(
 async def daemon_worker(
     port: int, targets: int, interval: float, window: float, warmup: float
 ) -> dict[str, Any]:
-    """A real Daemon probing ``targets`` targets every ``interval`` s; measured over ``window``."""
+    """A real Daemon probing ``targets`` targets every ``interval`` s, measured over ``window``
+    once every target has been probed and the first status changes have been taken in."""
     from monitor.daemon import Daemon
 
     with tempfile.TemporaryDirectory(prefix="bench-probe-cpu-") as tmp:
@@ -241,6 +242,10 @@ async def daemon_worker(
                 if probe.completed >= max(targets, 500):
                     break
                 await asyncio.sleep(0.1)
+            # every subscription went unknown -> up once: let alerting take those in first
+            drain = getattr(getattr(daemon, "alerting", None), "drain", None)
+            if drain is not None:
+                await asyncio.wait_for(drain(), 120)
             accepted = nginx_accepted(port)
             completed, failed = probe.completed, probe.failed
             with Meter() as meter:
