@@ -144,6 +144,9 @@ class MonitorSettings(StrictModel):
     max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
     shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
     log_format: Literal["keyvalue", "json"] = "keyvalue"
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="Event loop of the daemon (uvloop measured no faster here)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     protect_reads: bool = Field(False, description="Reads of the API also need a token")
     audit_key: SecretStr | None = Field(
