@@ -249,7 +249,8 @@ class Alerting:
             except Exception:
                 log.exception("event=tick_failed action=%r", "check the store; ticks retry")
             try:
-                await asyncio.wait_for(self._stop.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._stop.wait()
             except TimeoutError:
                 pass
 
@@ -280,7 +281,10 @@ class Alerting:
             log.warning("event=shutdown_incomplete pending_changes=%d", self._queue.qsize())
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in stuck:  # never let shutdown hang on one of them
+                log.warning("event=shutdown_task_stuck task=%s", task.get_name())
         if self.manager is not None:
             try:
                 await self.manager.close(self._wall())

@@ -132,11 +132,13 @@ class Notifier:
                 )
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
-            _, pending = await asyncio.wait(
-                waiters, timeout=poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in pending:
-                waiter.cancel()
+            try:
+                await asyncio.wait(
+                    waiters, timeout=poll_interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:  # also when cancelled: leave no waiter behind
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def deliver_due(self) -> int:
         """One pass over the due rows; returns how many were handled."""
