@@ -51,6 +51,22 @@ ISSUE = VendorStatus(
 )
 
 
+async def started_manager(
+    store: Store, catalog: Catalog, clock: Clock, board: VendorBoard
+) -> IncidentManager:
+    manager = IncidentManager(
+        store,
+        TemplateRenderer(),
+        LinkSigner(b"k" * 32),
+        failing_checks=lambda c, s: [],
+        wall=clock,
+        vendor=board,
+    )
+    manager.configure(catalog)
+    await manager.start(clock.now)
+    return manager
+
+
 class Clock:
     now = T0
 
@@ -74,16 +90,7 @@ async def test_incident_becomes_vendor_confirmed_and_says_so_everywhere(
 ) -> None:
     store, catalog = setup
     clock, board = Clock(), VendorBoard()
-    manager = IncidentManager(
-        store,
-        TemplateRenderer(),
-        LinkSigner(b"k" * 32),
-        failing_checks=lambda c, s: [],
-        wall=clock,
-        vendor=board,
-    )
-    manager.configure(catalog)
-    await manager.start(clock.now)
+    manager = await started_manager(store, catalog, clock, board)
     await manager.status_changed(
         "contoso",
         "exchange-online",
@@ -136,16 +143,7 @@ async def test_vendor_issue_while_our_probes_are_fine_is_an_advisory(
     clock, board = Clock(), VendorBoard()
     audited = await Store.open(store.url.replace("sqlite+aiosqlite", "sqlite"), audit_key=b"a" * 32)
     try:
-        manager = IncidentManager(
-            audited,
-            TemplateRenderer(),
-            LinkSigner(b"k" * 32),
-            failing_checks=lambda c, s: [],
-            wall=clock,
-            vendor=board,
-        )
-        manager.configure(catalog)
-        await manager.start(clock.now)
+        manager = await started_manager(audited, catalog, clock, board)
         [change] = board.update("contoso", [ISSUE])
         await manager.vendor_changed(change, clock.now)
         assert manager.open_incidents() == []
@@ -170,16 +168,7 @@ async def test_advisories_are_paged_and_planned_maintenance_mutes_when_configure
 
     store, catalog = setup
     clock, board = Clock(), VendorBoard()
-    manager = IncidentManager(
-        store,
-        TemplateRenderer(),
-        LinkSigner(b"k" * 32),
-        failing_checks=lambda c, s: [],
-        wall=clock,
-        vendor=board,
-    )
-    manager.configure(catalog)
-    await manager.start(clock.now)
+    manager = await started_manager(store, catalog, clock, board)
     [change] = board.update("contoso", [ISSUE])
     await manager.vendor_changed(change, clock.now, notify_advisory=True)
     advisories = [r.message for r in await store.list_outbox()]
