@@ -9,6 +9,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -42,6 +43,16 @@ def unused_port() -> int:
 @pytest.fixture
 def free_port() -> int:
     return unused_port()
+
+
+@dataclass
+class FakeClock:
+    """A clock a test sets by hand: ``clock()`` is ``clock.now``."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class WebTarget:

@@ -18,6 +18,7 @@ import checks
 from checks.azure_resource_health import Options, _owner, _resource_type, probe
 from checks.vendor_common import VendorStatus, arm_state
 from monitor.probe import ProbeContext, ProbeResult, Target
+from tests.conftest import FakeClock
 
 TARGET = Target("contoso", "azure-vendor-status", "resource-health", "azure_resource_health")
 TENANT = "contoso.partner.onmschina.cn"
@@ -46,21 +47,13 @@ MAPPING = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ctx(probe_ctx: ProbeContext, clock: Clock) -> ProbeContext:
+def ctx(probe_ctx: ProbeContext, clock: FakeClock) -> ProbeContext:
     return ProbeContext(http=probe_ctx.http, timeout=5.0, wall=clock)
 
 
@@ -344,7 +337,7 @@ async def test_configured_resources(
 
 
 async def test_api_version_fallback_is_remembered(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses, caplog: pytest.LogCaptureFixture
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     token_reply(mock)
@@ -474,7 +467,7 @@ async def test_arm_failures(
 
 
 async def test_throttled_subscription_is_not_called_again(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses
 ) -> None:
     token_reply(mock)
     arm_replies(mock)

@@ -21,6 +21,7 @@ from checks.m365_health import Options, probe
 from checks.vendor_common import VendorStatus, graph_state
 from monitor.probe import ProbeContext, ProbeResult, Target
 from monitor.runner import run_probe
+from tests.conftest import FakeClock
 
 TARGET = Target("contoso", "m365-vendor-status", "graph", "m365_health")
 TENANT = "contoso.partner.onmschina.cn"
@@ -42,21 +43,13 @@ MAPPING = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ctx(probe_ctx: ProbeContext, clock: Clock) -> ProbeContext:
+def ctx(probe_ctx: ProbeContext, clock: FakeClock) -> ProbeContext:
     return ProbeContext(http=probe_ctx.http, timeout=5.0, wall=clock)
 
 
@@ -372,7 +365,7 @@ async def test_service_graph_does_not_list(ctx: ProbeContext, mock: aioresponses
 
 
 async def test_one_sign_in_and_one_read_per_tenant(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses
 ) -> None:
     token_reply(mock)
     graph_replies(mock)
@@ -407,7 +400,7 @@ async def test_one_sign_in_and_one_read_per_tenant(
 
 
 async def test_a_failure_is_shared_only_briefly(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses
 ) -> None:
     token_reply(mock)
     mock.get(OVERVIEWS, status=503, payload=graph_error("ServiceUnavailable", "Try later."))
@@ -424,7 +417,7 @@ async def test_a_failure_is_shared_only_briefly(
 
 
 async def test_expired_cached_token_is_renewed_once(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses, caplog: pytest.LogCaptureFixture
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     token_reply(mock)
     graph_replies(mock)
@@ -470,7 +463,7 @@ async def test_fresh_token_rejected(
 
 
 async def test_cached_token_rejected_twice(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses
 ) -> None:
     token_reply(mock)
     graph_replies(mock)
@@ -490,7 +483,7 @@ async def test_cached_token_rejected_twice(
 
 
 async def test_throttled_without_earlier_state(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses, caplog: pytest.LogCaptureFixture
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     token_reply(mock)
     too_many = graph_error("TooManyRequests", "Too many requests.")
@@ -515,7 +508,7 @@ async def test_throttled_without_earlier_state(
 
 
 async def test_throttled_shows_last_state_read(
-    ctx: ProbeContext, clock: Clock, mock: aioresponses
+    ctx: ProbeContext, clock: FakeClock, mock: aioresponses
 ) -> None:
     token_reply(mock)
     graph_replies(mock)

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.store import OutboxStatus, Store
+from tests.conftest import FakeClock
 
 T0 = 1_800_000_000.0
 
@@ -29,14 +30,6 @@ class ScriptedChannel:
             raise answer
         self.delivered.append(message.dedup_key)
         return DeliveryReceipt(f"id-{len(self.delivered)}")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def message(key: str, channel: str = "oncall-sms") -> RenderedMessage:
@@ -60,7 +53,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-def notifier(store: Store, channel: ScriptedChannel, clock: Clock, **kwargs: object) -> Notifier:
+def notifier(
+    store: Store, channel: ScriptedChannel, clock: FakeClock, **kwargs: object
+) -> Notifier:
     return Notifier(
         store,
         {channel.name: channel},
@@ -77,7 +72,7 @@ async def statuses(store: Store) -> list[tuple[str, OutboxStatus, str | None]]:
 
 
 async def test_retryable_failures_back_off_then_deliver_once(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     channel = ScriptedChannel(
         "oncall-sms",
         [
@@ -103,7 +98,7 @@ async def test_retryable_failures_back_off_then_deliver_once(store: Store) -> No
 
 
 async def test_permanent_failure_is_not_retried(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     channel = ScriptedChannel(
         "oncall-sms", [DeliveryError("isv.MOBILE_NUMBER_ILLEGAL", retryable=False)]
     )
@@ -116,7 +111,7 @@ async def test_permanent_failure_is_not_retried(store: Store) -> None:
 
 
 async def test_out_of_retries_is_failed(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     channel = ScriptedChannel("oncall-sms", [DeliveryError("down", retryable=True)] * 5)
     sender = notifier(store, channel, clock)
     await store.enqueue([message("k1")], clock.now)
@@ -128,7 +123,7 @@ async def test_out_of_retries_is_failed(store: Store) -> None:
 
 
 async def test_retry_after_from_the_provider_is_honoured(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     channel = ScriptedChannel("oncall-sms", [DeliveryError("429", retryable=True, retry_after=300)])
     sender = notifier(store, channel, clock)
     await store.enqueue([message("k1")], clock.now)
@@ -141,7 +136,7 @@ async def test_retry_after_from_the_provider_is_honoured(store: Store) -> None:
 
 
 async def test_rate_limit_spreads_a_burst(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     channel = ScriptedChannel("oncall-sms")
     sender = notifier(store, channel, clock, rate_limits={"oncall-sms": 2})
     await store.enqueue([message(f"k{i}") for i in range(5)], clock.now)
@@ -156,7 +151,7 @@ async def test_rate_limit_spreads_a_burst(store: Store) -> None:
 
 
 async def test_a_crash_mid_send_is_sent_again_after_the_lease(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     await store.enqueue([message("k1")], clock.now)
     # a daemon claims the row and dies before marking it
     claimed = await store.claim_due(clock.now, 10, lease_seconds=120)
@@ -170,7 +165,7 @@ async def test_a_crash_mid_send_is_sent_again_after_the_lease(store: Store) -> N
 
 
 async def test_a_channel_removed_from_the_config_fails_its_messages(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     sender = notifier(store, ScriptedChannel("noc-email"), clock)
     await store.enqueue([message("k1", channel="old-sms")], clock.now)
     await sender.deliver_due()

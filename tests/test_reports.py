@@ -35,6 +35,7 @@ from monitor.reports.build import build_report, month_to_date
 from monitor.reports.model import parse_period
 from monitor.reports.render import to_csv, to_html, to_json
 from monitor.store import Store
+from tests.conftest import FakeClock
 
 CONFIG = """
 tiers:
@@ -66,16 +67,8 @@ SUBSCRIPTIONS = [
 ]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def live_the_month(store: Store, catalog: Catalog) -> None:
-    clock = Clock()
+    clock = FakeClock(T)
 
     def manager() -> IncidentManager:
         built = IncidentManager(

@@ -15,6 +15,7 @@ from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard
+from tests.conftest import FakeClock
 
 T0 = 1_800_000_000.0
 MIN = 60.0
@@ -52,7 +53,7 @@ ISSUE = VendorStatus(
 
 
 async def started_manager(
-    store: Store, catalog: Catalog, clock: Clock, board: VendorBoard
+    store: Store, catalog: Catalog, clock: FakeClock, board: VendorBoard
 ) -> IncidentManager:
     manager = IncidentManager(
         store,
@@ -65,13 +66,6 @@ async def started_manager(
     manager.configure(catalog)
     await manager.start(clock.now)
     return manager
-
-
-class Clock:
-    now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -89,7 +83,7 @@ async def test_incident_becomes_vendor_confirmed_and_says_so_everywhere(
     setup: tuple[Store, Catalog],
 ) -> None:
     store, catalog = setup
-    clock, board = Clock(), VendorBoard()
+    clock, board = FakeClock(T0), VendorBoard()
     manager = await started_manager(store, catalog, clock, board)
     await manager.status_changed(
         "contoso",
@@ -140,7 +134,7 @@ async def test_vendor_issue_while_our_probes_are_fine_is_an_advisory(
     setup: tuple[Store, Catalog],
 ) -> None:
     store, catalog = setup
-    clock, board = Clock(), VendorBoard()
+    clock, board = FakeClock(T0), VendorBoard()
     audited = await Store.open(store.url.replace("sqlite+aiosqlite", "sqlite"), audit_key=b"a" * 32)
     try:
         manager = await started_manager(audited, catalog, clock, board)
@@ -167,7 +161,7 @@ async def test_advisories_are_paged_and_planned_maintenance_mutes_when_configure
     import dataclasses
 
     store, catalog = setup
-    clock, board = Clock(), VendorBoard()
+    clock, board = FakeClock(T0), VendorBoard()
     manager = await started_manager(store, catalog, clock, board)
     [change] = board.update("contoso", [ISSUE])
     await manager.vendor_changed(change, clock.now, notify_advisory=True)
