@@ -19,6 +19,7 @@ from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
@@ -312,29 +313,19 @@ class Transaction(Reader):
 
     async def mark_sent(self, outbox_id: int, receipt: DeliveryReceipt, at: float) -> bool:
         """The provider accepted the message: store its receipt. False if already sent."""
-        result = await self._conn.execute(
-            update(_outbox)
-            .where(_outbox.c.id == outbox_id, _outbox.c.status != str(OutboxStatus.SENT))
-            .values(
-                status=str(OutboxStatus.SENT),
-                receipt_id=receipt.provider_id,
-                receipt_detail=receipt.detail,
-                sent_at=at,
-                next_attempt_at=None,
-            )
-            .returning(_outbox.c.dedup_key, _outbox.c.channel, _outbox.c.incident_id)
+        return await self._settle(
+            outbox_id,
+            _outbox.c.status != str(OutboxStatus.SENT),
+            {
+                "status": str(OutboxStatus.SENT),
+                "receipt_id": receipt.provider_id,
+                "receipt_detail": receipt.detail,
+                "sent_at": at,
+            },
+            at,
+            "delivery",
+            receipt=receipt.provider_id,
         )
-        row = result.first()
-        if row is not None:
-            await self.audit(
-                at,
-                "delivery",
-                row.dedup_key,
-                channel=row.channel,
-                incident=row.incident_id,
-                receipt=receipt.provider_id,
-            )
-        return row is not None
 
     async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool:
         """A retryable failure: pending again from ``next_attempt_at``. False unless the row
@@ -352,26 +343,35 @@ class Transaction(Reader):
     async def mark_failed(self, outbox_id: int, error: str, at: float) -> bool:
         """A permanent failure (or out of retries): nobody will try again. False unless the
         row was being sent."""
+        return await self._settle(
+            outbox_id,
+            _outbox.c.status == str(OutboxStatus.SENDING),
+            {"status": str(OutboxStatus.FAILED), "last_error": error, "failed_at": at},
+            at,
+            "delivery_failed",
+            error=error,
+        )
+
+    async def _settle(
+        self,
+        outbox_id: int,
+        only_if: ColumnElement[bool],
+        values: dict[str, Any],
+        at: float,
+        kind: str,
+        **detail: Any,
+    ) -> bool:
+        """Record a message's final outcome, and audit it, unless ``only_if`` rules it out."""
         result = await self._conn.execute(
             update(_outbox)
-            .where(_outbox.c.id == outbox_id, _outbox.c.status == str(OutboxStatus.SENDING))
-            .values(
-                status=str(OutboxStatus.FAILED),
-                last_error=error,
-                failed_at=at,
-                next_attempt_at=None,
-            )
+            .where(_outbox.c.id == outbox_id, only_if)
+            .values(next_attempt_at=None, **values)
             .returning(_outbox.c.dedup_key, _outbox.c.channel, _outbox.c.incident_id)
         )
         row = result.first()
         if row is not None:
             await self.audit(
-                at,
-                "delivery_failed",
-                row.dedup_key,
-                channel=row.channel,
-                incident=row.incident_id,
-                error=error,
+                at, kind, row.dedup_key, channel=row.channel, incident=row.incident_id, **detail
             )
         return row is not None
 
