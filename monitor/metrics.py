@@ -7,19 +7,21 @@ Two parts:
 * ``TargetMetrics``: the per-target and per-subscription series, one label
   set per customer × service × check. prometheus_client spends about 180 µs
   per label set on exposition (1.8 s for 10,000 targets, longer than a scrape
-  should stall the loop), so these values live in plain dicts with the label
-  text built once per target, and are rendered by hand in chunks that yield to
-  the event loop between them.
+  should stall the loop), so these values live in series tables
+  (``monitor.exposition``) and are rendered a block at a time by templates,
+  in chunks that yield to the event loop between them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitor.exposition import Column, SeriesTable
+from monitor.exposition import escape_label_value as _escape
 from monitor.probe import ProbeResult, Status, Target
 from monitor.status import observed_status
 
@@ -52,55 +54,81 @@ _FACT_HELP = {
 _RESULTS = tuple(
     status.value for status in (Status.UP, Status.DEGRADED, Status.DOWN, Status.UNKNOWN)
 )
-_CHUNK_TARGETS = 2000  # targets rendered between two yields to the event loop
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}
-
-
-def format_value(value: float) -> str:
-    """Prometheus text for a sample value (``repr`` is exact and the fastest correct form)."""
-    if value - value != 0:  # NaN or ±Inf
-        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
-    return repr(value)
+# Per-subscription families: (name, help, extra labels)
+_SUBSCRIPTION_FAMILIES = (
+    (
+        "csp_monitor_subscription_status",
+        "Status of the customer's subscription to the service: 0 unknown, 1 up, 2 degraded, "
+        "3 down, 4 maintenance",
+        "",
+    ),
+    (
+        "csp_monitor_subscription_status_change_timestamp_seconds",
+        "Unix time of the subscription's last status change",
+        "",
+    ),
+    (
+        "csp_monitor_sla_target_ratio",
+        "Availability promised to the customer for this service (subscription, tier or service)",
+        "",
+    ),
+    (
+        "csp_monitor_sla_availability_ratio",
+        "SLA availability of the current calendar month so far: the figure the uptime report shows",
+        ',window="month"',
+    ),
+)
+_VENDOR_FAMILY = "csp_monitor_vendor_status"
+_VENDOR_HELP = (
+    "The vendor's own view of the service for the customer: "
+    "0 unknown or unsupported, 1 up, 2 degraded, 3 down"
+)
+_PROBES_FAMILY = "csp_monitor_probes_total"
+_PROBES_HELP = "Probes run, by what they observed (before thresholds)"
+_PHASE_HELP = "Duration of each phase of the last probe, in seconds"
+# blocks of rows rendered between two yields to the event loop: a few ms each
+_BLOCKS_PER_CHUNK = 8
 
 
 @dataclass(slots=True)
-class _TargetSeries:
-    labels: str
+class _TargetRow:
+    row: int
     phase_family: str
-    values: dict[str, float] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)
-    results: dict[str, int] = field(default_factory=dict)
-    # the text of each value as last rendered: most values (status codes, statuses,
-    # timestamps) do not change between scrapes, and float formatting is the costly part
-    texts: dict[str, tuple[float, str]] = field(default_factory=dict)
+    phases: tuple[str, ...] = ()  # the phases the last result reported
 
 
-@dataclass(slots=True)
-class _SubscriptionSeries:
-    labels: str
-    status: float = 0.0
-    since: float = 0.0
-    sla_target: float | None = None  # ratio, 0.999
-    availability: float | None = None  # ratio over the current month (reports' figure)
+def _header(name: str, help_text: str, kind: str = "gauge") -> bytes:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
 
 
 class TargetMetrics:
-    """Per-target series, updated after every probe and rendered by hand."""
+    """Per-target, per-subscription and vendor series: updated after every probe and
+    rendered by hand from series tables (see ``monitor.exposition``)."""
 
     def __init__(self, fact_help: Mapping[str, str] | None = None) -> None:
-        self._targets: dict[str, _TargetSeries] = {}
-        self._subscriptions: dict[tuple[str, str], _SubscriptionSeries] = {}
+        self._targets: dict[str, _TargetRow] = {}
+        self._target_table = SeriesTable()
+        self._subscription_table = SeriesTable()
+        self._vendor_table = SeriesTable()
         self._fact_help = dict(_FACT_HELP)
         self._fact_help.update(fact_help or {})
-        self._vendor: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._phase_families: set[str] = set()
-        self._fact_families: set[str] = set()
+        table = self._target_table
+        self._base = {name: table.column(name, name) for name, _, _ in _TARGET_FAMILIES}
+        self._success = self._base["probe_success"]
+        self._duration = self._base["probe_duration_seconds"]
+        self._status = self._base["csp_monitor_target_status"]
+        self._status_since = self._base["csp_monitor_target_status_change_timestamp_seconds"]
+        self._facts: dict[str, Column] = {}
+        self._phases: dict[str, dict[str, Column]] = {}  # phase family → phase → column
+        self._results = {
+            result: table.column(("result", result), _PROBES_FAMILY, f',result="{result}"')
+            for result in _RESULTS
+        }
+        subscriptions = self._subscription_table
+        self._subscription_columns = [
+            subscriptions.column(name, name, extra) for name, _, extra in _SUBSCRIPTION_FAMILIES
+        ]
+        self._vendor_status = self._vendor_table.column(_VENDOR_FAMILY, _VENDOR_FAMILY)
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -113,19 +141,20 @@ class TargetMetrics:
             f'check="{_escape(target.check)}"'
         )
         phase_family = f"probe_{target.type}_duration_seconds"
-        self._phase_families.add(phase_family)
-        self._targets[target.id] = _TargetSeries(labels, phase_family)
+        self._phases.setdefault(phase_family, {})
+        row = self._target_table.add(target.id, labels)
+        self._targets[target.id] = _TargetRow(row, phase_family)
 
     def remove_target(self, target_id: str) -> None:
-        self._targets.pop(target_id, None)
+        if self._targets.pop(target_id, None) is not None:
+            self._target_table.remove(target_id)
 
     def set_subscription(self, customer: str, service: str, status: Status, since: float) -> None:
-        key = (customer, service)
-        series = self._subscriptions.get(key)
-        if series is None:
-            labels = f'customer="{_escape(customer)}",service="{_escape(service)}"'
-            series = self._subscriptions[key] = _SubscriptionSeries(labels)
-        series.status, series.since = float(status.gauge_value), since
+        row = self._subscription_table.add(
+            (customer, service), f'customer="{_escape(customer)}",service="{_escape(service)}"'
+        )
+        self._subscription_columns[0].set(row, float(status.gauge_value))
+        self._subscription_columns[1].set(row, since)
 
     def set_sla(
         self,
@@ -136,13 +165,13 @@ class TargetMetrics:
         availability: float | None = None,
     ) -> None:
         """The subscription's SLA target and its availability this month (ratios)."""
-        series = self._subscriptions.get((customer, service))
-        if series is None:
+        row = self._subscription_table.row((customer, service))
+        if row is None:
             return
         if target_percent is not None:
-            series.sla_target = round(target_percent / 100.0, 9)
+            self._subscription_columns[2].set(row, round(target_percent / 100.0, 9))
         if availability is not None:
-            series.availability = availability
+            self._subscription_columns[3].set(row, availability)
 
     def set_vendor(self, customer: str, service: str, source: str, value: float) -> None:
         """What the vendor's health feed says of the service for this customer."""
@@ -150,163 +179,86 @@ class TargetMetrics:
             f'customer="{_escape(customer)}",service="{_escape(service)}",'
             f'source="{_escape(source)}"'
         )
-        self._vendor[(customer, service, source)] = (labels, value)
+        row = self._vendor_table.add((customer, service, source), labels)
+        self._vendor_status.set(row, value)
 
     def remove_subscription(self, customer: str, service: str) -> None:
-        self._subscriptions.pop((customer, service), None)
+        self._subscription_table.remove((customer, service))
 
     def set_target_status(self, target_id: str, status: Status, since: float) -> None:
-        series = self._targets[target_id]
-        series.values["csp_monitor_target_status"] = float(status.gauge_value)
-        series.values["csp_monitor_target_status_change_timestamp_seconds"] = since
+        row = self._targets[target_id].row
+        self._status.set(row, float(status.gauge_value))
+        self._status_since.set(row, since)
 
     def record(self, target_id: str, result: ProbeResult) -> None:
-        series = self._targets.get(target_id)
-        if series is None:  # removed by a reload while the probe ran
+        target = self._targets.get(target_id)
+        if target is None:  # removed by a reload while the probe ran
             return
-        values = series.values
-        values["probe_success"] = 1.0 if result.success else 0.0
-        values["probe_duration_seconds"] = result.duration
+        row = target.row
+        self._success.set(row, 1.0 if result.success else 0.0)
+        self._duration.set(row, result.duration)
+        facts = self._facts
         for fact, value in result.facts.items():
-            name = "probe_" + fact
-            if name not in values:
-                self._fact_families.add(name)
-            values[name] = value
+            column = facts.get(fact)
+            if column is None:
+                name = "probe_" + fact
+                column = facts[fact] = self._target_table.column(name, name)
+            column.set(row, value)
         if result.phases:
-            series.phases = result.phases
-        outcome = observed_status(result).value
-        series.results[outcome] = series.results.get(outcome, 0) + 1
+            self._record_phases(target, result.phases)
+        self._results[observed_status(result).value].add(row)
+
+    def _record_phases(self, target: _TargetRow, phases: Mapping[str, float]) -> None:
+        columns = self._phases[target.phase_family]
+        row = target.row
+        if tuple(phases) != target.phases:  # a phase the last result had may be gone
+            for phase in target.phases:
+                if phase not in phases:
+                    columns[phase].clear(row)
+            target.phases = tuple(phases)
+        for phase, value in phases.items():
+            column = columns.get(phase)
+            if column is None:
+                column = columns[phase] = self._target_table.column(
+                    ("phase", target.phase_family, phase),
+                    target.phase_family,
+                    f',phase="{_escape(phase)}"',
+                )
+            column.set(row, value)
+
+    def _families(self) -> list[tuple[bytes, list[Column], SeriesTable]]:
+        """Every family in exposition order: its header, its columns, their table."""
+        targets = self._target_table
+        families = [
+            (_header(name, help_text, kind), [self._base[name]], targets)
+            for name, kind, help_text in _TARGET_FAMILIES
+        ]
+        for fact in sorted(self._facts):
+            help_text = self._fact_help.get(fact, f"Value probe_{fact} of the last probe")
+            families.append((_header("probe_" + fact, help_text), [self._facts[fact]], targets))
+        for name in sorted(self._phases):
+            families.append(
+                (_header(name, _PHASE_HELP), list(self._phases[name].values()), targets)
+            )
+        results = list(self._results.values())
+        families.append((_header(_PROBES_FAMILY, _PROBES_HELP, "counter"), results, targets))
+        if len(self._vendor_table):
+            header = _header(_VENDOR_FAMILY, _VENDOR_HELP)
+            families.append((header, [self._vendor_status], self._vendor_table))
+        for (name, help_text, _), column in zip(
+            _SUBSCRIPTION_FAMILIES, self._subscription_columns, strict=True
+        ):
+            families.append((_header(name, help_text), [column], self._subscription_table))
+        return families
 
     async def render(self) -> AsyncIterator[bytes]:
         """The exposition text, in chunks; yields to the loop between chunks."""
-        targets = list(self._targets.values())
-        families = [(name, kind, help_text) for name, kind, help_text in _TARGET_FAMILIES]
-        families += [
-            (
-                name,
-                "gauge",
-                self._fact_help.get(name.removeprefix("probe_"), f"Value {name} of the last probe"),
-            )
-            for name in sorted(self._fact_families)
-        ]
-        for name, kind, help_text in families:
-            yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
-            for start in range(0, len(targets), _CHUNK_TARGETS):
-                yield _family_lines(name, targets[start : start + _CHUNK_TARGETS])
-                await asyncio.sleep(0)
-        for name in sorted(self._phase_families):
-            yield (
-                f"# HELP {name} Duration of each phase of the last probe, in seconds\n"
-                f"# TYPE {name} gauge\n"
-            ).encode()
-            for start in range(0, len(targets), _CHUNK_TARGETS):
-                yield _phase_lines(name, targets[start : start + _CHUNK_TARGETS])
-                await asyncio.sleep(0)
-        name = "csp_monitor_probes_total"
-        yield (
-            f"# HELP {name} Probes run, by what they observed (before thresholds)\n"
-            f"# TYPE {name} counter\n"
-        ).encode()
-        for start in range(0, len(targets), _CHUNK_TARGETS):
-            lines = [
-                f'{name}{{{series.labels},result="{result}"}} {count}\n'
-                for series in targets[start : start + _CHUNK_TARGETS]
-                for result, count in series.results.items()
-            ]
-            yield "".join(lines).encode()
-            await asyncio.sleep(0)
-        subscriptions = list(self._subscriptions.values())
-        if self._vendor:
-            name = "csp_monitor_vendor_status"
-            yield (
-                f"# HELP {name} The vendor's own view of the service for the customer: "
-                f"0 unknown or unsupported, 1 up, 2 degraded, 3 down\n"
-                f"# TYPE {name} gauge\n"
-            ).encode()
-            yield "".join(
-                f"{name}{{{labels}}} {format_value(value)}\n"
-                for labels, value in self._vendor.values()
-            ).encode()
-        for name, help_text, attribute, extra in _SUBSCRIPTION_FAMILIES:
-            yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
-            for start in range(0, len(subscriptions), _CHUNK_TARGETS):
-                lines = []
-                for series in subscriptions[start : start + _CHUNK_TARGETS]:
-                    value = getattr(series, attribute)
-                    if value is not None:
-                        lines.append(f"{name}{{{series.labels}{extra}}} {format_value(value)}\n")
-                yield "".join(lines).encode()
-                await asyncio.sleep(0)
-
-
-# Per-subscription families: (name, help, attribute of _SubscriptionSeries, extra labels)
-_SUBSCRIPTION_FAMILIES = (
-    (
-        "csp_monitor_subscription_status",
-        "Status of the customer's subscription to the service: 0 unknown, 1 up, 2 degraded, "
-        "3 down, 4 maintenance",
-        "status",
-        "",
-    ),
-    (
-        "csp_monitor_subscription_status_change_timestamp_seconds",
-        "Unix time of the subscription's last status change",
-        "since",
-        "",
-    ),
-    (
-        "csp_monitor_sla_target_ratio",
-        "Availability promised to the customer for this service (subscription, tier or service)",
-        "sla_target",
-        "",
-    ),
-    (
-        "csp_monitor_sla_availability_ratio",
-        "SLA availability of the current calendar month so far: the figure the uptime report shows",
-        "availability",
-        ',window="month"',
-    ),
-)
-
-
-def _new_line(series: _TargetSeries, key: str, selector: str, value: float) -> str:
-    """``selector value\n``, remembered until the value changes (callers check first, so
-    an unchanged value costs neither the selector nor the float formatting)."""
-    text = repr(value)
-    line = f"{selector} {_SPECIAL.get(text, text)}\n"
-    series.texts[key] = (value, line)
-    return line
-
-
-def _family_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
-    out: list[str] = []
-    for series in chunk:
-        value = series.values.get(name)
-        if value is None:
-            continue
-        cached = series.texts.get(name)
-        out.append(
-            cached[1]
-            if cached is not None and cached[0] == value
-            else _new_line(series, name, f"{name}{{{series.labels}}}", value)
-        )
-    return "".join(out).encode()
-
-
-def _phase_lines(name: str, chunk: list[_TargetSeries]) -> bytes:
-    out: list[str] = []
-    for series in chunk:
-        if series.phase_family != name:
-            continue
-        for phase, value in series.phases.items():
-            key = "phase:" + phase
-            cached = series.texts.get(key)
-            out.append(
-                cached[1]
-                if cached is not None and cached[0] == value
-                else _new_line(series, key, f'{name}{{{series.labels},phase="{phase}"}}', value)
-            )
-    return "".join(out).encode()
+        for header, columns, table in self._families():
+            yield header
+            for column in columns:
+                for chunk in table.render(column, _BLOCKS_PER_CHUNK):
+                    yield chunk
+                    await asyncio.sleep(0)
 
 
 class DaemonMetrics:
