@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from monitor.catalog import Catalog
 from monitor.engine.model import StatusInterval
 from monitor.reports.model import Period, Report, compose, month_of, subscription_whole
 from monitor.store import Store
 
 _MAX_INCIDENTS = 100_000
+_YIELD_EVERY = 250  # subscriptions computed between two yields to the event loop
 
 
 async def build_report(
@@ -49,9 +52,11 @@ async def month_to_date(
     by_subscription: dict[tuple[str, str], list[StatusInterval]] = {}
     for interval in intervals:
         by_subscription.setdefault((interval.customer, interval.service), []).append(interval)
-    return {
-        key: subscription_whole(
+    figures: dict[tuple[str, str], float | None] = {}
+    for count, key in enumerate(catalog.subscriptions, 1):
+        figures[key] = subscription_whole(
             catalog, *key, period, by_subscription.get(key, []), now
         ).sla_availability
-        for key in catalog.subscriptions
-    }
+        if count % _YIELD_EVERY == 0:  # probes run in this loop too: ≈ 0.2 s for 10,000
+            await asyncio.sleep(0)
+    return figures
