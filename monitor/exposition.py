@@ -8,9 +8,9 @@ values do, so the text is split the other way round:
 * each label set (a target, a subscription) owns a *row*;
 * each series name (with any extra labels, such as ``phase="connect"``) is a *column*,
   a list of values indexed by row, ``None`` where that row has no such series;
-* a value is formatted when it is set (and only if it changed): the shortest exact
-  text, ``repr``, costs about 0.5 µs for a measured duration, too much to pay again
-  for every value at every scrape;
+* a value is formatted at the first scrape after it changed, once: the shortest
+  exact text, ``repr``, costs about 0.5 µs for a measured duration, too much to pay
+  for every value at every scrape, or at every probe when probes outpace scrapes;
 * for each block of rows, a column keeps a template: the parts ``name{labels} `` of
   its present rows, with a place after each for the value's text, and the rows'
   indices. A scrape fills the places in one slice assignment and joins the parts, so
@@ -51,27 +51,31 @@ def _one(index: int) -> Callable[[_Texts], Sequence[bytes | None]]:
 class Column:
     """The values of one series name (and extra labels) across the rows of a table.
 
-    Each value is kept with its text, formatted when it is set: a scrape then only
-    copies bytes, and a value that did not change is not formatted again."""
+    Each value is kept with its text. A value that changes is only marked stale (a probe
+    pays a compare and an append); the next scrape formats each stale value once, however
+    often it changed in between, and copies the others' texts as they are."""
 
-    __slots__ = ("_templates", "name", "selector_suffix", "texts", "values")
+    __slots__ = ("_stale", "_templates", "name", "selector_suffix", "texts", "values")
 
     def __init__(self, name: str, selector_suffix: str, rows: int) -> None:
         self.name = name
         self.selector_suffix = selector_suffix  # ',phase="connect"' or ''
         self.values: list[float | int | None] = [None] * rows
-        self.texts: _Texts = [None] * rows
+        self.texts: _Texts = [None] * rows  # None: absent, or stale and listed in _stale
+        self._stale: list[int] = []
         self._templates: dict[int, _Template] = {}
 
     def set(self, row: int, value: float | int) -> None:
         previous = self.values[row]
         if previous == value:
             return
+        self.values[row] = value
         if previous is None:  # a new series in this block: its template no longer fits
             self._templates.pop(row // BLOCK_ROWS, None)
-        self.values[row] = value
-        text = b"%r\n" % value  # value_text(), inlined: this runs for every value of every probe
-        self.texts[row] = _SPECIAL[text] if text[-2] > 57 else text
+            self._stale.append(row)
+        elif self.texts[row] is not None:  # not yet listed since the last scrape
+            self.texts[row] = None
+            self._stale.append(row)
 
     def add(self, row: int, amount: int = 1) -> None:
         """Adds to a counter."""
@@ -89,6 +93,16 @@ class Column:
 
     def forget_block(self, block: int) -> None:
         self._templates.pop(block, None)
+
+    def refresh(self) -> None:
+        """Formats the values that changed since the last call."""
+        values, texts = self.values, self.texts
+        for row in self._stale:
+            value = values[row]
+            if value is not None:
+                text = b"%r\n" % value  # value_text(), inlined
+                texts[row] = _SPECIAL[text] if text[-2] > 57 else text
+        self._stale.clear()
 
     def render_block(self, block: int, labels: list[str | None]) -> bytes:
         template = self._templates.get(block)
@@ -174,6 +188,8 @@ class SeriesTable:
         blocks = -(-len(self._labels) // BLOCK_ROWS)
         for first in range(0, blocks, blocks_per_chunk):
             last = min(first + blocks_per_chunk, blocks)
+            # probes may have changed values while the previous chunk was sent
+            column.refresh()
             text = b"".join(
                 [column.render_block(block, self._labels) for block in range(first, last)]
             )
