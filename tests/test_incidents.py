@@ -10,7 +10,7 @@ import pytest
 from monitor.engine import incidents as engine
 from monitor.engine.correlation import CorrelationSettings, members
 from monitor.engine.flapping import FlapDetector, FlapSettings
-from monitor.engine.maintenance import in_maintenance, is_active
+from monitor.engine.maintenance import in_maintenance, is_active, occurrences
 from monitor.engine.model import (
     EscalationStep,
     Incident,
@@ -245,6 +245,35 @@ def test_maintenance_windows_in_beijing_time(
         recurrence=recurrence,
     )
     assert is_active(window, at(moment)) is active
+
+
+@pytest.mark.parametrize(
+    ("recurrence", "starts", "period", "expected"),
+    [
+        # November 2026 in Beijing time: a report's period
+        (None, "2026-11-01 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 1),
+        (None, "2026-10-01 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 0),
+        ("daily", "2026-11-01 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 30),
+        ("daily", "2026-11-20 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 11),
+        ("weekly", "2026-10-04 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 5),  # Sundays
+        ("monthly", "2026-01-31 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 0),  # no 31st
+        ("monthly", "2026-01-15 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 1),
+        ("weekly", "2026-12-06 02:00", ("2026-11-01 00:00", "2026-12-01 00:00"), 0),  # later
+        # an occurrence that began the evening before still overlaps the period
+        ("daily", "2026-10-01 23:00", ("2026-11-01 00:00", "2026-11-02 00:00"), 2),
+    ],
+)
+def test_maintenance_occurrences_in_a_period(
+    recurrence: str | None, starts: str, period: tuple[str, str], expected: int
+) -> None:
+    window = MaintenanceWindow(
+        "MW-1", at(starts), at(starts) + 2 * 3600, customer="contoso", recurrence=recurrence
+    )
+    found = occurrences(window, at(period[0]), at(period[1]))
+    assert len(found) == expected
+    for begins, ends in found:
+        assert ends - begins == 2 * 3600
+        assert is_active(window, begins + 60) and not is_active(window, ends + 60)
 
 
 def test_maintenance_scope() -> None:

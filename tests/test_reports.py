@@ -344,3 +344,49 @@ async def test_report_and_audit_verify_commands(tmp_path: Path) -> None:
     tampered = cli("audit", "verify")
     assert tampered.returncode == 1
     assert "entry 5: content does not match its hash" in tampered.stderr
+
+
+async def test_only_windows_that_occurred_in_the_period_are_listed(
+    month: tuple[Store, Catalog],
+) -> None:
+    store, catalog = month
+    day = 24 * 60 * MIN
+    sunday_sep_6 = T - 25 * day + 120 * MIN  # 02:00 Beijing time
+    for window in (
+        MaintenanceWindow(
+            "MW-SUNDAYS",
+            sunday_sep_6,
+            sunday_sep_6 + 120 * MIN,
+            customer="fabrikam",
+            recurrence="weekly",
+            reason="Exchange hybrid patching",
+        ),
+        MaintenanceWindow(
+            "MW-SEPTEMBER", sunday_sep_6, sunday_sep_6 + 60 * MIN, customer="fabrikam"
+        ),
+        MaintenanceWindow(
+            "MW-NOVEMBER",
+            T + 40 * day,
+            T + 40 * day + 60 * MIN,
+            customer="fabrikam",
+            recurrence="weekly",
+        ),
+    ):
+        await store.add_maintenance(window, T - 30 * day)
+
+    report = await build_report(store, catalog, PERIOD, now=T + 50000 * MIN)
+    document = json.loads(to_json(report))
+    fabrikam = next(c for c in document["customers"] if c["id"] == "fabrikam")
+    [listed] = fabrikam["maintenance_windows"]
+    assert listed["id"] == "MW-SUNDAYS"
+    # Sundays 02:00 in Beijing, which JSON gives in UTC
+    assert [begins[:16] for begins, _ in listed["occurrences_in_period"]] == [
+        "2026-10-03T18:00",
+        "2026-10-10T18:00",
+        "2026-10-17T18:00",
+        "2026-10-24T18:00",
+    ]
+    assert listed["minutes_in_period"] == 480.0
+    html = to_html(report)
+    assert "MW-SUNDAYS" in html and "4 (480.0 min)" in html
+    assert "MW-SEPTEMBER" not in html and "MW-NOVEMBER" not in html

@@ -8,7 +8,7 @@ whatever the UTC offset does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.engine.model import MaintenanceWindow
@@ -55,6 +55,37 @@ def is_active(window: MaintenanceWindow, now: float) -> bool:
         if begins <= now < begins + duration and begins >= window.starts_at - 1:
             return True
     return False
+
+
+def occurrences(window: MaintenanceWindow, start: float, end: float) -> list[tuple[float, float]]:
+    """(begins, ends) of each occurrence of the window that overlaps [start, end)."""
+    duration = window.ends_at - window.starts_at
+    if window.recurrence is None:
+        overlaps = window.starts_at < end and window.ends_at > start
+        return [(window.starts_at, window.ends_at)] if overlaps else []
+    zone = ZoneInfo(window.timezone)
+    first = datetime.fromtimestamp(window.starts_at, zone)
+    # local dates from just before the range (an occurrence may run into it) to its end
+    day = datetime.fromtimestamp(max(start - duration, window.starts_at), zone).date()
+    last = datetime.fromtimestamp(end, zone).date()
+    found = []
+    while day <= last:
+        begins = _occurrence_on(window.recurrence, first, day)
+        if begins is not None:
+            at = begins.timestamp()
+            if at >= window.starts_at - 1 and at < end and at + duration > start:
+                found.append((at, at + duration))
+        day += timedelta(days=1)
+    return found
+
+
+def _occurrence_on(recurrence: str, first: datetime, day: date) -> datetime | None:
+    """The local start of the occurrence that begins on ``day``, if one does."""
+    if recurrence == "weekly" and day.weekday() != first.weekday():
+        return None
+    if recurrence == "monthly" and day.day != first.day:
+        return None  # so the 31st has no occurrence in a shorter month, as is_active has it
+    return datetime.combine(day, first.timetz())
 
 
 def in_maintenance(

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.catalog import Catalog
 from monitor.engine.correlation import VENDOR_CUSTOMER
-from monitor.engine.maintenance import applies_to
+from monitor.engine.maintenance import applies_to, occurrences
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
 from monitor.sla import Availability, IncidentTimes, ResponseStats, availability, response_stats
 
@@ -99,6 +99,18 @@ class SubscriptionFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowInPeriod:
+    """A maintenance window that applied in the period, and when it did."""
+
+    window: MaintenanceWindow
+    occurrences: tuple[tuple[float, float], ...]  # (begins, ends), clipped to the period
+
+    @property
+    def seconds(self) -> float:
+        return sum(end - begin for begin, end in self.occurrences)
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerSection:
     id: str
     name: str
@@ -107,7 +119,7 @@ class CustomerSection:
     subscriptions: tuple[SubscriptionFigures, ...]
     incidents: tuple[IncidentTimes, ...]
     response: ResponseStats
-    maintenance: tuple[MaintenanceWindow, ...]
+    maintenance: tuple[WindowInPeriod, ...]
     ack_within: float | None
     resolve_within: float | None
 
@@ -201,6 +213,12 @@ def subscription_figures(
     )
 
 
+def _window_in_period(window: MaintenanceWindow, period: Period) -> WindowInPeriod:
+    found = occurrences(window, period.start, period.end)
+    clipped = tuple((max(b, period.start), min(e, period.end)) for b, e in found)
+    return WindowInPeriod(window, clipped)
+
+
 def compose(
     catalog: Catalog,
     period: Period,
@@ -239,12 +257,10 @@ def compose(
         )
         own = sorted(times_by_customer[spec.id], key=lambda t: t.opened_at)
         applicable = tuple(
-            w
+            in_period
             for w in windows
             if any(applies_to(w, spec.id, s.service) for s in subscriptions)
-            and (
-                w.recurrence is not None or (w.starts_at < period.end and w.ends_at > period.start)
-            )
+            and (in_period := _window_in_period(w, period)).occurrences
         )
         sections.append(
             CustomerSection(

@@ -145,16 +145,18 @@ def to_json(report: Report) -> str:
                 "incidents": [_incident_json(i) for i in c.incidents],
                 "maintenance_windows": [
                     {
-                        "id": w.id,
-                        "service": w.service,
-                        "starts_at": _iso(w.starts_at),
-                        "ends_at": _iso(w.ends_at),
-                        "recurrence": w.recurrence,
-                        "timezone": w.timezone,
-                        "reason": w.reason,
-                        "created_by": w.created_by,
+                        "id": m.window.id,
+                        "service": m.window.service,
+                        "starts_at": _iso(m.window.starts_at),
+                        "ends_at": _iso(m.window.ends_at),
+                        "recurrence": m.window.recurrence,
+                        "timezone": m.window.timezone,
+                        "reason": m.window.reason,
+                        "created_by": m.window.created_by,
+                        "occurrences_in_period": [[_iso(b), _iso(e)] for b, e in m.occurrences],
+                        "minutes_in_period": _minutes(m.seconds),
                     }
-                    for w in c.maintenance
+                    for m in c.maintenance
                 ],
             }
             for c in report.customers
