@@ -429,11 +429,11 @@ def test_compose_runs_the_daemon_prometheus_and_grafana_with_these_files() -> No
                 assert source in declared, source
 
 
-def test_dockerfile_installs_the_source_tree() -> None:
+def test_dockerfile_installs_the_package_with_its_templates() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11", text, re.M)
-    # alert_templates/ is found next to the package sources: install in place
-    assert "alert_templates" in text and "pip install" in text
+    # the build context must hold alert_templates/ for the wheel to carry it
+    assert re.search(r"^COPY alert_templates ", text, re.M) and "pip install ." in text
     assert re.search(r"^USER \w+", text, re.M), "run as an unprivileged user"
     assert "EXPOSE 9700" in text
 

@@ -624,6 +624,12 @@ def test_the_scenario_is_what_the_panels_are_about(stack: Stack) -> None:
     assert values("service:csp_monitor_customers_down:count") == {
         "job=csp-monitor,service=sharepoint": 2.0
     }
+    # "Not up, and since when" takes the age of the open incidents
+    opened = values("max by (customer, service) (csp_monitor_incident_opened_timestamp_seconds)")
+    assert {
+        "customer=contoso,service=sharepoint",
+        "customer=fabrikam,service=sharepoint",
+    } <= set(opened)
     degraded = values("csp_monitor_subscription_status == 2")
     assert [key for key in degraded if "customer=contoso" in key and "service=portal" in key]
     expiry = values("min(probe_ssl_earliest_cert_expiry) - time()")
