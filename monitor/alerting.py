@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # A change for the incident manager, applied in arrival order: (what, apply it)
 Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
+_BATCH = 2000  # queued changes applied between two history writes
 
 
 def store_url(catalog: Catalog, base: Path) -> str:
@@ -225,18 +226,37 @@ class Alerting:
 
     async def _consume(self) -> None:
         while True:
-            what, apply = await self._queue.get()
+            change = await self._queue.get()
+            assert self.manager is not None
+            taken = 1
             try:
-                assert self.manager is not None
-                await apply(self.manager)
+                # what piled up meanwhile is applied as one batch: its history is written in
+                # one transaction (10,000 status changes at start-up took a minute one by one)
+                async with self.manager.history_batch():
+                    await self._apply(change)
+                    while not self._queue.empty() and taken < _BATCH:
+                        taken += 1
+                        await self._apply(self._queue.get_nowait())
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # the store may be down: the change is logged; the next change or tick
-                # brings the incident up to date
-                log.exception("event=incident_update_failed change=%r", what)
+                # kept by the manager and written with the next batch
+                log.exception("event=status_history_failed changes=%d", taken)
             finally:
-                self._queue.task_done()
+                for _ in range(taken):
+                    self._queue.task_done()
+
+    async def _apply(self, change: Change) -> None:
+        what, apply = change
+        try:
+            assert self.manager is not None
+            await apply(self.manager)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # the store may be down: the change is logged; the next change or tick
+            # brings the incident up to date
+            log.exception("event=incident_update_failed change=%r", what)
 
     async def _ticker(self, interval: float) -> None:
         while not self._stop.is_set():

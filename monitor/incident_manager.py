@@ -13,11 +13,12 @@ applied in order, and an acknowledgement never interleaves with a tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,8 @@ from monitor.store import (
 from monitor.vendor import VendorBoard, VendorChange, VendorState
 
 log = logging.getLogger(__name__)
+_HISTORY_BATCH = 2000  # status changes written per transaction in a batch
+_HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 
 Key = tuple[str, str]
 FailingChecks = Callable[[str, str], list[FailingCheckContext]]
@@ -126,6 +129,8 @@ class IncidentManager:
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
         self._recorded: dict[Key, str] = {}  # status last written to the interval history
+        self._unrecorded: list[tuple[str, str, str, float]] = []  # held back by a batch
+        self._batching = 0
         self._flaps: dict[Key, FlapDetector] = {}
         self._windows: list[MaintenanceWindow] = []
         self._instance = uuid.uuid4().hex[:12]
@@ -261,8 +266,38 @@ class IncidentManager:
     async def _record(self, key: Key, status: str, now: float) -> None:
         if self._recorded.get(key) == status:
             return
-        await self._store.record_status(*key, status, now)
         self._recorded[key] = status
+        self._unrecorded.append((*key, status, now))
+        if not self._batching or len(self._unrecorded) >= _HISTORY_BATCH:
+            await self._flush_history()
+
+    async def _flush_history(self) -> None:
+        """Write the status changes held back by a batch, in one transaction. Called before
+        any other write too, so the history and the audit chain keep the order of events."""
+        if not self._unrecorded:
+            return
+        batch, self._unrecorded = self._unrecorded, []
+        try:
+            await self._store.record_statuses(batch)
+        except BaseException:
+            # the store is down: keep them, in order, for the next attempt (bounded)
+            if len(batch) > _HISTORY_BACKLOG:
+                log.error("event=status_history_lost changes=%d", len(batch) - _HISTORY_BACKLOG)
+            self._unrecorded[:0] = batch[-_HISTORY_BACKLOG:]
+            raise
+
+    @contextlib.asynccontextmanager
+    async def history_batch(self) -> AsyncIterator[None]:
+        """Status changes applied inside go to the history together, at the end: the
+        queue's consumer uses it when changes pile up (10,000 at start-up)."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                async with self._lock:
+                    await self._flush_history()
 
     async def _open_new(
         self, customer: str, service: str, status: str, reason: str, now: float, *, muted: bool
@@ -270,6 +305,7 @@ class IncidentManager:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
         policy = self.policy_for(customer, service)
+        await self._flush_history()
         async with self._store.transaction() as tx:
             incident_id = await tx.allocate_incident_id(now)
             incident, decision = engine.open_incident(
@@ -314,6 +350,7 @@ class IncidentManager:
         self, incident: Incident, change: Callable[[Incident], engine.Decision]
     ) -> Incident:
         """Run an engine change on a copy, persist it, then adopt the copy."""
+        await self._flush_history()
         for _ in range(3):  # another writer may have saved the incident meanwhile
             working = copy.deepcopy(incident)
             decision = change(working)
@@ -421,10 +458,12 @@ class IncidentManager:
     async def close(self, now: float | None = None) -> None:
         """A clean stop: end the history here, so the time until the next start is a gap."""
         now = self._wall() if now is None else now
-        async with self._lock, self._store.transaction() as tx:
-            await tx.close_all_open(now, list(self._recorded))
-            await tx.beat(self._instance, self._started_at, now)
-            await tx.audit(now, "monitor", self._instance, None, event="stopped")
+        async with self._lock:
+            await self._flush_history()
+            async with self._store.transaction() as tx:
+                await tx.close_all_open(now, list(self._recorded))
+                await tx.beat(self._instance, self._started_at, now)
+                await tx.audit(now, "monitor", self._instance, None, event="stopped")
 
     # ------------------------------------------------------------------ operators
 
@@ -748,6 +787,7 @@ class IncidentManager:
                     ),
                 )
             if not touched:
+                await self._flush_history()
                 await self._store.audit(
                     now,
                     "vendor_advisory",

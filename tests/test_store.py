@@ -541,6 +541,45 @@ async def test_status_intervals_open_close_and_ignore_repeats(store: Store) -> N
     ]
 
 
+async def test_a_batch_of_status_changes_is_written_as_one_by_one(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The same intervals and the same audit chain, hash for hash, as record_status."""
+    key = b"k" * 32
+    changes = [
+        ("contoso", "exchange-online", "unknown", T0),
+        ("contoso", "exchange-online", "up", T0 + 30),
+        ("fabrikam", "exchange-online", "down", T0 + 31),
+        ("contoso", "exchange-online", "up", T0 + 40),  # unchanged: nothing
+        ("contoso", "exchange-online", "down", T0 + 60),
+        ("contoso", "exchange-online", "up", T0 + 55),  # the clock stepped back
+        ("fabrikam", "exchange-online", "up", T0 + 90),
+    ]
+    earlier = [("contoso", "exchange-online", "up", T0 - 600)]  # stored before the batch
+    one_by_one = await Store.open(f"sqlite:///{tmp_path}/one-by-one.db", audit_key=key)
+    batched = await Store.open(store_url, audit_key=key)
+    try:
+        for change in earlier + changes:
+            await one_by_one.record_status(*change)
+        assert await batched.record_statuses(earlier) == 1
+        assert await batched.record_statuses(changes) == 6
+
+        expected = await one_by_one.status_intervals()
+        assert await batched.status_intervals() == expected
+        assert [(i.status, i.start - T0, i.end) for i in expected if i.customer == "contoso"] == [
+            ("up", -600, T0),
+            ("unknown", 0, T0 + 30),
+            ("up", 30, T0 + 60),
+            ("down", 60, T0 + 60),
+            ("up", 60, None),
+        ]
+        assert await batched.audit_entries() == await one_by_one.audit_entries()
+        assert (await batched.verify_audit(key))[1] == []
+    finally:
+        await one_by_one.close()
+        await batched.close()
+
+
 async def test_status_intervals_in_a_period(store: Store) -> None:
     for at, status in [(T0, "up"), (T0 + 100, "down"), (T0 + 200, "up")]:
         await store.record_status("contoso", "exchange-online", status, at)

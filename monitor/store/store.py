@@ -230,6 +230,11 @@ class Store:
         async with self.transaction() as tx:
             return await tx.record_status(customer, service, status, at)
 
+    async def record_statuses(self, changes: Sequence[tuple[str, str, str, float]]) -> int:
+        """Record (customer, service, status, at) changes in order, in one transaction."""
+        async with self.transaction() as tx:
+            return await tx.record_statuses(changes)
+
     async def close_all_open(
         self, at: float, subscriptions: Collection[tuple[str, str]] | None = None
     ) -> int:

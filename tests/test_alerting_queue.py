@@ -1,0 +1,88 @@
+"""The status-change queue: a pile of changes is taken in as one batch, losing nothing,
+out of order in nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.alerting import Alerting, audit_key
+from monitor.catalog import Catalog, load_catalog
+from monitor.probe import Status
+from tests.conftest import FakeClock
+
+CUSTOMERS = 300
+T0 = 1_795_000_000.0
+
+
+def write_config(path: Path) -> Path:
+    lines = [
+        "incidents: {correlation: {enabled: false}, tick_interval: 1h}",
+        "escalation_policies:",
+        "  standard: {steps: [{after: 0s, notify: [outbox]}]}",
+        "channels:",
+        "  outbox: {type: file, directory: outbox}",
+        "services:",
+        "  exchange-online:",
+        "    name: Exchange Online",
+        "    checks: [{name: owa, type: tcp, host: 127.0.0.1, port: 1}]",
+        "customers:",
+    ]
+    lines += [
+        f"  - {{id: c{i:03d}, name: Customer {i}, tenant_domain: c{i:03d}.partner.onmschina.cn,"
+        " subscriptions: [exchange-online], escalation_policy: standard}"
+        for i in range(CUSTOMERS)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+async def alerting(tmp_path: Path) -> AsyncIterator[tuple[Alerting, Catalog]]:
+    catalog = load_catalog(write_config(tmp_path / "config.yaml"), env={})
+    clock = FakeClock(T0)
+    started = Alerting(CollectorRegistry(), wall=clock)
+    async with aiohttp.ClientSession() as http:
+        await started.start(catalog, http, tmp_path, failing_checks=lambda c, s: [])
+        try:
+            yield started, catalog
+        finally:
+            await started.close()
+
+
+async def test_a_pile_of_changes_is_all_recorded_in_order(
+    alerting: tuple[Alerting, Catalog], tmp_path: Path
+) -> None:
+    queue, catalog = alerting
+    # start-up: every subscription goes from unknown to up at once, one goes down among them
+    for i in range(CUSTOMERS):
+        queue.subscription_changed(
+            f"c{i:03d}", "exchange-online", Status.UNKNOWN, Status.UP, "", T0 + i / 1000
+        )
+        if i == 150:
+            queue.subscription_changed(
+                "c007", "exchange-online", Status.UP, Status.DOWN, "connection refused", T0 + 0.2
+            )
+    await queue.drain()
+
+    store, manager = queue.store, queue.manager
+    assert store is not None and manager is not None
+    intervals = await store.status_intervals()
+    assert len(intervals) == CUSTOMERS + 1
+    assert [(i.status, i.start, i.end) for i in intervals if i.customer == "c007"] == [
+        ("up", T0 + 0.007, T0 + 0.2),
+        ("down", T0 + 0.2, None),
+    ]
+    [incident] = manager.open_incidents()
+    assert (incident.customer, incident.status) == ("c007", "down")
+    # the audit chain tells it in the order it happened: c007 down, then its incident
+    entries = [(e.kind, e.subject, e.detail.get("status")) for e in await store.audit_entries()]
+    down = entries.index(("status", "c007/exchange-online", "down"))
+    opened = next(n for n, e in enumerate(entries) if e[0] == "incident" and e[1] == incident.id)
+    assert down < opened
+    assert (await store.verify_audit(audit_key(catalog, tmp_path)))[1] == []
+    assert len([e for e in entries if e[0] == "status"]) == CUSTOMERS + 1
