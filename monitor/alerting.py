@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.catalog import Catalog
 from monitor.channels import build_channel
 from monitor.channels.base import Channel
+from monitor.engine.model import IncidentEvent
 from monitor.housekeeping import Housekeeping, SetSla
 from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner, key_file
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 # A change for the incident manager, applied in arrival order: (what, apply it)
 Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
 _BATCH = 2000  # queued changes applied between two history writes
+_YIELD_EVERY = 100  # changes applied between two yields to the event loop
+# incident events whose series exist from start-up, so rates and increases have data
+_COUNTED_FROM_START = ("opened", "escalated", "reminder", "acknowledged", "resolved", "reopened")
 
 
 def store_url(catalog: Catalog, base: Path) -> str:
@@ -104,6 +108,14 @@ class Alerting:
             ["customer", "service", "severity", "incident"],
             registry=registry,
         )
+        self._incident_events = Counter(
+            "csp_monitor_incident_events",
+            "Incident timeline events stored: opened, escalated, acknowledged, resolved, …",
+            ["event"],
+            registry=registry,
+        )
+        for event in _COUNTED_FROM_START:
+            self._incident_events.labels(event)
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +145,7 @@ class Alerting:
             signer,
             failing_checks=failing_checks,
             wake=self.notifier.wake,
+            on_events=self._count_events,
             wall=self._wall,
             vendor=self.vendor,
         )
@@ -237,6 +250,10 @@ class Alerting:
                     while not self._queue.empty() and taken < _BATCH:
                         taken += 1
                         await self._apply(self._queue.get_nowait())
+                        if taken % _YIELD_EVERY == 0:
+                            # a change that only goes to the history never waits on I/O:
+                            # let probes and scrapes run
+                            await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -273,6 +290,10 @@ class Alerting:
                     await self._stop.wait()
             except TimeoutError:
                 pass
+
+    def _count_events(self, events: Sequence[IncidentEvent]) -> None:
+        for event in events:
+            self._incident_events.labels(event.kind).inc()
 
     def _export_open(self) -> None:
         if self.manager is None:

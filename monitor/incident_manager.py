@@ -18,7 +18,7 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,6 +114,7 @@ class IncidentManager:
         *,
         failing_checks: FailingChecks,
         wake: Callable[[], None] = lambda: None,
+        on_events: Callable[[Sequence[IncidentEvent]], None] = lambda events: None,
         wall: Callable[[], float] = time.time,
         vendor: VendorBoard | None = None,
     ) -> None:
@@ -123,6 +124,7 @@ class IncidentManager:
         self._failing_checks = failing_checks
         self._vendor = vendor or VendorBoard()
         self._wake = wake
+        self._on_events = on_events  # what was stored: counted in csp_monitor_incident_events
         self._wall = wall
         self._lock = asyncio.Lock()
         self._open: dict[Key, Incident] = {}
@@ -323,6 +325,7 @@ class IncidentManager:
                 return None
             await tx.add_events(decision.events)
             await tx.enqueue(messages, now)
+        self._on_events(decision.events)
         self._open[(customer, service)] = incident
         self._recent.pop((customer, service), None)
         known = self._vendor_state(customer, service)
@@ -369,6 +372,7 @@ class IncidentManager:
                 incident = fresh
                 continue
             self._adopt(working)
+            self._on_events(decision.events)
             if messages:
                 self._wake()
             return working

@@ -42,22 +42,24 @@ def write_config(path: Path) -> Path:
 
 
 @pytest.fixture
-async def alerting(tmp_path: Path) -> AsyncIterator[tuple[Alerting, Catalog]]:
+async def alerting(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Alerting, Catalog, CollectorRegistry]]:
     catalog = load_catalog(write_config(tmp_path / "config.yaml"), env={})
-    clock = FakeClock(T0)
-    started = Alerting(CollectorRegistry(), wall=clock)
+    registry = CollectorRegistry()
+    started = Alerting(registry, wall=FakeClock(T0))
     async with aiohttp.ClientSession() as http:
         await started.start(catalog, http, tmp_path, failing_checks=lambda c, s: [])
         try:
-            yield started, catalog
+            yield started, catalog, registry
         finally:
             await started.close()
 
 
 async def test_a_pile_of_changes_is_all_recorded_in_order(
-    alerting: tuple[Alerting, Catalog], tmp_path: Path
+    alerting: tuple[Alerting, Catalog, CollectorRegistry], tmp_path: Path
 ) -> None:
-    queue, catalog = alerting
+    queue, catalog, registry = alerting
     # start-up: every subscription goes from unknown to up at once, one goes down among them
     for i in range(CUSTOMERS):
         queue.subscription_changed(
@@ -86,3 +88,7 @@ async def test_a_pile_of_changes_is_all_recorded_in_order(
     assert down < opened
     assert (await store.verify_audit(audit_key(catalog, tmp_path)))[1] == []
     assert len([e for e in entries if e[0] == "status"]) == CUSTOMERS + 1
+    # and the incident's events are counted for the dashboards
+    count = registry.get_sample_value
+    assert count("csp_monitor_incident_events_total", {"event": "opened"}) == 1.0
+    assert count("csp_monitor_incident_events_total", {"event": "escalated"}) == 0.0
