@@ -55,15 +55,29 @@ class Column:
     pays a compare and an append); the next scrape formats each stale value once, however
     often it changed in between, and copies the others' texts as they are."""
 
-    __slots__ = ("_stale", "_templates", "name", "selector_suffix", "texts", "values")
+    __slots__ = (
+        "_labels",
+        "_prefixes",
+        "_stale",
+        "_templates",
+        "name",
+        "selector_suffix",
+        "texts",
+        "values",
+    )
 
-    def __init__(self, name: str, selector_suffix: str, rows: int) -> None:
+    def __init__(self, name: str, selector_suffix: str, labels: list[str | None]) -> None:
         self.name = name
         self.selector_suffix = selector_suffix  # ',phase="connect"' or ''
+        self._labels = labels  # the table's, shared
+        rows = len(labels)
         self.values: list[float | int | None] = [None] * rows
         self.texts: _Texts = [None] * rows  # None: absent, or stale and listed in _stale
         self._stale: list[int] = []
         self._templates: dict[int, _Template] = {}
+        # b'name{labels} ' per row, made when its series first appears: a template rebuilt
+        # (a series came or went in the block) reuses the other rows' prefixes
+        self._prefixes: list[bytes | None] = [None] * rows
 
     def set(self, row: int, value: float | int) -> None:
         previous = self.values[row]
@@ -72,7 +86,12 @@ class Column:
         self.values[row] = value
         if previous is None:  # a new series in this block: its template no longer fits
             self._templates.pop(row // BLOCK_ROWS, None)
-            self._stale.append(row)
+            # its text and prefix are made now, once, so that the first scrapes after
+            # start-up, when every series is new, do not make 170,000 of each at once
+            if self._prefixes[row] is None:
+                self._prefixes[row] = self._prefix(row)
+            text = b"%r\n" % value  # value_text(), inlined
+            self.texts[row] = _SPECIAL[text] if text[-2] > 57 else text
         elif self.texts[row] is not None:  # not yet listed since the last scrape
             self.texts[row] = None
             self._stale.append(row)
@@ -82,6 +101,8 @@ class Column:
         self.set(row, (self.values[row] or 0) + amount)
 
     def clear(self, row: int) -> None:
+        """Forgets the row's series (the row is removed, or its labels change)."""
+        self._prefixes[row] = None
         if self.values[row] is not None:
             self.values[row] = self.texts[row] = None
             self._templates.pop(row // BLOCK_ROWS, None)
@@ -90,6 +111,7 @@ class Column:
         """Makes room for one more row."""
         self.values.append(None)
         self.texts.append(None)
+        self._prefixes.append(None)
 
     def forget_block(self, block: int) -> None:
         self._templates.pop(block, None)
@@ -104,29 +126,36 @@ class Column:
                 texts[row] = _SPECIAL[text] if text[-2] > 57 else text
         self._stale.clear()
 
-    def render_block(self, block: int, labels: list[str | None]) -> bytes:
+    def render_block(self, block: int) -> bytes:
         template = self._templates.get(block)
         if template is None:
-            template = self._templates[block] = self._build(block, labels)
+            template = self._templates[block] = self._build(block)
         parts, texts_of = template
         if not parts:
             return b""
         parts[1::2] = texts_of(self.texts)
         return b"".join(parts)  # type: ignore[arg-type]  # every odd part is a present value
 
-    def _build(self, block: int, labels: list[str | None]) -> _Template:
+    def _prefix(self, row: int) -> bytes:
+        return f"{self.name}{{{self._labels[row]}{self.selector_suffix}}} ".encode()
+
+    def _build(self, block: int) -> _Template:
         start = block * BLOCK_ROWS
         rows = [
             row
             for row in range(start, min(start + BLOCK_ROWS, len(self.values)))
-            if self.values[row] is not None and labels[row] is not None
+            if self.values[row] is not None and self._labels[row] is not None
         ]
         if not rows:
             return [], lambda texts: ()
-        parts: list[bytes | None] = []
+        prefixes = self._prefixes
         for row in rows:
-            parts += (f"{self.name}{{{labels[row]}{self.selector_suffix}}} ".encode(), None)
-        return parts, (itemgetter(*rows) if len(rows) > 1 else _one(rows[0]))
+            if prefixes[row] is None:  # the row changed hands since its value was set
+                prefixes[row] = self._prefix(row)
+        of_rows = itemgetter(*rows) if len(rows) > 1 else _one(rows[0])
+        parts: list[bytes | None] = [None] * (2 * len(rows))
+        parts[0::2] = of_rows(prefixes)
+        return parts, of_rows
 
 
 class SeriesTable:
@@ -177,7 +206,7 @@ class SeriesTable:
         """The column for ``key``, created on first use."""
         column = self._columns.get(key)
         if column is None:
-            column = self._columns[key] = Column(name, selector_suffix, len(self._labels))
+            column = self._columns[key] = Column(name, selector_suffix, self._labels)
         return column
 
     def columns(self) -> dict[Hashable, Column]:
@@ -190,8 +219,6 @@ class SeriesTable:
             last = min(first + blocks_per_chunk, blocks)
             # probes may have changed values while the previous chunk was sent
             column.refresh()
-            text = b"".join(
-                [column.render_block(block, self._labels) for block in range(first, last)]
-            )
+            text = b"".join([column.render_block(block) for block in range(first, last)])
             if text:
                 yield text
