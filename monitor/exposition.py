@@ -10,7 +10,9 @@ values do, so the text is split the other way round:
   a list of values indexed by row, ``None`` where that row has no such series;
 * a value is formatted at the first scrape after it changed, once: the shortest
   exact text, ``repr``, costs about 0.5 µs for a measured duration, too much to pay
-  for every value at every scrape, or at every probe when probes outpace scrapes;
+  for every value at every scrape, or at every probe when probes outpace scrapes
+  (a series' first value is formatted when it is set, with its ``name{labels} ``,
+  so that the scrapes after start-up do not make all of them at once);
 * for each block of rows, a column keeps a template: the parts ``name{labels} `` of
   its present rows, with a place after each for the value's text, and the rows'
   indices. A scrape fills the places in one slice assignment and joins the parts, so
