@@ -274,13 +274,37 @@ def _statuses(health: ResourceHealth, opts: Options) -> tuple[list[VendorStatus]
                 "latest_post": plain_text(worst_props.get("detailedStatus")),
                 "start": timestamp(worst_props.get("occuredTime")),
             }
-        maintenance = any(
-            str(e.get("eventType", "")).lower() == "plannedmaintenance" for e in events
-        )
+        planned = [e for e in events if str(e.get("eventType", "")).lower() == "plannedmaintenance"]
+        window_start, window_end = announced_window(planned)
         statuses.append(
-            VendorStatus(service, "azure", status, word, planned_maintenance=maintenance, **fields)
+            VendorStatus(
+                service,
+                "azure",
+                status,
+                word,
+                planned_maintenance=bool(planned),
+                maintenance_start=window_start,
+                maintenance_end=window_end,
+                **fields,
+            )
         )
     return statuses, len(event_ids), notes
+
+
+def announced_window(events: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Start and end of the soonest planned maintenance among ``events``: the end is
+    ``impactMitigationTime``, else the start plus ``duration`` (seconds), else unknown."""
+    spans = []
+    for event in events:
+        start = timestamp(event.get("impactStartTime"))
+        if start is None:
+            continue
+        end = timestamp(event.get("impactMitigationTime"))
+        duration = event.get("duration")
+        if end is None and isinstance(duration, int | float) and not isinstance(duration, bool):
+            end = start + float(duration)
+        spans.append((start, end if end is not None and end > start else None))
+    return min(spans, key=lambda span: span[0]) if spans else (None, None)
 
 
 def _event_fields(event: dict[str, Any]) -> dict[str, Any]:

@@ -127,6 +127,9 @@ class VendorStatus:
     classification: str | None = None
     start: float | None = None
     planned_maintenance: bool = False
+    # the announced planned maintenance, when the feed gives its times (Unix times)
+    maintenance_start: float | None = None
+    maintenance_end: float | None = None
 
     @property
     def impaired(self) -> bool:

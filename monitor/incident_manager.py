@@ -857,19 +857,24 @@ class IncidentManager:
         ]
 
     async def _vendor_maintenance(self, customer: str, state: VendorState, now: float) -> None:
-        """The vendor announced planned maintenance: mute it as a window (4 h from its start,
-        as the feeds give no end) unless one exists already."""
+        """The vendor announced planned maintenance: mute it as a window, over the times
+        announced (4 h from its start when the feed gives no end), unless one exists."""
         window_id = f"VM-{state.issue_id or int(state.start or now)}-{customer}-{state.service}"
         if any(w.id == window_id for w in self._windows):
             return
-        start = state.start or now
+        start = state.maintenance_start or state.start or now
+        end = state.maintenance_end
+        reason = f"21Vianet planned maintenance: {state.title or ''}"
+        if end is None or end <= start:
+            end = start + VENDOR_MAINTENANCE_HOURS * 3600
+            reason += f" (no end announced: {VENDOR_MAINTENANCE_HOURS} h assumed)"
         window = MaintenanceWindow(
             window_id,
             start,
-            start + VENDOR_MAINTENANCE_HOURS * 3600,
+            end,
             customer=customer,
             service=state.service,
-            reason=f"21Vianet planned maintenance: {state.title or ''}",
+            reason=reason,
             created_by=f"vendor feed ({state.source})",
         )
         try:

@@ -28,6 +28,8 @@ class VendorState(Protocol):
     classification: str | None
     start: float | None
     planned_maintenance: bool
+    maintenance_start: float | None
+    maintenance_end: float | None
 
     def to_json(self) -> dict[str, Any]: ...
 

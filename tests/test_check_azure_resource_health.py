@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 import checks
-from checks.azure_resource_health import Options, _owner, _resource_type, probe
+from checks.azure_resource_health import Options, _owner, _resource_type, announced_window, probe
 from checks.vendor_common import VendorStatus, arm_state
 from monitor.probe import ProbeContext, ProbeResult, Target
 from tests.conftest import FakeClock
@@ -103,6 +103,7 @@ def event(
     service: str,
     status: str = "Active",
     updates: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    mitigation: str = "0001-01-01T00:00:00Z",  # ARM's "not set"
 ) -> dict[str, Any]:
     return {
         "id": f"/subscriptions/{SUB}/providers/Microsoft.ResourceHealth/events/{tracking_id}",
@@ -118,7 +119,7 @@ def event(
             "level": "Warning",
             "eventLevel": "Warning",
             "impactStartTime": "2025-11-23T06:30:00Z",
-            "impactMitigationTime": "0001-01-01T00:00:00Z",
+            "impactMitigationTime": mitigation,
             "impact": [
                 {
                     "impactedService": service,
@@ -174,7 +175,7 @@ EVENTS = {
                 ("2025-11-23T07:50:00Z", "<p>A storage scale unit is being <b>recovered</b>.</p>"),
             ],
         ),
-        event("4K2M-9PQ", "PlannedMaintenance", "App Service"),
+        event("4K2M-9PQ", "PlannedMaintenance", "App Service", mitigation="2025-11-23T08:30:00Z"),
         event("ZT6R-0AB", "HealthAdvisory", "Key Vault"),
         event("HX1N-7CD", "HealthAdvisory", "Storage"),  # no catalog service
         event("PR8S-2EF", "ServiceIssue", "App Service", status="Resolved"),
@@ -251,6 +252,8 @@ async def test_reads_the_whole_subscription(
     web_app = services["web-app"]  # the degraded database is in the shop resource group
     assert (web_app.status, web_app.vendor_status) == ("degraded", "Degraded")
     assert web_app.planned_maintenance
+    # the maintenance as announced: 06:30 to 08:30 UTC
+    assert (web_app.maintenance_start, web_app.maintenance_end) == (NOW - 5400, NOW + 1800)
     assert (web_app.issue_id, web_app.classification) == ("4K2M-9PQ", "maintenance")
     assert web_app.latest_post == "An issue with App Service is being investigated."
     key_vault = services["key-vault"]  # known only from events: an advisory, still up
@@ -542,3 +545,23 @@ def test_registered_with_valid_options() -> None:
         options(resources=["erp-vm01"])  # a resource id, not a name
     with pytest.raises(ValidationError):
         options(fallback_api_versions=["latest"])
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        ({"impactMitigationTime": "2025-11-23T10:00:00Z"}, (NOW - 5400, NOW + 7200)),
+        ({"duration": 3600}, (NOW - 5400, NOW - 1800)),  # no end, a duration
+        ({"impactMitigationTime": "0001-01-01T00:00:00Z"}, (NOW - 5400, None)),  # not set
+        ({"impactMitigationTime": "2025-11-23T06:00:00Z"}, (NOW - 5400, None)),  # before start
+        ({"impactStartTime": None}, (None, None)),
+    ],
+)
+def test_the_announced_maintenance_window(
+    times: dict[str, Any], expected: tuple[float | None, float | None]
+) -> None:
+    announced = {"impactStartTime": "2025-11-23T06:30:00Z", **times}
+    later = {"impactStartTime": "2025-11-30T06:30:00Z", "duration": 60}
+    assert announced_window([later, announced]) == (
+        expected if expected[0] is not None else (NOW + 7 * 86400 - 5400, NOW + 7 * 86400 - 5340)
+    )

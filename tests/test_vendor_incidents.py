@@ -189,6 +189,20 @@ async def test_advisories_are_paged_and_planned_maintenance_mutes_when_configure
         "exchange-online",
     )
     assert (window.starts_at, window.ends_at) == (T0 + 3600, T0 + 3600 + 4 * 3600)
+    assert window.reason.endswith("(no end announced: 4 h assumed)")
     # the same announcement again adds nothing
     await manager.vendor_changed(change, clock.now, feed_maintenance=True)
     assert len(await manager.list_maintenance()) == 1
+    # a feed that gives the times: the window is the one announced
+    announced = dataclasses.replace(
+        planned,
+        service="azure-portal",
+        issue_id="4K2M-9PQ",
+        maintenance_start=T0 + 7200,
+        maintenance_end=T0 + 7200 + 5400,
+    )
+    [change] = board.update("contoso", [announced])
+    await manager.vendor_changed(change, clock.now, feed_maintenance=True)
+    portal = next(w for w in await manager.list_maintenance() if w.service == "azure-portal")
+    assert (portal.starts_at, portal.ends_at) == (T0 + 7200, T0 + 7200 + 5400)
+    assert portal.reason == "21Vianet planned maintenance: Exchange Online upgrade"
