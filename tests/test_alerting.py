@@ -73,6 +73,8 @@ def write_config(
     store: str | None = None,
     customers: tuple[str, ...] = ("contoso",),
     correlation: str = "{enabled: false}",
+    cooldown: str = "100ms",
+    flapping: str = "{}",
 ) -> None:
     entries = "\n".join(
         f"  - {{id: {c}, name: {c.title()} (China) Ltd., tenant_domain: "
@@ -92,8 +94,9 @@ defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_thresho
 incidents:
   default_policy: standard
   tick_interval: 100ms
-  cooldown: 100ms
+  cooldown: {cooldown}
   correlation: {correlation}
+  flapping: {flapping}
 escalation_policies:
   standard:
     steps:
@@ -443,3 +446,67 @@ async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(
     finally:
         if second.returncode is None:
             second.kill()
+
+
+async def test_a_flapping_service_is_one_incident_not_a_storm_of_pages(
+    tmp_path: Path, web_target: WebTarget, smtp: tuple[Mailbox, int]
+) -> None:
+    """Down, up, down, up…: one incident, marked flapping, which resolves once the
+    service has been stable, and a handful of messages instead of one per change."""
+    mailbox, smtp_port = smtp
+    path = tmp_path / "config.yaml"
+    write_config(
+        path,
+        web_target.port,
+        smtp_port,
+        unused_port(),
+        cooldown="3s",
+        flapping="{window: 8s, high: 4, low: 1}",
+    )
+    daemon = Daemon(path)
+    await daemon.start()
+    try:
+        key = ("contoso", "exchange-online")
+
+        def status() -> str:
+            return daemon.board.subscriptions[key].status.value
+
+        await wait_until(lambda: status() == "up", what="up")
+        changes = 0
+        for _ in range(4):
+            web_target.status = 503
+            await wait_until(lambda: status() == "down", what="down")
+            web_target.status = 200
+            await wait_until(lambda: status() == "up", what="up again")
+            changes += 2
+        manager = daemon.alerting.manager
+        assert manager is not None
+        [incident] = await manager.list_incidents(state="all")
+        _, timeline = await manager.get(incident.id)
+        kinds = [event.kind for event in timeline]
+        assert "flapping" in kinds
+        assert incident.state.value != "resolved"  # still flapping: not resolved yet
+        told = len(mailbox.messages)
+
+        async def resolved() -> bool:
+            return (await manager.list_incidents(state="all"))[0].state.value == "resolved"
+
+        # stable for the flapping window: resolved, and told once more
+        await wait_until(resolved, within=25.0, what="resolved once stable")
+        await wait_until(lambda: len(mailbox.messages) > told, what="the resolved message")
+        subjects = [str(m["Subject"]) for m in mailbox.messages]
+        # 8 changes: paged when it went down, told when it came back before the flapping
+        # showed, paged when it relapsed (the same incident, reopened), then silence
+        # while it flapped, and one last message once it had been stable
+        assert changes == 8 and len(subjects) == 4, subjects
+        assert all(subject.endswith(incident.id) for subject in subjects)
+        assert [subject.split("]")[0] for subject in subjects] == [
+            "[DOWN",
+            "[RESOLVED",
+            "[DOWN",
+            "[RESOLVED",
+        ]
+        [incident] = await manager.list_incidents(state="all")
+        assert incident.flapping
+    finally:
+        await daemon.close()
