@@ -235,6 +235,12 @@ class ServiceSpec(TimingOverrides):
         description="worst: the worst check decides; partial: down only if every "
         "check is down, degraded if some are",
     )
+    depends_on: list[Annotated[str, Field(pattern=SLUG)]] = Field(
+        default_factory=list,
+        description="Services this one needs (e.g. entra-signin): while one of them is down "
+        "or degraded for the customer, this service's incident is held back instead of "
+        "paging, and pages if it outlasts them",
+    )
     checks: list[Any] = Field(min_length=1)  # replaced per check type in config_model()
 
 
@@ -522,6 +528,7 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     assert isinstance(services, dict)
     tiers = raw.get("tiers") if isinstance(raw.get("tiers"), dict) else {}
     assert isinstance(tiers, dict)
+    issues += _dependency_issues(services)
     check_names: dict[str, set[Any]] = {}
     for service_id, service in services.items():
         names = check_names.setdefault(service_id, set())
@@ -589,6 +596,48 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
                         )
                     )
     return issues
+
+
+def _dependency_issues(services: dict[str, Any]) -> list[ConfigIssue]:
+    """``depends_on`` names known services, not the service itself, and makes no cycle."""
+    issues: list[ConfigIssue] = []
+    graph: dict[str, list[str]] = {}
+    for service_id, service in services.items():
+        needs = _mapping(service).get("depends_on")
+        for position, needed in enumerate(needs if isinstance(needs, list) else []):
+            path = f"services.{service_id}.depends_on[{position}]"
+            if needed == service_id:
+                issues.append(ConfigIssue(path, "a service cannot depend on itself"))
+            elif needed not in services:
+                allowed = ", ".join(sorted(s for s in services if s != service_id))
+                issues.append(ConfigIssue(path, f"unknown service {needed!r} (allowed: {allowed})"))
+            else:
+                graph.setdefault(service_id, []).append(needed)
+    for start in sorted(graph):  # a cycle is reported once, from its first service
+        path_to = _cycle_from(start, graph)
+        if path_to is not None and path_to[0] == min(path_to[:-1]):
+            issues.append(
+                ConfigIssue(
+                    f"services.{start}.depends_on",
+                    f"dependency cycle: {' -> '.join(path_to)}",
+                )
+            )
+    return issues
+
+
+def _cycle_from(start: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """The services of a dependency cycle through ``start``, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:  # bounded: each service is expanded once
+        node, trail = stack.pop()
+        for needed in graph.get(node, []):
+            if needed == start:
+                return [*trail, start]
+            if needed not in seen:
+                seen.add(needed)
+                stack.append((needed, [*trail, needed]))
+    return None
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from monitor.store import (
 from monitor.vendor import VendorBoard, VendorChange, VendorState
 
 log = logging.getLogger(__name__)
+_NOTHING_HOLDS = "no maintenance window and no failing dependency holds it back any more"
 _HISTORY_BATCH = 2000  # status changes written per transaction in a batch
 _HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 
@@ -251,9 +252,24 @@ class IncidentManager:
                 await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
                 return
             await self._open_new(
-                customer, service, current.value, reason, now, muted=window is not None
+                customer, service, current.value, reason, now, held=self._held_by(key, now)
             )
             await self._correlate(service, now)
+
+    def _held_by(self, key: Key, now: float) -> str | None:
+        """Why the subscription's pages are held back now, if they are: a maintenance
+        window, or a service it depends on failing for the same customer (that service's
+        incident pages; this one pages only if it outlasts it)."""
+        window = in_maintenance(self._windows, *key, now)
+        if window is not None:
+            return f"maintenance {window.id}"
+        customer, service = key
+        spec = self.catalog.config.services.get(service) if self.catalog else None
+        for needed in spec.depends_on if spec else ():
+            status = self._status.get((customer, needed))
+            if status in (Status.DOWN, Status.DEGRADED):
+                return f"depends on {needed}, which is {status.value}"
+        return None
 
     def _worse(
         self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
@@ -302,7 +318,14 @@ class IncidentManager:
                     await self._flush_history()
 
     async def _open_new(
-        self, customer: str, service: str, status: str, reason: str, now: float, *, muted: bool
+        self,
+        customer: str,
+        service: str,
+        status: str,
+        reason: str,
+        now: float,
+        *,
+        held: str | None = None,
     ) -> Incident | None:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
@@ -311,7 +334,16 @@ class IncidentManager:
         async with self._store.transaction() as tx:
             incident_id = await tx.allocate_incident_id(now)
             incident, decision = engine.open_incident(
-                incident_id, customer, service, status, reason, policy, now, muted=muted, hold=hold
+                incident_id,
+                customer,
+                service,
+                status,
+                reason,
+                policy,
+                now,
+                muted=held is not None,
+                why=held or "",
+                hold=hold,
             )
             messages = await self._render(decision, tx)
             try:
@@ -343,7 +375,7 @@ class IncidentManager:
             service,
             status,
             policy.name,
-            muted,
+            held is not None,
         )
         if messages:
             self._wake()
@@ -400,7 +432,7 @@ class IncidentManager:
             names = ", ".join(member.customer for member in group_members)
             reason = f"{len(group_members)} customers affected: {names}"
             worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
-            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, muted=False)
+            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now)
             if group is None:
                 return
         group_id = group.id
@@ -433,11 +465,11 @@ class IncidentManager:
         async with self._lock:
             await self._maintenance_history(now)
             for key, incident in list(self._open.items()):
-                window = in_maintenance(self._windows, *key, now)
-                if window is not None and not incident.muted:
-                    await self._set_muted(incident, True, now, f"maintenance {window.id}")
-                elif window is None and incident.muted:
-                    await self._set_muted(incident, False, now, "maintenance ended")
+                held = self._held_by(key, now)
+                if held is not None and not incident.muted:
+                    await self._set_muted(incident, True, now, held)
+                elif held is None and incident.muted:
+                    await self._set_muted(incident, False, now, _NOTHING_HOLDS)
                 incident = self._open.get(key, incident)
                 flaps = self._flaps.get(key)
                 stable = not (flaps is not None and flaps.update(now))

@@ -124,6 +124,7 @@ def open_incident(
     now: float,
     *,
     muted: bool = False,
+    why: str = "",
     hold: float = 0.0,
 ) -> tuple[Incident, Decision]:
     """A subscription left ``up``: open an incident and send what is due at once.
@@ -156,6 +157,7 @@ def open_incident(
         severity=incident.severity.value,
         policy=policy.name,
         muted=muted,
+        **({"why": why} if muted and why else {}),
     )
     return incident, decision.merge(tick(incident, now))
 
@@ -256,7 +258,8 @@ def acknowledge(incident: Incident, actor: str, now: float) -> Decision:
 
 
 def set_muted(incident: Incident, muted: bool, now: float, why: str = "") -> Decision:
-    """A maintenance window started or ended for this subscription."""
+    """A maintenance window or a failing dependency started or stopped holding back
+    this subscription's pages."""
     decision = Decision()
     if incident.muted == muted or incident.state is IncidentState.RESOLVED:
         return decision
