@@ -264,11 +264,24 @@ class IncidentManager:
         if window is not None:
             return f"maintenance {window.id}"
         customer, service = key
+        if customer == VENDOR_CUSTOMER:
+            group = self._open.get(key)
+            grouped = [
+                i for i in self._open.values() if group is not None and i.vendor_group == group.id
+            ]
+            return self._group_held_by(grouped, now)
         spec = self.catalog.config.services.get(service) if self.catalog else None
         for needed in spec.depends_on if spec else ():
             status = self._status.get((customer, needed))
             if status in (Status.DOWN, Status.DEGRADED):
                 return f"depends on {needed}, which is {status.value}"
+        return None
+
+    def _group_held_by(self, grouped: list[Incident], now: float) -> str | None:
+        """A vendor-side incident pages for its customers: not while every one of theirs
+        is held back (sign-in down everywhere takes Exchange with it)."""
+        if grouped and all(self._held_by((i.customer, i.service), now) for i in grouped):
+            return "every affected customer's incident is held back"
         return None
 
     def _worse(
@@ -432,7 +445,8 @@ class IncidentManager:
             names = ", ".join(member.customer for member in group_members)
             reason = f"{len(group_members)} customers affected: {names}"
             worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
-            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now)
+            held = self._group_held_by(group_members, now)
+            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
             if group is None:
                 return
         group_id = group.id

@@ -44,8 +44,10 @@ customers:
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[tuple[IncidentManager, Store, FakeClock]]:
-    (tmp_path / "config.yaml").write_text(CONFIG)
+async def manager(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[IncidentManager, Store, FakeClock]]:
+    (tmp_path / "config.yaml").write_text(getattr(request, "param", CONFIG))
     catalog: Catalog = load_catalog(tmp_path / "config.yaml", env={})
     store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
     clock = FakeClock(T0)
@@ -131,3 +133,33 @@ async def test_an_outage_already_paged_is_held_once_its_dependency_fails(
     await incidents.tick()
     leads = [s for c, s in await pages(store) if c == "lead"]
     assert leads and all("Entra ID sign-in" in s for s in leads)
+
+
+VENDOR_WIDE = CONFIG.replace(
+    "correlation: {enabled: false}", "correlation: {min_customers: 2, hold: 1m}"
+)
+
+
+@pytest.mark.parametrize("manager", [VENDOR_WIDE], indirect=True)
+async def test_sign_in_down_everywhere_is_one_page_not_two_vendor_incidents(
+    manager: tuple[IncidentManager, Store, FakeClock],
+) -> None:
+    incidents, store, clock = manager
+    for service in ("entra-signin", "exchange-online"):
+        for customer in ("contoso", "fabrikam"):
+            await incidents.status_changed(customer, service, Status.UP, Status.DOWN, "timeout")
+            clock.now += 5
+    for minutes in (1, 2, 20):
+        clock.now = T0 + minutes * MIN
+        await incidents.tick()
+    vendor_side = {i.service: i for i in incidents.open_incidents() if i.customer == "*"}
+    assert set(vendor_side) == {"entra-signin", "exchange-online"}
+    assert vendor_side["exchange-online"].muted and not vendor_side["entra-signin"].muted
+    subjects = [s for _, s in await pages(store)]
+    assert subjects and all("Entra ID sign-in" in s for s in subjects), subjects
+    # sign-in is back everywhere and Exchange is still down: now Exchange's group pages
+    for customer in ("contoso", "fabrikam"):
+        await incidents.status_changed(customer, "entra-signin", Status.DOWN, Status.UP, "")
+    clock.now = T0 + 21 * MIN
+    await incidents.tick()
+    assert any("Exchange Online" in s for _, s in await pages(store))
