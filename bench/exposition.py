@@ -23,12 +23,11 @@ import random
 import time
 
 from bench.common import REPO, print_table, self_cpu, spread, verdict
+from bench.scale import GOAL_SCRAPE, GOAL_STALL, REF_PROMCLIENT_10K, promclient_role
 from monitor.metrics import TargetMetrics
 from monitor.probe import ProbeResult, Status, Target
 
-GOAL_RENDER = 0.200
-GOAL_STALL = 0.100
-REF_PROMCLIENT_10K = 1.77  # anchor D1, seconds for 10k label sets
+GOAL_RENDER = GOAL_SCRAPE
 
 
 def http_result(rng: random.Random) -> ProbeResult:
@@ -77,25 +76,6 @@ async def render_once(metrics: TargetMetrics) -> tuple[float, float, float, int]
     return time.perf_counter() - started, self_cpu() - cpu, longest, size
 
 
-def promclient_seconds(targets: int) -> float:
-    """prometheus_client's generate_latest for the anchor's shape (2 gauges + 1 histogram)."""
-    from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-
-    registry = CollectorRegistry()
-    labels = ["customer", "service", "check"]
-    success = Gauge("probe_success", "success", labels, registry=registry)
-    duration = Gauge("probe_duration_seconds", "duration", labels, registry=registry)
-    latency = Histogram("probe_latency_seconds", "latency", labels, registry=registry)
-    for i in range(targets):
-        values = (f"c{i:05d}", "web", "ok")
-        success.labels(*values).set(1)
-        duration.labels(*values).set(0.001 * (i % 7))
-        latency.labels(*values).observe(0.002)
-    started = time.perf_counter()
-    generate_latest(registry)
-    return time.perf_counter() - started
-
-
 async def run(targets: int, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     metrics, ids = build(targets, rng)
@@ -112,7 +92,7 @@ async def run(targets: int, rounds: int, seed: int) -> None:
         cpus.append(cpu)
         stalls.append(stall)
         sizes.append(size)
-    reference = promclient_seconds(targets)
+    reference = min(promclient_role(targets, 1)["times"])
     scale = targets / 10_000
     print(f"{targets:,} targets, {rounds} rounds, half the targets probed between renders")
     print_table(

@@ -92,8 +92,7 @@ class Column:
             # start-up, when every series is new, do not make 170,000 of each at once
             if self._prefixes[row] is None:
                 self._prefixes[row] = self._prefix(row)
-            text = b"%r\n" % value  # value_text(), inlined
-            self.texts[row] = _SPECIAL[text] if text[-2] > 57 else text
+            self.texts[row] = value_text(value)
         elif self.texts[row] is not None:  # not yet listed since the last scrape
             self.texts[row] = None
             self._stale.append(row)
@@ -115,17 +114,13 @@ class Column:
         self.texts.append(None)
         self._prefixes.append(None)
 
-    def forget_block(self, block: int) -> None:
-        self._templates.pop(block, None)
-
     def refresh(self) -> None:
         """Formats the values that changed since the last call."""
         values, texts = self.values, self.texts
         for row in self._stale:
             value = values[row]
             if value is not None:
-                text = b"%r\n" % value  # value_text(), inlined
-                texts[row] = _SPECIAL[text] if text[-2] > 57 else text
+                texts[row] = value_text(value)
         self._stale.clear()
 
     def render_block(self, block: int) -> bytes:
@@ -188,10 +183,10 @@ class SeriesTable:
             self._labels.append(None)
             for column in self._columns.values():
                 column.grow()
+        # no column has a value in this row yet (new, or cleared when it was freed), so
+        # no template includes it: nothing to rebuild until a value is set
         self._labels[row] = labels
         self._row_of[key] = row
-        for column in self._columns.values():
-            column.forget_block(row // BLOCK_ROWS)
         return row
 
     def remove(self, key: Hashable) -> None:
@@ -201,7 +196,6 @@ class SeriesTable:
         self._labels[row] = None
         for column in self._columns.values():
             column.clear(row)
-            column.forget_block(row // BLOCK_ROWS)
         self._free.append(row)
 
     def column(self, key: Hashable, name: str, selector_suffix: str = "") -> Column:
