@@ -1,28 +1,45 @@
 """HTTP endpoints: metrics, health, status and the reload hook.
 
-Reads are open; anything that changes state needs a bearer token with the
-right role (``monitor.api_tokens`` in the config).
+Reads of the API are open unless ``monitor.protect_reads`` is set; anything
+that changes state needs a bearer token with the right role
+(``monitor.api_tokens`` in the config). ``/metrics``, ``/healthz`` and
+``/readyz`` stay open: Prometheus and orchestrators call them without tokens.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
+from prometheus_client import Counter, generate_latest
 
 from monitor.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
 
+log = logging.getLogger(__name__)
+
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+AUTH_REFUSED: web.AppKey[Counter] = web.AppKey("auth_refused")
+# Why a request's credentials were refused: the label values of AUTH_REFUSED.
+REFUSAL_REASONS = ("missing", "malformed", "unknown_token", "lacks_role")
 
 
 def build_app(daemon: Daemon) -> web.Application:
     app = web.Application()
     app[DAEMON] = daemon
+    app[AUTH_REFUSED] = Counter(
+        "csp_monitor_api_auth_refused",
+        "API requests refused for their credentials, by reason "
+        "(missing, malformed, unknown_token, lacks_role)",
+        ["reason"],
+        registry=daemon.registry,
+    )
+    for reason in REFUSAL_REASONS:
+        app[AUTH_REFUSED].labels(reason)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -49,9 +66,18 @@ def require_role(request: web.Request, role: str) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
+        _refused(request, "missing", role)
         raise web.HTTPUnauthorized(
             text=f"this endpoint needs a bearer token with role {role}\n",
             headers={"WWW-Authenticate": 'Bearer realm="csp-monitor"'},
+        )
+    # Tokens are printable ASCII; anything else (raw bytes aiohttp decoded as surrogates,
+    # control characters) cannot match one and must not reach the comparison's encoder.
+    if not (presented.isascii() and presented.isprintable()):
+        _refused(request, "malformed", role)
+        raise web.HTTPUnauthorized(
+            text="malformed token: a bearer token is printable ASCII\n",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     for token in tokens:
         secret = token.token.get_secret_value()
@@ -59,9 +85,32 @@ def require_role(request: web.Request, role: str) -> str:
             held = set(token.roles)
             if "admin" in held or role in held or (role == "read" and "operate" in held):
                 return token.name
+            _refused(request, "lacks_role", role, token.name)
             raise web.HTTPForbidden(text=f"token {token.name!r} lacks role {role}\n")
+    _refused(request, "unknown_token", role)
     raise web.HTTPUnauthorized(
         text="unknown token\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def require_read(request: web.Request) -> None:
+    """401/403 unless reads are open or the request carries a token with role ``read``."""
+    catalog = request.app[DAEMON].catalog
+    if catalog is not None and catalog.config.monitor.protect_reads:
+        require_role(request, "read")
+
+
+def _refused(request: web.Request, reason: str, role: str, token_name: str | None = None) -> None:
+    """Count and log a refusal; the presented token itself is never logged."""
+    request.app[AUTH_REFUSED].labels(reason).inc()
+    log.warning(
+        "event=api_auth_refused reason=%s method=%s path=%s remote=%s role=%s token=%s",
+        reason,
+        request.method,
+        request.path,
+        request.remote,
+        role,
+        token_name or "-",
     )
 
 
@@ -96,6 +145,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    require_read(request)
     return web.json_response(status_document(request.app[DAEMON], request.query))
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from monitor.api import DAEMON, require_role
+from monitor.api import DAEMON, require_read, require_role
 from monitor.config_types import parse_duration
 from monitor.engine.maintenance import RECURRENCES
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
@@ -48,9 +48,7 @@ def _manager(request: web.Request) -> IncidentManager:
 
 
 def _reader(request: web.Request) -> None:
-    daemon = request.app[DAEMON]
-    if daemon.catalog is not None and daemon.catalog.config.monitor.protect_reads:
-        require_role(request, "read")
+    require_read(request)
 
 
 def _actor(request: web.Request) -> str:
