@@ -9,7 +9,6 @@ confirmation page, because mail scanners open links: the POST acknowledges.
 from __future__ import annotations
 
 import html
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from monitor.api import DAEMON, require_read, require_role
+from monitor.api_input import (
+    Body,
+    CaseNumber,
+    Note,
+    bounded_int,
+    clean_text,
+    json_object,
+    validated,
+)
 from monitor.config_types import parse_duration
 from monitor.engine.maintenance import RECURRENCES
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
@@ -24,6 +32,9 @@ from monitor.store.records import IncidentNotFound
 
 if TYPE_CHECKING:
     from monitor.incident_manager import IncidentManager
+
+LIST_LIMIT = 1000  # incidents in one answer
+INCIDENT_STATES = ("open", "acknowledged", "resolved", "all")
 
 
 def add_routes(app: web.Application) -> None:
@@ -87,26 +98,30 @@ def event_json(event: IncidentEvent) -> dict[str, Any]:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        raise web.HTTPBadRequest(text="the body must be JSON\n") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be a JSON object\n")
-    return body
+    return await json_object(request)
+
+
+class ResolveBody(Body):
+    note: Note = ""
+
+
+class NoteBody(Body):
+    text: Note
+
+
+class VendorCaseBody(Body):
+    case: CaseNumber
 
 
 async def list_incidents(request: web.Request) -> web.Response:
     _reader(request)
     query = request.query
-    try:
-        limit = min(int(query.get("limit", "100")), 1000)
-    except ValueError:
-        raise web.HTTPBadRequest(text="limit must be a number\n") from None
+    limit = bounded_int(query, "limit", default=100, low=1, high=LIST_LIMIT)
+    state = query.get("state", "open")
+    if state not in INCIDENT_STATES:
+        raise web.HTTPBadRequest(text=f"state: one of {', '.join(INCIDENT_STATES)}\n")
     incidents = await _manager(request).list_incidents(
-        state=query.get("state", "open"),
+        state=state,
         customer=query.get("customer"),
         service=query.get("service"),
         limit=limit,
@@ -143,23 +158,23 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 async def resolve(request: web.Request) -> web.Response:
     actor = _actor(request)
-    note = str((await _body(request)).get("note", ""))
-    return await _change(request, "resolve", actor=actor, note=note)
+    body = validated(ResolveBody, await _body(request))
+    return await _change(request, "resolve", actor=actor, note=body.note)
 
 
 async def add_note(request: web.Request) -> web.Response:
     actor = _actor(request)
-    text = str((await _body(request)).get("text", "")).strip()
+    text = validated(NoteBody, await _body(request)).text
     if not text:
-        raise web.HTTPBadRequest(text='give the note as {"text": "..."}\n')
+        raise web.HTTPBadRequest(text='text: give the note as {"text": "..."}\n')
     return await _change(request, "add_note", actor=actor, text=text)
 
 
 async def set_vendor_case(request: web.Request) -> web.Response:
     actor = _actor(request)
-    case = str((await _body(request)).get("case", "")).strip()
+    case = validated(VendorCaseBody, await _body(request)).case
     if not case:
-        raise web.HTTPBadRequest(text='give the 21Vianet case number as {"case": "..."}\n')
+        raise web.HTTPBadRequest(text='case: give the 21Vianet case number as {"case": "..."}\n')
     return await _change(request, "set_vendor_case", actor=actor, case=case)
 
 
@@ -204,9 +219,14 @@ async def ack_page(request: web.Request) -> web.Response:
 async def ack_by_link(request: web.Request) -> web.Response:
     manager = _manager(request)
     incident_id = request.match_info["id"]
-    form = await request.post()
-    token = str(form.get("t") or request.query.get("t", ""))
-    who = str(form.get("by") or "").strip()[:80] or "link"
+    try:
+        form = await request.post()
+    except ValueError:  # UnicodeDecodeError among them: a form that is not UTF-8
+        return _page("Bad request", "<p>The form could not be read.</p>", status=400)
+    posted = form.get("t")
+    token = posted if isinstance(posted, str) and posted else request.query.get("t", "")
+    by = form.get("by")
+    who = clean_text(by if isinstance(by, str) else "", multiline=False)[:80] or "link"
     problem = manager.check_link(incident_id, token)
     if problem:
         return _page("Link not valid", f"<p>{html.escape(problem)}</p>", status=403)

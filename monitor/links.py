@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
+
+_MAX_EXPIRY_DIGITS = 12  # Unix seconds until the year 33658
 
 
 def key_file(data_dir: Path, name: str) -> bytes:
@@ -22,10 +25,20 @@ def key_file(data_dir: Path, name: str) -> bytes:
     """
     path = data_dir / name
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_bytes(secrets.token_bytes(32))
+        private_directory(data_dir)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
     return path.read_bytes()
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by this user only: mode 0700.
+
+    The mode is given explicitly rather than left to the process umask. An
+    existing directory is left as the operator set it.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 class LinkSigner:
@@ -48,7 +61,15 @@ class LinkSigner:
     def verify(self, incident_id: str, token: str, now: float) -> str | None:
         """None when the token is good for this incident now, else why not."""
         expires_text, _, mac = token.partition(".")
-        if not expires_text.isdigit() or not mac:
+        # ASCII digits of a sane length and an ASCII MAC: anything else (a mangled or
+        # hostile link) is malformed, never an exception from int() or compare_digest.
+        if not (
+            expires_text.isascii()
+            and expires_text.isdigit()
+            and len(expires_text) <= _MAX_EXPIRY_DIGITS
+            and mac.isascii()
+            and mac
+        ):
             return "malformed link"
         expires = int(expires_text)
         if not hmac.compare_digest(mac, self._mac(incident_id, expires)):

@@ -8,6 +8,10 @@ was wrong, never a 500 and never a half-applied change.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ defaults: {{interval: 200ms, retry_interval: 100ms, timeout: 1s, failure_thresho
 incidents:
   default_policy: standard
   tick_interval: 100ms
+  correlation: {{enabled: false}}
 escalation_policies:
   standard:
     steps:
@@ -104,7 +109,7 @@ async def call(
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     if json_body is not None:
-        body = aiohttp.helpers.json.dumps(json_body).encode()  # type: ignore[attr-defined]
+        body = json.dumps(json_body).encode()
     if body is not None:
         sent.setdefault("Content-Type", "application/json")
     async with (
@@ -155,3 +160,224 @@ async def test_status_stays_open_without_protect_reads(
         assert status == 200
     finally:
         await instance.close()
+
+
+# ------------------------------------------------------------------ bodies
+
+
+async def test_bodies_that_are_not_utf8_or_nest_too_deep_are_400(
+    daemon: Daemon, incident: Incident
+) -> None:
+    notes = f"/api/v1/incidents/{incident.id}/notes"
+    status, text = await call(daemon, "POST", notes, body=b'{"text": "caf\xe9 \xff"}')
+    assert status == 400 and "UTF-8" in text
+    status, text = await call(daemon, "POST", notes, body=b"[" * 100_000)
+    assert status == 400 and "deeper than" in text
+    status, text = await call(daemon, "POST", notes, body=b'{"text": ' * 50_000)
+    assert status == 400 and "deeper than" in text
+    status, text = await call(daemon, "POST", notes, body=b"{not json")
+    assert status == 400 and "must be JSON" in text
+    _, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    assert [e for e in timeline if e.kind == "note"] == []
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "field", "expected"),
+    [
+        ("resolve", {"note": 5}, "note", "must be a string"),
+        ("notes", {"text": None}, "text", "must be a string"),
+        ("notes", {"text": ["a"]}, "text", "must be a string"),
+        ("notes", {}, "text", "is required"),
+        ("notes", {"text": "ok", "extra": 1}, "extra", "is not a field"),
+        ("vendor-case", {"case": []}, "case", "must be a string"),
+        ("vendor-case", {"case": 12345}, "case", "must be a string"),
+        ("resolve", {"note": "x" * 16_385}, "note", "at most 16384 characters"),
+        ("notes", {"text": "x" * 16_385}, "text", "at most 16384 characters"),
+        ("vendor-case", {"case": "7" * 257}, "case", "at most 256 characters"),
+    ],
+)
+async def test_wrong_types_and_oversized_text_are_refused_naming_the_field(
+    daemon: Daemon, incident: Incident, action: str, body: Any, field: str, expected: str
+) -> None:
+    method = "PUT" if action == "vendor-case" else "POST"
+    status, text = await call(
+        daemon, method, f"/api/v1/incidents/{incident.id}/{action}", json_body=body
+    )
+    assert status == 400, text
+    assert text.startswith(f"{field}: ") and expected in text, text
+    stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    assert stored.state.value == "open" and stored.vendor_case is None
+    assert not [e for e in timeline if e.kind in ("note", "vendor_case", "resolved")]
+
+
+async def test_free_text_is_stored_without_control_characters(
+    daemon: Daemon, incident: Incident
+) -> None:
+    path = f"/api/v1/incidents/{incident.id}"
+    status, _ = await call(
+        daemon,
+        "POST",
+        f"{path}/notes",
+        json_body={"text": "restarted\x00 the \x1b[31mproxy\x07\r\nstep 2:\tcalled 21V\x7f"},
+    )
+    assert status == 200
+    status, _ = await call(
+        daemon, "PUT", f"{path}/vendor-case", json_body={"case": "\t2611290040\n00123\x08"}
+    )
+    assert status == 200
+    note = "x" * 16_384
+    assert (await call(daemon, "POST", f"{path}/notes", json_body={"text": note}))[0] == 200
+    stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    notes = [e.detail["text"] for e in timeline if e.kind == "note"]
+    assert notes == ["restarted the [31mproxy\nstep 2:\tcalled 21V", note]
+    assert stored.vendor_case == "2611290040 00123"
+
+
+# ------------------------------------------------------------------ query parameters
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("limit=-1", "limit: a whole number from 1 to 1000"),
+        ("limit=0", "limit: a whole number from 1 to 1000"),
+        ("limit=abc", "limit: a whole number from 1 to 1000"),
+        ("limit=1001", "limit: a whole number from 1 to 1000"),
+        ("limit=" + "9" * 5000, "limit: a whole number from 1 to 1000"),
+        ("limit=%D9%A3", "limit: a whole number from 1 to 1000"),  # an Arabic-Indic 3
+        ("state=closed", "state: one of open, acknowledged, resolved, all"),
+    ],
+)
+async def test_bad_list_parameters_are_400(daemon: Daemon, query: str, expected: str) -> None:
+    status, text = await call(daemon, "GET", f"/api/v1/incidents?{query}", token=READ)
+    assert (status, text.strip()) == (400, expected)
+
+
+async def test_limits_in_range_are_served(daemon: Daemon, incident: Incident) -> None:
+    for query in ("limit=1", "limit=1000", "state=all&limit=5"):
+        status, text = await call(daemon, "GET", f"/api/v1/incidents?{query}", token=READ)
+        assert status == 200 and incident.id in text, query
+
+
+# ------------------------------------------------------------------ acknowledge links
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "%D9%A3%D9%A3.abc",  # Arabic-Indic digits: isdigit() but not a time
+        "1795000000.%C3%A9t%C3%A9",  # a MAC with non-ASCII letters
+        "9" * 5000 + ".abc",  # more digits than int() converts
+        "%FF%FE.%FF",
+        "",
+    ],
+)
+async def test_mangled_ack_links_show_the_invalid_link_page(
+    daemon: Daemon, incident: Incident, token: str
+) -> None:
+    path = f"/ack/{incident.id}?t={token}"
+    for method in ("GET", "POST"):
+        status, text = await call(daemon, method, path, token=None, data={"by": "Li"})
+        assert status == 403, (method, text)
+        assert "Link not valid" in text
+    stored, _ = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    assert stored.state.value == "open"
+
+
+# ------------------------------------------------------------------ tokens
+
+
+async def test_refused_tokens_are_401_counted_and_logged_without_the_token(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="monitor.api")
+    request = (
+        b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer s3cr\xffet-\xe9\r\nConnection: close\r\n\r\n"
+    )
+    status, _ = await raw_request(daemon, request)
+    assert status == 401
+    assert (await call(daemon, "GET", "/api/v1/status", token="guessed-token"))[0] == 401
+    assert (await call(daemon, "GET", "/api/v1/status", token=None))[0] == 401
+    assert (await call(daemon, "POST", "/-/reload", token=READ))[0] == 403
+    counts = {
+        reason: daemon.registry.get_sample_value(
+            "csp_monitor_api_auth_refused_total", {"reason": reason}
+        )
+        for reason in ("malformed", "unknown_token", "missing", "lacks_role")
+    }
+    assert counts == {"malformed": 1, "unknown_token": 1, "missing": 1, "lacks_role": 1}
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "event=api_auth_refused reason=malformed" in logged
+    assert "reason=lacks_role" in logged and "token=grafana" in logged
+    for secret in ("s3cr", "guessed-token", READ):
+        assert secret not in logged
+
+
+# ------------------------------------------------------------------ files on disk
+
+
+async def test_data_directory_and_its_files_are_private(
+    tmp_path: Path, web_target: WebTarget
+) -> None:
+    previous = os.umask(0o022)  # a usual umask: files would be world-readable by default
+    try:
+        instance = await start_daemon(tmp_path, web_target, protect_reads=False)
+        try:
+            web_target.status = 503  # an incident, so that a message is written
+            outbox = tmp_path / "outbox"
+            await wait_until(lambda: any(outbox.glob("*.txt")), what="a notification file")
+        finally:
+            await instance.close()
+    finally:
+        os.umask(previous)
+    data = tmp_path / "data"
+    modes = {
+        path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in [data, *data.iterdir(), outbox, *outbox.iterdir()]
+    }
+    assert {name for name in modes if name.startswith("data/")} >= {
+        "data/csp-monitor.db",
+        "data/audit.key",
+        "data/link-signing.key",
+    }
+    wanted = {name: 0o700 if name in ("data", "outbox") else 0o600 for name in modes}
+    assert {name: oct(mode) for name, mode in modes.items()} == {
+        name: oct(mode) for name, mode in wanted.items()
+    }
+
+
+async def test_sqlite_wal_and_shm_files_are_private(tmp_path: Path) -> None:
+    from monitor.store import Store
+
+    previous = os.umask(0o022)
+    try:
+        store = await Store.open(tmp_path / "state" / "monitor.db")
+        try:
+            await store.beat("node", 1.0, 2.0)
+            files = sorted((tmp_path / "state").iterdir())
+            assert [f.name for f in files] == ["monitor.db", "monitor.db-shm", "monitor.db-wal"]
+            modes = [oct(stat.S_IMODE(f.stat().st_mode)) for f in files]
+        finally:
+            await store.close()
+    finally:
+        os.umask(previous)
+    assert modes == [oct(0o600)] * 3
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+
+
+async def test_ack_form_with_bad_bytes_is_refused_not_a_crash(
+    daemon: Daemon, incident: Incident
+) -> None:
+    for form in (b"by=%FF%FE&t=%FF", b"by=\xff\xfe&t=\xff", b"t=" + b"9" * 5000 + b".x"):
+        status, text = await call(
+            daemon,
+            "POST",
+            f"/ack/{incident.id}",
+            token=None,
+            body=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert 400 <= status < 500, (form[:20], status, text)
+    stored, _ = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    assert stored.state.value == "open"

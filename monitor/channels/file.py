@@ -93,7 +93,8 @@ class FileChannel:
         return DeliveryReceipt(path.name, f"written to {path}")
 
     def _write(self, message: RenderedMessage) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # 0700: the messages hold acknowledge links, which are credentials.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         written_at = self.now()
         suffix = f"-{key_hash(message.dedup_key)}.txt"
         # A retry keeps the first attempt's name (and so its place in the listing).

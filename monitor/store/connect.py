@@ -13,6 +13,7 @@ upgrades from reading to writing (busy_timeout cannot help with that case).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,24 @@ def create_engine(url: URL) -> AsyncEngine:
     """An async engine for ``url`` (from async_url); SQLite's directory is created if needed."""
     if url.get_backend_name() == "sqlite":
         assert url.database is not None  # async_url refuses in-memory databases
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_database_file(Path(url.database))
         engine = create_async_engine(url)
         _tune_sqlite(engine)
         return engine
     # pre_ping: a PostgreSQL restart or failover must not break the first query after it.
     return create_async_engine(url, pool_pre_ping=True)
+
+
+def _private_database_file(path: Path) -> None:
+    """Create the SQLite file's directory (0700) and the empty file (0600) before SQLite
+    opens it, with explicit modes rather than the process umask: SQLite gives its WAL and
+    shared-memory files the database file's permissions. Existing ones are left alone."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
