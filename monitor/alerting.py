@@ -27,6 +27,7 @@ from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
+from monitor.notify.undelivered import UndeliveredNote
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
@@ -181,6 +182,9 @@ class Alerting:
             ),
             rate_limits=settings.rate_limit_per_minute,
             wall=self._wall,
+            undelivered=UndeliveredNote(
+                renderer_for(catalog, base), sms_max_segments=settings.sms_max_segments
+            ),
         )
 
     async def record_config(self, source: str, digest: str, result: str, **detail: object) -> None:
@@ -212,6 +216,10 @@ class Alerting:
                 )
             else:
                 self.manager.set_renderer(renderer)
+                if self.notifier is not None:
+                    self.notifier.undelivered = UndeliveredNote(
+                        renderer, sms_max_segments=catalog.config.notifications.sms_max_segments
+                    )
         if self.notifier is not None and self._http is not None:
             self.notifier.channels = build_channels(catalog, self._http, self._base)
 

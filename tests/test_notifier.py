@@ -10,8 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
+from monitor.notify.sample import sample_context
+from monitor.notify.templates import TemplateRenderer
+from monitor.notify.undelivered import UndeliveredNote
 from monitor.store import OutboxStatus, Store
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, pg_admin, run_elsewhere
 
 T0 = 1_800_000_000.0
 
@@ -23,12 +26,14 @@ class ScriptedChannel:
         self.name = name
         self.answers = list(answers or [])
         self.delivered: list[str] = []
+        self.messages: list[RenderedMessage] = []
 
     async def send(self, message: RenderedMessage) -> DeliveryReceipt:
         answer = self.answers.pop(0) if self.answers else None
         if answer is not None:
             raise answer
         self.delivered.append(message.dedup_key)
+        self.messages.append(message)
         return DeliveryReceipt(f"id-{len(self.delivered)}")
 
 
@@ -171,3 +176,83 @@ async def test_a_channel_removed_from_the_config_fails_its_messages(store: Store
     await sender.deliver_due()
     [(_, status, error)] = await statuses(store)
     assert status is OutboxStatus.FAILED and "not configured" in (error or "")
+
+
+# ------------------------------------------------------------------ one incident, in order
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """SQLite, or an emptied PostgreSQL schema (127.0.0.1:5432)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+        run_elsewhere(
+            pg_admin(url.rsplit("/", 1)[1], "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+        )
+    opened = await Store.open(url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def incident_message(event: str, person: str = "+8613800000001") -> RenderedMessage:
+    """A message of INC-1 rendered from the shipped templates, as the daemon queues it."""
+    incident = sample_context(event)
+    parts = TemplateRenderer().render(event, incident)
+    return RenderedMessage(
+        dedup_key=f"INC-1:{event}:oncall-sms:{person}",
+        channel="oncall-sms",
+        event=event,
+        recipients=(person,),
+        subject=parts.subject,
+        text=parts.text,
+        html=parts.html,
+        sms=parts.sms,
+        payload=parts.payload,
+        incident_id="INC-1",
+    )
+
+
+async def test_resolved_waits_for_its_opened_while_that_is_retried(any_store: Store) -> None:
+    clock = FakeClock(T0)
+    channel = ScriptedChannel("oncall-sms", [DeliveryError("HTTP 503", retryable=True)])
+    sender = notifier(any_store, channel, clock, undelivered=UndeliveredNote(TemplateRenderer()))
+    await any_store.enqueue([incident_message("opened")], clock.now)
+    await sender.deliver_due()  # the gateway fails the first attempt: retry in 30 s
+    clock.now += 10
+    await any_store.enqueue([incident_message("resolved")], clock.now)  # the service is back
+    await sender.deliver_due()  # the gateway works again, but "opened" is not due yet
+    assert channel.delivered == []  # so "resolved" waits rather than arriving first
+    clock.now += 20
+    await sender.deliver_due()
+    assert [m.event for m in channel.messages] == ["opened", "resolved"]
+    assert "not delivered earlier" not in channel.messages[1].text
+
+
+async def test_resolved_after_an_undelivered_opened_says_so(any_store: Store) -> None:
+    clock = FakeClock(T0)
+    refused = DeliveryError("isv.BUSINESS_LIMIT_CONTROL", retryable=False)
+    channel = ScriptedChannel("oncall-sms", [refused])
+    sender = notifier(any_store, channel, clock, undelivered=UndeliveredNote(TemplateRenderer()))
+    opened = incident_message("opened")
+    other_person = incident_message("resolved", person="+8613800000002")
+    await any_store.enqueue([opened], clock.now)
+    await sender.deliver_due()  # refused for good
+    clock.now += 600
+    await any_store.enqueue([incident_message("resolved"), other_person], clock.now)
+    await sender.deliver_due()
+    resolved, other = channel.messages
+    assert (resolved.recipients, other.recipients) == (("+8613800000001",), ("+8613800000002",))
+    note = "Opened at 2027-01-15 16:00 Asia/Shanghai (08:00 UTC), not delivered earlier."
+    assert resolved.text.startswith(note + "\n\n")
+    assert resolved.text.endswith(incident_message("resolved").text)
+    last_line = incident_message("resolved").sms.splitlines()[-1]  # incident id: kept whole
+    assert resolved.sms.startswith(note + "\n") and resolved.sms.endswith("\n" + last_line)
+    assert resolved.html is not None and note in resolved.html
+    assert resolved.payload["undelivered"] == [
+        {"event": "opened", "queued_at": "2027-01-15T08:00:00+00:00"}
+    ]
+    assert other == incident_message("resolved", person="+8613800000002")  # it got its opened

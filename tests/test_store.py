@@ -38,6 +38,7 @@ from monitor.store import (
     latest_version,
     message_from_json,
     message_to_json,
+    schema,
 )
 from monitor.store.connect import async_url
 from tests.conftest import pg_admin, run_elsewhere, wait_until
@@ -772,3 +773,68 @@ async def test_maintenance_windows_add_list_delete(store: Store) -> None:
     assert await store.delete_maintenance("MW-sat") is True
     assert await store.delete_maintenance("MW-sat") is False
     assert await store.list_maintenance() == [made_up]
+
+
+def page(key: str, event: str, person: str, channel: str = "oncall-sms") -> RenderedMessage:
+    return dataclasses.replace(
+        message(key, channel, "INC-1"), event=event, recipients=(person,) if person else ()
+    )
+
+
+async def test_an_incidents_messages_to_one_recipient_are_claimed_in_queue_order(
+    store: Store,
+) -> None:
+    await store.enqueue(
+        [page("open-a", "opened", "+8613800000001"), page("open-b", "opened", "+8613800000002")],
+        T0,
+    )
+    await store.enqueue(
+        [
+            page("resolved-a", "resolved", "+8613800000001"),
+            page("resolved-b", "resolved", "+8613800000002"),
+            page("resolved-mail", "resolved", "", channel="noc-email"),
+        ],
+        T0 + 5,
+    )
+    first = await store.claim_due(T0 + 6, 10, 120)
+    # each "resolved" waits for its recipient's "opened"; the e-mail had no earlier message
+    assert [r.dedup_key for r in first] == ["open-a", "open-b", "resolved-mail"]
+    open_a, open_b, _ = first
+    await store.mark_retry(open_a.id, "HTTP 503 from gateway", T0 + 60)
+    await store.mark_sent(open_b.id, DeliveryReceipt("SM2"), T0 + 7)
+    assert [r.dedup_key for r in await store.claim_due(T0 + 8, 10, 120)] == ["resolved-b"]
+    assert await store.claim_due(T0 + 30, 10, 120) == []  # open-a is still being retried
+    [retried] = await store.claim_due(T0 + 60, 10, 120)
+    assert retried.dedup_key == "open-a"
+    await store.mark_failed(retried.id, "HTTP 503 from gateway", T0 + 61)
+    [resolved_a] = await store.claim_due(T0 + 62, 10, 120)
+    assert resolved_a.dedup_key == "resolved-a"
+    assert [r.dedup_key for r in await store.failed_before(resolved_a)] == ["open-a"]
+    assert [r.dedup_key for r in await store.failed_before(first[2])] == []
+
+
+async def test_an_upgraded_outbox_keeps_the_order_of_messages_queued_before(
+    store_url: str,
+) -> None:
+    async with await Store.open(store_url, migrations=MIGRATIONS[:3]) as old:
+        async with old.transaction() as tx:  # the outbox as version 3 had it
+            await tx._conn.exec_driver_sql("ALTER TABLE outbox DROP COLUMN recipient")
+        for number, (key, event) in enumerate([("open", "opened"), ("resolved", "resolved")]):
+            body = message_to_json(page(key, event, "+8613800000001"))
+            async with old.transaction() as tx:
+                await tx._conn.execute(
+                    schema.outbox.insert().values(
+                        dedup_key=key,
+                        channel="oncall-sms",
+                        incident_id="INC-1",
+                        event=event,
+                        message=body,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=T0 + number,
+                        created_at=T0 + number,
+                    )
+                )
+    async with await Store.open(store_url) as store:
+        assert await store.version() == latest_version()
+        assert [r.dedup_key for r in await store.claim_due(T0 + 5, 10, 120)] == ["open"]

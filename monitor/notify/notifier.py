@@ -12,7 +12,11 @@ Retry, backoff, rate limits and dedup live here and nowhere else:
 * a retryable failure is tried again after an exponential backoff (or the
   provider's Retry-After); a permanent one is marked failed and reported;
 * a channel over its per-minute rate limit leaves the rest of its rows for
-  later.
+  later;
+* an incident's messages reach each recipient in the order they were queued
+  (the store does not hand out a message while an earlier one to the same
+  recipient is pending); when an earlier one failed for good, the later one
+  says so (see ``undelivered``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.channels.base import Channel
-from monitor.notify.message import DeliveryError, DeliveryReceipt
+from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
+from monitor.notify.undelivered import UndeliveredNote
 from monitor.store.records import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ class Outbox(Protocol):
     async def mark_sent(self, outbox_id: int, receipt: DeliveryReceipt, at: float) -> bool: ...
     async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool: ...
     async def mark_failed(self, outbox_id: int, error: str, at: float) -> bool: ...
+    async def failed_before(self, row: OutboxRow) -> list[OutboxRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,7 @@ class Notifier:
         wall: Callable[[], float] = time.time,
         lease_seconds: float = 120.0,
         batch: int = 50,
+        undelivered: UndeliveredNote | None = None,
     ) -> None:
         self._outbox = outbox
         self.channels = dict(channels)
@@ -109,6 +116,7 @@ class Notifier:
         self._wall = wall
         self._lease = lease_seconds
         self._batch = batch
+        self.undelivered = undelivered
         self._wake = asyncio.Event()
         for name in self.channels:
             for result in ("sent", "retrying", "failed", "rate_limited"):
@@ -175,7 +183,7 @@ class Notifier:
                 return
             limiter.take(now)
         try:
-            receipt = await channel.send(row.message)
+            receipt = await channel.send(await self._with_missed(row))
         except DeliveryError as exc:
             await self._failed(row, exc)
             return
@@ -198,6 +206,22 @@ class Notifier:
             row.dedup_key,
             receipt.provider_id,
         )
+
+    async def _with_missed(self, row: OutboxRow) -> RenderedMessage:
+        """The row's message, telling its recipient which earlier messages of the incident
+        never reached them (known only now, at send time)."""
+        message, note = row.message, self.undelivered
+        if note is None or message.incident_id is None or not note.wants(message.event):
+            return message
+        missed = await self._outbox.failed_before(row)
+        if missed:
+            log.info(
+                "event=notification_notes_undelivered channel=%s dedup=%s undelivered=%s",
+                row.channel,
+                row.dedup_key,
+                ",".join(m.message.event for m in missed),
+            )
+        return note.add(message, missed)
 
     async def _failed(self, row: OutboxRow, error: DeliveryError) -> None:
         now = self._wall()

@@ -170,6 +170,11 @@ def maintenance_from_row(row: Row) -> MaintenanceWindow:
     )
 
 
+def recipient_key(message: RenderedMessage) -> str:
+    """The ``recipient`` column: whom a message is for, as one comparable string."""
+    return ",".join(message.recipients)
+
+
 def outbox_values(message: RenderedMessage, at: float) -> dict[str, Any]:
     """A new, immediately due outbox row for ``message``."""
     return {
@@ -177,6 +182,7 @@ def outbox_values(message: RenderedMessage, at: float) -> dict[str, Any]:
         "channel": message.channel,
         "incident_id": message.incident_id,
         "event": message.event,
+        "recipient": recipient_key(message),
         "message": message_to_json(message),
         "status": str(OutboxStatus.PENDING),
         "attempts": 0,

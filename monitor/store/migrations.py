@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,6 +54,27 @@ def _vendor_issue(connection: Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE incidents ADD COLUMN vendor_issue VARCHAR(100)")
 
 
+def _outbox_recipient(connection: Connection) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns("outbox")}
+    if "recipient" not in columns:  # step 1 creates today's table, which has it already
+        connection.exec_driver_sql("ALTER TABLE outbox ADD COLUMN recipient TEXT")
+    # Fill it where it matters: rows still to be delivered (their order) and failed rows
+    # (a later message says what never arrived). Sent rows need no recipient key.
+    table = schema.outbox
+    rows = connection.execute(
+        select(table.c.id, table.c.message).where(
+            table.c.recipient.is_(None), table.c.status != "sent"
+        )
+    ).all()
+    for row_id, message in rows:
+        recipients = (message or {}).get("recipients") or []
+        connection.execute(
+            update(table)
+            .where(table.c.id == row_id)
+            .values(recipient=",".join(str(r) for r in recipients))
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -62,6 +83,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "hash-chained audit log", _audit_log),
     Migration(3, "incidents confirmed by the vendor's health feed", _vendor_issue),
+    Migration(
+        4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
+    ),
 )
 
 

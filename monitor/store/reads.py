@@ -147,6 +147,24 @@ class Reader:
         query = select(_outbox).where(and_(true(), *conditions)).order_by(_outbox.c.id).limit(limit)
         return [codec.outbox_from_row(row) for row in (await self._conn.execute(query)).mappings()]
 
+    async def failed_before(self, row: OutboxRow) -> list[OutboxRow]:
+        """Earlier messages of ``row``'s incident to the same recipient of the same channel
+        that failed for good (never delivered), oldest first."""
+        if row.message.incident_id is None:
+            return []
+        query = (
+            select(_outbox)
+            .where(
+                _outbox.c.incident_id == row.message.incident_id,
+                _outbox.c.channel == row.channel,
+                _outbox.c.recipient == codec.recipient_key(row.message),
+                _outbox.c.id < row.id,
+                _outbox.c.status == str(OutboxStatus.FAILED),
+            )
+            .order_by(_outbox.c.id)
+        )
+        return [codec.outbox_from_row(r) for r in (await self._conn.execute(query)).mappings()]
+
     async def outbox_stats(self) -> dict[tuple[str, OutboxStatus], int]:
         """Number of messages per (channel, status); absent pairs are zero."""
         query = select(_outbox.c.channel, _outbox.c.status, func.count()).group_by(

@@ -164,6 +164,9 @@ outbox = Table(
     # Not a foreign key: a vendor-side (correlated) page or a report may name no stored incident.
     Column("incident_id", String(40)),
     Column("event", String(40), nullable=False),
+    # Who the message is for (its recipients, comma-separated; "" for the channel's own list):
+    # messages of one incident to one recipient of one channel are delivered in queue order.
+    Column("recipient", Text),
     Column("message", JSON, nullable=False),
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),

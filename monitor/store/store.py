@@ -180,6 +180,12 @@ class Store:
         async with self._reader() as reader:
             return await reader.list_outbox(status, incident_id, limit)
 
+    async def failed_before(self, row: OutboxRow) -> list[OutboxRow]:
+        """Earlier messages of the row's incident to its recipient that were never delivered
+        (see Reader.failed_before)."""
+        async with self._reader() as reader:
+            return await reader.failed_before(row)
+
     async def outbox_stats(self) -> dict[tuple[str, OutboxStatus], int]:
         """Messages per (channel, status)."""
         async with self._reader() as reader:

@@ -321,15 +321,34 @@ class Transaction(Reader):
         """Take up to ``limit`` due messages for sending, oldest due first.
 
         Due: pending with next_attempt_at <= now, or sending with an expired
-        lease (the sender died mid-send). Claimed rows become ``sending`` with
+        lease (the sender died mid-send), and not behind an earlier message of
+        the same incident to the same recipient of the same channel that is
+        still pending or being sent: an incident's messages reach each person
+        in the order they were queued (no "resolved" before its "opened"); a
+        later one waits while an earlier one is retried, until it is sent or
+        has failed for good. Claimed rows become ``sending`` with
         a lease of ``lease_seconds`` — longer than any send may take — and one
         more attempt. On PostgreSQL rows are picked with FOR UPDATE SKIP
         LOCKED, so two daemons claiming at once get disjoint rows; SQLite's
         write transaction excludes other writers. Commit before sending.
         """
+        unsettled = [str(OutboxStatus.PENDING), str(OutboxStatus.SENDING)]
+        earlier = _outbox.alias("earlier")
+        behind_earlier = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.incident_id == _outbox.c.incident_id,
+                earlier.c.channel == _outbox.c.channel,
+                earlier.c.recipient == _outbox.c.recipient,
+                earlier.c.id < _outbox.c.id,
+                earlier.c.status.in_(unsettled),
+            )
+            .exists()
+        )
         due = and_(
-            _outbox.c.status.in_([str(OutboxStatus.PENDING), str(OutboxStatus.SENDING)]),
+            _outbox.c.status.in_(unsettled),
             _outbox.c.next_attempt_at <= now,
+            ~behind_earlier,
         )
         if channels is not None:
             due = and_(due, _outbox.c.channel.in_(list(channels)))
