@@ -25,7 +25,6 @@ error codes, never bodies.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from monitor.probe import ProbeContext, describe_error
+from monitor.retry_after import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -339,16 +339,8 @@ class VendorApi:
         return _Token(value, self._ctx.wall() + lifetime - TOKEN_MARGIN)
 
     def _retry_after(self, headers: Headers) -> float:
-        value = headers.get("Retry-After", "").strip()
-        seconds = DEFAULT_RETRY_AFTER
-        if value.isdigit():
-            seconds = float(value)
-        elif value:
-            try:
-                seconds = email.utils.parsedate_to_datetime(value).timestamp() - self._ctx.wall()
-            except (TypeError, ValueError):
-                pass
-        return min(max(seconds, 1.0), MAX_RETRY_AFTER)
+        seconds = retry_after_header(headers, self._ctx.wall(), limit=MAX_RETRY_AFTER)
+        return max(DEFAULT_RETRY_AFTER if seconds is None else seconds, 1.0)
 
     def _redact(self, reason: str) -> str:
         secret = self._credentials.client_secret.get_secret_value()

@@ -7,7 +7,6 @@ import it without importing each other.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 from monitor.probe import describe_error
+from monitor.retry_after import retry_after_header
 
 Clock = Callable[[], float]
 E164 = r"^\+[1-9]\d{6,14}$"
@@ -76,17 +76,9 @@ def shorten(text: str, limit: int = 200) -> str:
 
 
 def retry_after(headers: Mapping[str, str], now: Clock = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    value = headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None  # a malformed header is ignored: the notifier's backoff applies
-    return max(when.timestamp() - now(), 0.0)
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date);
+    None when it is missing or malformed (the notifier's backoff applies)."""
+    return retry_after_header(headers, now())
 
 
 def transport_error(exc: BaseException, what: str) -> DeliveryError:
