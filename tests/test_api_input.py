@@ -381,3 +381,15 @@ async def test_ack_form_with_bad_bytes_is_refused_not_a_crash(
         assert 400 <= status < 500, (form[:20], status, text)
     stored, _ = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
     assert stored.state.value == "open"
+
+
+@pytest.mark.parametrize("incident_id", ["%FF%FE", "INC-" + "9" * 5000, "%00", "INC-1%0Aforged"])
+async def test_odd_incident_ids_are_404(daemon: Daemon, incident_id: str) -> None:
+    for method, action in (("GET", ""), ("POST", "/ack"), ("POST", "/notes")):
+        status, _ = await call(
+            daemon,
+            method,
+            f"/api/v1/incidents/{incident_id}{action}",
+            json_body={"text": "x"} if action == "/notes" else None,
+        )
+        assert status == 404, (method, action)
