@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from monitor.channels.webhook import Options as WebhookOptions
+from monitor.channels.webhook import WebhookChannel
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.sample import sample_context
@@ -256,3 +260,47 @@ async def test_resolved_after_an_undelivered_opened_says_so(any_store: Store) ->
         {"event": "opened", "queued_at": "2027-01-15T08:00:00+00:00"}
     ]
     assert other == incident_message("resolved", person="+8613800000002")  # it got its opened
+
+
+async def test_a_webhook_that_fails_its_first_request_gets_opened_then_resolved(
+    any_store: Store,
+) -> None:
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.json())["event"])
+        if len(received) == 1:  # the receiver is overloaded at first
+            return web.Response(status=503, headers={"Retry-After": "30"})
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    clock = FakeClock(T0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            channel = WebhookChannel(
+                "oncall-sms", WebhookOptions(url=f"http://127.0.0.1:{port}/hook"), http
+            )
+            sender = Notifier(
+                any_store,
+                {"oncall-sms": channel},
+                NotifierMetrics(CollectorRegistry()),
+                retry=RetryPolicy(initial=10, max_delay=600, max_attempts=5),
+                wall=clock,
+            )
+            await any_store.enqueue([incident_message("opened")], clock.now)
+            await sender.deliver_due()  # 503, Retry-After 30 s
+            clock.now += 10
+            await any_store.enqueue([incident_message("resolved")], clock.now)
+            await sender.deliver_due()
+            assert received == ["opened"]  # "resolved" did not overtake it
+            clock.now += 20
+            await sender.deliver_due()
+    finally:
+        await runner.cleanup()
+    assert received == ["opened", "opened", "resolved"]
