@@ -62,6 +62,8 @@ class Body(BaseModel):
 def _shallow_enough(raw: str, limit: int) -> bool:
     """Whether the brackets of ``raw`` (outside strings) nest at most ``limit`` deep:
     checked before parsing, because the parser recurses once per level."""
+    if raw.count("[") + raw.count("{") <= limit:  # the usual body: no need to look closer
+        return True
     depth = 0
     in_string = escaped = False
     for char in raw:
