@@ -15,7 +15,12 @@ from typing import Any
 from checks import check_types
 from monitor import __version__
 from monitor.catalog import Catalog, load_catalog
-from monitor.config import ConfigError, json_schema
+from monitor.config import (
+    DEFAULT_MAX_CONFIG_BYTES,
+    MAX_CONFIG_BYTES_ENV,
+    ConfigError,
+    json_schema,
+)
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.status import aggregate, observed_status
@@ -44,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.logs import setup_logging
 
     try:
-        catalog = load_catalog(args.config)
+        catalog = load_catalog(args.config, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         print(
@@ -56,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = catalog.config.monitor
     setup_logging(settings.log_format, settings.log_level)
     _event_loop_policy(settings.event_loop)
-    daemon = Daemon(args.config, listen=args.listen)
+    daemon = Daemon(args.config, listen=args.listen, max_config_bytes=args.max_config_bytes)
     try:
         asyncio.run(daemon.run())
     except ConfigError as exc:  # the file changed between the check above and the start
@@ -74,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from monitor.reports.render import check_templates as check_report_templates
 
     try:
-        catalog = load_catalog(args.file)
+        catalog = load_catalog(args.file, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         return 1
@@ -196,6 +201,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if status is Status.UP else 1
 
 
+def _add_max_config_bytes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-config-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"refuse a config file larger than this (default ${MAX_CONFIG_BYTES_ENV} or "
+        f"{DEFAULT_MAX_CONFIG_BYTES})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from monitor.cli_remote import add_remote_commands
     from monitor.cli_reports import add_report_commands
@@ -207,10 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default %(default)s)")
     run.add_argument("--listen", help="override monitor.listen (host:port)")
+    _add_max_config_bytes(run)
     run.set_defaults(func=cmd_run)
 
     validate = commands.add_parser("validate", help="check a config file and list every problem")
     validate.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    _add_max_config_bytes(validate)
     validate.set_defaults(func=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the config's JSON Schema (for editors)")

@@ -62,8 +62,10 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
         listen: str | None = None,
+        max_config_bytes: int | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        self._max_config_bytes = max_config_bytes
         self._env = dict(env) if env is not None else None
         self.wall = wall
         self._listen_override = listen
@@ -91,7 +93,7 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     def load(self) -> Catalog:
-        return load_catalog(self.config_path, self._env)
+        return load_catalog(self.config_path, self._env, max_bytes=self._max_config_bytes)
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ from monitor.cli import main
 from monitor.config import ConfigError, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-INVALID = sorted((Path(__file__).parent / "testdata" / "invalid").glob("*.yaml"))
+INVALID_DIR = Path(__file__).parent / "testdata" / "invalid"
+INVALID = sorted(INVALID_DIR.glob("*.yaml"))
 
 VALID = """
 defaults: {interval: 60s, failure_threshold: 3}
@@ -154,3 +159,68 @@ customers:
         "services.web-app.checks[1].port: Input should be a valid integer, unable to parse "
         "string as an integer (for customer fabrikam)",
     ]
+
+
+def _validate_in_small_address_space(
+    *args: str, megabytes: int = 400
+) -> subprocess.CompletedProcess[str]:
+    """``csp-monitor validate`` in a process that cannot take more than ``megabytes``."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "validate", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    bomb = INVALID_DIR / "yaml-alias-bomb.yaml"
+    assert bomb.stat().st_size < 1500  # nine levels of aliases: 10**9 strings expanded
+    run = _validate_in_small_address_space(str(bomb))
+    assert run.returncode == 1, run.stderr
+    assert "aliases expand to more than 100000 nodes, the limit" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + "# padding\n" * 200)
+    size = path.stat().st_size
+    assert main(["validate", str(path)]) == 0
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={}, max_bytes=size - 1)
+    assert [str(i) for i in caught.value.issues] == [
+        f"the file is larger than the limit of {size - 1} bytes "
+        "(raise it with --max-config-bytes or CSP_MONITOR_MAX_CONFIG_BYTES)"
+    ]
+    run = _validate_in_small_address_space(str(path), "--max-config-bytes", "1000")
+    assert run.returncode == 1
+    assert "larger than the limit of 1000 bytes" in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CSP_MONITOR_MAX_CONFIG_BYTES": "2000"},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "larger than the limit of 2000 bytes" in run.stderr
+
+
+def test_file_that_is_not_utf8_is_refused_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(VALID.encode() + b"# caf\xe9\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem" in err
+    line = VALID.count("\n") + 1
+    assert f"the file is not valid UTF-8 (line {line}, byte" in err

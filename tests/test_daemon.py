@@ -200,3 +200,17 @@ async def test_stop_lets_in_flight_probes_finish(tmp_path: Path, web_target: Web
     finally:
         await daemon.close()  # shutdown_grace is 2 s: enough for a 0.8 s answer
     assert in_flight and all(t.done() and not t.cancelled() for t in in_flight)
+
+
+async def test_reload_refuses_an_alias_bomb_before_expanding_it(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    await wait_until(lambda: subscription_status(daemon) == "up", what="up")
+    bomb = Path(__file__).parent / "testdata" / "invalid" / "yaml-alias-bomb.yaml"
+    shutil.copy(bomb, tmp_path / "config.yaml")
+    status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+    assert status == 400, answer
+    assert "aliases expand to more than 100000 nodes, the limit" in answer["message"]
+    _, text = await get(daemon, "/metrics")
+    assert "csp_monitor_config_last_reload_successful 0.0" in text
+    assert len(daemon.scheduler) == 4
