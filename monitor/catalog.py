@@ -177,8 +177,12 @@ def load_catalog(
     source = str(path)
     data, text = read_config_bytes(Path(path), max_config_bytes(max_bytes))
     digest = hashlib.sha256(data).hexdigest()
-    config = parse_config(read_yaml(text, source), source, env)
-    return build_catalog(config, digest, source)
+    revealed: set[str] = set()
+    config = parse_config(read_yaml(text, source), source, env, revealed)
+    try:
+        return build_catalog(config, digest, source)
+    except ConfigError as exc:  # a reference filled into a check's options via vars
+        raise exc.redacted(revealed) from None
 
 
 __all__ = ["Catalog", "Subscription", "TargetSpec", "build_catalog", "format_path", "load_catalog"]

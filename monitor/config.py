@@ -67,11 +67,34 @@ class ConfigError(Exception):
         self.source = source
         super().__init__(self.summary())
 
+    def redacted(self, revealed: Iterable[str]) -> ConfigError:
+        """The same problems, with every value in ``revealed`` (what ``${ENV}`` and
+        ``file:`` references were replaced by) shown as ``***`` wherever a message quotes it."""
+        return ConfigError(
+            [ConfigIssue(i.path, redact(i.message, revealed)) for i in self.issues], self.source
+        )
+
     def summary(self) -> str:
         count = len(self.issues)
         lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  {issue}" for issue in self.issues]
         return "\n".join(lines)
+
+
+def redact(text: str, revealed: Iterable[str]) -> str:
+    """``text`` with each of the ``revealed`` values replaced by ``***``.
+
+    Longest first, so that a value containing another is hidden whole; also in the
+    escaped form ``repr()`` gives it. A value of one to three characters is hidden
+    only where it stands alone, so that ``customers[1]`` survives a secret ``1``.
+    """
+    for value in sorted({v for v in revealed if v}, key=len, reverse=True):
+        for form in dict.fromkeys((value, repr(value)[1:-1])):
+            if len(form) >= 4:
+                text = text.replace(form, "***")
+            else:
+                text = re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w.-])", "***", text)
+    return text
 
 
 class TimingOverrides(StrictModel):
@@ -695,23 +718,36 @@ _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def resolve_secrets(
-    value: Any, env: Mapping[str, str], issues: list[ConfigIssue], loc: tuple[int | str, ...] = ()
+    value: Any,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+    loc: tuple[int | str, ...] = (),
+    revealed: set[str] | None = None,
 ) -> Any:
     """Replace ``${VAR}``, ``${VAR:-default}`` and whole-value ``file:/path`` references.
 
-    Values are substituted before validation, so a secret is only ever held
-    in a validated ``SecretStr`` and never echoed in a message.
+    References are allowed in any field (a customer's ``vars`` carry secrets into check
+    options); what they were replaced by is added to ``revealed``, and no message ever
+    quotes it (:meth:`ConfigError.redacted`). Secret fields hold it as a ``SecretStr``.
     """
+    revealed = set() if revealed is None else revealed
     if isinstance(value, dict):
-        return {k: resolve_secrets(v, env, issues, (*loc, k)) for k, v in value.items()}
+        return {k: resolve_secrets(v, env, issues, (*loc, k), revealed) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_secrets(v, env, issues, (*loc, i)) for i, v in enumerate(value)]
+        return [resolve_secrets(v, env, issues, (*loc, i), revealed) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
     if value.startswith("file:"):
         path = Path(value.removeprefix("file:"))
         try:
-            return path.read_text(encoding="utf-8").strip()
+            content = path.read_text(encoding="utf-8").strip()
+            revealed.add(content)
+            return content
+        except UnicodeDecodeError:
+            issues.append(
+                ConfigIssue(format_path(loc), f"secret file {str(path)!r} is not UTF-8 text")
+            )
+            return ""
         except OSError as exc:
             issues.append(
                 ConfigIssue(
@@ -726,6 +762,7 @@ def resolve_secrets(
             return "$"
         name, default = match.group(1), match.group(2)
         if name in env:
+            revealed.add(env[name])
             return env[name]
         if default is not None:
             return default
@@ -887,15 +924,29 @@ def read_yaml(text: str, source: str) -> Any:
 
 
 def parse_config(
-    raw: Any, source: str = "config", env: Mapping[str, str] | None = None
+    raw: Any,
+    source: str = "config",
+    env: Mapping[str, str] | None = None,
+    revealed: set[str] | None = None,
 ) -> ConfigBase:
-    """Validate a parsed YAML document; raise ConfigError with every problem."""
+    """Validate a parsed YAML document; raise ConfigError with every problem.
+
+    What references were replaced by is added to ``revealed`` (for later messages
+    about the same config to hide) and never appears in the ConfigError."""
+    revealed = set() if revealed is None else revealed
+    try:
+        return _parse_config(raw, source, os.environ if env is None else env, revealed)
+    except ConfigError as exc:
+        raise exc.redacted(revealed) from None
+
+
+def _parse_config(raw: Any, source: str, env: Mapping[str, str], revealed: set[str]) -> ConfigBase:
     if not isinstance(raw, dict):
         raise ConfigError(
             [ConfigIssue("", "the file must hold a mapping with services and customers")], source
         )
     issues: list[ConfigIssue] = []
-    resolved = resolve_secrets(raw, os.environ if env is None else env, issues)
+    resolved = resolve_secrets(raw, env, issues, (), revealed)
     issues += cross_reference_issues(resolved) + policy_reference_issues(resolved)
     # Check options are validated with each type's model for a representative customer;
     # the rest of the file with the model that keeps options as written.

@@ -224,3 +224,43 @@ def test_file_that_is_not_utf8_is_refused_with_its_line(
     assert f"{path}: 1 problem" in err
     line = VALID.count("\n") + 1
     assert f"the file is not valid UTF-8 (line {line}, byte" in err
+
+
+REFERENCES_IN_PLAIN_FIELDS = """
+tiers: {gold: {sla_target: 99.9}}
+defaults: {interval: "${SMTP_PASSWORD}"}
+services:
+  dns:
+    name: DNS
+    checks: [{name: ns, type: dns, query: example.cn, resolver: "{customer.resolver}"}]
+customers:
+  - {id: contoso, name: Contoso, tenant_domain: contoso.partner.onmschina.cn,
+     tier: "file:SECRET_FILE", vars: {resolver: 127.0.0.1}, subscriptions: [dns]}
+  - {id: fabrikam, name: Fabrikam, tenant_domain: fabrikam.partner.onmschina.cn,
+     vars: {resolver: "${RESOLVER_KEY}"}, subscriptions: [dns]}
+"""
+SECRETS = {"SMTP_PASSWORD": "smtp-pass'word-1", "RESOLVER_KEY": "Resolver-Key-2"}
+
+
+def test_references_in_plain_fields_are_never_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "tier"
+    secret_file.write_text("file-secret-3\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(REFERENCES_IN_PLAIN_FIELDS.replace("SECRET_FILE", str(secret_file)))
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert 'defaults.interval: invalid duration "***": use e.g. 30s' in err
+    assert "customers[0].tier: unknown tier '***' (allowed: gold)" in err
+    for secret in (*SECRETS.values(), "file-secret-3", "smtp-pass\\'word-1"):
+        assert secret not in err
+    # the second customer's value reaches a check option through vars (the catalog's pass)
+    text = path.read_text().replace('"${SMTP_PASSWORD}"', "60s")
+    path.write_text(text.replace(f'tier: "file:{secret_file}"', "tier: gold"))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "resolver must be 'ip', 'ip:port' or '[ipv6]:port', not '***'" in err
+    assert "Resolver-Key-2" not in err

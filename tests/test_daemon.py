@@ -214,3 +214,30 @@ async def test_reload_refuses_an_alias_bomb_before_expanding_it(
     _, text = await get(daemon, "/metrics")
     assert "csp_monitor_config_last_reload_successful 0.0" in text
     assert len(daemon.scheduler) == 4
+
+
+async def test_a_refused_reload_never_quotes_a_referenced_value(
+    tmp_path: Path, web_target: WebTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port)
+    secret = "pa55-word-from-env"
+    daemon = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token", "SMTP_PASSWORD": secret})
+    await daemon.start()
+    try:
+        # a secret put where a duration belongs: the message must not show it
+        config.write_text(
+            config.read_text().replace("interval: 300ms", 'interval: "${SMTP_PASSWORD}"')
+        )
+        status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+        assert status == 400
+        assert "defaults.interval: invalid duration '***'" in answer["message"]
+        assert daemon.alerting.store is not None
+        entries = await daemon.alerting.store.audit_entries()
+        rejected = [e for e in entries if e.kind == "config" and e.detail["result"] == "rejected"]
+        assert rejected and "invalid duration '***'" in json.dumps(rejected[-1].detail)
+        assert secret not in json.dumps([e.detail for e in entries])
+        assert "event=reload_rejected" in caplog.text
+        assert secret not in caplog.text and secret not in json.dumps(answer)
+    finally:
+        await daemon.close()
