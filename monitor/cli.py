@@ -21,6 +21,7 @@ from monitor.config import (
     ConfigError,
     json_schema,
 )
+from monitor.config_check import check_config
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.status import aggregate, observed_status
@@ -49,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.logs import setup_logging
 
     try:
-        catalog = load_catalog(args.config, max_bytes=args.max_config_bytes)
+        catalog = check_config(args.config, max_bytes=args.max_config_bytes).catalog
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         print(
@@ -57,6 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{args.config})",
             file=sys.stderr,
         )
+        return 2
+    except Exception as exc:  # an operator gets a sentence, not a traceback
+        print(_unexpected(args.config, exc), file=sys.stderr)
         return 2
     settings = catalog.config.monitor
     setup_logging(settings.log_format, settings.log_level)
@@ -73,31 +77,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from monitor.alerting import renderer_for
-    from monitor.notify.sample import sample_context
-    from monitor.reports.render import check_templates as check_report_templates
+def _unexpected(file: str, exc: BaseException) -> str:
+    # Only the kind of error: its message could quote a value of the file.
+    return (
+        f"{file}: could not be checked: unexpected {type(exc).__name__}; "
+        "please report it (with the file, its secrets removed)"
+    )
 
+
+def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        catalog = load_catalog(args.file, max_bytes=args.max_config_bytes)
+        checked = check_config(args.file, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         return 1
-    base = Path(args.file).resolve().parent
-    problems: list[object] = list(renderer_for(catalog, base).check_all(sample_context))
-    templates_dir = catalog.config.notifications.templates_dir
-    problems += check_report_templates(catalog, [base / templates_dir] if templates_dir else [])
-    if problems:
-        count = len(problems)
-        print(f"{args.file}: {count} template problem{'s' if count != 1 else ''}", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
+    except Exception as exc:  # an operator gets a sentence, not a traceback
+        print(_unexpected(args.file, exc), file=sys.stderr)
         return 1
+    config = checked.catalog.config
     print(
-        f"{args.file}: OK: {len(catalog.config.customers)} customers, "
-        f"{len(catalog.config.services)} services, {len(catalog.subscriptions)} subscriptions, "
-        f"{len(catalog.targets)} targets, {len(catalog.config.escalation_policies)} "
-        f"escalation policies, {len(catalog.config.channels)} channels; every template renders"
+        f"{args.file}: OK: {len(config.customers)} customers, "
+        f"{len(config.services)} services, {len(checked.catalog.subscriptions)} subscriptions, "
+        f"{len(checked.catalog.targets)} targets, {len(config.escalation_policies)} "
+        f"escalation policies, {len(config.channels)} channels; every template renders"
     )
     return 0
 

@@ -264,3 +264,21 @@ def test_references_in_plain_fields_are_never_quoted(
     err = capsys.readouterr().err
     assert "resolver must be 'ip', 'ip:port' or '[ipv6]:port', not '***'" in err
     assert "Resolver-Key-2" not in err
+
+
+def test_validate_and_run_refuse_a_missing_template_directory_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + "notifications: {templates_dir: my-templates}\n")
+    expected = (
+        f"notifications.templates_dir: directory '{tmp_path / 'my-templates'}' does not exist"
+    )
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem\n  {expected}" in err and "Traceback" not in err
+    (tmp_path / "my-templates" / "resolved").mkdir(parents=True)
+    (tmp_path / "my-templates" / "resolved" / "sms.txt.j2").write_text("{% if %}\n")
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "resolved/sms.txt.j2:1: syntax error" in err and "not started" in err
