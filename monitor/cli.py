@@ -94,6 +94,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except Exception as exc:  # an operator gets a sentence, not a traceback
         print(_unexpected(args.file, exc), file=sys.stderr)
         return 1
+    for warning in checked.warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     config = checked.catalog.config
     print(
         f"{args.file}: OK: {len(config.customers)} customers, "

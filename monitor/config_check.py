@@ -24,6 +24,7 @@ class CheckedConfig:
 
     catalog: Catalog
     renderer: TemplateRenderer
+    warnings: tuple[ConfigIssue, ...] = ()  # settings that work but put something at risk
 
 
 def templates_directories(catalog: Catalog, base: Path) -> list[Path]:
@@ -66,4 +67,9 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
         raise ConfigError(
             [ConfigIssue("", f"template {problem}") for problem in problems], catalog.source
         )
-    return CheckedConfig(catalog, renderer)
+    warnings = tuple(
+        ConfigIssue(f"channels.{name}", warning)
+        for name, options in catalog.config.channels.items()
+        for warning in options.warnings()
+    )
+    return CheckedConfig(catalog, renderer, warnings)

@@ -96,7 +96,10 @@ class Daemon:
 
     def load(self) -> CheckedConfig:
         """The config file read, validated and its templates checked (ConfigError)."""
-        return check_config(self.config_path, self._env, max_bytes=self._max_config_bytes)
+        checked = check_config(self.config_path, self._env, max_bytes=self._max_config_bytes)
+        for warning in checked.warnings:
+            log.warning("event=config_warning problem=%r", str(warning))
+        return checked
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""

@@ -282,3 +282,29 @@ def test_validate_and_run_refuse_a_missing_template_directory_without_a_tracebac
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "resolved/sms.txt.j2:1: syntax error" in err and "not started" in err
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+def test_validate_warns_of_smtp_auth_over_a_plain_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], security: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        VALID
+        + f"""
+channels:
+  noc-email: {{type: email, host: 127.0.0.1, port: 25, security: {security},
+              username: noc, password: "${{SMTP_PASSWORD}}", from_address: noc@example.cn}}
+"""
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SMTP_PASSWORD", "smtp-secret-value")
+        assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "OK:" in captured.out
+    warning = (
+        f"{path}: warning: channels.noc-email: SMTP AUTH over a plain connection "
+        "(security: none) sends the password unencrypted; use security: starttls or tls"
+    )
+    assert (warning in captured.err) == (security == "none")
+    assert "smtp-secret-value" not in captured.out + captured.err
