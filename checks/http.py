@@ -57,7 +57,9 @@ Method = Annotated[str, Field(pattern=r"^[A-Za-z]+$"), AfterValidator(str.upper)
 class Options(CheckOptions):
     url: HttpUrl = Field(description="http:// or https:// URL to request")
     method: Method = Field("GET", description="HTTP method")
-    headers: dict[str, str] = Field({}, description="Request headers (put secrets in *_token)")
+    headers: dict[str, str] = Field(
+        {}, description="Request headers; a reason never shows their values (***)"
+    )
     body: str | None = Field(None, description="Request body, sent as UTF-8")
     expect_status: list[StatusCode] = Field([200], min_length=1, description="Codes or '2xx'")
     body_regex: re.Pattern[str] | None = Field(None, description="Regex the body must match")
@@ -89,13 +91,21 @@ class Options(CheckOptions):
         """Everything derived from the options, computed once rather than per probe."""
         headers = CIMultiDict({"User-Agent": "csp-monitor"})
         headers.update(self.headers)  # case-insensitively, so a configured User-Agent wins
+        # A target may echo what it was sent (a debug endpoint, an error page): every
+        # header value we configure, and each form of a credential, is hidden in reasons.
+        hidden = [value for value in self.headers.values() if value]
         if self.bearer_token is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+            hidden.append(self.bearer_token.get_secret_value())
         if self.basic_auth_user is not None and self.basic_auth_password is not None:
-            pair = f"{self.basic_auth_user}:{self.basic_auth_password.get_secret_value()}"
-            headers["Authorization"] = f"Basic {base64.b64encode(pair.encode()).decode()}"
+            password = self.basic_auth_password.get_secret_value()
+            pair = f"{self.basic_auth_user}:{password}"
+            encoded = base64.b64encode(pair.encode()).decode()
+            headers["Authorization"] = f"Basic {encoded}"
+            hidden += [password, encoded, encoded.rstrip("=")]
         json_path = _json_path(self.json_path) if self.json_path else None
-        return _Plan(URL(str(self.url)), headers, json_path)
+        secrets = tuple(sorted({v for v in hidden if v}, key=len, reverse=True))
+        return _Plan(URL(str(self.url)), headers, json_path, secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,18 @@ class _Plan:
     url: URL
     headers: CIMultiDict[str]
     json_path: tuple[str | int, ...] | None
+    secrets: tuple[str, ...]  # longest first: a value containing another is hidden whole
+
+    def redact(self, text: str) -> str:
+        """``text`` with everything we send that a server could echo shown as ``***``
+        (a value of one to three characters only where it stands alone: ``X-Debug: 1``
+        must not turn ``status 503`` into ``status 5***3``)."""
+        for secret in self.secrets:
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+            else:
+                text = re.sub(rf"(?<![\w.-]){re.escape(secret)}(?![\w.-])", "***", text)
+        return text
 
 
 @dataclass(slots=True)
@@ -204,10 +226,10 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
             phases = _phases(timeline, headers_at - started, ctx.monotonic() - headers_at)
             facts["http_content_length"] = float(resp.content_length or len(body))
     except (aiohttp.ClientError, OSError) as exc:
-        return failure(_describe(exc, opts), started, ctx)
+        return failure(plan.redact(_describe(exc, opts)), started, ctx)
     finally:
         _TIMELINE.reset(token)
-    reason = _redact(_assert_response(plan, resp.status, body, opts), opts)
+    reason = plan.redact(_assert_response(plan, resp.status, body, opts))
     duration = ctx.monotonic() - started
     return ProbeResult(not reason, duration, reason, phases=phases, facts=facts)
 
@@ -218,14 +240,6 @@ def _phases(timeline: _Timeline, to_headers: float, transfer: float) -> dict[str
     setup = timeline.resolve + timeline.connect + timeline.tls
     return {"resolve": timeline.resolve, "connect": timeline.connect, "tls": timeline.tls,
             "processing": max(to_headers - setup, 0.0), "transfer": transfer}  # fmt: skip
-
-
-def _redact(reason: str, opts: Options) -> str:
-    """Hides our secrets should the server echo them into a value a reason quotes."""
-    for secret in (opts.bearer_token, opts.basic_auth_password):
-        if secret is not None and (value := secret.get_secret_value()):
-            reason = reason.replace(value, "***")
-    return reason
 
 
 def _describe(exc: BaseException, opts: Options) -> str:
@@ -265,6 +279,8 @@ def _assert_response(plan: _Plan, status: int, body: bytes, opts: Options) -> st
         value: Any = json.loads(body)
     except ValueError:
         return "body is not JSON"
+    except RecursionError:  # e.g. "[" * 100_000: the target's answer, not a plugin bug
+        return "body is not JSON: nested too deep"
     for token in plan.json_path:
         if isinstance(token, int) and isinstance(value, list) and -len(value) <= token < len(value):
             value = value[token]
@@ -274,7 +290,12 @@ def _assert_response(plan: _Plan, status: int, body: bytes, opts: Options) -> st
             return f"json path {opts.json_path!r} not found"
     if opts.json_expect is None or _json_equal(value, opts.json_expect):
         return ""
-    shown = repr(value) if isinstance(value, str) else json.dumps(value)
+    try:
+        shown = repr(value) if isinstance(value, str) else json.dumps(value)
+    except RecursionError:  # parsed just below the limit, dumped from deeper in the stack
+        shown = "a value nested too deep"
+    # Hidden before it is shortened: a secret cut in two would not be recognised.
+    shown = plan.redact(shown)
     shown = shown if len(shown) <= 60 else shown[:59] + "…"
     return f"json path {opts.json_path!r} is {shown}, expected {opts.json_expect!r}"
 

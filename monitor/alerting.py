@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -20,12 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from monitor.catalog import Catalog
 from monitor.channels import build_channel
 from monitor.channels.base import Channel
+from monitor.config import ConfigError, ConfigIssue
 from monitor.engine.model import IncidentEvent
 from monitor.housekeeping import Housekeeping, SetSla
 from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
-from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
 from monitor.notify.undelivered import UndeliveredNote
 from monitor.probe import Status
@@ -68,13 +69,22 @@ def audit_key(catalog: Catalog, base: Path) -> bytes:
 
 def build_channels(catalog: Catalog, http: aiohttp.ClientSession, base: Path) -> dict[str, Channel]:
     """Every configured channel; relative folders are relative to the config file."""
-    built = {}
-    for name, options in catalog.config.channels.items():
-        directory = getattr(options, "directory", None)
-        if isinstance(directory, str) and not Path(directory).is_absolute():
-            options = options.model_copy(update={"directory": str(base / directory)})
-        built[name] = build_channel(name, options, http)
-    return built
+    return {
+        name: _build_channel(name, options, http, base)
+        for name, options in catalog.config.channels.items()
+    }
+
+
+def _build_channel(name: str, options: Any, http: aiohttp.ClientSession, base: Path) -> Channel:
+    directory = getattr(options, "directory", None)
+    if isinstance(directory, str) and not Path(directory).is_absolute():
+        options = options.model_copy(update={"directory": str(base / directory)})
+    return build_channel(name, options, http)
+
+
+def _retry_policy(catalog: Catalog) -> RetryPolicy:
+    retry = catalog.config.notifications.retry
+    return RetryPolicy(retry.initial, retry.max_delay, retry.max_attempts)
 
 
 def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
@@ -135,14 +145,16 @@ class Alerting:
         base: Path,
         failing_checks: FailingChecks,
         set_sla: SetSla = lambda customer, service, value: None,
+        renderer: TemplateRenderer | None = None,
     ) -> None:
+        """Open the store and start the loops; ``renderer``: the one start-up checked."""
         self._catalog, self._http, self._base = catalog, http, base
         self.store = await Store.open(store_url(catalog, base), audit_key=audit_key(catalog, base))
         signer = LinkSigner.from_data_dir(data_dir(catalog, base))
         self.notifier = self._build_notifier(catalog, http, base)
         self.manager = IncidentManager(
             self.store,
-            renderer_for(catalog, base),
+            renderer or renderer_for(catalog, base),
             signer,
             failing_checks=failing_checks,
             wake=self.notifier.wake,
@@ -177,9 +189,7 @@ class Alerting:
             self.store,
             build_channels(catalog, http, base),
             self._notifier_metrics,
-            retry=RetryPolicy(
-                settings.retry.initial, settings.retry.max_delay, settings.retry.max_attempts
-            ),
+            retry=_retry_policy(catalog),
             rate_limits=settings.rate_limit_per_minute,
             wall=self._wall,
             undelivered=UndeliveredNote(
@@ -198,30 +208,43 @@ class Alerting:
         except Exception:
             log.exception("event=audit_failed kind=config")
 
-    def configure(self, catalog: Catalog) -> None:
-        """A reload: new policies, channels and settings; open incidents keep their policy."""
+    def build_channels(self, catalog: Catalog) -> dict[str, Channel]:
+        """A reloaded config's channels, built before anything is swapped; ConfigError
+        naming each channel that cannot be set up."""
+        if self._http is None:
+            return {}
+        built: dict[str, Channel] = {}
+        issues: list[ConfigIssue] = []
+        for name, options in catalog.config.channels.items():
+            try:
+                built[name] = _build_channel(name, options, self._http, self._base)
+            except Exception as exc:  # never its message: it may quote a credential
+                message = f"cannot be set up: {type(exc).__name__}"
+                issues.append(ConfigIssue(f"channels.{name}", message))
+        if issues:
+            raise ConfigError(issues, catalog.source)
+        return built
+
+    def configure(
+        self, catalog: Catalog, renderer: TemplateRenderer, channels: dict[str, Channel]
+    ) -> None:
+        """A reload whose catalog, templates and channels were all built and checked
+        first: swapped in together. Open incidents keep the policy they opened with."""
         self._catalog = catalog
         if self.housekeeping is not None:
             self.housekeeping.configure(catalog)
         if self.manager is not None:
             self.manager.configure(catalog)
-            renderer = renderer_for(catalog, self._base)
-            problems = renderer.check_all(sample_context)
-            if problems:
-                for problem in problems:
-                    log.error("event=templates_rejected problem=%r", str(problem))
-                log.error(
-                    "event=templates_rejected action=%r",
-                    "the previous templates stay in use; fix them and reload",
-                )
-            else:
-                self.manager.set_renderer(renderer)
-                if self.notifier is not None:
-                    self.notifier.undelivered = UndeliveredNote(
-                        renderer, sms_max_segments=catalog.config.notifications.sms_max_segments
-                    )
-        if self.notifier is not None and self._http is not None:
-            self.notifier.channels = build_channels(catalog, self._http, self._base)
+            self.manager.set_renderer(renderer)
+        if self.notifier is not None:
+            self.notifier.undelivered = UndeliveredNote(
+                renderer, sms_max_segments=catalog.config.notifications.sms_max_segments
+            )
+            self.notifier.configure(
+                channels,
+                _retry_policy(catalog),
+                catalog.config.notifications.rate_limit_per_minute,
+            )
 
     def subscription_changed(
         self, customer: str, service: str, previous: Status, current: Status, reason: str, at: float

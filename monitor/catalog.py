@@ -28,7 +28,9 @@ from monitor.config import (
     check_options,
     format_path,
     issues_from_validation,
+    max_config_bytes,
     parse_config,
+    read_config_bytes,
     read_yaml,
 )
 from monitor.placeholders import fill, values_for
@@ -166,18 +168,21 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
     return catalog
 
 
-def load_catalog(path: str | Path, env: dict[str, str] | None = None) -> Catalog:
-    """Read, validate and instantiate a config file. Raises ConfigError."""
+def load_catalog(
+    path: str | Path, env: dict[str, str] | None = None, *, max_bytes: int | None = None
+) -> Catalog:
+    """Read, validate and instantiate a config file. Raises ConfigError.
+
+    ``max_bytes`` limits the file's size (default: ``max_config_bytes()``)."""
     source = str(path)
+    data, text = read_config_bytes(Path(path), max_config_bytes(max_bytes))
+    digest = hashlib.sha256(data).hexdigest()
+    revealed: set[str] = set()
+    config = parse_config(read_yaml(text, source), source, env, revealed)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [ConfigIssue("", f"cannot read {source}: {exc.strerror or exc}")], source
-        ) from None
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    config = parse_config(read_yaml(text, source), source, env)
-    return build_catalog(config, digest, source)
+        return build_catalog(config, digest, source)
+    except ConfigError as exc:  # a reference filled into a check's options via vars
+        raise exc.redacted(revealed) from None
 
 
 __all__ = ["Catalog", "Subscription", "TargetSpec", "build_catalog", "format_path", "load_catalog"]

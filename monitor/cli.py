@@ -15,7 +15,13 @@ from typing import Any
 from checks import check_types
 from monitor import __version__
 from monitor.catalog import Catalog, load_catalog
-from monitor.config import ConfigError, json_schema
+from monitor.config import (
+    DEFAULT_MAX_CONFIG_BYTES,
+    MAX_CONFIG_BYTES_ENV,
+    ConfigError,
+    json_schema,
+)
+from monitor.config_check import check_config
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.status import aggregate, observed_status
@@ -44,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.logs import setup_logging
 
     try:
-        catalog = load_catalog(args.config)
+        catalog = check_config(args.config, max_bytes=args.max_config_bytes).catalog
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         print(
@@ -53,10 +59,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:  # an operator gets a sentence, not a traceback
+        print(_unexpected(args.config, exc), file=sys.stderr)
+        return 2
     settings = catalog.config.monitor
     setup_logging(settings.log_format, settings.log_level)
     _event_loop_policy(settings.event_loop)
-    daemon = Daemon(args.config, listen=args.listen)
+    daemon = Daemon(args.config, listen=args.listen, max_config_bytes=args.max_config_bytes)
     try:
         asyncio.run(daemon.run())
     except ConfigError as exc:  # the file changed between the check above and the start
@@ -68,31 +77,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from monitor.alerting import renderer_for
-    from monitor.notify.sample import sample_context
-    from monitor.reports.render import check_templates as check_report_templates
+def _unexpected(file: str, exc: BaseException) -> str:
+    # Only the kind of error: its message could quote a value of the file.
+    return (
+        f"{file}: could not be checked: unexpected {type(exc).__name__}; "
+        "please report it (with the file, its secrets removed)"
+    )
 
+
+def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        catalog = load_catalog(args.file)
+        checked = check_config(args.file, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(exc.summary(), file=sys.stderr)
         return 1
-    base = Path(args.file).resolve().parent
-    problems: list[object] = list(renderer_for(catalog, base).check_all(sample_context))
-    templates_dir = catalog.config.notifications.templates_dir
-    problems += check_report_templates(catalog, [base / templates_dir] if templates_dir else [])
-    if problems:
-        count = len(problems)
-        print(f"{args.file}: {count} template problem{'s' if count != 1 else ''}", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
+    except Exception as exc:  # an operator gets a sentence, not a traceback
+        print(_unexpected(args.file, exc), file=sys.stderr)
         return 1
+    for warning in checked.warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    config = checked.catalog.config
     print(
-        f"{args.file}: OK: {len(catalog.config.customers)} customers, "
-        f"{len(catalog.config.services)} services, {len(catalog.subscriptions)} subscriptions, "
-        f"{len(catalog.targets)} targets, {len(catalog.config.escalation_policies)} "
-        f"escalation policies, {len(catalog.config.channels)} channels; every template renders"
+        f"{args.file}: OK: {len(config.customers)} customers, "
+        f"{len(config.services)} services, {len(checked.catalog.subscriptions)} subscriptions, "
+        f"{len(checked.catalog.targets)} targets, {len(config.escalation_policies)} "
+        f"escalation policies, {len(config.channels)} channels; every template renders"
     )
     return 0
 
@@ -196,6 +205,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if status is Status.UP else 1
 
 
+def _add_max_config_bytes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-config-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"refuse a config file larger than this (default ${MAX_CONFIG_BYTES_ENV} or "
+        f"{DEFAULT_MAX_CONFIG_BYTES})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from monitor.cli_remote import add_remote_commands
     from monitor.cli_reports import add_report_commands
@@ -207,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default %(default)s)")
     run.add_argument("--listen", help="override monitor.listen (host:port)")
+    _add_max_config_bytes(run)
     run.set_defaults(func=cmd_run)
 
     validate = commands.add_parser("validate", help="check a config file and list every problem")
     validate.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    _add_max_config_bytes(validate)
     validate.set_defaults(func=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the config's JSON Schema (for editors)")

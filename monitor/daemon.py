@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting
-from monitor.catalog import Catalog, TargetSpec, load_catalog
-from monitor.config import ConfigError
+from monitor.catalog import Catalog, TargetSpec
+from monitor.config import ConfigError, ConfigIssue
+from monitor.config_check import CheckedConfig, check_config
 from monitor.incident_manager import failing_checks
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.templates import FailingCheckContext
@@ -62,8 +63,10 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
         listen: str | None = None,
+        max_config_bytes: int | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        self._max_config_bytes = max_config_bytes
         self._env = dict(env) if env is not None else None
         self.wall = wall
         self._listen_override = listen
@@ -85,19 +88,25 @@ class Daemon:
         self._semaphore = asyncio.Semaphore(1)
         self._running: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        self._signal_reloads: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def load(self) -> Catalog:
-        return load_catalog(self.config_path, self._env)
+    def load(self) -> CheckedConfig:
+        """The config file read, validated and its templates checked (ConfigError)."""
+        checked = check_config(self.config_path, self._env, max_bytes=self._max_config_bytes)
+        for warning in checked.warnings:
+            log.warning("event=config_warning problem=%r", str(warning))
+        return checked
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""
         from monitor.api import build_app  # the API imports the daemon's types
 
-        catalog = await asyncio.to_thread(self.load)
+        checked = await asyncio.to_thread(self.load)
+        catalog = checked.catalog
         settings = catalog.config.monitor
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._http = new_http_session()
@@ -109,6 +118,7 @@ class Daemon:
             self.config_path.resolve().parent,
             self.failing_checks,
             self._set_sla,
+            checked.renderer,
         )
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
@@ -135,9 +145,23 @@ class Daemon:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+
+    def _reload_on_signal(self) -> None:
+        task = asyncio.ensure_future(self._reload_logged())
+        self._signal_reloads.add(task)  # a task nobody holds may be collected mid-way
+        task.add_done_callback(self._signal_reloads.discard)
+
+    async def _reload_logged(self) -> None:
+        """A SIGHUP's reload: nobody awaits it, so whatever happens is logged here."""
+        try:
+            await self.reload()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=reload_failed trigger=SIGHUP")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -177,25 +201,29 @@ class Daemon:
     # ------------------------------------------------------------------ config
 
     async def reload(self) -> tuple[bool, str]:
-        """Load the file again; a bad file keeps the running config."""
+        """Load the file again: all of it or nothing.
+
+        The catalog, the checked templates and the channels are built first; only when
+        every part is ready are they swapped in, at once. Any problem (a bad value, a
+        template that does not render, an unreadable file, an error nobody foresaw)
+        keeps the running config whole and answers why."""
         async with self._reload_lock:
             try:
-                catalog = await asyncio.to_thread(self.load)
+                checked = await asyncio.to_thread(self.load)
+                channels = self.alerting.build_channels(checked.catalog)
             except ConfigError as exc:
-                self._mark_reload(False)
-                await self.alerting.record_config(
-                    str(self.config_path), "", "rejected", problems=[str(i) for i in exc.issues]
+                return await self._reject(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # its message might quote the file: only its kind
+                log.exception("event=reload_failed")
+                problem = f"the config could not be loaded ({type(exc).__name__}); see the log"
+                return await self._reject(
+                    ConfigError([ConfigIssue("", problem)], str(self.config_path))
                 )
-                for issue in exc.issues:
-                    log.error("event=reload_rejected problem=%r", str(issue))
-                log.error(
-                    "event=reload_rejected problems=%d action=%r",
-                    len(exc.issues),
-                    "fix the file and reload again; the previous config keeps running",
-                )
-                return False, exc.summary()
+            catalog = checked.catalog
             added, changed, removed = self._apply(catalog)
-            self.alerting.configure(catalog)
+            self.alerting.configure(catalog, checked.renderer, channels)
             await self.alerting.record_config(
                 catalog.source,
                 catalog.digest,
@@ -218,6 +246,20 @@ class Daemon:
                 catalog.digest[:12],
             )
             return True, message
+
+    async def _reject(self, error: ConfigError) -> tuple[bool, str]:
+        """A refused reload: the metric drops to 0, the log and the audit log say why."""
+        self._mark_reload(False)
+        problems = [str(issue) for issue in error.issues]  # never a referenced value
+        await self.alerting.record_config(str(self.config_path), "", "rejected", problems=problems)
+        for problem in problems:
+            log.error("event=reload_rejected problem=%r", problem)
+        log.error(
+            "event=reload_rejected problems=%d action=%r",
+            len(problems),
+            "fix the file and reload again; the previous config keeps running",
+        )
+        return False, error.summary()
 
     def _mark_reload(self, ok: bool) -> None:
         self.metrics.reload_success.set(1 if ok else 0)

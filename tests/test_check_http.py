@@ -86,8 +86,16 @@ async def server(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[Server]:
             return web.json_response({"auth": request.headers["Authorization"]}, status=503)
         return web.Response(text="recorded")
 
+    async def echo(request: web.Request) -> web.Response:  # a debug endpoint
+        return web.json_response({"headers": dict(request.headers)})
+
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(text="[" * 100_000, content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/", index)
+    app.router.add_get("/echo", echo)
+    app.router.add_get("/deep", deep)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/json", document)
     app.router.add_get("/redirect", redirect)
@@ -266,6 +274,41 @@ async def test_basic_auth_sent(server: Server, probe_ctx: ProbeContext) -> None:
     )
     assert result.success, result.reason
     assert server.requests[0]["headers"]["Authorization"] == "Basic cHJvYmU6cHc="
+
+
+async def test_credentials_a_target_echoes_are_hidden(
+    server: Server, probe_ctx: ProbeContext
+) -> None:
+    def quoting(header: str) -> dict[str, Any]:  # a reason that quotes the echoed header
+        return {"url": server.url("/echo"), "json_path": f"headers.{header}", "json_expect": "x"}
+
+    result = await check(
+        probe_ctx, basic_auth_user="probe", basic_auth_password="pw", **quoting("Authorization")
+    )
+    assert result.reason == "json path 'headers.Authorization' is 'Basic ***', expected 'x'"
+    api_key = "k3y-" + "0123456789" * 8  # longer than a reason quotes: cut after 60
+    result = await check(
+        probe_ctx, headers={"X-Api-Key": api_key, "X-Tenant": "contoso"}, **quoting("X-Api-Key")
+    )
+    assert result.reason == "json path 'headers.X-Api-Key' is '***', expected 'x'"
+    result = await check(probe_ctx, headers={"X-Tenant": "contoso"}, **quoting("X-Tenant"))
+    assert result.reason == "json path 'headers.X-Tenant' is '***', expected 'x'"
+    result = await check(probe_ctx, headers={"X-Debug": "1"}, **quoting("X-Debug"))
+    assert result.reason == "json path 'headers.X-Debug' is '***', expected 'x'"
+    result = await check(probe_ctx, url=server.url("/status/503"), headers={"X-Debug": "5"})
+    assert result.reason == "status 503 (expected 200)"
+    assert "cHJvYmU6cHc" not in result.reason and api_key[:20] not in result.reason
+
+
+async def test_a_body_nested_too_deep_is_the_targets_failure(
+    server: Server, probe_ctx: ProbeContext
+) -> None:
+    http = CheckType.from_module("http", checks.http)
+    result = await run_probe(
+        http, TARGET, Options(url=server.url("/deep"), json_path="status"), probe_ctx
+    )
+    assert (result.success, result.plugin_error) == (False, False)
+    assert result.reason == "body is not JSON: nested too deep"
 
 
 async def test_https_with_trusted_ca(server: Server, probe_ctx: ProbeContext) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ from monitor.cli import main
 from monitor.config import ConfigError, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-INVALID = sorted((Path(__file__).parent / "testdata" / "invalid").glob("*.yaml"))
+INVALID_DIR = Path(__file__).parent / "testdata" / "invalid"
+INVALID = sorted(INVALID_DIR.glob("*.yaml"))
 
 VALID = """
 defaults: {interval: 60s, failure_threshold: 3}
@@ -154,3 +159,152 @@ customers:
         "services.web-app.checks[1].port: Input should be a valid integer, unable to parse "
         "string as an integer (for customer fabrikam)",
     ]
+
+
+def _validate_in_small_address_space(
+    *args: str, megabytes: int = 400
+) -> subprocess.CompletedProcess[str]:
+    """``csp-monitor validate`` in a process that cannot take more than ``megabytes``."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "validate", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    bomb = INVALID_DIR / "yaml-alias-bomb.yaml"
+    assert bomb.stat().st_size < 1500  # nine levels of aliases: 10**9 strings expanded
+    run = _validate_in_small_address_space(str(bomb))
+    assert run.returncode == 1, run.stderr
+    assert "aliases expand to more than 100000 nodes, the limit" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + "# padding\n" * 200)
+    size = path.stat().st_size
+    assert main(["validate", str(path)]) == 0
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={}, max_bytes=size - 1)
+    assert [str(i) for i in caught.value.issues] == [
+        f"the file is larger than the limit of {size - 1} bytes "
+        "(raise it with --max-config-bytes or CSP_MONITOR_MAX_CONFIG_BYTES)"
+    ]
+    run = _validate_in_small_address_space(str(path), "--max-config-bytes", "1000")
+    assert run.returncode == 1
+    assert "larger than the limit of 1000 bytes" in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CSP_MONITOR_MAX_CONFIG_BYTES": "2000"},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "larger than the limit of 2000 bytes" in run.stderr
+
+
+def test_file_that_is_not_utf8_is_refused_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(VALID.encode() + b"# caf\xe9\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem" in err
+    line = VALID.count("\n") + 1
+    assert f"the file is not valid UTF-8 (line {line}, byte" in err
+
+
+REFERENCES_IN_PLAIN_FIELDS = """
+tiers: {gold: {sla_target: 99.9}}
+defaults: {interval: "${SMTP_PASSWORD}"}
+services:
+  dns:
+    name: DNS
+    checks: [{name: ns, type: dns, query: example.cn, resolver: "{customer.resolver}"}]
+customers:
+  - {id: contoso, name: Contoso, tenant_domain: contoso.partner.onmschina.cn,
+     tier: "file:SECRET_FILE", vars: {resolver: 127.0.0.1}, subscriptions: [dns]}
+  - {id: fabrikam, name: Fabrikam, tenant_domain: fabrikam.partner.onmschina.cn,
+     vars: {resolver: "${RESOLVER_KEY}"}, subscriptions: [dns]}
+"""
+SECRETS = {"SMTP_PASSWORD": "smtp-pass'word-1", "RESOLVER_KEY": "Resolver-Key-2"}
+
+
+def test_references_in_plain_fields_are_never_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "tier"
+    secret_file.write_text("file-secret-3\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(REFERENCES_IN_PLAIN_FIELDS.replace("SECRET_FILE", str(secret_file)))
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert 'defaults.interval: invalid duration "***": use e.g. 30s' in err
+    assert "customers[0].tier: unknown tier '***' (allowed: gold)" in err
+    for secret in (*SECRETS.values(), "file-secret-3", "smtp-pass\\'word-1"):
+        assert secret not in err
+    # the second customer's value reaches a check option through vars (the catalog's pass)
+    text = path.read_text().replace('"${SMTP_PASSWORD}"', "60s")
+    path.write_text(text.replace(f'tier: "file:{secret_file}"', "tier: gold"))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "resolver must be 'ip', 'ip:port' or '[ipv6]:port', not '***'" in err
+    assert "Resolver-Key-2" not in err
+
+
+def test_validate_and_run_refuse_a_missing_template_directory_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID + "notifications: {templates_dir: my-templates}\n")
+    expected = (
+        f"notifications.templates_dir: directory '{tmp_path / 'my-templates'}' does not exist"
+    )
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem\n  {expected}" in err and "Traceback" not in err
+    (tmp_path / "my-templates" / "resolved").mkdir(parents=True)
+    (tmp_path / "my-templates" / "resolved" / "sms.txt.j2").write_text("{% if %}\n")
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "resolved/sms.txt.j2:1: syntax error" in err and "not started" in err
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+def test_validate_warns_of_smtp_auth_over_a_plain_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], security: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        VALID
+        + f"""
+channels:
+  noc-email: {{type: email, host: 127.0.0.1, port: 25, security: {security},
+              username: noc, password: "${{SMTP_PASSWORD}}", from_address: noc@example.cn}}
+"""
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SMTP_PASSWORD", "smtp-secret-value")
+        assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "OK:" in captured.out
+    warning = (
+        f"{path}: warning: channels.noc-email: SMTP AUTH over a plain connection "
+        "(security: none) sends the password unencrypted; use security: starttls or tls"
+    )
+    assert (warning in captured.err) == (security == "none")
+    assert "smtp-secret-value" not in captured.out + captured.err

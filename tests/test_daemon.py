@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from monitor.config import ConfigError
 from monitor.daemon import Daemon
 from tests.conftest import WebTarget, wait_until
 
@@ -200,3 +203,158 @@ async def test_stop_lets_in_flight_probes_finish(tmp_path: Path, web_target: Web
     finally:
         await daemon.close()  # shutdown_grace is 2 s: enough for a 0.8 s answer
     assert in_flight and all(t.done() and not t.cancelled() for t in in_flight)
+
+
+async def test_reload_refuses_an_alias_bomb_before_expanding_it(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    await wait_until(lambda: subscription_status(daemon) == "up", what="up")
+    bomb = Path(__file__).parent / "testdata" / "invalid" / "yaml-alias-bomb.yaml"
+    shutil.copy(bomb, tmp_path / "config.yaml")
+    status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+    assert status == 400, answer
+    assert "aliases expand to more than 100000 nodes, the limit" in answer["message"]
+    _, text = await get(daemon, "/metrics")
+    assert "csp_monitor_config_last_reload_successful 0.0" in text
+    assert len(daemon.scheduler) == 4
+
+
+async def test_a_refused_reload_never_quotes_a_referenced_value(
+    tmp_path: Path, web_target: WebTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port)
+    secret = "pa55-word-from-env"
+    daemon = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token", "SMTP_PASSWORD": secret})
+    await daemon.start()
+    try:
+        # a secret put where a duration belongs: the message must not show it
+        config.write_text(
+            config.read_text().replace("interval: 300ms", 'interval: "${SMTP_PASSWORD}"')
+        )
+        status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+        assert status == 400
+        assert "defaults.interval: invalid duration '***'" in answer["message"]
+        assert daemon.alerting.store is not None
+        entries = await daemon.alerting.store.audit_entries()
+        rejected = [e for e in entries if e.kind == "config" and e.detail["result"] == "rejected"]
+        assert rejected and "invalid duration '***'" in json.dumps(rejected[-1].detail)
+        assert secret not in json.dumps([e.detail for e in entries])
+        assert "event=reload_rejected" in caplog.text
+        assert secret not in caplog.text and secret not in json.dumps(answer)
+    finally:
+        await daemon.close()
+
+
+def _broken_message_template(config: Path) -> str:
+    (config.parent / "templates" / "opened").mkdir(parents=True)
+    (config.parent / "templates" / "opened" / "subject.txt.j2").write_text(
+        "{{ incident.customer.name }}\n{{ incident.no_such_field }}\n"
+    )
+    config.write_text(config.read_text() + "notifications: {templates_dir: templates}\n")
+    return "opened/subject.txt.j2:2: UndefinedError"
+
+
+def _broken_report_template(config: Path) -> str:
+    (config.parent / "templates" / "report").mkdir(parents=True)
+    (config.parent / "templates" / "report" / "report.txt.j2").write_text("{{ report.nope }}\n")
+    config.write_text(config.read_text() + "notifications: {templates_dir: templates}\n")
+    return "report/report.txt.j2:1: UndefinedError"
+
+
+def _new_customer_and_missing_templates_dir(config: Path) -> str:
+    port = int(config.read_text().split("127.0.0.1:")[2].split("/")[0])
+    write_config(config, port, customers=("contoso", "fabrikam", "northwind"))
+    config.write_text(config.read_text() + "notifications: {templates_dir: no-such-dir}\n")
+    return (
+        f"notifications.templates_dir: directory '{config.parent / 'no-such-dir'}' does not exist"
+    )
+
+
+def _not_utf8(config: Path) -> str:
+    config.write_bytes(config.read_bytes() + b"# caf\xe9\n")
+    return "the file is not valid UTF-8"
+
+
+def _unreadable(config: Path) -> str:
+    config.unlink()
+    config.mkdir()
+    return "cannot read"
+
+
+BROKEN_RELOADS = {
+    "message-template": _broken_message_template,
+    "report-template": _broken_report_template,
+    "new-customer-and-missing-templates-dir": _new_customer_and_missing_templates_dir,
+    "not-utf8": _not_utf8,
+    "unreadable": _unreadable,
+}
+
+
+@pytest.mark.parametrize("breakage", list(BROKEN_RELOADS), ids=list(BROKEN_RELOADS))
+async def test_a_reload_failing_in_any_part_changes_nothing(
+    daemon: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture, breakage: str
+) -> None:
+    await wait_until(lambda: subscription_status(daemon) == "up", what="up")
+    catalog, renderer = (
+        daemon.catalog,
+        daemon.alerting.manager and daemon.alerting.manager._renderer,
+    )
+    expected = BROKEN_RELOADS[breakage](tmp_path / "config.yaml")
+    status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+    assert status == 400, answer
+    assert answer["status"] == "error" and expected in answer["message"]
+    _, text = await get(daemon, "/metrics")
+    assert "csp_monitor_config_last_reload_successful 0.0" in text
+    assert 'customer="northwind"' not in text
+    assert daemon.catalog is catalog and len(daemon.scheduler) == 4
+    assert daemon.alerting.manager is not None and daemon.alerting.manager._renderer is renderer
+    assert "event=reload_rejected" in caplog.text and expected in caplog.text
+    assert daemon.alerting.store is not None
+    entries = await daemon.alerting.store.audit_entries()
+    last = [entry for entry in entries if entry.kind == "config"][-1]  # probes audit too
+    assert last.detail["result"] == "rejected"
+    assert any(expected in problem for problem in last.detail["problems"])
+
+
+async def test_sighup_with_a_broken_file_is_refused_and_logged(
+    daemon: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await wait_until(lambda: subscription_status(daemon) == "up", what="up")
+    expected = _new_customer_and_missing_templates_dir(tmp_path / "config.yaml")
+    loop = asyncio.get_running_loop()
+    daemon.install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await wait_until(
+            lambda: daemon.metrics.reload_success._value.get() == 0, what="reload refused"
+        )
+        await wait_until(lambda: "problems=1" in caplog.text, what="the refusal logged")
+    finally:
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    assert f"event=reload_rejected problem={expected!r}" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert ("northwind", "web-app") not in daemon.board.subscriptions
+
+
+async def test_start_refuses_a_broken_template(tmp_path: Path, web_target: WebTarget) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port)
+    expected = _broken_message_template(config)
+    daemon = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    with pytest.raises(ConfigError) as caught:
+        await daemon.start()
+    assert expected in caught.value.summary()
+    assert daemon.bound_port is None
+
+
+async def test_a_good_reload_applies_the_notification_settings(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text() + "notifications: {retry: {max_attempts: 3}}\n")
+    status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
+    assert status == 200, answer
+    assert daemon.alerting.notifier is not None
+    assert daemon.alerting.notifier._retry.max_attempts == 3

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2.sandbox import SecurityError
 
+from monitor.catalog import load_catalog
+from monitor.cli import main
 from monitor.notify.sample import INCIDENT_ID, sample_context
 from monitor.notify.sms import measure
 from monitor.notify.templates import (
@@ -18,6 +21,8 @@ from monitor.notify.templates import (
     TemplateRenderer,
     TemplateRenderError,
 )
+from monitor.reports.model import compose, month_of
+from monitor.reports.render import to_html
 
 INCIDENT_EVENTS = list(EVENTS)
 NEEDS_ACK_LINK = {"opened", "escalated", "reminder", "vendor_ticket"}
@@ -395,3 +400,46 @@ def test_html_ticket_timeline_is_in_beijing_time_too(renderer: TemplateRenderer)
     html = renderer.render("vendor_ticket", context).html or ""
     assert "Recent results and actions (Beijing time)" in html
     assert ">11-24 07:11:20<" in html  # 23:11:20 UTC on the 23rd
+
+
+SANDBOX_ESCAPES = {
+    "globals": "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}",
+    "subclasses": "{% for c in ''.__class__.__mro__[1].__subclasses__() %}"
+    "{% if c.__name__ == 'Popen' %}{{ c(['touch', 'MARKER']) }}{% endif %}{% endfor %}",
+}
+REPORT_CONFIG = """
+notifications: {templates_dir: operator-templates}
+services:
+  portal:
+    name: Azure portal
+    checks: [{name: web, type: tcp, host: 127.0.0.1, port: 443}]
+customers:
+  - {id: contoso, name: Contoso, tenant_domain: contoso.partner.onmschina.cn,
+     subscriptions: [portal]}
+"""
+
+
+@pytest.mark.parametrize("payload", list(SANDBOX_ESCAPES), ids=list(SANDBOX_ESCAPES))
+def test_report_template_cannot_escape_the_sandbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], payload: str
+) -> None:
+    marker = tmp_path / "escaped"
+    report = tmp_path / "operator-templates" / "report" / "report.html.j2"
+    report.parent.mkdir(parents=True)
+    report.write_text(
+        "<p>{{ report.period.label }}</p>\n"
+        + SANDBOX_ESCAPES[payload].replace("MARKER", str(marker))
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(REPORT_CONFIG)
+    assert main(["validate", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{report}:2: SecurityError" in err
+    assert not marker.exists()
+    # rendering a report (API, CLI, monthly e-mail) refuses it the same way
+    catalog = load_catalog(config, env={})
+    period = month_of(0.0, "Asia/Shanghai")
+    sample = compose(catalog, period, [], [], [], now=0.0, audit_head=(0, ""))
+    with pytest.raises(SecurityError):
+        to_html(sample, [tmp_path / "operator-templates"])
+    assert not marker.exists()

@@ -32,6 +32,10 @@ class ChannelOptions(BaseModel):
 
     type: str
 
+    def warnings(self) -> list[str]:
+        """Settings that work but put something at risk (``validate`` prints them)."""
+        return []
+
 
 class Channel(Protocol):
     """One configured destination. ``send`` delivers once; the notifier retries."""

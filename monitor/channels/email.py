@@ -48,6 +48,14 @@ class Options(ChannelOptions):
             raise ValueError("username and password go together")
         return self
 
+    def warnings(self) -> list[str]:
+        if self.username is not None and self.security == "none":
+            return [
+                "SMTP AUTH over a plain connection (security: none) sends the password "
+                "unencrypted; use security: starttls or tls"
+            ]
+        return []
+
 
 class EmailChannel:
     """Sends each message as one mail to all its recipients. ``http`` is not used."""

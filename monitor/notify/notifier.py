@@ -126,6 +126,24 @@ class Notifier:
         """New rows were queued: look at the outbox now rather than at the next poll."""
         self._wake.set()
 
+    def configure(
+        self, channels: Mapping[str, Channel], retry: RetryPolicy, rate_limits: Mapping[str, int]
+    ) -> None:
+        """A reload's channels and settings; a rate limit that did not change keeps its window."""
+        self.channels = dict(channels)
+        self._retry = retry
+        kept = {
+            name: limiter
+            for name, limiter in self._limits.items()
+            if limiter.per_minute == rate_limits.get(name)
+        }
+        self._limits = {
+            name: kept.get(name) or RateLimiter(limit) for name, limit in rate_limits.items()
+        }
+        for name in self.channels:
+            for result in ("sent", "retrying", "failed", "rate_limited"):
+                self._metrics.deliveries.labels(name, result)
+
     async def run(self, stop: asyncio.Event, poll_interval: float) -> None:
         """Deliver until ``stop`` is set."""
         while not stop.is_set():

@@ -274,21 +274,16 @@ class TemplateRenderer:
             Path(os.path.abspath(d)) for d in (*directories, BUILTIN_TEMPLATES)
         )
         self.sms_max_segments = sms_max_segments
-        self.env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader([str(d) for d in self.search_path]),
-            undefined=StrictUndefined,
+        # Templates are read once per renderer (start-up): a file half-saved in an
+        # editor never reaches a page, and what `validate` checked is what is sent.
+        self.env = sandboxed_environment(
+            self.search_path,
             autoescape=select_autoescape(
                 enabled_extensions=("html.j2", "htm.j2", "html", "htm"),
                 disabled_extensions=(),
                 default_for_string=False,
                 default=False,
             ),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            finalize=_finalize,
-            # Templates are read once per renderer (start-up): a file half-saved in an
-            # editor never reaches a page, and what `validate` checked is what is sent.
-            auto_reload=False,
         )
         self.env.filters.update(
             local=_local, utc=_utc, both=_both, iso=_iso, short_name=_short_name
@@ -369,18 +364,7 @@ class TemplateRenderer:
             raise TemplateRenderError(self._problem(template.filename or name, exc)) from exc
 
     def _problem(self, fallback: str, exc: BaseException) -> TemplateProblem:
-        """Where ``exc`` happened: a syntax error knows; for a runtime error it is the
-        innermost traceback frame inside a template directory (Jinja rewrites template
-        frames to show the template's file and line)."""
-        if isinstance(exc, TemplateSyntaxError):
-            message = f"syntax error: {exc.message}"
-            return TemplateProblem(exc.filename or exc.name or fallback, exc.lineno, message)
-        file, line = fallback, None
-        roots = tuple(f"{d}{os.sep}" for d in self.search_path)
-        for frame in traceback.extract_tb(exc.__traceback__):
-            if frame.filename.startswith(roots):
-                file, line = frame.filename, frame.lineno
-        return TemplateProblem(file, line, f"{type(exc).__name__}: {exc}")
+        return template_problem(exc, self.search_path, fallback)
 
     def _file_of(self, event: str, fmt: str) -> str:
         name = f"{event}/{fmt}"
@@ -422,6 +406,40 @@ class TemplateRenderer:
                 )
             )
         return payload
+
+
+def sandboxed_environment(
+    directories: Sequence[Path], *, autoescape: Callable[[str | None], bool]
+) -> ImmutableSandboxedEnvironment:
+    """The one kind of Jinja environment operators' templates run in: an immutable
+    sandbox (no ``''.__class__.__mro__`` or ``cycler.__init__.__globals__`` escapes),
+    ``StrictUndefined``, and templates read once (what was checked is what renders)."""
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader([str(d) for d in directories]),
+        undefined=StrictUndefined,
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=_finalize,
+        auto_reload=False,
+    )
+
+
+def template_problem(
+    exc: BaseException, search_path: Sequence[Path], fallback: str
+) -> TemplateProblem:
+    """Where ``exc`` happened: a syntax error knows; for a runtime error (an undefined
+    name, a refused attribute) it is the innermost traceback frame inside a template
+    directory (Jinja rewrites template frames to show the template's file and line)."""
+    if isinstance(exc, TemplateSyntaxError):
+        message = f"syntax error: {exc.message}"
+        return TemplateProblem(exc.filename or exc.name or fallback, exc.lineno, message)
+    file, line = fallback, None
+    roots = tuple(f"{os.path.abspath(d)}{os.sep}" for d in search_path)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith(roots):
+            file, line = frame.filename, frame.lineno
+    return TemplateProblem(file, line, f"{type(exc).__name__}: {exc}")
 
 
 def _tidy_text(raw: str) -> str:

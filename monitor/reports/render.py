@@ -12,18 +12,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import (
-    ChoiceLoader,
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateError,
-    select_autoescape,
-)
+from jinja2 import Environment, select_autoescape
 
 from monitor import __version__
 from monitor.catalog import Catalog
-from monitor.notify.templates import BUILTIN_TEMPLATES
+from monitor.notify.templates import (
+    BUILTIN_TEMPLATES,
+    TemplateProblem,
+    sandboxed_environment,
+    template_problem,
+)
 from monitor.reports.model import (
     CustomerSection,
     Report,
@@ -287,15 +285,14 @@ DEFINITIONS = {
 }
 
 
+def _search_path(directories: Sequence[Path]) -> list[Path]:
+    return [Path(d) / "report" for d in directories] + [BUILTIN_TEMPLATES / "report"]
+
+
 def _environment(directories: Sequence[Path]) -> Environment:
-    loaders = [FileSystemLoader(str(d / "report")) for d in directories]
-    loaders.append(FileSystemLoader(str(BUILTIN_TEMPLATES / "report")))
-    environment = Environment(
-        loader=ChoiceLoader(loaders),
-        undefined=StrictUndefined,
-        autoescape=select_autoescape(["html", "j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
+    """Report templates are operators' code too: the same sandbox as message templates."""
+    environment = sandboxed_environment(
+        _search_path(directories), autoescape=select_autoescape(["html", "j2"])
     )
     environment.filters["pct"] = lambda ratio, digits=3: (
         "—" if ratio is None else f"{ratio * 100:.{digits}f} %"
@@ -307,12 +304,16 @@ def _environment(directories: Sequence[Path]) -> Environment:
 
 
 def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
+    return _to_html(report, _environment(directories))
+
+
+def _to_html(report: Report, environment: Environment) -> str:
     zone = ZoneInfo(report.period.timezone)
 
     def local(value: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "—" if value is None else datetime.fromtimestamp(value, zone).strftime(fmt)
 
-    template = _environment(directories).get_template("report.html.j2")
+    template = environment.get_template("report.html.j2")
     return template.render(
         report=report,
         local=local,
@@ -325,8 +326,11 @@ def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
 
 def to_text(report: Report, directories: Sequence[Path] = ()) -> str:
     """A short plain-text summary (the body of the monthly report e-mail)."""
-    template = _environment(directories).get_template("report.txt.j2")
-    return template.render(report=report)
+    return _to_text(report, _environment(directories))
+
+
+def _to_text(report: Report, environment: Environment) -> str:
+    return environment.get_template("report.txt.j2").render(report=report)
 
 
 def _day_color(
@@ -357,16 +361,24 @@ def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[
 __all__ = ["CustomerSection", "render", "to_csv", "to_html", "to_json", "to_text"]
 
 
-def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[str]:
-    """Problems rendering the report templates with an empty sample report (``validate``)."""
+def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[TemplateProblem]:
+    """Problems in the report templates (``validate``, start-up, reload): syntax errors
+    in any file, then both documents rendered with an empty sample report."""
+    environment = _environment(directories)
+    search_path = _search_path(directories)
+    problems = []
+    for name in environment.list_templates(filter_func=lambda name: name.endswith(".j2")):
+        try:
+            environment.get_template(name)
+        except Exception as exc:  # every problem is reported, none raised
+            problems.append(template_problem(exc, search_path, f"report/{name}"))
+    if problems:
+        return problems
     period = month_of(time.time(), catalog.config.reports.timezone, offset=-1)
     sample = compose(catalog, period, [], [], [], now=time.time(), audit_head=(0, ""))
-    problems = []
-    for renderer in (to_html, to_text):
+    for name, renderer in (("report.html.j2", _to_html), ("report.txt.j2", _to_text)):
         try:
-            renderer(sample, directories)
-        except TemplateError as exc:
-            where = getattr(exc, "filename", None) or "report template"
-            line = getattr(exc, "lineno", None)
-            problems.append(f"{where}{f':{line}' if line else ''}: {exc}")
+            renderer(sample, environment)
+        except Exception as exc:  # an operator's template must not crash validate or reload
+            problems.append(template_problem(exc, search_path, f"report/{name}"))
     return problems

@@ -1,0 +1,301 @@
+"""The config file's models: one pydantic model per part of the file.
+
+The root model is built from the check and channel registries (:func:`config_model`),
+so adding a check or channel type needs no change here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+)
+
+from checks import CheckType, check_types
+from monitor.channels import options_union
+from monitor.config_types import SLUG, Duration, StrictModel
+from monitor.incident_config import (
+    EscalationPolicySpec,
+    IncidentSettingsSpec,
+    NotificationSettingsSpec,
+)
+from monitor.report_config import ReportSettingsSpec, RetentionSpec
+
+
+class TimingOverrides(StrictModel):
+    """Scheduling and threshold settings; each level may override any of them."""
+
+    interval: Duration | None = Field(None, description="Time between probes, e.g. 60s")
+    retry_interval: Duration | None = Field(
+        None, description="Time between probes while a failure is not yet confirmed"
+    )
+    timeout: Duration | None = Field(None, description="A probe taking longer fails")
+    failure_threshold: int | None = Field(
+        None, ge=1, le=100, description="Failed probes in a row before down"
+    )
+    success_threshold: int | None = Field(
+        None, ge=1, le=100, description="Good probes in a row before up again"
+    )
+    degraded_latency: Duration | None = Field(
+        None, description="A successful probe slower than this makes the target degraded"
+    )
+
+
+class Timing(StrictModel):
+    """Fully resolved timing of one target."""
+
+    interval: float
+    retry_interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    degraded_latency: float | None
+
+    def override(self, *layers: TimingOverrides | None) -> Timing:
+        values = self.model_dump()
+        for layer in layers:
+            if layer is not None:
+                values.update(layer.model_dump(include=_TIMING_FIELDS, exclude_none=True))
+        return Timing(**values)
+
+
+_TIMING_FIELDS = set(TimingOverrides.model_fields)
+
+
+class Defaults(TimingOverrides):
+    interval: Duration = 60.0
+    retry_interval: Duration = 10.0
+    timeout: Duration = 10.0
+    failure_threshold: int = Field(3, ge=1, le=100)
+    success_threshold: int = Field(2, ge=1, le=100)
+    degraded_latency: Duration | None = None
+
+    def timing(self) -> Timing:
+        return Timing(**self.model_dump())
+
+
+class ApiToken(StrictModel):
+    name: str
+    token: SecretStr = Field(description="Bearer token; use ${ENV_VAR} or file:/path")
+    roles: list[Literal["read", "operate", "admin"]] = ["read"]
+
+
+class MonitorSettings(StrictModel):
+    listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
+    data_dir: str = Field("./data", description="Where the embedded store keeps its files")
+    store: str | None = Field(
+        None,
+        description="Database URL: sqlite:///path or postgresql://user@host/db "
+        "(default: SQLite in data_dir)",
+    )
+    public_url: str | None = Field(None, description="External base URL (acknowledge links)")
+    max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
+    shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
+    log_format: Literal["keyvalue", "json"] = "keyvalue"
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="Event loop of the daemon (uvloop measured no faster here)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    protect_reads: bool = Field(False, description="Reads of the API also need a token")
+    audit_key: SecretStr | None = Field(
+        None,
+        description="Key of the audit log's hash chain (default: data_dir/audit.key); "
+        "replicas sharing a database need the same one",
+    )
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+
+class Tier(StrictModel):
+    sla_target: float | None = Field(None, gt=0, le=100, description="Availability target, %")
+    ack_within: Duration | None = Field(
+        None, description="Response policy: incidents must be acknowledged within this"
+    )
+    resolve_within: Duration | None = Field(
+        None, description="Response policy: incidents must be resolved within this"
+    )
+    description: str | None = None
+
+
+class Contact(StrictModel):
+    name: str
+    role: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+def subscription_shorthand(value: Any) -> Any:
+    """``- exchange-online`` in a customer's subscriptions is ``{service: exchange-online}``."""
+    return {"service": value} if isinstance(value, str) else value
+
+
+class SubscriptionSpec(TimingOverrides):
+    service: str
+    sla_target: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="This customer's target for this service, % "
+        "(default: the tier's, else the service's)",
+    )
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for {customer.NAME} in this service's checks"
+    )
+    checks: dict[str, TimingOverrides] = Field(
+        default_factory=dict, description="Per-check overrides, by check name"
+    )
+    enabled: bool = True
+
+
+class CustomerSpec(TimingOverrides):
+    id: str = Field(pattern=SLUG, description="Stable identifier, used in metrics labels")
+    name: str
+    tenant_domain: str = Field(description="e.g. contoso.partner.onmschina.cn")
+    tier: str = "standard"
+    escalation_policy: str | None = Field(None, description="Overrides the service's policy")
+    contacts: list[Contact] = Field(default_factory=list)
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for {customer.NAME} placeholders"
+    )
+    subscriptions: list[Annotated[SubscriptionSpec, BeforeValidator(subscription_shorthand)]]
+
+
+class ServiceSpec(TimingOverrides):
+    name: str = Field(description="Display name, e.g. Exchange Online (operated by 21Vianet)")
+    vendor: str = "21Vianet"
+    sla_target: float | None = Field(None, gt=0, le=100)
+    escalation_policy: str | None = Field(None, description="Policy for this service's incidents")
+    sla_counts_degraded: bool = Field(
+        False,
+        description="Degraded time counts as downtime in SLA figures (most vendor SLAs "
+        "count only 'unavailable')",
+    )
+    aggregate: Literal["worst", "partial"] = Field(
+        "worst",
+        description="worst: the worst check decides; partial: down only if every "
+        "check is down, degraded if some are",
+    )
+    depends_on: list[Annotated[str, Field(pattern=SLUG)]] = Field(
+        default_factory=list,
+        description="Services this one needs (e.g. entra-signin): while one of them is down "
+        "or degraded for the customer, this service's incident is held back instead of "
+        "paging, and pages if it outlasts them",
+    )
+    checks: list[Any] = Field(min_length=1)  # replaced per check type in config_model()
+
+
+class ConfigBase(StrictModel):
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    defaults: Defaults = Field(default_factory=Defaults)
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    incidents: IncidentSettingsSpec = Field(default_factory=IncidentSettingsSpec)
+    escalation_policies: dict[str, EscalationPolicySpec] = Field(default_factory=dict)
+    notifications: NotificationSettingsSpec = Field(default_factory=NotificationSettingsSpec)
+    reports: ReportSettingsSpec = Field(default_factory=ReportSettingsSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    channels: dict[str, Any] = Field(
+        default_factory=dict, description="Where notifications go, by name"
+    )
+    services: dict[Annotated[str, Field(pattern=SLUG)], ServiceSpec]
+    customers: list[CustomerSpec]
+
+
+class CheckBase(TimingOverrides):
+    """Fields every check has besides its type's options."""
+
+    name: str = Field(pattern=SLUG, description="Unique within its service")
+
+
+CHECK_BASE_FIELDS = set(CheckBase.model_fields) | {"type"}
+
+
+class TemplateCheck(CheckBase):
+    """A check as written in the catalog: its type's options still hold ``{customer.…}``
+    placeholders, so they are kept as written and validated per customer (catalog.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class TemplateService(ServiceSpec):
+    checks: list[TemplateCheck] = Field(min_length=1)
+
+
+@functools.cache
+def template_model() -> type[ConfigBase]:
+    """The root model that keeps check options as written (the catalog fills them in)."""
+    service_id: Any = Annotated[str, Field(pattern=SLUG)]
+    channel_options: Any = options_union()
+    model: type[ConfigBase] = create_model(
+        "TemplateConfig",
+        __base__=ConfigBase,
+        services=(dict[service_id, TemplateService], ...),
+        channels=(dict[str, channel_options], Field(default_factory=dict)),
+    )
+    return model
+
+
+@functools.cache
+def config_model(types: tuple[CheckType, ...] | None = None) -> type[ConfigBase]:
+    """The root model, with one check model per registered check type.
+
+    Built from the registry so that adding a check type needs no change here;
+    the discriminated union gives errors that name the allowed types.
+    """
+    types = types or tuple(check_types().values())
+    variants: list[Any] = []
+    for check_type in types:
+        tag: Any = Literal[check_type.name]
+        variants.append(
+            create_model(
+                f"{check_type.name.capitalize()}Check",
+                __base__=(CheckBase, check_type.options),
+                type=(tag, Field(description="Check type")),
+            )
+        )
+    check_union: Any = Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
+    service_id: Any = Annotated[str, Field(pattern=SLUG)]
+    channel_options: Any = options_union()
+    service: Any = create_model(
+        "Service", __base__=ServiceSpec, checks=(list[check_union], Field(min_length=1))
+    )
+    model: type[ConfigBase] = create_model(
+        "Config",
+        __base__=ConfigBase,
+        services=(dict[service_id, service], ...),
+        channels=(dict[str, channel_options], Field(default_factory=dict)),
+    )
+    return model
+
+
+def check_options(check: BaseModel) -> dict[str, Any]:
+    """The plugin options of a check (everything but name, type and timing), as written."""
+    return {
+        key: value
+        for key, value in (check.model_extra or {}).items()
+        if key not in CHECK_BASE_FIELDS
+    }
+
+
+def json_schema() -> dict[str, Any]:
+    schema = config_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "csp-monitor configuration"
+    return schema
