@@ -1,4 +1,8 @@
-"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``."""
+"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``.
+
+A period is a month or a range of at most 400 days (``parse_period``); anything
+else is a 400. The report is composed and rendered off the event loop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from monitor.api import DAEMON, require_role
-from monitor.reports.build import build_report
+from monitor.reports.build import build_report, off_loop
 from monitor.reports.model import parse_period
 from monitor.reports.render import render
 
@@ -37,7 +41,7 @@ async def uptime_report(request: web.Request) -> web.Response:
     report = await build_report(store, catalog, period, now=daemon.wall(), customer=customer)
     templates = catalog.config.notifications.templates_dir
     directories = [daemon.config_path.resolve().parent / Path(templates)] if templates else []
-    content_type, body = render(report, fmt, directories)
+    content_type, body = await off_loop(render, report, fmt, directories)
     name = f"uptime-{period.label}-{customer or 'all'}.{fmt}"
     return web.Response(
         text=body,

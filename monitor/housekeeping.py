@@ -18,7 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.catalog import Catalog
 from monitor.notify.message import RenderedMessage
-from monitor.reports.build import build_report, month_to_date
+from monitor.reports.build import build_report, month_to_date, off_loop
 from monitor.reports.model import month_of
 from monitor.reports.render import to_html, to_text
 from monitor.store import Store
@@ -165,8 +165,8 @@ class Housekeeping:
             report = await build_report(self._store, catalog, period, now=now, customer=customer)
             messages += monthly_messages(
                 catalog,
-                to_html(report, directories),
-                to_text(report, directories),
+                await off_loop(to_html, report, directories),
+                await off_loop(to_text, report, directories),
                 period.label,
                 customer,
                 name,

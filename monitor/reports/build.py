@@ -1,8 +1,18 @@
-"""Reading a period's history from the store and composing the report."""
+"""Reading a period's history from the store and composing the report.
+
+The store is read on the event loop; composing (occurrences of maintenance
+windows, SLA maths per subscription and day) and rendering run in a worker
+thread (``off_loop``), so that a year's report for thousands of customers
+never stalls probing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from monitor.catalog import Catalog
 from monitor.engine.model import StatusInterval
@@ -11,6 +21,18 @@ from monitor.store import Store
 
 _MAX_INCIDENTS = 100_000
 _YIELD_EVERY = 250  # subscriptions computed between two yields to the event loop
+# Reports are rare and CPU-bound: two at a time is plenty, and more threads would only
+# take more of the interpreter lock from the loop.
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="csp-monitor-report")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``function(*args, **kwargs)`` in a report worker thread, awaited from the loop."""
+    call = functools.partial(function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_WORKERS, call)
 
 
 async def build_report(
@@ -30,14 +52,17 @@ async def build_report(
             if i.service in services
         ]
     with_timelines = [(incident, await store.events(incident.id)) for incident in incidents]
-    return compose(
+    windows = await store.list_maintenance()
+    audit_head = await store.audit_head()
+    return await off_loop(
+        compose,
         catalog,
         period,
         intervals,
         with_timelines,
-        await store.list_maintenance(),
+        windows,
         now=now,
-        audit_head=await store.audit_head(),
+        audit_head=audit_head,
         customer=customer,
     )
 
