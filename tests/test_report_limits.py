@@ -9,6 +9,7 @@ do, other tasks on the daemon's loop (probes) go on.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from datetime import date
@@ -25,6 +26,7 @@ from monitor.engine.model import MaintenanceWindow
 from monitor.reports import build
 from monitor.reports.build import build_report
 from monitor.reports.model import parse_period
+from monitor.reports.render import render, render_chunks
 from monitor.store import Store
 from tests.test_maintenance import REPORT_CONFIG, call, daemon, local
 
@@ -87,7 +89,7 @@ async def test_the_api_renders_a_report_while_the_loop_goes_on(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     witness = LoopWitness()
-    monkeypatch.setattr(api_reports, "render", witness.wrap(api_reports.render))
+    monkeypatch.setattr(api_reports, "render_chunks", witness.wrap(api_reports.render_chunks))
     watcher = asyncio.create_task(witness.watch())
     status, text, _ = await call(daemon, "GET", "/api/v1/reports/uptime?period=2026-10&format=html")
     await watcher
@@ -147,3 +149,37 @@ def test_months_of_a_year() -> None:
     assert (period.start, period.end) == (local("2026-02-01 00:00"), local("2026-03-01 00:00"))
     assert len(period.days()) == 28
     assert date(2026, 2, 28) == period.days()[-1][0]
+
+
+async def test_the_chunks_the_api_sends_are_the_report(tmp_path: Path) -> None:
+    config = REPORT_CONFIG.replace(
+        "     subscriptions: [web-app]}",
+        "     subscriptions: [web-app]}\n"
+        "  - {id: fabrikam, name: 法布里坎, tenant_domain: fabrikam.partner.onmschina.cn,\n"
+        "     subscriptions: [web-app]}",
+    )
+    (tmp_path / "config.yaml").write_text(config)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    start = local("2026-10-01 00:00")
+    try:
+        await store.record_statuses(
+            [
+                ("contoso", "web-app", "up", start),
+                ("fabrikam", "web-app", "up", start),
+                ("contoso", "web-app", "down", start + 86400),
+                ("contoso", "web-app", "up", start + 90000),
+            ]
+        )
+        await store.add_maintenance(
+            MaintenanceWindow("MW-W", start, start + 3600, recurrence="weekly"), start
+        )
+        period = parse_period("2026-10", "Asia/Shanghai")
+        report = await build_report(store, catalog, period, now=start + 40 * 86400)
+    finally:
+        await store.close()
+    assert [len(section.maintenance) for section in report.customers] == [1, 1]
+    for fmt in ("json", "csv", "html"):
+        content_type, chunks = render_chunks(report, fmt)
+        assert (content_type, b"".join(chunks).decode()) == render(report, fmt), fmt
+    assert json.loads(render(report, "json")[1])["customers"][1]["name"] == "法布里坎"

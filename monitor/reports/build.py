@@ -38,6 +38,29 @@ async def off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
 async def build_report(
     store: Store, catalog: Catalog, period: Period, *, now: float, customer: str | None = None
 ) -> Report:
+    """The period's report (read on the loop, composed in a report thread)."""
+    return await report_in_worker(store, catalog, period, _itself, now=now, customer=customer)
+
+
+def _itself(report: Report) -> Report:
+    return report
+
+
+async def report_in_worker(
+    store: Store,
+    catalog: Catalog,
+    period: Period,
+    use: Callable[[Report], R],
+    *,
+    now: float,
+    customer: str | None = None,
+) -> R:
+    """Read the period's history on the loop, then compose the report and call
+    ``use(report)`` (render it) in a report thread; return what ``use`` returns.
+
+    When ``use`` keeps only its result, the report never reaches the loop, and
+    neither does the work of freeing its hundreds of thousands of objects.
+    """
     intervals = await store.status_intervals(customer=customer, start=period.start, end=period.end)
     incidents = await store.list_incidents(
         customer=customer, since=period.start, until=period.end, limit=_MAX_INCIDENTS
@@ -54,17 +77,21 @@ async def build_report(
     with_timelines = [(incident, await store.events(incident.id)) for incident in incidents]
     windows = await store.list_maintenance()
     audit_head = await store.audit_head()
-    return await off_loop(
-        compose,
-        catalog,
-        period,
-        intervals,
-        with_timelines,
-        windows,
-        now=now,
-        audit_head=audit_head,
-        customer=customer,
-    )
+
+    def compose_and_use() -> R:
+        report = compose(
+            catalog,
+            period,
+            intervals,
+            with_timelines,
+            windows,
+            now=now,
+            audit_head=audit_head,
+            customer=customer,
+        )
+        return use(report)
+
+    return await off_loop(compose_and_use)
 
 
 async def month_to_date(

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from monitor.catalog import Catalog
@@ -32,21 +33,27 @@ class Period:
     end: float
     timezone: str
 
-    def days(self) -> list[tuple[date, float, float]]:
+    def days(self) -> tuple[tuple[date, float, float], ...]:
         """Each local calendar day of the period: (day, start, end)."""
-        zone = ZoneInfo(self.timezone)
-        day = datetime.fromtimestamp(self.start, zone).date()
-        result = []
-        for _ in range(MAX_PERIOD_DAYS + 1):  # bounded: parse_period refuses longer
-            begin = datetime.combine(day, datetime.min.time(), zone).timestamp()
-            if begin >= self.end:
-                break
-            finish = datetime.combine(
-                day + timedelta(days=1), datetime.min.time(), zone
-            ).timestamp()
-            result.append((day, max(begin, self.start), min(finish, self.end)))
-            day += timedelta(days=1)
-        return result
+        return _calendar_days(self.start, self.end, self.timezone)
+
+
+@lru_cache(maxsize=16)
+def _calendar_days(
+    start: float, end: float, timezone: str
+) -> tuple[tuple[date, float, float], ...]:
+    """Worked out once per period: every subscription of a report asks for them."""
+    zone = ZoneInfo(timezone)
+    day = datetime.fromtimestamp(start, zone).date()
+    result = []
+    for _ in range(MAX_PERIOD_DAYS + 1):  # bounded: parse_period refuses longer
+        begin = datetime.combine(day, datetime.min.time(), zone).timestamp()
+        if begin >= end:
+            break
+        finish = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).timestamp()
+        result.append((day, max(begin, start), min(finish, end)))
+        day += timedelta(days=1)
+    return tuple(result)
 
 
 def month_period(year: int, month: int, timezone: str) -> Period:
