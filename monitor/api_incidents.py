@@ -9,7 +9,9 @@ confirmation page, because mail scanners open links: the POST acknowledges.
 from __future__ import annotations
 
 import html
+import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +27,9 @@ from monitor.api_input import (
     json_object,
     validated,
 )
-from monitor.config_types import parse_duration
-from monitor.engine.maintenance import RECURRENCES
+from monitor.config import ConfigIssue
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.maintenance_request import InvalidRequest, parse_request
 from monitor.store.records import IncidentNotFound
 
 if TYPE_CHECKING:
@@ -243,13 +245,22 @@ async def ack_by_link(request: web.Request) -> web.Response:
     )
 
 
+def _window_time(value: float) -> str | None:
+    """A window's time as ISO 8601; None for one out of range (a row stored before times
+    were checked), so that the list still answers and the window can be deleted."""
+    try:
+        return _iso(value)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def window_json(window: MaintenanceWindow) -> dict[str, Any]:
     return {
         "id": window.id,
         "customer": window.customer,
         "service": window.service,
-        "starts_at": _iso(window.starts_at),
-        "ends_at": _iso(window.ends_at),
+        "starts_at": _window_time(window.starts_at),
+        "ends_at": _window_time(window.ends_at),
         "recurrence": window.recurrence,
         "timezone": window.timezone,
         "reason": window.reason,
@@ -263,47 +274,36 @@ async def list_maintenance(request: web.Request) -> web.Response:
     return web.json_response({"maintenance": [window_json(w) for w in windows]})
 
 
-def _timestamp(value: Any, name: str) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name}: expected an ISO 8601 time\n") from None
-    if parsed.tzinfo is None:
-        raise web.HTTPBadRequest(text=f"{name}: give a time zone offset, e.g. +08:00\n")
-    return parsed.timestamp()
+def invalid_body(issues: Iterable[ConfigIssue]) -> web.HTTPBadRequest:
+    """400 with a JSON body naming each bad field: {"status", "message", "errors": [...]}."""
+    listed = sorted(set(issues))
+    document = {
+        "status": "error",
+        "message": "; ".join(str(issue) for issue in listed),
+        "errors": [{"field": issue.path, "message": issue.message} for issue in listed],
+    }
+    return web.HTTPBadRequest(text=json.dumps(document), content_type="application/json")
 
 
 async def create_maintenance(request: web.Request) -> web.Response:
     actor = _actor(request)
     body = await _body(request)
-    starts = _timestamp(body.get("starts_at"), "starts_at")
-    if "duration" in body:
-        try:
-            ends = starts + float(parse_duration(body["duration"]))
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"duration: {exc}\n") from None
-    else:
-        ends = _timestamp(body.get("ends_at"), "ends_at")
-    if ends <= starts:
-        raise web.HTTPBadRequest(text="ends_at must be after starts_at\n")
-    recurrence = body.get("recurrence")
-    if recurrence not in (None, *RECURRENCES):
-        raise web.HTTPBadRequest(text=f"recurrence: one of {', '.join(RECURRENCES)}\n")
-    window = MaintenanceWindow(
-        id=f"MW-{uuid.uuid4().hex[:10]}",
-        starts_at=starts,
-        ends_at=ends,
-        customer=body.get("customer"),
-        service=body.get("service"),
-        recurrence=recurrence,
-        timezone=str(body.get("timezone", "Asia/Shanghai")),
-        reason=str(body.get("reason", "")),
-        created_by=actor,
-    )
+    manager = _manager(request)
     try:
-        await _manager(request).add_maintenance(window)
+        asked = parse_request(body)
+    except InvalidRequest as exc:
+        raise invalid_body(exc.issues) from None
+    catalog, unknown = manager.catalog, []
+    if catalog is not None:
+        if asked.customer is not None and asked.customer not in catalog.customers:
+            unknown.append(ConfigIssue("customer", f"unknown customer {asked.customer!r}"))
+        if asked.service is not None and asked.service not in catalog.services:
+            unknown.append(ConfigIssue("service", f"unknown service {asked.service!r}"))
+    if unknown:
+        raise invalid_body(unknown)
+    window = asked.window(f"MW-{uuid.uuid4().hex[:10]}", actor)
+    try:
+        await manager.add_maintenance(window)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     return web.json_response(window_json(window), status=201)

@@ -1,4 +1,8 @@
-"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``."""
+"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``.
+
+A period is a month or a range of at most 400 days (``parse_period``); anything
+else is a 400. The report is composed and rendered off the event loop.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,16 @@ from pathlib import Path
 from aiohttp import web
 
 from monitor.api import DAEMON, require_role
-from monitor.reports.build import build_report
-from monitor.reports.model import parse_period
-from monitor.reports.render import render
+from monitor.reports.build import report_in_worker
+from monitor.reports.model import Report, parse_period
+from monitor.reports.render import render_chunks
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reports/uptime", uptime_report)
 
 
-async def uptime_report(request: web.Request) -> web.Response:
+async def uptime_report(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     catalog, store = daemon.catalog, daemon.alerting.store
     if catalog is None or store is None:
@@ -34,14 +38,24 @@ async def uptime_report(request: web.Request) -> web.Response:
     fmt = query.get("format", "json")
     if fmt not in ("html", "csv", "json"):
         raise web.HTTPBadRequest(text="format: html, csv or json\n")
-    report = await build_report(store, catalog, period, now=daemon.wall(), customer=customer)
     templates = catalog.config.notifications.templates_dir
     directories = [daemon.config_path.resolve().parent / Path(templates)] if templates else []
-    content_type, body = render(report, fmt, directories)
+
+    def rendered(report: Report) -> tuple[str, list[bytes]]:
+        return render_chunks(report, fmt, directories)
+
+    content_type, chunks = await report_in_worker(
+        store, catalog, period, rendered, now=daemon.wall(), customer=customer
+    )
     name = f"uptime-{period.label}-{customer or 'all'}.{fmt}"
-    return web.Response(
-        text=body,
-        content_type=content_type,
-        charset="utf-8",
+    response = web.StreamResponse(
         headers={"Content-Disposition": f'inline; filename="{name}"'},
     )
+    response.content_type = content_type
+    response.charset = "utf-8"
+    response.content_length = sum(len(chunk) for chunk in chunks)
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response

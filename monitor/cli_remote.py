@@ -20,6 +20,7 @@ import aiohttp
 
 from monitor.catalog import load_catalog
 from monitor.config import ConfigError
+from monitor.maintenance_request import InvalidRequest, parse_request
 
 
 class RemoteError(Exception):
@@ -52,10 +53,20 @@ async def _call(
         ):
             text = await response.text()
             if response.status >= 400:
-                raise RemoteError(f"{method} {path}: {response.status} {text.strip()}")
+                raise RemoteError(f"{method} {path}: {response.status} {_problem(text)}")
             return json.loads(text) if text else None
     except aiohttp.ClientError as exc:
         raise RemoteError(f"cannot reach the daemon at {url}: {exc}") from None
+
+
+def _problem(text: str) -> str:
+    """What an error answer says: its ``message`` when it is JSON, else its text."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text.strip()
+    message = document.get("message") if isinstance(document, dict) else None
+    return str(message) if message else text.strip()
 
 
 def _when(value: str | None) -> str:
@@ -129,8 +140,12 @@ async def _maintenance(args: argparse.Namespace) -> None:
         "timezone": args.timezone,
         "reason": args.reason,
     }
+    parse_request(body)  # checked here first: a clear error, and nothing sent
     window = await _call(args, "POST", "/api/v1/maintenance", body)
     print(f"created {window['id']}: {_when(window['starts_at'])} → {_when(window['ends_at'])}")
+
+
+_OPTIONS = {"starts_at": "--start"}  # request fields whose option has another name
 
 
 def _run(handler: Any) -> Any:
@@ -140,6 +155,11 @@ def _run(handler: Any) -> Any:
         except RemoteError as exc:
             print(f"csp-monitor: {exc}", file=sys.stderr)
             return 1
+        except InvalidRequest as exc:
+            for issue in exc.issues:
+                option = _OPTIONS.get(issue.path, f"--{issue.path.replace('_', '-')}")
+                print(f"csp-monitor: {option}: {issue.message}", file=sys.stderr)
+            return 2
         return 0
 
     return command
@@ -178,12 +198,16 @@ def add_remote_commands(commands: Any, default_config: str) -> None:
     common(windows.add_parser("list", help="every maintenance window"))
     add = windows.add_parser("add", help="add a window")
     add.add_argument("--start", required=True, help="ISO time with offset, 2026-11-29T02:00+08:00")
-    add.add_argument("--duration", required=True, help="e.g. 2h")
+    add.add_argument(
+        "--duration",
+        required=True,
+        help="e.g. 2h; at most 31d, or the recurrence's period (1d, 7d, 28d)",
+    )
     add.add_argument("--customer")
     add.add_argument("--service")
     add.add_argument("--recurrence", choices=["daily", "weekly", "monthly"])
-    add.add_argument("--timezone", default="Asia/Shanghai")
-    add.add_argument("--reason", default="")
+    add.add_argument("--timezone", default="Asia/Shanghai", help="IANA name (Asia/Shanghai)")
+    add.add_argument("--reason", default="", help="at most 1,000 characters")
     common(add)
     delete = windows.add_parser("delete", help="delete a window")
     delete.add_argument("id")

@@ -18,8 +18,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.catalog import Catalog
 from monitor.notify.message import RenderedMessage
-from monitor.reports.build import build_report, month_to_date
-from monitor.reports.model import month_of
+from monitor.reports.build import month_to_date, report_in_worker
+from monitor.reports.model import Report, month_of
 from monitor.reports.render import to_html, to_text
 from monitor.store import Store
 
@@ -161,16 +161,15 @@ class Housekeeping:
             else []
         )
         messages: list[RenderedMessage] = []
+
+        def html_and_text(report: Report) -> tuple[str, str]:
+            return to_html(report, directories), to_text(report, directories)
+
         for customer, name in scopes:
-            report = await build_report(self._store, catalog, period, now=now, customer=customer)
-            messages += monthly_messages(
-                catalog,
-                to_html(report, directories),
-                to_text(report, directories),
-                period.label,
-                customer,
-                name,
+            html, text = await report_in_worker(
+                self._store, catalog, period, html_and_text, now=now, customer=customer
             )
+            messages += monthly_messages(catalog, html, text, period.label, customer, name)
         queued = await self._store.enqueue(messages, now)
         log.info(
             "event=monthly_report period=%s messages=%d queued=%d",

@@ -43,6 +43,7 @@ from monitor.notify.notifier import Notifier, NotifierMetrics
 from monitor.probe import ProbeResult
 from monitor.status import StatusBoard, observe
 from monitor.store import Store
+from monitor.timezones import TimeZoneName
 
 
 class ScenarioEvent(StrictModel):
@@ -70,7 +71,7 @@ class ScenarioEvent(StrictModel):
 class Scenario(StrictModel):
     start: datetime | None = None
     duration: Duration = 3 * 3600.0
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     events: list[ScenarioEvent]
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -330,8 +331,8 @@ async def test_maintenance_window_mutes_pages_and_is_recorded(
     )
     async with aiohttp.ClientSession() as session:
         window = {
-            "starts_at": "2026-01-01T00:00:00+08:00",
-            "duration": "100000h",
+            "starts_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "duration": "30d",
             "customer": "contoso",
             "reason": "Exchange migration",
         }

@@ -1,8 +1,18 @@
-"""Reading a period's history from the store and composing the report."""
+"""Reading a period's history from the store and composing the report.
+
+The store is read on the event loop; composing (occurrences of maintenance
+windows, SLA maths per subscription and day) and rendering run in a worker
+thread (``off_loop``), so that a year's report for thousands of customers
+never stalls probing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from monitor.catalog import Catalog
 from monitor.engine.model import StatusInterval
@@ -11,11 +21,46 @@ from monitor.store import Store
 
 _MAX_INCIDENTS = 100_000
 _YIELD_EVERY = 250  # subscriptions computed between two yields to the event loop
+# Reports are rare and CPU-bound: two at a time is plenty, and more threads would only
+# take more of the interpreter lock from the loop.
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="csp-monitor-report")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``function(*args, **kwargs)`` in a report worker thread, awaited from the loop."""
+    call = functools.partial(function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_WORKERS, call)
 
 
 async def build_report(
     store: Store, catalog: Catalog, period: Period, *, now: float, customer: str | None = None
 ) -> Report:
+    """The period's report (read on the loop, composed in a report thread)."""
+    return await report_in_worker(store, catalog, period, _itself, now=now, customer=customer)
+
+
+def _itself(report: Report) -> Report:
+    return report
+
+
+async def report_in_worker(
+    store: Store,
+    catalog: Catalog,
+    period: Period,
+    use: Callable[[Report], R],
+    *,
+    now: float,
+    customer: str | None = None,
+) -> R:
+    """Read the period's history on the loop, then compose the report and call
+    ``use(report)`` (render it) in a report thread; return what ``use`` returns.
+
+    When ``use`` keeps only its result, the report never reaches the loop, and
+    neither does the work of freeing its hundreds of thousands of objects.
+    """
     intervals = await store.status_intervals(customer=customer, start=period.start, end=period.end)
     incidents = await store.list_incidents(
         customer=customer, since=period.start, until=period.end, limit=_MAX_INCIDENTS
@@ -30,16 +75,23 @@ async def build_report(
             if i.service in services
         ]
     with_timelines = [(incident, await store.events(incident.id)) for incident in incidents]
-    return compose(
-        catalog,
-        period,
-        intervals,
-        with_timelines,
-        await store.list_maintenance(),
-        now=now,
-        audit_head=await store.audit_head(),
-        customer=customer,
-    )
+    windows = await store.list_maintenance()
+    audit_head = await store.audit_head()
+
+    def compose_and_use() -> R:
+        report = compose(
+            catalog,
+            period,
+            intervals,
+            with_timelines,
+            windows,
+            now=now,
+            audit_head=audit_head,
+            customer=customer,
+        )
+        return use(report)
+
+    return await off_loop(compose_and_use)
 
 
 async def month_to_date(

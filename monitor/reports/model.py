@@ -8,10 +8,12 @@ so the report and the metric agree.
 
 from __future__ import annotations
 
+import calendar
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from monitor.catalog import Catalog
@@ -19,6 +21,9 @@ from monitor.engine.correlation import VENDOR_CUSTOMER
 from monitor.engine.maintenance import applies_to, occurrences
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
 from monitor.sla import Availability, IncidentTimes, ResponseStats, availability, response_stats
+
+MAX_PERIOD_DAYS = 400  # a year and a month, for an auditor's annual report
+FIRST_YEAR, LAST_YEAR = 1970, 8999
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,21 +33,27 @@ class Period:
     end: float
     timezone: str
 
-    def days(self) -> list[tuple[date, float, float]]:
+    def days(self) -> tuple[tuple[date, float, float], ...]:
         """Each local calendar day of the period: (day, start, end)."""
-        zone = ZoneInfo(self.timezone)
-        day = datetime.fromtimestamp(self.start, zone).date()
-        result = []
-        for _ in range(400):  # bounded: a report covers at most about a year
-            begin = datetime.combine(day, datetime.min.time(), zone).timestamp()
-            if begin >= self.end:
-                break
-            finish = datetime.combine(
-                day + timedelta(days=1), datetime.min.time(), zone
-            ).timestamp()
-            result.append((day, max(begin, self.start), min(finish, self.end)))
-            day += timedelta(days=1)
-        return result
+        return _calendar_days(self.start, self.end, self.timezone)
+
+
+@lru_cache(maxsize=16)
+def _calendar_days(
+    start: float, end: float, timezone: str
+) -> tuple[tuple[date, float, float], ...]:
+    """Worked out once per period: every subscription of a report asks for them."""
+    zone = ZoneInfo(timezone)
+    day = datetime.fromtimestamp(start, zone).date()
+    result = []
+    for _ in range(MAX_PERIOD_DAYS + 1):  # bounded: parse_period refuses longer
+        begin = datetime.combine(day, datetime.min.time(), zone).timestamp()
+        if begin >= end:
+            break
+        finish = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).timestamp()
+        result.append((day, max(begin, start), min(finish, end)))
+        day += timedelta(days=1)
+    return tuple(result)
 
 
 def month_period(year: int, month: int, timezone: str) -> Period:
@@ -53,24 +64,51 @@ def month_period(year: int, month: int, timezone: str) -> Period:
 
 
 def parse_period(text: str, timezone: str) -> Period:
-    """``2026-10`` (a month) or ``2026-10-01..2026-10-15`` (days, both included)."""
-    zone = ZoneInfo(timezone)
+    """``2026-10`` (a month) or ``2026-10-01..2026-10-15`` (days, both included).
+
+    ValueError, with a message for the person who typed it, for anything else: text
+    that is not a period, a range that ends before it starts, years outside
+    ``FIRST_YEAR``–``LAST_YEAR``, or more than ``MAX_PERIOD_DAYS`` days.
+    """
+    shown = text if len(text) <= 40 else text[:40] + "…"
     try:
-        if ".." in text:
-            first, last = (date.fromisoformat(part.strip()) for part in text.split("..", 1))
-            if last < first:
-                raise ValueError("the period ends before it starts")
-            start = datetime.combine(first, datetime.min.time(), zone).timestamp()
-            end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone).timestamp()
-            return Period(f"{first}..{last}", start, end, timezone)
-        year, month = (int(part) for part in text.split("-"))
-        if not 1 <= month <= 12:
-            raise ValueError("month out of range")
-        return month_period(year, month, timezone)
+        first, last = _period_dates(text)
     except ValueError as exc:
         raise ValueError(
-            f"invalid period {text!r} ({exc}): use 2026-10 or 2026-10-01..2026-10-15"
+            f"invalid period {shown!r} ({exc}): use 2026-10 or 2026-10-01..2026-10-15"
         ) from None
+    if first.year < FIRST_YEAR or last.year > LAST_YEAR:
+        raise ValueError(
+            f"invalid period {shown!r}: reports cover the years {FIRST_YEAR} to {LAST_YEAR}"
+        )
+    days = (last - first).days + 1
+    if days > MAX_PERIOD_DAYS:
+        raise ValueError(
+            f"period {shown!r} has {days} days: a report covers at most {MAX_PERIOD_DAYS} "
+            "days (ask for one month or a shorter range)"
+        )
+    if ".." not in text:
+        return month_period(first.year, first.month, timezone)
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(first, datetime.min.time(), zone).timestamp()
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone).timestamp()
+    return Period(f"{first}..{last}", start, end, timezone)
+
+
+def _period_dates(text: str) -> tuple[date, date]:
+    """The first and last day of the period ``text`` names."""
+    if ".." in text:
+        first, last = (date.fromisoformat(part.strip()) for part in text.split("..", 1))
+        if last < first:
+            raise ValueError("the period ends before it starts")
+        return first, last
+    parts = text.strip().split("-")
+    if len(parts) != 2 or not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError("expected YEAR-MONTH")
+    year, month = int(parts[0]), int(parts[1])
+    if not 1 <= year <= 9999 or not 1 <= month <= 12:
+        raise ValueError("month out of range")
+    return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
 
 
 def month_of(at: float, timezone: str, offset: int = 0) -> Period:
@@ -242,6 +280,14 @@ def compose(
         else:
             times_by_customer[incident.customer].append(times)
     windows = list(windows)
+    found: dict[int, WindowInPeriod] = {}
+
+    def expanded(index: int) -> WindowInPeriod:
+        """A window's occurrences in the period, computed once for every customer."""
+        if index not in found:
+            found[index] = _window_in_period(windows[index], period)
+        return found[index]
+
     sections = []
     horizon = min(now, period.end)
     for spec in catalog.config.customers:
@@ -258,9 +304,9 @@ def compose(
         own = sorted(times_by_customer[spec.id], key=lambda t: t.opened_at)
         applicable = tuple(
             in_period
-            for w in windows
+            for index, w in enumerate(windows)
             if any(applies_to(w, spec.id, s.service) for s in subscriptions)
-            and (in_period := _window_in_period(w, period)).occurrences
+            and (in_period := expanded(index)).occurrences
         )
         sections.append(
             CustomerSection(

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,8 @@ def _stats_json(stats: ResponseStats) -> dict[str, Any]:
     }
 
 
-def to_json(report: Report) -> str:
+def json_parts(report: Report) -> Iterator[str]:
+    """The JSON report in pieces: the head, then one customer at a time."""
     document = {
         "report": "csp-monitor uptime and SLA report",
         "version": __version__,
@@ -128,39 +129,56 @@ def to_json(report: Report) -> str:
         "definitions": DEFINITIONS,
         "overall": _stats_json(report.overall),
         "vendor_side_incidents": [_incident_json(i) for i in report.vendor_incidents],
-        "customers": [
+        "customers": [],  # last: each customer is added as it is rendered
+    }
+    head = json.dumps(document, indent=2, ensure_ascii=False)
+    if not report.customers:
+        yield head
+        return
+    # One customer at a time: a year for thousands of customers would otherwise be one
+    # document of millions of objects, and one string of hundreds of megabytes whose
+    # every copy holds the interpreter lock. JSON strings hold no raw newline, so
+    # indenting each line places the customer in the list.
+    yield head.removesuffix("[]\n}") + "[\n    "
+    for number, c in enumerate(report.customers):
+        text = json.dumps(_customer_json(c), indent=2, ensure_ascii=False)
+        yield (",\n    " if number else "") + text.replace("\n", "\n    ")
+    yield "\n  ]\n}"
+
+
+def to_json(report: Report) -> str:
+    return "".join(json_parts(report))
+
+
+def _customer_json(c: CustomerSection) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "tenant_domain": c.tenant_domain,
+        "tier": c.tier,
+        "response_policy": {
+            "ack_within_minutes": _minutes(c.ack_within),
+            "resolve_within_minutes": _minutes(c.resolve_within),
+        },
+        "response": _stats_json(c.response),
+        "subscriptions": [_subscription_json(s) for s in c.subscriptions],
+        "incidents": [_incident_json(i) for i in c.incidents],
+        "maintenance_windows": [
             {
-                "id": c.id,
-                "name": c.name,
-                "tenant_domain": c.tenant_domain,
-                "tier": c.tier,
-                "response_policy": {
-                    "ack_within_minutes": _minutes(c.ack_within),
-                    "resolve_within_minutes": _minutes(c.resolve_within),
-                },
-                "response": _stats_json(c.response),
-                "subscriptions": [_subscription_json(s) for s in c.subscriptions],
-                "incidents": [_incident_json(i) for i in c.incidents],
-                "maintenance_windows": [
-                    {
-                        "id": m.window.id,
-                        "service": m.window.service,
-                        "starts_at": _iso(m.window.starts_at),
-                        "ends_at": _iso(m.window.ends_at),
-                        "recurrence": m.window.recurrence,
-                        "timezone": m.window.timezone,
-                        "reason": m.window.reason,
-                        "created_by": m.window.created_by,
-                        "occurrences_in_period": [[_iso(b), _iso(e)] for b, e in m.occurrences],
-                        "minutes_in_period": _minutes(m.seconds),
-                    }
-                    for m in c.maintenance
-                ],
+                "id": m.window.id,
+                "service": m.window.service,
+                "starts_at": _iso(m.window.starts_at),
+                "ends_at": _iso(m.window.ends_at),
+                "recurrence": m.window.recurrence,
+                "timezone": m.window.timezone,
+                "reason": m.window.reason,
+                "created_by": m.window.created_by,
+                "occurrences_in_period": [[_iso(b), _iso(e)] for b, e in m.occurrences],
+                "minutes_in_period": _minutes(m.seconds),
             }
-            for c in report.customers
+            for m in c.maintenance
         ],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 _CSV_COLUMNS = (
@@ -304,17 +322,26 @@ def _environment(directories: Sequence[Path]) -> Environment:
 
 
 def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
-    return _to_html(report, _environment(directories))
+    return "".join(html_parts(report, directories))
+
+
+def html_parts(report: Report, directories: Sequence[Path] = ()) -> Iterator[str]:
+    """The printable HTML report, in the pieces the template yields."""
+    return _html_parts(report, _environment(directories))
 
 
 def _to_html(report: Report, environment: Environment) -> str:
+    return "".join(_html_parts(report, environment))
+
+
+def _html_parts(report: Report, environment: Environment) -> Iterator[str]:
     zone = ZoneInfo(report.period.timezone)
 
     def local(value: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "—" if value is None else datetime.fromtimestamp(value, zone).strftime(fmt)
 
     template = environment.get_template("report.html.j2")
-    return template.render(
+    return template.generate(
         report=report,
         local=local,
         definitions=DEFINITIONS,
@@ -358,7 +385,49 @@ def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[
     raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
 
 
-__all__ = ["CustomerSection", "render", "to_csv", "to_html", "to_json", "to_text"]
+_CHUNK = 256 * 1024
+
+
+def render_chunks(
+    report: Report, fmt: str, directories: Sequence[Path] = ()
+) -> tuple[str, list[bytes]]:
+    """(content type, body as UTF-8 chunks of about 256 KB) for ``fmt`` html, csv or json.
+
+    What the API sends: a year's report for thousands of customers is hundreds of
+    megabytes, and it is never joined into one string (each copy of one would hold the
+    interpreter lock, stalling the event loop, and double the memory).
+    """
+    if fmt == "csv":
+        return "text/csv", [to_csv(report).encode()]
+    if fmt == "json":
+        content_type, parts = "application/json", json_parts(report)
+    elif fmt == "html":
+        content_type, parts = "text/html", html_parts(report, directories)
+    else:
+        raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+    chunks: list[bytes] = []
+    pending: list[str] = []
+    size = 0
+    for part in parts:
+        pending.append(part)
+        size += len(part)
+        if size >= _CHUNK:
+            chunks.append("".join(pending).encode())
+            pending, size = [], 0
+    if pending:
+        chunks.append("".join(pending).encode())
+    return content_type, chunks
+
+
+__all__ = [
+    "CustomerSection",
+    "render",
+    "render_chunks",
+    "to_csv",
+    "to_html",
+    "to_json",
+    "to_text",
+]
 
 
 def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[TemplateProblem]:
