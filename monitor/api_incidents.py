@@ -19,7 +19,7 @@ from aiohttp import web
 from monitor.api import DAEMON, require_role
 from monitor.config_types import parse_duration
 from monitor.engine.maintenance import RECURRENCES
-from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.engine.model import Incident, IncidentConflict, IncidentEvent, MaintenanceWindow
 from monitor.store.records import IncidentNotFound
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ async def _change(request: web.Request, action: str, **kwargs: Any) -> web.Respo
         incident = await getattr(manager, action)(incident_id, **kwargs)
     except IncidentNotFound as exc:
         raise web.HTTPNotFound(text=f"{exc}\n") from None
-    except ValueError as exc:
+    except (IncidentConflict, ValueError) as exc:
         raise web.HTTPConflict(text=f"{exc}\n") from None
     return web.json_response(incident_json(incident))
 

@@ -25,6 +25,7 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
+_SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
 
 SetSla = Callable[[str, str, float | None], None]
 
@@ -78,6 +79,7 @@ class Housekeeping:
         self._base = base
         self._wall = wall
         self._catalog: Catalog | None = None
+        self._soon_at = datetime.fromtimestamp(0, UTC)  # the last refresh_soon() run
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
         )
@@ -107,6 +109,20 @@ class Housekeeping:
                 CronTrigger.from_crontab(reports.monthly.cron, zone),
                 id="monthly-report",
             )
+
+    def refresh_soon(self) -> None:
+        """Subscriptions got their first status since the start: recompute the SLA metric
+        in a second rather than at the next interval, so its series exist from the first
+        confirmed status (at most one such run every ``_SOON_EVERY`` seconds)."""
+        job = self._scheduler.get_job("sla-metric")
+        if job is None:
+            return
+        now = datetime.now(UTC)
+        soon = max(now + timedelta(seconds=1), self._soon_at + timedelta(seconds=_SOON_EVERY))
+        if job.next_run_time is not None and job.next_run_time <= soon:
+            return  # due soon anyway
+        self._soon_at = soon
+        job.modify(next_run_time=soon)
 
     def shutdown(self) -> None:
         if self._scheduler.running:

@@ -24,11 +24,19 @@ from typing import Any
 
 from monitor.catalog import Catalog
 from monitor.engine import incidents as engine
-from monitor.engine.correlation import VENDOR_CUSTOMER, CorrelationSettings, members
+from monitor.engine.correlation import (
+    VENDOR_CUSTOMER,
+    BlastHistory,
+    CorrelationSettings,
+    blast_history,
+    group_reason,
+    members,
+)
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.maintenance import in_maintenance
 from monitor.engine.model import (
     Incident,
+    IncidentConflict,
     IncidentEvent,
     IncidentState,
     MaintenanceWindow,
@@ -38,6 +46,7 @@ from monitor.incident_config import IncidentSettingsSpec
 from monitor.links import LinkSigner
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import (
+    AffectedContext,
     FailingCheckContext,
     IncidentContext,
     RenderedParts,
@@ -97,11 +106,13 @@ def failing_checks(
 
 
 def _duration_text(seconds: float) -> str:
-    minutes = int(seconds // 60)
+    """ "45 s", "2 min 55 s", "1 h 24 min": seconds count while it is under an hour."""
+    whole = max(0, int(seconds))
+    minutes, secs = divmod(whole, 60)
     if minutes < 1:
-        return f"{int(seconds)} s"
+        return f"{secs} s"
     if minutes < 60:
-        return f"{minutes} min"
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
@@ -131,6 +142,8 @@ class IncidentManager:
         self._open: dict[Key, Incident] = {}
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
+        self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
+        self._blast: dict[str, BlastHistory] = {}  # vendor-side incident id → its size so far
         self._recorded: dict[Key, str] = {}  # status last written to the interval history
         self._unrecorded: list[tuple[str, str, str, float]] = []  # held back by a batch
         self._batching = 0
@@ -141,6 +154,8 @@ class IncidentManager:
         self.catalog: Catalog | None = None
         self._settings = IncidentSettingsSpec()
         self._policies: dict[str, PolicySnapshot] = {}
+        # subscriptions down or degraded when the previous run stopped (read by start())
+        self.restored: dict[Key, Status] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -148,6 +163,11 @@ class IncidentManager:
         """Take policies and settings from a (re)loaded config; open incidents keep theirs."""
         config = catalog.config
         self.catalog = catalog
+        # a subscription no longer monitored has no status (its open incidents stay, and
+        # an operator can resolve them)
+        for key in [key for key in self._status if key not in catalog.subscriptions]:
+            self._status.pop(key, None)
+            self._reasons.pop(key, None)
         self._settings = config.incidents
         self._policies = {
             name: spec.snapshot(name, config.incidents.escalate_after)
@@ -171,6 +191,11 @@ class IncidentManager:
         for incident in await self._store.list_incidents(since=cooldown_start, limit=1000):
             if incident.state is IncidentState.RESOLVED:
                 self._recent.setdefault((incident.customer, incident.service), incident)
+        self.restored = {
+            key: Status(status)
+            for key, status in (await self._store.last_statuses()).items()
+            if status in (Status.DOWN, Status.DEGRADED)
+        }
         last_seen = await self._store.last_seen()
         async with self._store.transaction() as tx:
             # what a crashed run left open ends at its last heartbeat: the rest is a gap
@@ -218,43 +243,83 @@ class IncidentManager:
         current: Status,
         reason: str,
         now: float | None = None,
+        *,
+        since: float | None = None,
     ) -> None:
+        """A subscription's status changed, confirmed at ``now``; it began at ``since``
+        (the first probe of the streak that confirmed it; default ``now``). The history
+        records it from ``since``, and an incident it opens shows it as its start."""
         now = self._wall() if now is None else now
+        since = now if since is None else min(since, now)
         key = (customer, service)
         async with self._lock:
             self._status[key] = current
+            self._reasons[key] = reason
             flaps = self._flaps.setdefault(key, FlapDetector(self._flap_settings))
             flapping = (
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
             )
             window = in_maintenance(self._windows, customer, service, now)
-            await self._record(key, "maintenance" if window else current.value, now)
+            await self._record(key, "maintenance" if window else current.value, since)
             incident = self._open.get(key)
             if current is Status.UP:
                 if incident is not None:
                     await self._apply(
-                        incident, lambda i: engine.recovered(i, now, flapping=flapping)
+                        incident,
+                        lambda i: engine.recovered(i, now, flapping=flapping, up_since=since),
                     )
                 return
             if current is Status.UNKNOWN:
                 return  # we could not look: that is a coverage gap, not an outage
-            if incident is not None:
-                await self._apply(
-                    incident, lambda i: self._worse(i, current, reason, flapping, now)
-                )
-                return
-            recent = self._recent.get(key)
-            if (
-                recent is not None
-                and recent.resolved_at is not None
-                and now - recent.resolved_at <= self._settings.cooldown
-            ):
-                await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
-                return
-            await self._open_new(
-                customer, service, current.value, reason, now, held=self._held_by(key, now)
+            await self._not_up(key, current, reason, now, since, flapping=flapping)
+
+    async def _not_up(
+        self,
+        key: Key,
+        current: Status,
+        reason: str,
+        now: float,
+        since: float,
+        *,
+        flapping: bool = False,
+    ) -> None:
+        """The subscription is down or degraded: its open incident follows, a recent one
+        reopens (a relapse within the cool-down), or a new one opens."""
+        customer, service = key
+        incident = self._open.get(key)
+        if incident is not None:
+            await self._apply(incident, lambda i: self._worse(i, current, reason, flapping, now))
+            return
+        recent = self._recent.get(key)
+        if (
+            recent is not None
+            and recent.resolved_at is not None
+            and now - recent.resolved_at <= self._settings.cooldown
+        ):
+            await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
+            return
+        await self._open_new(
+            customer,
+            service,
+            current.value,
+            reason,
+            now,
+            held=self._held_by(key, now),
+            since=since,
+        )
+        await self._correlate(service, now)
+
+    async def _reconcile(self, now: float) -> None:
+        """Every subscription down or degraded has an incident: a status change that was
+        lost on the way (a store error, a failure while applying it) still opens one."""
+        for key in engine.missing_incidents(self._status, self._open):
+            log.warning(
+                "event=incident_reconciled customer=%s service=%s status=%s action=%r",
+                *key,
+                self._status[key].value,
+                "its status change opened no incident earlier; opening it now",
             )
-            await self._correlate(service, now)
+            await self._not_up(key, self._status[key], self._reasons.get(key, ""), now, now)
 
     def _held_by(self, key: Key, now: float) -> str | None:
         """Why the subscription's pages are held back now, if they are: a maintenance
@@ -339,6 +404,7 @@ class IncidentManager:
         now: float,
         *,
         held: str | None = None,
+        since: float | None = None,
     ) -> Incident | None:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
@@ -357,6 +423,7 @@ class IncidentManager:
                 muted=held is not None,
                 why=held or "",
                 hold=hold,
+                started_at=since,
             )
             messages = await self._render(decision, tx)
             try:
@@ -416,6 +483,8 @@ class IncidentManager:
                     raise IncidentNotFound(incident.id) from None
                 incident = fresh
                 continue
+            if working.id in self._blast:
+                self._blast[working.id] = blast_history(decision.events, self._blast[working.id])
             self._adopt(working)
             self._on_events(decision.events)
             if messages:
@@ -428,6 +497,7 @@ class IncidentManager:
         if incident.state is IncidentState.RESOLVED:
             self._open.pop(key, None)
             self._recent[key] = incident
+            self._blast.pop(incident.id, None)
             log.info(
                 "event=incident_resolved incident=%s customer=%s service=%s", incident.id, *key
             )
@@ -442,8 +512,7 @@ class IncidentManager:
             return
         group = self._open.get((VENDOR_CUSTOMER, service))
         if group is None:
-            names = ", ".join(member.customer for member in group_members)
-            reason = f"{len(group_members)} customers affected: {names}"
+            reason = group_reason([self._customer_name(m.customer) for m in group_members])
             worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
             held = self._group_held_by(group_members, now)
             group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
@@ -453,6 +522,7 @@ class IncidentManager:
         for member in group_members:
             if member.vendor_group is None:
                 await self._apply(member, lambda i: engine.join_vendor_group(i, group_id, now))
+        await self._group_grew(group, now)
         log.warning(
             "event=vendor_side_incident incident=%s service=%s customers=%d",
             group_id,
@@ -461,7 +531,8 @@ class IncidentManager:
         )
 
     async def _settle_groups(self, now: float) -> None:
-        """A vendor-side incident resolves when none of its customers is affected any more."""
+        """A vendor-side incident resolves when none of its customers is affected any more;
+        until then its size follows its customers (and an update may be due)."""
         for (customer, _service), group in list(self._open.items()):
             if customer != VENDOR_CUSTOMER:
                 continue
@@ -470,6 +541,31 @@ class IncidentManager:
                     group,
                     lambda i: engine.resolve(i, now, note="every affected customer recovered"),
                 )
+            else:
+                await self._group_grew(group, now)
+
+    def _group_members(self, group: Incident) -> list[Incident]:
+        """Every customer's incident in a vendor-side group, open or recovered, one per
+        customer (the open one first)."""
+        found: dict[str, Incident] = {}
+        for incident in [*self._open.values(), *self._recent.values()]:
+            if incident.vendor_group == group.id:
+                found.setdefault(incident.customer, incident)
+        return sorted(found.values(), key=lambda i: (i.opened_at, i.customer))
+
+    async def _blast_history(self, group: Incident) -> BlastHistory:
+        history = self._blast.get(group.id)
+        if history is None:  # after a restart: from the stored timeline
+            history = self._blast[group.id] = blast_history(await self._store.events(group.id))
+        return history
+
+    async def _group_grew(self, group: Incident, now: float) -> None:
+        names = [self._customer_name(i.customer) for i in self._group_members(group)]
+        history = await self._blast_history(group)
+        if len(names) <= history.count and not history.announced:
+            return  # nothing new, and nothing paged yet to update
+        rule = self._correlation.update
+        await self._apply(group, lambda i: engine.group_grew(i, names, now, history, rule))
 
     # ------------------------------------------------------------------ time
 
@@ -490,6 +586,7 @@ class IncidentManager:
                 if incident.recovering_since is not None:
                     stable = stable and now - incident.recovering_since >= self._settings.cooldown
                 await self._tick_one(incident, now, stable)
+            await self._reconcile(now)
             await self._settle_groups(now)
             await self._store.beat(self._instance, self._started_at, now)
 
@@ -555,7 +652,9 @@ class IncidentManager:
         async with self._lock:
             incident = await self._get_open(incident_id)
             if incident.state is not IncidentState.OPEN:
-                raise ValueError(f"{incident_id} is {incident.state.value}: nothing to acknowledge")
+                raise IncidentConflict(
+                    f"{incident_id} is {incident.state.value}: nothing to acknowledge"
+                )
             return await self._apply(incident, lambda i: engine.acknowledge(i, actor, now))
 
     async def resolve(
@@ -565,10 +664,30 @@ class IncidentManager:
         async with self._lock:
             incident = await self._get_open(incident_id)
             if incident.state is IncidentState.RESOLVED:
-                raise ValueError(f"{incident_id} is already resolved")
+                raise IncidentConflict(f"{incident_id} is already resolved")
+            failing = self._still_failing(incident)
+            if failing:
+                # resolved, it would stay silent until the service recovers and fails again
+                raise IncidentConflict(
+                    f"{incident_id}: {failing}: acknowledge it instead; it resolves by "
+                    "itself when the service recovers"
+                )
             return await self._apply(
                 incident, lambda i: engine.resolve(i, now, actor=actor, note=note)
             )
+
+    def _still_failing(self, incident: Incident) -> str | None:
+        """Why an incident cannot be resolved by hand yet, if it cannot: its subscription
+        (or, for a vendor-side incident, a customer's) is still down or degraded."""
+        if incident.customer == VENDOR_CUSTOMER:
+            open_members = [i for i in self._open.values() if i.vendor_group == incident.id]
+            if open_members:
+                return f"still failing for {len(open_members)} customers"
+            return None
+        status = self._status.get((incident.customer, incident.service))
+        if status in (Status.DOWN, Status.DEGRADED):
+            return f"still {status.value}"
+        return None
 
     async def add_note(
         self, incident_id: str, actor: str, text: str, now: float | None = None
@@ -728,17 +847,28 @@ class IncidentManager:
                 "level": level,
                 "after_text": "immediately" if after == 0 else f"after {_duration_text(after)}",
             }
-        blast = []
+        end = incident.resolved_at or self._wall()
+        blast: list[str] = []
+        affected: list[AffectedContext] = []
+        announced = None
         if incident.customer == VENDOR_CUSTOMER:
-            # the group's members, and those about to join it as it opens
-            blast = sorted(
-                self._customer_name(i.customer)
+            # the group's members (recovered ones too), and those about to join it as it opens
+            joining = [
+                i
                 for i in self._open.values()
                 if i.service == incident.service
                 and i.customer != VENDOR_CUSTOMER
-                and i.vendor_group in (None, incident.id)
-            )
-        end = incident.resolved_at or self._wall()
+                and i.vendor_group is None
+                and incident.state is not IncidentState.RESOLVED
+            ]
+            everyone = {i.customer: i for i in [*joining, *self._group_members(incident)]}
+            for member in sorted(everyone.values(), key=lambda i: self._customer_name(i.customer)):
+                name = self._customer_name(member.customer)
+                blast.append(name)
+                lasted = (member.resolved_at or end) - member.opened_at
+                affected.append({"name": name, "duration_text": _duration_text(lasted)})
+            history = self._blast.get(incident.id)
+            announced = history.announced if history and history.announced else None
         return {
             "id": incident.id,
             "customer": {
@@ -779,6 +909,8 @@ class IncidentManager:
             "vendor_case": incident.vendor_case,
             "vendor": self._vendor_context(incident.customer, incident.service),
             "blast_radius": blast,
+            "affected": affected,
+            "announced_customers": announced,
             "timeline": [
                 {"at": at(e.at, UTC), "kind": e.kind, "text": _event_text(e)} for e in timeline
             ],

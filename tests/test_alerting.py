@@ -399,6 +399,10 @@ async def test_cli_lists_and_acknowledges_incidents(
     assert "acknowledged by noc" in out and "vendor_case by noc: case=2611230040001234" in out
     code, _, err = await cli("incidents", "ack", incident.id)
     assert code == 1 and "nothing to acknowledge" in err
+    # resolved by hand while still down, it would stay silent until it failed again
+    code, _, err = await cli("incidents", "resolve", incident.id, "fixed, I think")
+    assert code == 1 and "still down: acknowledge it instead" in err
+    assert [i.id for i in manager.open_incidents()] == [incident.id]
 
 
 async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(

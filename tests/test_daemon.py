@@ -200,3 +200,54 @@ async def test_stop_lets_in_flight_probes_finish(tmp_path: Path, web_target: Web
     finally:
         await daemon.close()  # shutdown_grace is 2 s: enough for a 0.8 s answer
     assert in_flight and all(t.done() and not t.cancelled() for t in in_flight)
+
+
+async def test_an_outage_confirmed_before_a_restart_is_not_confirmed_again(
+    tmp_path: Path, web_target: WebTarget
+) -> None:
+    from monitor.store import Store
+
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port, customers=("contoso",))
+    # a new streak of failures could not be confirmed during the test
+    text = config.read_text().replace("failure_threshold: 2", "failure_threshold: 100")
+    config.write_text(text.replace("retry_interval: 100ms", "retry_interval: 300ms"))
+    # the previous run confirmed the outage and stopped
+    store = await Store.open(f"sqlite:///{tmp_path / 'data' / 'csp-monitor.db'}")
+    await store.record_statuses([("contoso", "web-app", "down", 1_800_000_000.0)])
+    await store.close()
+    web_target.status = 503
+    instance = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    await instance.start()
+    try:
+        # the first probe after the start fails: down at once, not unknown until re-confirmed
+        await wait_until(lambda: subscription_status(instance) == "down", what="still down")
+        assert instance.board.targets["contoso/web-app/port"].status.value == "up"
+    finally:
+        await instance.close()
+
+
+async def test_sla_series_exist_from_the_first_confirmed_status(
+    tmp_path: Path, web_target: WebTarget
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port, customers=("contoso",))
+    config.write_text(config.read_text() + "reports: {sla_metric_interval: 1h}\n")
+    # the first probes time out (3 s each): the status is confirmed ~6 s after the start,
+    # after the metric's start-up run
+    web_target.delay = 5
+    instance = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    await instance.start()
+    series = (
+        'csp_monitor_sla_availability_ratio{customer="contoso",service="web-app",window="month"}'
+    )
+    try:
+        await wait_until(lambda: subscription_status(instance) == "down", what="down")
+        web_target.delay = 0
+
+        async def exported() -> bool:
+            return series in (await get(instance, "/metrics"))[1]
+
+        await wait_until(exported, what="the SLA series")
+    finally:
+        await instance.close()
