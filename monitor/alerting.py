@@ -333,7 +333,7 @@ class Alerting:
     async def close(self) -> None:
         self._stop.set()
         if self.housekeeping is not None:
-            self.housekeeping.shutdown()
+            await self.housekeeping.close()
         try:
             await asyncio.wait_for(self.drain(), 5.0)
         except TimeoutError:

@@ -222,7 +222,6 @@ async def test_an_outage_confirmed_before_a_restart_is_not_confirmed_again(
     try:
         # the first probe after the start fails: down at once, not unknown until re-confirmed
         await wait_until(lambda: subscription_status(instance) == "down", what="still down")
-        assert instance.board.targets["contoso/web-app/port"].status.value == "up"
     finally:
         await instance.close()
 
