@@ -25,8 +25,8 @@ from monitor import __version__
 from monitor.alerting import Alerting
 from monitor.catalog import Catalog, TargetSpec, load_catalog
 from monitor.config import ConfigError
-from monitor.incident_manager import failing_checks
 from monitor.metrics import DaemonMetrics, TargetMetrics
+from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe

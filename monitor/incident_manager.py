@@ -1,8 +1,9 @@
 """The incident manager: the engine's decisions, persisted and turned into messages.
 
 The engine (``engine/incidents.py``) decides; this class feeds it subscription
-status changes, ticks and operator actions, renders the pages it decides into
-messages, and writes incident, timeline and outbox rows in one transaction.
+status changes, ticks and operator actions, has the pages it decides composed
+into messages (``notify/compose.py``), and writes incident, timeline and
+outbox rows in one transaction.
 It works on a copy of the incident and replaces its cache only after the
 commit, so a failed write leaves memory as it was in the store.
 
@@ -19,8 +20,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from monitor.catalog import Catalog
 from monitor.engine import incidents as engine
@@ -44,27 +43,15 @@ from monitor.engine.model import (
 )
 from monitor.incident_config import IncidentSettingsSpec
 from monitor.links import LinkSigner
-from monitor.notify.message import RenderedMessage
-from monitor.notify.templates import (
-    AffectedContext,
-    FailingCheckContext,
-    IncidentContext,
-    RenderedParts,
-    StepContext,
-    TemplateContext,
-    TemplateRenderer,
-    TemplateRenderError,
-    VendorContext,
-)
+from monitor.notify.compose import FailingChecks, MessageComposer
+from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
-from monitor.status import StatusBoard
 from monitor.store import (
     IncidentAlreadyOpen,
     IncidentChanged,
     IncidentNotFound,
     Store,
     StoreError,
-    Transaction,
 )
 from monitor.vendor import VendorBoard, VendorChange, VendorState
 
@@ -74,47 +61,9 @@ _HISTORY_BATCH = 2000  # status changes written per transaction in a batch
 _HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 
 Key = tuple[str, str]
-FailingChecks = Callable[[str, str], list[FailingCheckContext]]
+__all__ = ["FailingChecks", "IncidentManager"]
 NO_POLICY = PolicySnapshot(name="none", steps=())
 VENDOR_MAINTENANCE_HOURS = 4
-
-
-def failing_checks(
-    catalog: Catalog, board: StatusBoard, customer: str, service: str
-) -> list[FailingCheckContext]:
-    """A subscription's checks that are not up, with their reasons (for messages)."""
-    subscription = catalog.subscriptions.get((customer, service))
-    if subscription is None:
-        return []
-    failing: list[FailingCheckContext] = []
-    for target_id in subscription.target_ids:
-        state = board.targets.get(target_id)
-        if state is None or state.status in (Status.UP, Status.UNKNOWN):
-            continue
-        spec = catalog.targets[target_id]
-        last = state.last_result
-        failing.append(
-            {
-                "check": spec.target.check,
-                "type": spec.target.type,
-                "status": state.status.value,
-                "reason": last.reason if last and last.reason else state.last_change_reason,
-                "since": datetime.fromtimestamp(state.since, UTC),
-            }
-        )
-    return failing
-
-
-def _duration_text(seconds: float) -> str:
-    """ "45 s", "2 min 55 s", "1 h 24 min": seconds count while it is under an hour."""
-    whole = max(0, int(seconds))
-    minutes, secs = divmod(whole, 60)
-    if minutes < 1:
-        return f"{secs} s"
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 class IncidentManager:
@@ -131,9 +80,10 @@ class IncidentManager:
         vendor: VendorBoard | None = None,
     ) -> None:
         self._store = store
-        self._renderer = renderer
         self._signer = signer
-        self._failing_checks = failing_checks
+        self._composer = MessageComposer(
+            renderer, signer, self, failing_checks=failing_checks, wall=wall
+        )
         self._vendor = vendor or VendorBoard()
         self._wake = wake
         self._on_events = on_events  # what was stored: counted in csp_monitor_incident_events
@@ -169,6 +119,7 @@ class IncidentManager:
             self._status.pop(key, None)
             self._reasons.pop(key, None)
         self._settings = config.incidents
+        self._composer.configure(catalog)
         self._policies = {
             name: spec.snapshot(name, config.incidents.escalate_after)
             for name, spec in config.escalation_policies.items()
@@ -425,7 +376,7 @@ class IncidentManager:
                 hold=hold,
                 started_at=since,
             )
-            messages = await self._render(decision, tx)
+            messages = await self._composer.messages(decision, tx)
             try:
                 await tx.open_incident(incident)
             except IncidentAlreadyOpen:
@@ -440,7 +391,7 @@ class IncidentManager:
         self._on_events(decision.events)
         self._open[(customer, service)] = incident
         self._recent.pop((customer, service), None)
-        known = self._vendor_state(customer, service)
+        known = self.vendor_state(customer, service)
         if known is not None:  # the vendor had already said so
             incident = await self._apply(
                 incident,
@@ -473,7 +424,7 @@ class IncidentManager:
                 return incident
             try:
                 async with self._store.transaction() as tx:
-                    messages = await self._render(decision, tx)
+                    messages = await self._composer.messages(decision, tx)
                     await tx.save_incident(working, expected_updated_at=incident.updated_at)
                     await tx.add_events(decision.events)
                     await tx.enqueue(messages, self._wall())
@@ -738,185 +689,31 @@ class IncidentManager:
             log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)
         return deleted
 
-    # ------------------------------------------------------------------ messages
-
-    async def _render(self, decision: engine.Decision, tx: Transaction) -> list[RenderedMessage]:
-        messages: list[RenderedMessage] = []
-        for page in decision.pages:
-            stored = await tx.events(page.incident.id) if page.incident.id else []
-            timeline = stored + [e for e in decision.events if e.incident_id == page.incident.id]
-            incident_context = self.incident_context(page.incident, timeline, page)
-            for channel in page.channels:
-                # one message per recipient: a retry or a failure concerns one person only
-                people = page.recipients.get(channel) or self._channel_recipients(channel)
-                for person in people or ("",):
-                    context = self._template_context(page, incident_context, person or channel)
-                    parts = self._render_parts(page, context)
-                    key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
-                    messages.append(
-                        RenderedMessage(
-                            dedup_key=key,
-                            channel=channel,
-                            event=page.event,
-                            recipients=(person,) if person else (),
-                            subject=parts.subject,
-                            text=parts.text,
-                            html=parts.html,
-                            sms=parts.sms,
-                            payload=parts.payload,
-                            incident_id=page.incident.id,
-                        )
-                    )
-        return messages
-
-    def _render_parts(self, page: engine.Page, context: TemplateContext) -> RenderedParts:
-        """The templates' output, or a plain message when an operator's template is broken:
-        a page must not be lost to a typo."""
-        try:
-            return self._renderer.render(page.event, context)
-        except TemplateRenderError as exc:
-            log.error(
-                "event=template_failed template=%r incident=%s action=%r",
-                str(exc),
-                page.incident.id,
-                "fix the template (csp-monitor validate); a plain message was sent instead",
-            )
-            incident = page.incident
-            line = (
-                f"{page.event.upper()}: {incident.customer}/{incident.service} is "
-                f"{incident.status}: {incident.reason} - {incident.id}"
-            )
-            link = context["ack_url"]
-            text = line + (f"\nAcknowledge: {link}" if link else "")
-            return RenderedParts(
-                subject=line,
-                text=text,
-                html=None,
-                sms=text,
-                payload={
-                    "event": page.event,
-                    "incident": incident.id,
-                    "status": incident.status,
-                    "reason": incident.reason,
-                },
-            )
+    # ------------------------------------------------------------------ messages (IncidentsView)
 
     def set_renderer(self, renderer: TemplateRenderer) -> None:
         """Templates re-read on reload (validated by the caller first)."""
-        self._renderer = renderer
+        self._composer.set_renderer(renderer)
 
-    def _channel_recipients(self, channel: str) -> tuple[str, ...]:
-        options = self.catalog.config.channels.get(channel) if self.catalog else None
-        return tuple(str(person) for person in getattr(options, "to", ()) or ())
+    def blast_radius(self, group: Incident) -> list[Incident]:
+        """A vendor-side incident's customers, recovered ones included, and, while it is
+        open, those about to join it; one incident per customer, by customer name."""
+        joining = [
+            i
+            for i in self._open.values()
+            if i.service == group.service
+            and i.customer != VENDOR_CUSTOMER
+            and i.vendor_group is None
+            and group.state is not IncidentState.RESOLVED
+        ]
+        everyone = {i.customer: i for i in [*joining, *self._group_members(group)]}
+        return sorted(everyone.values(), key=lambda i: self._customer_name(i.customer))
 
-    def _template_context(
-        self, page: engine.Page, incident: IncidentContext, recipient: str
-    ) -> TemplateContext:
-        public_url = self.catalog.config.monitor.public_url if self.catalog else None
-        ack_url = incident_url = None
-        if public_url:
-            base = public_url.rstrip("/")
-            expires = self._wall() + self._settings.ack_link_ttl
-            token = self._signer.token(page.incident.id, expires)
-            ack_url = f"{base}/ack/{page.incident.id}?t={token}"
-            incident_url = f"{base}/api/v1/incidents/{page.incident.id}"
-        return {
-            "event": page.event,
-            "incident": incident,
-            "ack_url": ack_url,
-            "incident_url": incident_url,
-            "recipient": recipient,
-            "monitor": {"public_url": public_url, "name": "csp-monitor"},
-            "now": datetime.fromtimestamp(self._wall(), UTC),
-            "timezone": "Asia/Shanghai",
-        }
+    def announced_customers(self, group: Incident) -> int | None:
+        history = self._blast.get(group.id)
+        return history.announced if history and history.announced else None
 
-    def incident_context(
-        self, incident: Incident, timeline: list[IncidentEvent], page: engine.Page | None = None
-    ) -> IncidentContext:
-        catalog = self.catalog
-        customer = catalog.customers.get(incident.customer) if catalog else None
-        service = catalog.services.get(incident.service) if catalog else None
-        at = datetime.fromtimestamp
-        level = incident.escalation_level
-        steps = incident.policy.steps
-        step: StepContext | None = None
-        if page is not None and page.event in ("opened", "escalated", "vendor_ticket") and level:
-            after = steps[level - 1].after
-            step = {
-                "level": level,
-                "after_text": "immediately" if after == 0 else f"after {_duration_text(after)}",
-            }
-        end = incident.resolved_at or self._wall()
-        blast: list[str] = []
-        affected: list[AffectedContext] = []
-        announced = None
-        if incident.customer == VENDOR_CUSTOMER:
-            # the group's members (recovered ones too), and those about to join it as it opens
-            joining = [
-                i
-                for i in self._open.values()
-                if i.service == incident.service
-                and i.customer != VENDOR_CUSTOMER
-                and i.vendor_group is None
-                and incident.state is not IncidentState.RESOLVED
-            ]
-            everyone = {i.customer: i for i in [*joining, *self._group_members(incident)]}
-            for member in sorted(everyone.values(), key=lambda i: self._customer_name(i.customer)):
-                name = self._customer_name(member.customer)
-                blast.append(name)
-                lasted = (member.resolved_at or end) - member.opened_at
-                affected.append({"name": name, "duration_text": _duration_text(lasted)})
-            history = self._blast.get(incident.id)
-            announced = history.announced if history and history.announced else None
-        return {
-            "id": incident.id,
-            "customer": {
-                "id": incident.customer,
-                "name": customer.name if customer else "Several customers (vendor-side outage)",
-                "tenant_domain": customer.tenant_domain if customer else "",
-                "tier": customer.tier if customer else "",
-                "contacts": [
-                    {"name": c.name, "role": c.role, "email": c.email, "phone": c.phone}
-                    for c in customer.contacts
-                ]
-                if customer
-                else [],
-            },
-            "service": {
-                "id": incident.service,
-                "name": service.name if service else incident.service,
-            },
-            "status": incident.status,
-            "severity": incident.severity.value,
-            "state": incident.state.value,
-            "opened_at": at(incident.opened_at, UTC),
-            "since_text": f"for {_duration_text(end - incident.opened_at)}",
-            "reason": incident.reason,
-            "failing_checks": self._failing_checks(incident.customer, incident.service),
-            "escalation_level": level,
-            "step": step,
-            "acknowledged_by": incident.acknowledged_by,
-            "acknowledged_at": at(incident.acknowledged_at, UTC)
-            if incident.acknowledged_at
-            else None,
-            "resolved_at": at(incident.resolved_at, UTC) if incident.resolved_at else None,
-            "duration_text": _duration_text(end - incident.opened_at)
-            if incident.resolved_at
-            else None,
-            "flapping": incident.flapping,
-            "muted": incident.muted,
-            "vendor_case": incident.vendor_case,
-            "vendor": self._vendor_context(incident.customer, incident.service),
-            "blast_radius": blast,
-            "affected": affected,
-            "announced_customers": announced,
-            "timeline": [
-                {"at": at(e.at, UTC), "kind": e.kind, "text": _event_text(e)} for e in timeline
-            ],
-        }
-
-    def _vendor_state(self, customer: str, service: str) -> VendorState | None:
+    def vendor_state(self, customer: str, service: str) -> VendorState | None:
         if customer != VENDOR_CUSTOMER:
             return self._vendor.impaired(customer, service)
         # a vendor-side incident: what the vendor tells any affected customer
@@ -926,17 +723,6 @@ class IncidentManager:
             if i.service == service and i.customer != VENDOR_CUSTOMER
         ]
         return next((state for state in states if state is not None), None)
-
-    def _vendor_context(self, customer: str, service: str) -> VendorContext | None:
-        state = self._vendor_state(customer, service)
-        if state is None:
-            return None
-        return {
-            "confirmed": True,
-            "issue_id": state.issue_id,
-            "title": state.title,
-            "latest_post": state.latest_post,
-        }
 
     async def vendor_changed(
         self,
@@ -982,7 +768,8 @@ class IncidentManager:
                     title=state.title,
                 )
                 if notify_advisory:
-                    await self._store.enqueue(self._advisory_messages(change, now), now)
+                    policy = self.policy_for(change.customer, state.service)
+                    await self._store.enqueue(self._composer.advisory_messages(change, policy), now)
                     self._wake()
                 log.warning(
                     "event=vendor_advisory customer=%s service=%s source=%s issue=%s "
@@ -994,45 +781,6 @@ class IncidentManager:
                     state.title,
                     self._status.get((change.customer, state.service), Status.UNKNOWN),
                 )
-
-    def _advisory_messages(self, change: VendorChange, now: float) -> list[RenderedMessage]:
-        """A plain advisory to the first step of the customer's policy."""
-        state = change.current
-        policy = self.policy_for(change.customer, state.service)
-        if not policy.steps:
-            return []
-        subject = (
-            f"[VENDOR ADVISORY] {self._customer_name(change.customer)} / {state.service}: "
-            f"21Vianet reports {state.status} ({state.issue_id or state.vendor_status})"
-        )
-        text = "\n".join(
-            filter(
-                None,
-                [
-                    subject,
-                    state.title or "",
-                    state.latest_post or "",
-                    "Our own probes see the service working; no incident is open.",
-                ],
-            )
-        )
-        return [
-            RenderedMessage(
-                dedup_key=f"advisory:{change.customer}:{state.service}:{state.issue_id}:{channel}",
-                channel=channel,
-                event="vendor_advisory",
-                recipients=(),
-                subject=subject,
-                text=text,
-                sms=subject,
-                payload={
-                    "event": "vendor_advisory",
-                    "customer": change.customer,
-                    **state.to_json(),
-                },
-            )
-            for channel in policy.steps[0].notify
-        ]
 
     async def _vendor_maintenance(self, customer: str, state: VendorState, now: float) -> None:
         """The vendor announced planned maintenance: mute it as a window, over the times
@@ -1061,12 +809,4 @@ class IncidentManager:
             log.info("event=vendor_maintenance_exists id=%s", window_id)
 
     def _customer_name(self, customer_id: str) -> str:
-        customer = self.catalog.customers.get(customer_id) if self.catalog else None
-        return customer.name if customer else customer_id
-
-
-def _event_text(event: IncidentEvent) -> str:
-    detail: dict[str, Any] = event.detail
-    parts = [f"{key}={value}" for key, value in detail.items() if value not in (None, "", [])]
-    who = f" by {event.actor}" if event.actor else ""
-    return f"{event.kind}{who}" + (f": {', '.join(parts)}" if parts else "")
+        return self._composer.customer_name(customer_id)
