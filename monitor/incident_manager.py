@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from monitor.catalog import Catalog
 from monitor.engine import incidents as engine
+from monitor.engine import rules
 from monitor.engine.correlation import (
     VENDOR_CUSTOMER,
     BlastHistory,
@@ -170,18 +171,17 @@ class IncidentManager:
         return list(self._open.values())
 
     def policy_for(self, customer: str, service: str) -> PolicySnapshot:
+        """The escalation policy a new incident of this subscription snapshots."""
         catalog = self.catalog
-        name = self._settings.default_policy
-        if catalog is not None:
-            customer_spec = catalog.customers.get(customer)
-            service_spec = catalog.services.get(service)
-            name = (
-                (customer_spec.escalation_policy if customer_spec else None)
-                or (service_spec.escalation_policy if service_spec else None)
-                or name
-            )
-        if customer == VENDOR_CUSTOMER:
-            name = self._settings.correlation.escalation_policy or self._settings.default_policy
+        customer_spec = catalog.customers.get(customer) if catalog else None
+        service_spec = catalog.services.get(service) if catalog else None
+        name = rules.policy_name(
+            customer_spec.escalation_policy if customer_spec else None,
+            service_spec.escalation_policy if service_spec else None,
+            self._settings.default_policy,
+            vendor_side=customer == VENDOR_CUSTOMER,
+            vendor_policy=self._settings.correlation.escalation_policy,
+        )
         return self._policies.get(name or "", NO_POLICY)
 
     # ------------------------------------------------------------------ status changes
@@ -242,11 +242,7 @@ class IncidentManager:
             await self._apply(incident, lambda i: self._worse(i, current, reason, flapping, now))
             return
         recent = self._recent.get(key)
-        if (
-            recent is not None
-            and recent.resolved_at is not None
-            and now - recent.resolved_at <= self._settings.cooldown
-        ):
+        if recent is not None and rules.reopens(recent, now, self._settings.cooldown):
             await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
             return
         await self._open_new(
@@ -273,32 +269,30 @@ class IncidentManager:
             await self._not_up(key, self._status[key], self._reasons.get(key, ""), now, now)
 
     def _held_by(self, key: Key, now: float) -> str | None:
-        """Why the subscription's pages are held back now, if they are: a maintenance
-        window, or a service it depends on failing for the same customer (that service's
-        incident pages; this one pages only if it outlasts it)."""
+        """Why the subscription's pages are held back now, if they are (see
+        ``rules.hold_reason``); a vendor-side incident's while all its customers' are."""
         window = in_maintenance(self._windows, *key, now)
-        if window is not None:
-            return f"maintenance {window.id}"
         customer, service = key
         if customer == VENDOR_CUSTOMER:
             group = self._open.get(key)
             grouped = [
                 i for i in self._open.values() if group is not None and i.vendor_group == group.id
             ]
-            return self._group_held_by(grouped, now)
+            return rules.hold_reason(window.id if window else None, ()) or self._group_held_by(
+                grouped, now
+            )
         spec = self.catalog.config.services.get(service) if self.catalog else None
-        for needed in spec.depends_on if spec else ():
-            status = self._status.get((customer, needed))
-            if status in (Status.DOWN, Status.DEGRADED):
-                return f"depends on {needed}, which is {status.value}"
-        return None
+        dependencies = [
+            (needed, self._status.get((customer, needed), Status.UNKNOWN).value)
+            for needed in (spec.depends_on if spec else ())
+        ]
+        return rules.hold_reason(window.id if window else None, dependencies)
 
     def _group_held_by(self, grouped: list[Incident], now: float) -> str | None:
-        """A vendor-side incident pages for its customers: not while every one of theirs
-        is held back (sign-in down everywhere takes Exchange with it)."""
-        if grouped and all(self._held_by((i.customer, i.service), now) for i in grouped):
-            return "every affected customer's incident is held back"
-        return None
+        """A vendor-side incident's pages are held while all its customers' are."""
+        return rules.group_hold_reason(
+            [self._held_by((i.customer, i.service), now) for i in grouped]
+        )
 
     def _worse(
         self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
@@ -487,7 +481,7 @@ class IncidentManager:
         for (customer, _service), group in list(self._open.items()):
             if customer != VENDOR_CUSTOMER:
                 continue
-            if not any(incident.vendor_group == group.id for incident in self._open.values()):
+            if rules.group_settled(group, self._open.values()):
                 await self._apply(
                     group,
                     lambda i: engine.resolve(i, now, note="every affected customer recovered"),
@@ -533,9 +527,12 @@ class IncidentManager:
                     await self._set_muted(incident, False, now, _NOTHING_HOLDS)
                 incident = self._open.get(key, incident)
                 flaps = self._flaps.get(key)
-                stable = not (flaps is not None and flaps.update(now))
-                if incident.recovering_since is not None:
-                    stable = stable and now - incident.recovering_since >= self._settings.cooldown
+                stable = rules.stable(
+                    flaps is not None and flaps.update(now),
+                    incident.recovering_since,
+                    now,
+                    self._settings.cooldown,
+                )
                 await self._tick_one(incident, now, stable)
             await self._reconcile(now)
             await self._settle_groups(now)
