@@ -26,11 +26,7 @@ from monitor.engine import incidents as engine
 from monitor.engine import rules
 from monitor.engine.correlation import (
     VENDOR_CUSTOMER,
-    BlastHistory,
     CorrelationSettings,
-    blast_history,
-    group_reason,
-    members,
 )
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.maintenance import in_maintenance
@@ -52,9 +48,9 @@ from monitor.store import (
     IncidentChanged,
     IncidentNotFound,
     Store,
-    StoreError,
 )
-from monitor.vendor import VendorBoard, VendorChange, VendorState
+from monitor.vendor import VendorBoard, VendorChange
+from monitor.vendor_side import VendorSide
 
 log = logging.getLogger(__name__)
 _NOTHING_HOLDS = "no maintenance window and no failing dependency holds it back any more"
@@ -64,7 +60,6 @@ _HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 Key = tuple[str, str]
 __all__ = ["FailingChecks", "IncidentManager"]
 NO_POLICY = PolicySnapshot(name="none", steps=())
-VENDOR_MAINTENANCE_HOURS = 4
 
 
 class IncidentManager:
@@ -82,10 +77,10 @@ class IncidentManager:
     ) -> None:
         self._store = store
         self._signer = signer
+        self._vendor_side = VendorSide(self, vendor or VendorBoard())
         self._composer = MessageComposer(
-            renderer, signer, self, failing_checks=failing_checks, wall=wall
+            renderer, signer, self._vendor_side, failing_checks=failing_checks, wall=wall
         )
-        self._vendor = vendor or VendorBoard()
         self._wake = wake
         self._on_events = on_events  # what was stored: counted in csp_monitor_incident_events
         self._wall = wall
@@ -94,7 +89,6 @@ class IncidentManager:
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
         self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
-        self._blast: dict[str, BlastHistory] = {}  # vendor-side incident id → its size so far
         self._recorded: dict[Key, str] = {}  # status last written to the interval history
         self._unrecorded: list[tuple[str, str, str, float]] = []  # held back by a batch
         self._batching = 0
@@ -254,7 +248,7 @@ class IncidentManager:
             held=self._held_by(key, now),
             since=since,
         )
-        await self._correlate(service, now)
+        await self._vendor_side.correlate(service, now)
 
     async def _reconcile(self, now: float) -> None:
         """Every subscription down or degraded has an incident: a status change that was
@@ -385,7 +379,7 @@ class IncidentManager:
         self._on_events(decision.events)
         self._open[(customer, service)] = incident
         self._recent.pop((customer, service), None)
-        known = self.vendor_state(customer, service)
+        known = self._vendor_side.vendor_state(customer, service)
         if known is not None:  # the vendor had already said so
             incident = await self._apply(
                 incident,
@@ -428,8 +422,7 @@ class IncidentManager:
                     raise IncidentNotFound(incident.id) from None
                 incident = fresh
                 continue
-            if working.id in self._blast:
-                self._blast[working.id] = blast_history(decision.events, self._blast[working.id])
+            self._vendor_side.committed(working, decision)
             self._adopt(working)
             self._on_events(decision.events)
             if messages:
@@ -442,75 +435,11 @@ class IncidentManager:
         if incident.state is IncidentState.RESOLVED:
             self._open.pop(key, None)
             self._recent[key] = incident
-            self._blast.pop(incident.id, None)
             log.info(
                 "event=incident_resolved incident=%s customer=%s service=%s", incident.id, *key
             )
         else:
             self._open[key] = incident
-
-    # ------------------------------------------------------------------ correlation
-
-    async def _correlate(self, service: str, now: float) -> None:
-        group_members = members(self._open.values(), service, now, self._correlation)
-        if not group_members:
-            return
-        group = self._open.get((VENDOR_CUSTOMER, service))
-        if group is None:
-            reason = group_reason([self._customer_name(m.customer) for m in group_members])
-            worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
-            held = self._group_held_by(group_members, now)
-            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
-            if group is None:
-                return
-        group_id = group.id
-        for member in group_members:
-            if member.vendor_group is None:
-                await self._apply(member, lambda i: engine.join_vendor_group(i, group_id, now))
-        await self._group_grew(group, now)
-        log.warning(
-            "event=vendor_side_incident incident=%s service=%s customers=%d",
-            group_id,
-            service,
-            len(group_members),
-        )
-
-    async def _settle_groups(self, now: float) -> None:
-        """A vendor-side incident resolves when none of its customers is affected any more;
-        until then its size follows its customers (and an update may be due)."""
-        for (customer, _service), group in list(self._open.items()):
-            if customer != VENDOR_CUSTOMER:
-                continue
-            if rules.group_settled(group, self._open.values()):
-                await self._apply(
-                    group,
-                    lambda i: engine.resolve(i, now, note="every affected customer recovered"),
-                )
-            else:
-                await self._group_grew(group, now)
-
-    def _group_members(self, group: Incident) -> list[Incident]:
-        """Every customer's incident in a vendor-side group, open or recovered, one per
-        customer (the open one first)."""
-        found: dict[str, Incident] = {}
-        for incident in [*self._open.values(), *self._recent.values()]:
-            if incident.vendor_group == group.id:
-                found.setdefault(incident.customer, incident)
-        return sorted(found.values(), key=lambda i: (i.opened_at, i.customer))
-
-    async def _blast_history(self, group: Incident) -> BlastHistory:
-        history = self._blast.get(group.id)
-        if history is None:  # after a restart: from the stored timeline
-            history = self._blast[group.id] = blast_history(await self._store.events(group.id))
-        return history
-
-    async def _group_grew(self, group: Incident, now: float) -> None:
-        names = [self._customer_name(i.customer) for i in self._group_members(group)]
-        history = await self._blast_history(group)
-        if len(names) <= history.count and not history.announced:
-            return  # nothing new, and nothing paged yet to update
-        rule = self._correlation.update
-        await self._apply(group, lambda i: engine.group_grew(i, names, now, history, rule))
 
     # ------------------------------------------------------------------ time
 
@@ -535,7 +464,7 @@ class IncidentManager:
                 )
                 await self._tick_one(incident, now, stable)
             await self._reconcile(now)
-            await self._settle_groups(now)
+            await self._vendor_side.settle(now)
             await self._store.beat(self._instance, self._started_at, now)
 
     async def _set_muted(self, incident: Incident, muted: bool, now: float, why: str) -> None:
@@ -686,40 +615,11 @@ class IncidentManager:
             log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)
         return deleted
 
-    # ------------------------------------------------------------------ messages (IncidentsView)
+    # ------------------------------------------------------------------ messages and vendor
 
     def set_renderer(self, renderer: TemplateRenderer) -> None:
         """Templates re-read on reload (validated by the caller first)."""
         self._composer.set_renderer(renderer)
-
-    def blast_radius(self, group: Incident) -> list[Incident]:
-        """A vendor-side incident's customers, recovered ones included, and, while it is
-        open, those about to join it; one incident per customer, by customer name."""
-        joining = [
-            i
-            for i in self._open.values()
-            if i.service == group.service
-            and i.customer != VENDOR_CUSTOMER
-            and i.vendor_group is None
-            and group.state is not IncidentState.RESOLVED
-        ]
-        everyone = {i.customer: i for i in [*joining, *self._group_members(group)]}
-        return sorted(everyone.values(), key=lambda i: self._customer_name(i.customer))
-
-    def announced_customers(self, group: Incident) -> int | None:
-        history = self._blast.get(group.id)
-        return history.announced if history and history.announced else None
-
-    def vendor_state(self, customer: str, service: str) -> VendorState | None:
-        if customer != VENDOR_CUSTOMER:
-            return self._vendor.impaired(customer, service)
-        # a vendor-side incident: what the vendor tells any affected customer
-        states = [
-            self._vendor.impaired(i.customer, service)
-            for i in self._open.values()
-            if i.service == service and i.customer != VENDOR_CUSTOMER
-        ]
-        return next((state for state in states if state is not None), None)
 
     async def vendor_changed(
         self,
@@ -729,81 +629,13 @@ class IncidentManager:
         notify_advisory: bool = False,
         feed_maintenance: bool = False,
     ) -> None:
-        """The vendor's feed changed for a customer's service: confirm its open incidents,
-        or record an advisory when our probes see nothing wrong (and page it if asked);
-        announced maintenance can become a maintenance window."""
-        now = self._wall() if now is None else now
-        state = change.current
-        if feed_maintenance and state.planned_maintenance and state.start is not None:
-            await self._vendor_maintenance(change.customer, state, now)
-        if not change.newly_impaired:
-            return
-        async with self._lock:
-            touched = [
-                i
-                for i in self._open.values()
-                if i.service == state.service and i.customer in (change.customer, VENDOR_CUSTOMER)
-            ]
-            for incident in touched:
-                await self._apply(
-                    incident,
-                    lambda i: engine.vendor_confirmed(
-                        i, state.issue_id, state.title, state.source, now
-                    ),
-                )
-            if not touched:
-                await self._flush_history()
-                await self._store.audit(
-                    now,
-                    "vendor_advisory",
-                    f"{change.customer}/{state.service}",
-                    None,
-                    source=state.source,
-                    status=state.status,
-                    vendor_status=state.vendor_status,
-                    issue_id=state.issue_id,
-                    title=state.title,
-                )
-                if notify_advisory:
-                    policy = self.policy_for(change.customer, state.service)
-                    await self._store.enqueue(self._composer.advisory_messages(change, policy), now)
-                    self._wake()
-                log.warning(
-                    "event=vendor_advisory customer=%s service=%s source=%s issue=%s "
-                    "title=%r our_status=%s",
-                    change.customer,
-                    state.service,
-                    state.source,
-                    state.issue_id,
-                    state.title,
-                    self._status.get((change.customer, state.service), Status.UNKNOWN),
-                )
-
-    async def _vendor_maintenance(self, customer: str, state: VendorState, now: float) -> None:
-        """The vendor announced planned maintenance: mute it as a window, over the times
-        announced (4 h from its start when the feed gives no end), unless one exists."""
-        window_id = f"VM-{state.issue_id or int(state.start or now)}-{customer}-{state.service}"
-        if any(w.id == window_id for w in self._windows):
-            return
-        start = state.maintenance_start or state.start or now
-        end = state.maintenance_end
-        reason = f"21Vianet planned maintenance: {state.title or ''}"
-        if end is None or end <= start:
-            end = start + VENDOR_MAINTENANCE_HOURS * 3600
-            reason += f" (no end announced: {VENDOR_MAINTENANCE_HOURS} h assumed)"
-        window = MaintenanceWindow(
-            window_id,
-            start,
-            end,
-            customer=customer,
-            service=state.service,
-            reason=reason,
-            created_by=f"vendor feed ({state.source})",
+        """The vendor's feed changed for a customer's service (see ``VendorSide``)."""
+        await self._vendor_side.vendor_changed(
+            change,
+            self._wall() if now is None else now,
+            notify_advisory=notify_advisory,
+            feed_maintenance=feed_maintenance,
         )
-        try:
-            self._windows.append(await self._store.add_maintenance(window, now))
-        except StoreError:  # another replica added it first
-            log.info("event=vendor_maintenance_exists id=%s", window_id)
 
     def _customer_name(self, customer_id: str) -> str:
         return self._composer.customer_name(customer_id)
