@@ -41,6 +41,7 @@ from monitor.engine.model import (
 from monitor.incident_config import IncidentSettingsSpec
 from monitor.links import LinkSigner
 from monitor.notify.compose import FailingChecks, MessageComposer
+from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import (
@@ -48,6 +49,7 @@ from monitor.store import (
     IncidentChanged,
     IncidentNotFound,
     Store,
+    Transaction,
 )
 from monitor.vendor import VendorBoard, VendorChange
 from monitor.vendor_side import VendorSide
@@ -348,8 +350,7 @@ class IncidentManager:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
         policy = self.policy_for(customer, service)
-        await self._flush_history()
-        async with self._store.transaction() as tx:
+        async with self._writing() as tx:
             incident_id = await tx.allocate_incident_id(now)
             incident, decision = engine.open_incident(
                 incident_id,
@@ -364,9 +365,8 @@ class IncidentManager:
                 hold=hold,
                 started_at=since,
             )
-            messages = await self._composer.messages(decision, tx)
             try:
-                await tx.open_incident(incident)
+                messages = await self._store_decision(tx, incident, decision, None, now)
             except IncidentAlreadyOpen:
                 # another daemon on the same database was first: adopt its incident
                 existing = await tx.open_incidents()
@@ -374,11 +374,7 @@ class IncidentManager:
                     if (other.customer, other.service) == (customer, service):
                         self._open[(customer, service)] = other
                 return None
-            await tx.add_events(decision.events)
-            await tx.enqueue(messages, now)
-        self._on_events(decision.events)
-        self._open[(customer, service)] = incident
-        self._recent.pop((customer, service), None)
+        self._committed(incident, decision, messages)
         known = self._vendor_side.vendor_state(customer, service)
         if known is not None:  # the vendor had already said so
             incident = await self._apply(
@@ -396,39 +392,75 @@ class IncidentManager:
             policy.name,
             held is not None,
         )
-        if messages:
-            self._wake()
         return incident
 
     async def _apply(
         self, incident: Incident, change: Callable[[Incident], engine.Decision]
     ) -> Incident:
         """Run an engine change on a copy, persist it, then adopt the copy."""
-        await self._flush_history()
         for _ in range(3):  # another writer may have saved the incident meanwhile
             working = copy.deepcopy(incident)
             decision = change(working)
             if not decision:
                 return incident
             try:
-                async with self._store.transaction() as tx:
-                    messages = await self._composer.messages(decision, tx)
-                    await tx.save_incident(working, expected_updated_at=incident.updated_at)
-                    await tx.add_events(decision.events)
-                    await tx.enqueue(messages, self._wall())
+                async with self._writing() as tx:
+                    messages = await self._store_decision(
+                        tx, working, decision, incident.updated_at, self._wall()
+                    )
             except IncidentChanged:
                 fresh = await self._store.get_incident(incident.id)
                 if fresh is None:
                     raise IncidentNotFound(incident.id) from None
                 incident = fresh
                 continue
-            self._vendor_side.committed(working, decision)
-            self._adopt(working)
-            self._on_events(decision.events)
-            if messages:
-                self._wake()
+            self._committed(working, decision, messages)
             return working
         raise RuntimeError(f"incident {incident.id} keeps changing under us; try again")
+
+    # The write protocol: every incident change goes _writing → _store_decision →
+    # (commit) → _committed. Memory changes only after the commit, so a failed write
+    # leaves it as the store has it.
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[Transaction]:
+        """The one way an incident change reaches the store: under the manager's lock,
+        after the status history held back so far (the history and the audit chain keep
+        the order of events), in one transaction."""
+        if not self._lock.locked():
+            raise RuntimeError("incident writes happen under the incident manager's lock")
+        await self._flush_history()
+        async with self._store.transaction() as tx:
+            yield tx
+
+    async def _store_decision(
+        self,
+        tx: Transaction,
+        incident: Incident,
+        decision: engine.Decision,
+        expected_updated_at: float | None,
+        at: float,
+    ) -> list[RenderedMessage]:
+        """The incident (new when ``expected_updated_at`` is None), its timeline events and
+        the messages its pages become, in ``tx``."""
+        messages = await self._composer.messages(decision, tx)
+        if expected_updated_at is None:
+            await tx.open_incident(incident)
+        else:
+            await tx.save_incident(incident, expected_updated_at=expected_updated_at)
+        await tx.add_events(decision.events)
+        await tx.enqueue(messages, at)
+        return messages
+
+    def _committed(
+        self, incident: Incident, decision: engine.Decision, messages: list[RenderedMessage]
+    ) -> None:
+        """After the commit, and only then: memory follows the store, the sender wakes."""
+        self._vendor_side.committed(incident, decision)
+        self._adopt(incident)
+        self._on_events(decision.events)
+        if messages:
+            self._wake()
 
     def _adopt(self, incident: Incident) -> None:
         key = (incident.customer, incident.service)
@@ -440,6 +472,7 @@ class IncidentManager:
             )
         else:
             self._open[key] = incident
+            self._recent.pop(key, None)
 
     # ------------------------------------------------------------------ time
 

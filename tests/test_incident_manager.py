@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitor.catalog import Catalog, load_catalog
+from monitor.engine import incidents as engine
 from monitor.engine.model import IncidentConflict, IncidentState
 from monitor.incident_manager import IncidentManager
 from monitor.links import LinkSigner
@@ -172,3 +173,16 @@ async def test_an_incident_of_a_subscription_no_longer_monitored_can_be_resolved
     assert resolved.state is IncidentState.RESOLVED
     await manager.tick(T0 + 2 * MIN)
     assert manager.open_incidents() == []  # and nothing reopens it
+
+
+async def test_an_incident_write_outside_the_managers_lock_is_refused(
+    setup: tuple[Store, Catalog],
+) -> None:
+    store, catalog = setup
+    manager = await started(store, catalog, FakeClock(T0))
+    await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
+    [incident] = manager.open_incidents()
+    with pytest.raises(RuntimeError, match="under the incident manager's lock"):
+        await manager._apply(incident, lambda i: engine.add_note(i, "x", "li.wei", T0 + MIN))
+    _, timeline = await manager.get(incident.id)
+    assert "note" not in [event.kind for event in timeline]
