@@ -44,6 +44,7 @@ from monitor.notify.compose import FailingChecks, MessageComposer
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
+from monitor.status_history import StatusHistory
 from monitor.store import (
     IncidentAlreadyOpen,
     IncidentChanged,
@@ -56,8 +57,6 @@ from monitor.vendor_side import VendorSide
 
 log = logging.getLogger(__name__)
 _NOTHING_HOLDS = "no maintenance window and no failing dependency holds it back any more"
-_HISTORY_BATCH = 2000  # status changes written per transaction in a batch
-_HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 
 Key = tuple[str, str]
 __all__ = ["FailingChecks", "IncidentManager"]
@@ -65,6 +64,9 @@ NO_POLICY = PolicySnapshot(name="none", steps=())
 
 
 class IncidentManager:
+    """Status changes, ticks and operator actions in; stored incidents and queued
+    messages out (see the module's docstring)."""
+
     def __init__(
         self,
         store: Store,
@@ -91,9 +93,7 @@ class IncidentManager:
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
         self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
-        self._recorded: dict[Key, str] = {}  # status last written to the interval history
-        self._unrecorded: list[tuple[str, str, str, float]] = []  # held back by a batch
-        self._batching = 0
+        self._history = StatusHistory(store)
         self._flaps: dict[Key, FlapDetector] = {}
         self._windows: list[MaintenanceWindow] = []
         self._instance = uuid.uuid4().hex[:12]
@@ -207,7 +207,7 @@ class IncidentManager:
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
             )
             window = in_maintenance(self._windows, customer, service, now)
-            await self._record(key, "maintenance" if window else current.value, since)
+            await self._history.record(key, "maintenance" if window else current.value, since)
             incident = self._open.get(key)
             if current is Status.UP:
                 if incident is not None:
@@ -300,39 +300,19 @@ class IncidentManager:
             decision.event(incident, now, "flapping")
         return decision
 
-    async def _record(self, key: Key, status: str, now: float) -> None:
-        if self._recorded.get(key) == status:
-            return
-        self._recorded[key] = status
-        self._unrecorded.append((*key, status, now))
-        if not self._batching or len(self._unrecorded) >= _HISTORY_BATCH:
-            await self._flush_history()
-
     async def _flush_history(self) -> None:
-        """Write the status changes held back by a batch, in one transaction. Called before
-        any other write too, so the history and the audit chain keep the order of events."""
-        if not self._unrecorded:
-            return
-        batch, self._unrecorded = self._unrecorded, []
-        try:
-            await self._store.record_statuses(batch)
-        except BaseException:
-            # the store is down: keep them, in order, for the next attempt (bounded)
-            if len(batch) > _HISTORY_BACKLOG:
-                log.error("event=status_history_lost changes=%d", len(batch) - _HISTORY_BACKLOG)
-            self._unrecorded[:0] = batch[-_HISTORY_BACKLOG:]
-            raise
+        """Write the status changes held back (see ``StatusHistory``)."""
+        await self._history.flush()
 
     @contextlib.asynccontextmanager
     async def history_batch(self) -> AsyncIterator[None]:
         """Status changes applied inside go to the history together, at the end: the
         queue's consumer uses it when changes pile up (10,000 at start-up)."""
-        self._batching += 1
+        self._history.begin_batch()
         try:
             yield
         finally:
-            self._batching -= 1
-            if not self._batching:
+            if self._history.end_batch():
                 async with self._lock:
                     await self._flush_history()
 
@@ -510,7 +490,7 @@ class IncidentManager:
         """Windows start and end with time, not with probe results: record that."""
         for key, status in self._status.items():
             window = in_maintenance(self._windows, *key, now)
-            await self._record(key, "maintenance" if window else status.value, now)
+            await self._history.record(key, "maintenance" if window else status.value, now)
 
     async def close(self, now: float | None = None) -> None:
         """A clean stop: end the history here, so the time until the next start is a gap."""
@@ -518,7 +498,7 @@ class IncidentManager:
         async with self._lock:
             await self._flush_history()
             async with self._store.transaction() as tx:
-                await tx.close_all_open(now, list(self._recorded))
+                await tx.close_all_open(now, self._history.subscriptions)
                 await tx.beat(self._instance, self._started_at, now)
                 await tx.audit(now, "monitor", self._instance, None, event="stopped")
 
