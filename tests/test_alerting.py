@@ -158,7 +158,9 @@ async def daemon(config: Path) -> AsyncIterator[Daemon]:
 
 
 def files(folder: Path) -> list[str]:
-    return sorted(p.read_text() for p in folder.glob("*")) if folder.exists() else []
+    # the file channel writes ".name.tmp" then renames it: only finished messages count
+    finished = [p for p in folder.glob("*") if not p.name.startswith(".")]
+    return sorted(p.read_text() for p in finished) if folder.exists() else []
 
 
 def ack_link(message: EmailMessage) -> str:
