@@ -128,6 +128,7 @@ class Alerting:
         for event in _COUNTED_FROM_START:
             self._incident_events.labels(event)
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._first_statuses = False  # a subscription got its first status since the start
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.store: Store | None = None
@@ -247,12 +248,25 @@ class Alerting:
             )
 
     def subscription_changed(
-        self, customer: str, service: str, previous: Status, current: Status, reason: str, at: float
+        self,
+        customer: str,
+        service: str,
+        previous: Status,
+        current: Status,
+        reason: str,
+        at: float,
+        since: float | None = None,
     ) -> None:
+        """A confirmed change at ``at``; the new status began at ``since`` (the first
+        probe of the streak that confirmed it)."""
+        if previous is Status.UNKNOWN and current is not Status.UNKNOWN:
+            self._first_statuses = True  # its SLA series can exist now: see _consume
         self._queue.put_nowait(
             (
                 f"{customer}/{service} {previous}→{current}",
-                lambda m: m.status_changed(customer, service, previous, current, reason, at),
+                lambda m: m.status_changed(
+                    customer, service, previous, current, reason, at, since=since
+                ),
             )
         )
 
@@ -293,6 +307,10 @@ class Alerting:
             finally:
                 for _ in range(taken):
                     self._queue.task_done()
+            if self._first_statuses and self.housekeeping is not None:
+                # their history is written: the month's SLA figure exists for them now
+                self._first_statuses = False
+                self.housekeeping.refresh_soon()
 
     async def _apply(self, change: Change) -> None:
         what, apply = change
@@ -346,7 +364,7 @@ class Alerting:
     async def close(self) -> None:
         self._stop.set()
         if self.housekeeping is not None:
-            self.housekeeping.shutdown()
+            await self.housekeeping.close()
         try:
             await asyncio.wait_for(self.drain(), 5.0)
         except TimeoutError:

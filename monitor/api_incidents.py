@@ -28,7 +28,7 @@ from monitor.api_input import (
     validated,
 )
 from monitor.config import ConfigIssue
-from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.engine.model import Incident, IncidentConflict, IncidentEvent, MaintenanceWindow
 from monitor.maintenance_request import InvalidRequest, parse_request
 from monitor.store.records import IncidentNotFound
 
@@ -149,7 +149,7 @@ async def _change(request: web.Request, action: str, **kwargs: Any) -> web.Respo
         incident = await getattr(manager, action)(incident_id, **kwargs)
     except IncidentNotFound as exc:
         raise web.HTTPNotFound(text=f"{exc}\n") from None
-    except ValueError as exc:
+    except (IncidentConflict, ValueError) as exc:
         raise web.HTTPConflict(text=f"{exc}\n") from None
     return web.json_response(incident_json(incident))
 

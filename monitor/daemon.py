@@ -26,8 +26,8 @@ from monitor.alerting import Alerting
 from monitor.catalog import Catalog, TargetSpec
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
-from monitor.incident_manager import failing_checks
 from monitor.metrics import DaemonMetrics, TargetMetrics
+from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
@@ -123,6 +123,7 @@ class Daemon:
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
+        self._restore_statuses(catalog)
         self.scheduler.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -301,6 +302,17 @@ class Daemon:
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
 
+    def _restore_statuses(self, catalog: Catalog) -> None:
+        """What the previous run confirmed down or degraded stays so at the first probe
+        that agrees: a restart does not re-confirm an outage (nor make it a gap)."""
+        manager = self.alerting.manager
+        if manager is None:
+            return
+        for key, status in manager.restored.items():
+            subscription = catalog.subscriptions.get(key)
+            if subscription is not None:
+                self.board.restore(subscription.target_ids, status)
+
     def _set_sla(self, customer: str, service: str, availability: float | None) -> None:
         self.target_metrics.set_sla(customer, service, availability=availability)
 
@@ -377,7 +389,8 @@ class Daemon:
         if result.vendor:
             self._record_vendor(spec.target.customer, result.vendor, now, spec.options)
         if transition is not None:
-            self.target_metrics.set_target_status(target_id, transition.current, now)
+            began = transition.at  # the first result of the streak that confirmed it
+            self.target_metrics.set_target_status(target_id, transition.current, began)
             log.info(
                 "event=target_status target=%s from=%s to=%s reason=%r",
                 target_id,
@@ -388,14 +401,15 @@ class Daemon:
             key = (spec.target.customer, spec.target.service)
             subscription = catalog.subscriptions[key]
             change = self.board.update_subscription(
-                key, subscription.target_ids, subscription.aggregate, now
+                key, subscription.target_ids, subscription.aggregate, began
             )
             if change is not None:
                 previous, current = change
-                self.target_metrics.set_subscription(*key, current, now)
+                since = self.board.subscriptions[key].since
+                self.target_metrics.set_subscription(*key, current, since)
                 self.metrics.transitions.labels(current.value).inc()
                 self.alerting.subscription_changed(
-                    *key, previous, current, self.board.subscriptions[key].reason, now
+                    *key, previous, current, self.board.subscriptions[key].reason, now, since
                 )
                 log_at = (
                     logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO

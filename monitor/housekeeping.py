@@ -6,9 +6,10 @@ reports' time zone. Each job logs what it did and never stops the daemon.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
+_SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
 
 SetSla = Callable[[str, str, float | None], None]
 
@@ -78,6 +80,8 @@ class Housekeeping:
         self._base = base
         self._wall = wall
         self._catalog: Catalog | None = None
+        self._soon_at = datetime.fromtimestamp(0, UTC)  # the last refresh_soon() run
+        self._running: set[asyncio.Task[object]] = set()  # jobs in flight
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
         )
@@ -93,24 +97,68 @@ class Housekeeping:
         self._scheduler.remove_all_jobs()
         soon = datetime.now(UTC) + timedelta(seconds=5)
         self._scheduler.add_job(
-            self.refresh_sla,
+            self._tracked,
             IntervalTrigger(seconds=reports.sla_metric_interval),
+            args=(self.refresh_sla,),
             id="sla-metric",
             next_run_time=soon,
         )
         self._scheduler.add_job(
-            self.retention, CronTrigger.from_crontab(retention.cron, zone), id="retention"
+            self._tracked,
+            CronTrigger.from_crontab(retention.cron, zone),
+            args=(self.retention,),
+            id="retention",
         )
         if reports.monthly.enabled:
             self._scheduler.add_job(
-                self.monthly_report,
+                self._tracked,
                 CronTrigger.from_crontab(reports.monthly.cron, zone),
+                args=(self.monthly_report,),
                 id="monthly-report",
             )
+
+    def refresh_soon(self) -> None:
+        """Subscriptions got their first status since the start: recompute the SLA metric
+        in a second rather than at the next interval, so its series exist from the first
+        confirmed status (at most one such run every ``_SOON_EVERY`` seconds)."""
+        job = self._scheduler.get_job("sla-metric")
+        if job is None:
+            return
+        now = datetime.now(UTC)
+        soon = max(now + timedelta(seconds=1), self._soon_at + timedelta(seconds=_SOON_EVERY))
+        if job.next_run_time is not None and job.next_run_time <= soon:
+            return  # due soon anyway
+        self._soon_at = soon
+        job.modify(next_run_time=soon)
 
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop scheduling and let a job in flight (an SLA refresh reading the store)
+        finish within ``grace`` seconds before the store is closed. Paused first, not shut
+        down: APScheduler's shutdown cancels running jobs, in the middle of a query."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+        running = [task for task in self._running if not task.done()]
+        if running:
+            _, stuck = await asyncio.wait(running, timeout=grace)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=1.0)
+        self.shutdown()
+
+    async def _tracked(self, job: Callable[[], Awaitable[object]]) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await job()
+        finally:
+            if task is not None:
+                self._running.discard(task)
 
     async def refresh_sla(self) -> None:
         """``csp_monitor_sla_availability_ratio``: this month so far, as the report has it."""

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from monitor.config_types import Delay, Duration, StrictModel
-from monitor.engine.correlation import CorrelationSettings
+from monitor.engine.correlation import CorrelationSettings, UpdateRule
 from monitor.engine.flapping import FlapSettings
 from monitor.engine.model import EscalationStep, PolicySnapshot
 
@@ -46,7 +46,9 @@ class EscalationPolicySpec(StrictModel):
         return PolicySnapshot(
             name=name,
             steps=tuple(
-                EscalationStep(float(step.after), tuple(step.notify), step.action)
+                EscalationStep(
+                    float(step.after), tuple(step.notify), step.action, tuple(step.recipients)
+                )
                 for step in self.steps
             ),
             repeat_interval=self.repeat_interval,
@@ -66,6 +68,19 @@ class FlappingSpec(StrictModel):
         return FlapSettings(self.window, self.high, self.low)
 
 
+class GroupUpdateSpec(StrictModel):
+    factor: float = Field(
+        2.0, gt=1, description="Update when the customers affected grew this many times"
+    )
+    added: int = Field(10, ge=1, description="... or grew by this many customers")
+    min_interval: Duration = Field(
+        300.0, description="At most one update per this interval (from the last page)"
+    )
+
+    def rule(self) -> UpdateRule:
+        return UpdateRule(self.factor, self.added, self.min_interval)
+
+
 class CorrelationSpec(StrictModel):
     enabled: bool = True
     window: Duration = Field(
@@ -79,9 +94,19 @@ class CorrelationSpec(StrictModel):
         None, description="Policy of vendor-side incidents (default: incidents.default_policy)"
     )
 
+    update_when: GroupUpdateSpec = Field(
+        default_factory=GroupUpdateSpec,
+        description="When a growing vendor-side incident tells the people paged its new size",
+    )
+
     def settings(self) -> CorrelationSettings:
         return CorrelationSettings(
-            self.enabled, self.window, self.min_customers, float(self.hold), self.escalation_policy
+            self.enabled,
+            self.window,
+            self.min_customers,
+            float(self.hold),
+            self.escalation_policy,
+            self.update_when.rule(),
         )
 
 

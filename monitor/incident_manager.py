@@ -1,8 +1,9 @@
 """The incident manager: the engine's decisions, persisted and turned into messages.
 
 The engine (``engine/incidents.py``) decides; this class feeds it subscription
-status changes, ticks and operator actions, renders the pages it decides into
-messages, and writes incident, timeline and outbox rows in one transaction.
+status changes, ticks and operator actions, has the pages it decides composed
+into messages (``notify/compose.py``), and writes incident, timeline and
+outbox rows in one transaction.
 It works on a copy of the incident and replaces its cache only after the
 commit, so a failed write leaves memory as it was in the store.
 
@@ -19,16 +20,19 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from monitor.catalog import Catalog
 from monitor.engine import incidents as engine
-from monitor.engine.correlation import VENDOR_CUSTOMER, CorrelationSettings, members
+from monitor.engine import rules
+from monitor.engine.correlation import (
+    VENDOR_CUSTOMER,
+    CorrelationSettings,
+)
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.maintenance import in_maintenance
 from monitor.engine.model import (
     Incident,
+    IncidentConflict,
     IncidentEvent,
     IncidentState,
     MaintenanceWindow,
@@ -36,77 +40,33 @@ from monitor.engine.model import (
 )
 from monitor.incident_config import IncidentSettingsSpec
 from monitor.links import LinkSigner
+from monitor.notify.compose import FailingChecks, MessageComposer
 from monitor.notify.message import RenderedMessage
-from monitor.notify.templates import (
-    FailingCheckContext,
-    IncidentContext,
-    RenderedParts,
-    StepContext,
-    TemplateContext,
-    TemplateRenderer,
-    TemplateRenderError,
-    VendorContext,
-)
+from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
-from monitor.status import StatusBoard
+from monitor.status_history import StatusHistory
 from monitor.store import (
     IncidentAlreadyOpen,
     IncidentChanged,
     IncidentNotFound,
     Store,
-    StoreError,
     Transaction,
 )
-from monitor.vendor import VendorBoard, VendorChange, VendorState
+from monitor.vendor import VendorBoard, VendorChange
+from monitor.vendor_side import VendorSide
 
 log = logging.getLogger(__name__)
 _NOTHING_HOLDS = "no maintenance window and no failing dependency holds it back any more"
-_HISTORY_BATCH = 2000  # status changes written per transaction in a batch
-_HISTORY_BACKLOG = 100_000  # held while the store is down; older ones are lost
 
 Key = tuple[str, str]
-FailingChecks = Callable[[str, str], list[FailingCheckContext]]
+__all__ = ["FailingChecks", "IncidentManager"]
 NO_POLICY = PolicySnapshot(name="none", steps=())
-VENDOR_MAINTENANCE_HOURS = 4
-
-
-def failing_checks(
-    catalog: Catalog, board: StatusBoard, customer: str, service: str
-) -> list[FailingCheckContext]:
-    """A subscription's checks that are not up, with their reasons (for messages)."""
-    subscription = catalog.subscriptions.get((customer, service))
-    if subscription is None:
-        return []
-    failing: list[FailingCheckContext] = []
-    for target_id in subscription.target_ids:
-        state = board.targets.get(target_id)
-        if state is None or state.status in (Status.UP, Status.UNKNOWN):
-            continue
-        spec = catalog.targets[target_id]
-        last = state.last_result
-        failing.append(
-            {
-                "check": spec.target.check,
-                "type": spec.target.type,
-                "status": state.status.value,
-                "reason": last.reason if last and last.reason else state.last_change_reason,
-                "since": datetime.fromtimestamp(state.since, UTC),
-            }
-        )
-    return failing
-
-
-def _duration_text(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    if minutes < 1:
-        return f"{int(seconds)} s"
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 class IncidentManager:
+    """Status changes, ticks and operator actions in; stored incidents and queued
+    messages out (see the module's docstring)."""
+
     def __init__(
         self,
         store: Store,
@@ -120,10 +80,11 @@ class IncidentManager:
         vendor: VendorBoard | None = None,
     ) -> None:
         self._store = store
-        self._renderer = renderer
         self._signer = signer
-        self._failing_checks = failing_checks
-        self._vendor = vendor or VendorBoard()
+        self._vendor_side = VendorSide(self, vendor or VendorBoard())
+        self._composer = MessageComposer(
+            renderer, signer, self._vendor_side, failing_checks=failing_checks, wall=wall
+        )
         self._wake = wake
         self._on_events = on_events  # what was stored: counted in csp_monitor_incident_events
         self._wall = wall
@@ -131,9 +92,8 @@ class IncidentManager:
         self._open: dict[Key, Incident] = {}
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
-        self._recorded: dict[Key, str] = {}  # status last written to the interval history
-        self._unrecorded: list[tuple[str, str, str, float]] = []  # held back by a batch
-        self._batching = 0
+        self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
+        self._history = StatusHistory(store)
         self._flaps: dict[Key, FlapDetector] = {}
         self._windows: list[MaintenanceWindow] = []
         self._instance = uuid.uuid4().hex[:12]
@@ -141,6 +101,8 @@ class IncidentManager:
         self.catalog: Catalog | None = None
         self._settings = IncidentSettingsSpec()
         self._policies: dict[str, PolicySnapshot] = {}
+        # subscriptions down or degraded when the previous run stopped (read by start())
+        self.restored: dict[Key, Status] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -148,7 +110,13 @@ class IncidentManager:
         """Take policies and settings from a (re)loaded config; open incidents keep theirs."""
         config = catalog.config
         self.catalog = catalog
+        # a subscription no longer monitored has no status (its open incidents stay, and
+        # an operator can resolve them)
+        for key in [key for key in self._status if key not in catalog.subscriptions]:
+            self._status.pop(key, None)
+            self._reasons.pop(key, None)
         self._settings = config.incidents
+        self._composer.configure(catalog)
         self._policies = {
             name: spec.snapshot(name, config.incidents.escalate_after)
             for name, spec in config.escalation_policies.items()
@@ -171,6 +139,11 @@ class IncidentManager:
         for incident in await self._store.list_incidents(since=cooldown_start, limit=1000):
             if incident.state is IncidentState.RESOLVED:
                 self._recent.setdefault((incident.customer, incident.service), incident)
+        self.restored = {
+            key: Status(status)
+            for key, status in (await self._store.last_statuses()).items()
+            if status in (Status.DOWN, Status.DEGRADED)
+        }
         last_seen = await self._store.last_seen()
         async with self._store.transaction() as tx:
             # what a crashed run left open ends at its last heartbeat: the rest is a gap
@@ -194,18 +167,17 @@ class IncidentManager:
         return list(self._open.values())
 
     def policy_for(self, customer: str, service: str) -> PolicySnapshot:
+        """The escalation policy a new incident of this subscription snapshots."""
         catalog = self.catalog
-        name = self._settings.default_policy
-        if catalog is not None:
-            customer_spec = catalog.customers.get(customer)
-            service_spec = catalog.services.get(service)
-            name = (
-                (customer_spec.escalation_policy if customer_spec else None)
-                or (service_spec.escalation_policy if service_spec else None)
-                or name
-            )
-        if customer == VENDOR_CUSTOMER:
-            name = self._settings.correlation.escalation_policy or self._settings.default_policy
+        customer_spec = catalog.customers.get(customer) if catalog else None
+        service_spec = catalog.services.get(service) if catalog else None
+        name = rules.policy_name(
+            customer_spec.escalation_policy if customer_spec else None,
+            service_spec.escalation_policy if service_spec else None,
+            self._settings.default_policy,
+            vendor_side=customer == VENDOR_CUSTOMER,
+            vendor_policy=self._settings.correlation.escalation_policy,
+        )
         return self._policies.get(name or "", NO_POLICY)
 
     # ------------------------------------------------------------------ status changes
@@ -218,71 +190,105 @@ class IncidentManager:
         current: Status,
         reason: str,
         now: float | None = None,
+        *,
+        since: float | None = None,
     ) -> None:
+        """A subscription's status changed, confirmed at ``now``; it began at ``since``
+        (the first probe of the streak that confirmed it; default ``now``). The history
+        records it from ``since``, and an incident it opens shows it as its start."""
         now = self._wall() if now is None else now
+        since = now if since is None else min(since, now)
         key = (customer, service)
         async with self._lock:
             self._status[key] = current
+            self._reasons[key] = reason
             flaps = self._flaps.setdefault(key, FlapDetector(self._flap_settings))
             flapping = (
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
             )
             window = in_maintenance(self._windows, customer, service, now)
-            await self._record(key, "maintenance" if window else current.value, now)
+            await self._history.record(key, "maintenance" if window else current.value, since)
             incident = self._open.get(key)
             if current is Status.UP:
                 if incident is not None:
                     await self._apply(
-                        incident, lambda i: engine.recovered(i, now, flapping=flapping)
+                        incident,
+                        lambda i: engine.recovered(i, now, flapping=flapping, up_since=since),
                     )
                 return
             if current is Status.UNKNOWN:
                 return  # we could not look: that is a coverage gap, not an outage
-            if incident is not None:
-                await self._apply(
-                    incident, lambda i: self._worse(i, current, reason, flapping, now)
-                )
-                return
-            recent = self._recent.get(key)
-            if (
-                recent is not None
-                and recent.resolved_at is not None
-                and now - recent.resolved_at <= self._settings.cooldown
-            ):
-                await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
-                return
-            await self._open_new(
-                customer, service, current.value, reason, now, held=self._held_by(key, now)
+            await self._not_up(key, current, reason, now, since, flapping=flapping)
+
+    async def _not_up(
+        self,
+        key: Key,
+        current: Status,
+        reason: str,
+        now: float,
+        since: float,
+        *,
+        flapping: bool = False,
+    ) -> None:
+        """The subscription is down or degraded: its open incident follows, a recent one
+        reopens (a relapse within the cool-down), or a new one opens."""
+        customer, service = key
+        incident = self._open.get(key)
+        if incident is not None:
+            await self._apply(incident, lambda i: self._worse(i, current, reason, flapping, now))
+            return
+        recent = self._recent.get(key)
+        if recent is not None and rules.reopens(recent, now, self._settings.cooldown):
+            await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
+            return
+        await self._open_new(
+            customer,
+            service,
+            current.value,
+            reason,
+            now,
+            held=self._held_by(key, now),
+            since=since,
+        )
+        await self._vendor_side.correlate(service, now)
+
+    async def _reconcile(self, now: float) -> None:
+        """Every subscription down or degraded has an incident: a status change that was
+        lost on the way (a store error, a failure while applying it) still opens one."""
+        for key in engine.missing_incidents(self._status, self._open):
+            log.warning(
+                "event=incident_reconciled customer=%s service=%s status=%s action=%r",
+                *key,
+                self._status[key].value,
+                "its status change opened no incident earlier; opening it now",
             )
-            await self._correlate(service, now)
+            await self._not_up(key, self._status[key], self._reasons.get(key, ""), now, now)
 
     def _held_by(self, key: Key, now: float) -> str | None:
-        """Why the subscription's pages are held back now, if they are: a maintenance
-        window, or a service it depends on failing for the same customer (that service's
-        incident pages; this one pages only if it outlasts it)."""
+        """Why the subscription's pages are held back now, if they are (see
+        ``rules.hold_reason``); a vendor-side incident's while all its customers' are."""
         window = in_maintenance(self._windows, *key, now)
-        if window is not None:
-            return f"maintenance {window.id}"
         customer, service = key
         if customer == VENDOR_CUSTOMER:
             group = self._open.get(key)
             grouped = [
                 i for i in self._open.values() if group is not None and i.vendor_group == group.id
             ]
-            return self._group_held_by(grouped, now)
+            return rules.hold_reason(window.id if window else None, ()) or self._group_held_by(
+                grouped, now
+            )
         spec = self.catalog.config.services.get(service) if self.catalog else None
-        for needed in spec.depends_on if spec else ():
-            status = self._status.get((customer, needed))
-            if status in (Status.DOWN, Status.DEGRADED):
-                return f"depends on {needed}, which is {status.value}"
-        return None
+        dependencies = [
+            (needed, self._status.get((customer, needed), Status.UNKNOWN).value)
+            for needed in (spec.depends_on if spec else ())
+        ]
+        return rules.hold_reason(window.id if window else None, dependencies)
 
     def _group_held_by(self, grouped: list[Incident], now: float) -> str | None:
-        """A vendor-side incident pages for its customers: not while every one of theirs
-        is held back (sign-in down everywhere takes Exchange with it)."""
-        if grouped and all(self._held_by((i.customer, i.service), now) for i in grouped):
-            return "every affected customer's incident is held back"
-        return None
+        """A vendor-side incident's pages are held while all its customers' are."""
+        return rules.group_hold_reason(
+            [self._held_by((i.customer, i.service), now) for i in grouped]
+        )
 
     def _worse(
         self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
@@ -294,39 +300,19 @@ class IncidentManager:
             decision.event(incident, now, "flapping")
         return decision
 
-    async def _record(self, key: Key, status: str, now: float) -> None:
-        if self._recorded.get(key) == status:
-            return
-        self._recorded[key] = status
-        self._unrecorded.append((*key, status, now))
-        if not self._batching or len(self._unrecorded) >= _HISTORY_BATCH:
-            await self._flush_history()
-
     async def _flush_history(self) -> None:
-        """Write the status changes held back by a batch, in one transaction. Called before
-        any other write too, so the history and the audit chain keep the order of events."""
-        if not self._unrecorded:
-            return
-        batch, self._unrecorded = self._unrecorded, []
-        try:
-            await self._store.record_statuses(batch)
-        except BaseException:
-            # the store is down: keep them, in order, for the next attempt (bounded)
-            if len(batch) > _HISTORY_BACKLOG:
-                log.error("event=status_history_lost changes=%d", len(batch) - _HISTORY_BACKLOG)
-            self._unrecorded[:0] = batch[-_HISTORY_BACKLOG:]
-            raise
+        """Write the status changes held back (see ``StatusHistory``)."""
+        await self._history.flush()
 
     @contextlib.asynccontextmanager
     async def history_batch(self) -> AsyncIterator[None]:
         """Status changes applied inside go to the history together, at the end: the
         queue's consumer uses it when changes pile up (10,000 at start-up)."""
-        self._batching += 1
+        self._history.begin_batch()
         try:
             yield
         finally:
-            self._batching -= 1
-            if not self._batching:
+            if self._history.end_batch():
                 async with self._lock:
                     await self._flush_history()
 
@@ -339,12 +325,12 @@ class IncidentManager:
         now: float,
         *,
         held: str | None = None,
+        since: float | None = None,
     ) -> Incident | None:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
         policy = self.policy_for(customer, service)
-        await self._flush_history()
-        async with self._store.transaction() as tx:
+        async with self._writing() as tx:
             incident_id = await tx.allocate_incident_id(now)
             incident, decision = engine.open_incident(
                 incident_id,
@@ -357,10 +343,10 @@ class IncidentManager:
                 muted=held is not None,
                 why=held or "",
                 hold=hold,
+                started_at=since,
             )
-            messages = await self._render(decision, tx)
             try:
-                await tx.open_incident(incident)
+                messages = await self._store_decision(tx, incident, decision, None, now)
             except IncidentAlreadyOpen:
                 # another daemon on the same database was first: adopt its incident
                 existing = await tx.open_incidents()
@@ -368,12 +354,8 @@ class IncidentManager:
                     if (other.customer, other.service) == (customer, service):
                         self._open[(customer, service)] = other
                 return None
-            await tx.add_events(decision.events)
-            await tx.enqueue(messages, now)
-        self._on_events(decision.events)
-        self._open[(customer, service)] = incident
-        self._recent.pop((customer, service), None)
-        known = self._vendor_state(customer, service)
+        self._committed(incident, decision, messages)
+        known = self._vendor_side.vendor_state(customer, service)
         if known is not None:  # the vendor had already said so
             incident = await self._apply(
                 incident,
@@ -390,38 +372,75 @@ class IncidentManager:
             policy.name,
             held is not None,
         )
-        if messages:
-            self._wake()
         return incident
 
     async def _apply(
         self, incident: Incident, change: Callable[[Incident], engine.Decision]
     ) -> Incident:
         """Run an engine change on a copy, persist it, then adopt the copy."""
-        await self._flush_history()
         for _ in range(3):  # another writer may have saved the incident meanwhile
             working = copy.deepcopy(incident)
             decision = change(working)
             if not decision:
                 return incident
             try:
-                async with self._store.transaction() as tx:
-                    messages = await self._render(decision, tx)
-                    await tx.save_incident(working, expected_updated_at=incident.updated_at)
-                    await tx.add_events(decision.events)
-                    await tx.enqueue(messages, self._wall())
+                async with self._writing() as tx:
+                    messages = await self._store_decision(
+                        tx, working, decision, incident.updated_at, self._wall()
+                    )
             except IncidentChanged:
                 fresh = await self._store.get_incident(incident.id)
                 if fresh is None:
                     raise IncidentNotFound(incident.id) from None
                 incident = fresh
                 continue
-            self._adopt(working)
-            self._on_events(decision.events)
-            if messages:
-                self._wake()
+            self._committed(working, decision, messages)
             return working
         raise RuntimeError(f"incident {incident.id} keeps changing under us; try again")
+
+    # The write protocol: every incident change goes _writing → _store_decision →
+    # (commit) → _committed. Memory changes only after the commit, so a failed write
+    # leaves it as the store has it.
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[Transaction]:
+        """The one way an incident change reaches the store: under the manager's lock,
+        after the status history held back so far (the history and the audit chain keep
+        the order of events), in one transaction."""
+        if not self._lock.locked():
+            raise RuntimeError("incident writes happen under the incident manager's lock")
+        await self._flush_history()
+        async with self._store.transaction() as tx:
+            yield tx
+
+    async def _store_decision(
+        self,
+        tx: Transaction,
+        incident: Incident,
+        decision: engine.Decision,
+        expected_updated_at: float | None,
+        at: float,
+    ) -> list[RenderedMessage]:
+        """The incident (new when ``expected_updated_at`` is None), its timeline events and
+        the messages its pages become, in ``tx``."""
+        messages = await self._composer.messages(decision, tx)
+        if expected_updated_at is None:
+            await tx.open_incident(incident)
+        else:
+            await tx.save_incident(incident, expected_updated_at=expected_updated_at)
+        await tx.add_events(decision.events)
+        await tx.enqueue(messages, at)
+        return messages
+
+    def _committed(
+        self, incident: Incident, decision: engine.Decision, messages: list[RenderedMessage]
+    ) -> None:
+        """After the commit, and only then: memory follows the store, the sender wakes."""
+        self._vendor_side.committed(incident, decision)
+        self._adopt(incident)
+        self._on_events(decision.events)
+        if messages:
+            self._wake()
 
     def _adopt(self, incident: Incident) -> None:
         key = (incident.customer, incident.service)
@@ -433,43 +452,7 @@ class IncidentManager:
             )
         else:
             self._open[key] = incident
-
-    # ------------------------------------------------------------------ correlation
-
-    async def _correlate(self, service: str, now: float) -> None:
-        group_members = members(self._open.values(), service, now, self._correlation)
-        if not group_members:
-            return
-        group = self._open.get((VENDOR_CUSTOMER, service))
-        if group is None:
-            names = ", ".join(member.customer for member in group_members)
-            reason = f"{len(group_members)} customers affected: {names}"
-            worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
-            held = self._group_held_by(group_members, now)
-            group = await self._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
-            if group is None:
-                return
-        group_id = group.id
-        for member in group_members:
-            if member.vendor_group is None:
-                await self._apply(member, lambda i: engine.join_vendor_group(i, group_id, now))
-        log.warning(
-            "event=vendor_side_incident incident=%s service=%s customers=%d",
-            group_id,
-            service,
-            len(group_members),
-        )
-
-    async def _settle_groups(self, now: float) -> None:
-        """A vendor-side incident resolves when none of its customers is affected any more."""
-        for (customer, _service), group in list(self._open.items()):
-            if customer != VENDOR_CUSTOMER:
-                continue
-            if not any(incident.vendor_group == group.id for incident in self._open.values()):
-                await self._apply(
-                    group,
-                    lambda i: engine.resolve(i, now, note="every affected customer recovered"),
-                )
+            self._recent.pop(key, None)
 
     # ------------------------------------------------------------------ time
 
@@ -486,11 +469,15 @@ class IncidentManager:
                     await self._set_muted(incident, False, now, _NOTHING_HOLDS)
                 incident = self._open.get(key, incident)
                 flaps = self._flaps.get(key)
-                stable = not (flaps is not None and flaps.update(now))
-                if incident.recovering_since is not None:
-                    stable = stable and now - incident.recovering_since >= self._settings.cooldown
+                stable = rules.stable(
+                    flaps is not None and flaps.update(now),
+                    incident.recovering_since,
+                    now,
+                    self._settings.cooldown,
+                )
                 await self._tick_one(incident, now, stable)
-            await self._settle_groups(now)
+            await self._reconcile(now)
+            await self._vendor_side.settle(now)
             await self._store.beat(self._instance, self._started_at, now)
 
     async def _set_muted(self, incident: Incident, muted: bool, now: float, why: str) -> None:
@@ -503,7 +490,7 @@ class IncidentManager:
         """Windows start and end with time, not with probe results: record that."""
         for key, status in self._status.items():
             window = in_maintenance(self._windows, *key, now)
-            await self._record(key, "maintenance" if window else status.value, now)
+            await self._history.record(key, "maintenance" if window else status.value, now)
 
     async def close(self, now: float | None = None) -> None:
         """A clean stop: end the history here, so the time until the next start is a gap."""
@@ -511,7 +498,7 @@ class IncidentManager:
         async with self._lock:
             await self._flush_history()
             async with self._store.transaction() as tx:
-                await tx.close_all_open(now, list(self._recorded))
+                await tx.close_all_open(now, self._history.subscriptions)
                 await tx.beat(self._instance, self._started_at, now)
                 await tx.audit(now, "monitor", self._instance, None, event="stopped")
 
@@ -555,7 +542,9 @@ class IncidentManager:
         async with self._lock:
             incident = await self._get_open(incident_id)
             if incident.state is not IncidentState.OPEN:
-                raise ValueError(f"{incident_id} is {incident.state.value}: nothing to acknowledge")
+                raise IncidentConflict(
+                    f"{incident_id} is {incident.state.value}: nothing to acknowledge"
+                )
             return await self._apply(incident, lambda i: engine.acknowledge(i, actor, now))
 
     async def resolve(
@@ -565,10 +554,30 @@ class IncidentManager:
         async with self._lock:
             incident = await self._get_open(incident_id)
             if incident.state is IncidentState.RESOLVED:
-                raise ValueError(f"{incident_id} is already resolved")
+                raise IncidentConflict(f"{incident_id} is already resolved")
+            failing = self._still_failing(incident)
+            if failing:
+                # resolved, it would stay silent until the service recovers and fails again
+                raise IncidentConflict(
+                    f"{incident_id}: {failing}: acknowledge it instead; it resolves by "
+                    "itself when the service recovers"
+                )
             return await self._apply(
                 incident, lambda i: engine.resolve(i, now, actor=actor, note=note)
             )
+
+    def _still_failing(self, incident: Incident) -> str | None:
+        """Why an incident cannot be resolved by hand yet, if it cannot: its subscription
+        (or, for a vendor-side incident, a customer's) is still down or degraded."""
+        if incident.customer == VENDOR_CUSTOMER:
+            open_members = [i for i in self._open.values() if i.vendor_group == incident.id]
+            if open_members:
+                return f"still failing for {len(open_members)} customers"
+            return None
+        status = self._status.get((incident.customer, incident.service))
+        if status in (Status.DOWN, Status.DEGRADED):
+            return f"still {status.value}"
+        return None
 
     async def add_note(
         self, incident_id: str, actor: str, text: str, now: float | None = None
@@ -619,192 +628,16 @@ class IncidentManager:
             log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)
         return deleted
 
-    # ------------------------------------------------------------------ messages
+    # ------------------------------------------------------------------ messages and vendor
 
-    async def _render(self, decision: engine.Decision, tx: Transaction) -> list[RenderedMessage]:
-        messages: list[RenderedMessage] = []
-        for page in decision.pages:
-            stored = await tx.events(page.incident.id) if page.incident.id else []
-            timeline = stored + [e for e in decision.events if e.incident_id == page.incident.id]
-            incident_context = self.incident_context(page.incident, timeline, page)
-            for channel in page.channels:
-                # one message per recipient: a retry or a failure concerns one person only
-                people = page.recipients.get(channel) or self._channel_recipients(channel)
-                for person in people or ("",):
-                    context = self._template_context(page, incident_context, person or channel)
-                    parts = self._render_parts(page, context)
-                    key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
-                    messages.append(
-                        RenderedMessage(
-                            dedup_key=key,
-                            channel=channel,
-                            event=page.event,
-                            recipients=(person,) if person else (),
-                            subject=parts.subject,
-                            text=parts.text,
-                            html=parts.html,
-                            sms=parts.sms,
-                            payload=parts.payload,
-                            incident_id=page.incident.id,
-                        )
-                    )
-        return messages
-
-    def _render_parts(self, page: engine.Page, context: TemplateContext) -> RenderedParts:
-        """The templates' output, or a plain message when an operator's template is broken:
-        a page must not be lost to a typo."""
-        try:
-            return self._renderer.render(page.event, context)
-        except TemplateRenderError as exc:
-            log.error(
-                "event=template_failed template=%r incident=%s action=%r",
-                str(exc),
-                page.incident.id,
-                "fix the template (csp-monitor validate); a plain message was sent instead",
-            )
-            incident = page.incident
-            line = (
-                f"{page.event.upper()}: {incident.customer}/{incident.service} is "
-                f"{incident.status}: {incident.reason} - {incident.id}"
-            )
-            link = context["ack_url"]
-            text = line + (f"\nAcknowledge: {link}" if link else "")
-            return RenderedParts(
-                subject=line,
-                text=text,
-                html=None,
-                sms=text,
-                payload={
-                    "event": page.event,
-                    "incident": incident.id,
-                    "status": incident.status,
-                    "reason": incident.reason,
-                },
-            )
+    @property
+    def renderer(self) -> TemplateRenderer:
+        """The templates in use (a refused reload leaves them as they were)."""
+        return self._composer.renderer
 
     def set_renderer(self, renderer: TemplateRenderer) -> None:
         """Templates re-read on reload (validated by the caller first)."""
-        self._renderer = renderer
-
-    def _channel_recipients(self, channel: str) -> tuple[str, ...]:
-        options = self.catalog.config.channels.get(channel) if self.catalog else None
-        return tuple(str(person) for person in getattr(options, "to", ()) or ())
-
-    def _template_context(
-        self, page: engine.Page, incident: IncidentContext, recipient: str
-    ) -> TemplateContext:
-        public_url = self.catalog.config.monitor.public_url if self.catalog else None
-        ack_url = incident_url = None
-        if public_url:
-            base = public_url.rstrip("/")
-            expires = self._wall() + self._settings.ack_link_ttl
-            token = self._signer.token(page.incident.id, expires)
-            ack_url = f"{base}/ack/{page.incident.id}?t={token}"
-            incident_url = f"{base}/api/v1/incidents/{page.incident.id}"
-        return {
-            "event": page.event,
-            "incident": incident,
-            "ack_url": ack_url,
-            "incident_url": incident_url,
-            "recipient": recipient,
-            "monitor": {"public_url": public_url, "name": "csp-monitor"},
-            "now": datetime.fromtimestamp(self._wall(), UTC),
-            "timezone": "Asia/Shanghai",
-        }
-
-    def incident_context(
-        self, incident: Incident, timeline: list[IncidentEvent], page: engine.Page | None = None
-    ) -> IncidentContext:
-        catalog = self.catalog
-        customer = catalog.customers.get(incident.customer) if catalog else None
-        service = catalog.services.get(incident.service) if catalog else None
-        at = datetime.fromtimestamp
-        level = incident.escalation_level
-        steps = incident.policy.steps
-        step: StepContext | None = None
-        if page is not None and page.event in ("opened", "escalated", "vendor_ticket") and level:
-            after = steps[level - 1].after
-            step = {
-                "level": level,
-                "after_text": "immediately" if after == 0 else f"after {_duration_text(after)}",
-            }
-        blast = []
-        if incident.customer == VENDOR_CUSTOMER:
-            # the group's members, and those about to join it as it opens
-            blast = sorted(
-                self._customer_name(i.customer)
-                for i in self._open.values()
-                if i.service == incident.service
-                and i.customer != VENDOR_CUSTOMER
-                and i.vendor_group in (None, incident.id)
-            )
-        end = incident.resolved_at or self._wall()
-        return {
-            "id": incident.id,
-            "customer": {
-                "id": incident.customer,
-                "name": customer.name if customer else "Several customers (vendor-side outage)",
-                "tenant_domain": customer.tenant_domain if customer else "",
-                "tier": customer.tier if customer else "",
-                "contacts": [
-                    {"name": c.name, "role": c.role, "email": c.email, "phone": c.phone}
-                    for c in customer.contacts
-                ]
-                if customer
-                else [],
-            },
-            "service": {
-                "id": incident.service,
-                "name": service.name if service else incident.service,
-            },
-            "status": incident.status,
-            "severity": incident.severity.value,
-            "state": incident.state.value,
-            "opened_at": at(incident.opened_at, UTC),
-            "since_text": f"for {_duration_text(end - incident.opened_at)}",
-            "reason": incident.reason,
-            "failing_checks": self._failing_checks(incident.customer, incident.service),
-            "escalation_level": level,
-            "step": step,
-            "acknowledged_by": incident.acknowledged_by,
-            "acknowledged_at": at(incident.acknowledged_at, UTC)
-            if incident.acknowledged_at
-            else None,
-            "resolved_at": at(incident.resolved_at, UTC) if incident.resolved_at else None,
-            "duration_text": _duration_text(end - incident.opened_at)
-            if incident.resolved_at
-            else None,
-            "flapping": incident.flapping,
-            "muted": incident.muted,
-            "vendor_case": incident.vendor_case,
-            "vendor": self._vendor_context(incident.customer, incident.service),
-            "blast_radius": blast,
-            "timeline": [
-                {"at": at(e.at, UTC), "kind": e.kind, "text": _event_text(e)} for e in timeline
-            ],
-        }
-
-    def _vendor_state(self, customer: str, service: str) -> VendorState | None:
-        if customer != VENDOR_CUSTOMER:
-            return self._vendor.impaired(customer, service)
-        # a vendor-side incident: what the vendor tells any affected customer
-        states = [
-            self._vendor.impaired(i.customer, service)
-            for i in self._open.values()
-            if i.service == service and i.customer != VENDOR_CUSTOMER
-        ]
-        return next((state for state in states if state is not None), None)
-
-    def _vendor_context(self, customer: str, service: str) -> VendorContext | None:
-        state = self._vendor_state(customer, service)
-        if state is None:
-            return None
-        return {
-            "confirmed": True,
-            "issue_id": state.issue_id,
-            "title": state.title,
-            "latest_post": state.latest_post,
-        }
+        self._composer.set_renderer(renderer)
 
     async def vendor_changed(
         self,
@@ -814,127 +647,13 @@ class IncidentManager:
         notify_advisory: bool = False,
         feed_maintenance: bool = False,
     ) -> None:
-        """The vendor's feed changed for a customer's service: confirm its open incidents,
-        or record an advisory when our probes see nothing wrong (and page it if asked);
-        announced maintenance can become a maintenance window."""
-        now = self._wall() if now is None else now
-        state = change.current
-        if feed_maintenance and state.planned_maintenance and state.start is not None:
-            await self._vendor_maintenance(change.customer, state, now)
-        if not change.newly_impaired:
-            return
-        async with self._lock:
-            touched = [
-                i
-                for i in self._open.values()
-                if i.service == state.service and i.customer in (change.customer, VENDOR_CUSTOMER)
-            ]
-            for incident in touched:
-                await self._apply(
-                    incident,
-                    lambda i: engine.vendor_confirmed(
-                        i, state.issue_id, state.title, state.source, now
-                    ),
-                )
-            if not touched:
-                await self._flush_history()
-                await self._store.audit(
-                    now,
-                    "vendor_advisory",
-                    f"{change.customer}/{state.service}",
-                    None,
-                    source=state.source,
-                    status=state.status,
-                    vendor_status=state.vendor_status,
-                    issue_id=state.issue_id,
-                    title=state.title,
-                )
-                if notify_advisory:
-                    await self._store.enqueue(self._advisory_messages(change, now), now)
-                    self._wake()
-                log.warning(
-                    "event=vendor_advisory customer=%s service=%s source=%s issue=%s "
-                    "title=%r our_status=%s",
-                    change.customer,
-                    state.service,
-                    state.source,
-                    state.issue_id,
-                    state.title,
-                    self._status.get((change.customer, state.service), Status.UNKNOWN),
-                )
-
-    def _advisory_messages(self, change: VendorChange, now: float) -> list[RenderedMessage]:
-        """A plain advisory to the first step of the customer's policy."""
-        state = change.current
-        policy = self.policy_for(change.customer, state.service)
-        if not policy.steps:
-            return []
-        subject = (
-            f"[VENDOR ADVISORY] {self._customer_name(change.customer)} / {state.service}: "
-            f"21Vianet reports {state.status} ({state.issue_id or state.vendor_status})"
+        """The vendor's feed changed for a customer's service (see ``VendorSide``)."""
+        await self._vendor_side.vendor_changed(
+            change,
+            self._wall() if now is None else now,
+            notify_advisory=notify_advisory,
+            feed_maintenance=feed_maintenance,
         )
-        text = "\n".join(
-            filter(
-                None,
-                [
-                    subject,
-                    state.title or "",
-                    state.latest_post or "",
-                    "Our own probes see the service working; no incident is open.",
-                ],
-            )
-        )
-        return [
-            RenderedMessage(
-                dedup_key=f"advisory:{change.customer}:{state.service}:{state.issue_id}:{channel}",
-                channel=channel,
-                event="vendor_advisory",
-                recipients=(),
-                subject=subject,
-                text=text,
-                sms=subject,
-                payload={
-                    "event": "vendor_advisory",
-                    "customer": change.customer,
-                    **state.to_json(),
-                },
-            )
-            for channel in policy.steps[0].notify
-        ]
-
-    async def _vendor_maintenance(self, customer: str, state: VendorState, now: float) -> None:
-        """The vendor announced planned maintenance: mute it as a window, over the times
-        announced (4 h from its start when the feed gives no end), unless one exists."""
-        window_id = f"VM-{state.issue_id or int(state.start or now)}-{customer}-{state.service}"
-        if any(w.id == window_id for w in self._windows):
-            return
-        start = state.maintenance_start or state.start or now
-        end = state.maintenance_end
-        reason = f"21Vianet planned maintenance: {state.title or ''}"
-        if end is None or end <= start:
-            end = start + VENDOR_MAINTENANCE_HOURS * 3600
-            reason += f" (no end announced: {VENDOR_MAINTENANCE_HOURS} h assumed)"
-        window = MaintenanceWindow(
-            window_id,
-            start,
-            end,
-            customer=customer,
-            service=state.service,
-            reason=reason,
-            created_by=f"vendor feed ({state.source})",
-        )
-        try:
-            self._windows.append(await self._store.add_maintenance(window, now))
-        except StoreError:  # another replica added it first
-            log.info("event=vendor_maintenance_exists id=%s", window_id)
 
     def _customer_name(self, customer_id: str) -> str:
-        customer = self.catalog.customers.get(customer_id) if self.catalog else None
-        return customer.name if customer else customer_id
-
-
-def _event_text(event: IncidentEvent) -> str:
-    detail: dict[str, Any] = event.detail
-    parts = [f"{key}={value}" for key, value in detail.items() if value not in (None, "", [])]
-    who = f" by {event.actor}" if event.actor else ""
-    return f"{event.kind}{who}" + (f": {', '.join(parts)}" if parts else "")
+        return self._composer.customer_name(customer_id)

@@ -36,6 +36,7 @@ from monitor.alerting import renderer_for
 from monitor.catalog import Catalog
 from monitor.config import ConfigError, ConfigIssue, issues_from_validation, read_yaml
 from monitor.config_types import Delay, Duration, StrictModel
+from monitor.engine.model import IncidentError
 from monitor.incident_manager import IncidentManager
 from monitor.links import LinkSigner
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
@@ -187,7 +188,7 @@ async def _run(
                 key = (spec.target.customer, spec.target.service)
                 subscription = catalog.subscriptions[key]
                 change = board.update_subscription(
-                    key, subscription.target_ids, subscription.aggregate, due
+                    key, subscription.target_ids, subscription.aggregate, transition.at
                 )
                 lines.append(
                     (
@@ -199,7 +200,12 @@ async def _run(
                 )
                 if change is not None:
                     await manager.status_changed(
-                        *key, change[0], change[1], board.subscriptions[key].reason, due
+                        *key,
+                        change[0],
+                        change[1],
+                        board.subscriptions[key].reason,
+                        due,
+                        since=board.subscriptions[key].since,
                     )
                     await notifier.deliver_due()
             interval = spec.timing.retry_interval if state.pending else spec.timing.interval
@@ -283,7 +289,7 @@ async def _scripted(
             await manager.acknowledge(found[0].id, event.by, clock.now)
         else:
             await manager.resolve(found[0].id, event.by, event.note, clock.now)
-    except ValueError as exc:
+    except IncidentError as exc:
         lines.append((clock.now, 0, f"SCRIPT {subject}: {exc}"))
 
 

@@ -26,13 +26,19 @@ def observed_status(result: ProbeResult) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A confirmed status change."""
+    """A confirmed status change.
+
+    ``at`` is when the new status began: the first result of the streak that
+    confirmed it (an outage starts with its first failed probe, not with the
+    third); ``confirmed_at`` is when the streak reached its threshold.
+    """
 
     target_id: str
     previous: Status
     current: Status
     at: float
     reason: str
+    confirmed_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -46,6 +52,15 @@ class TargetState:
     plugin_errors: int = 0  # consecutive plugin errors
     last_result: ProbeResult | None = None
     last_change_reason: str = ""
+    # when each streak above began (its first result)
+    failures_since: float = 0.0
+    bad_since: float = 0.0
+    good_since: float = 0.0
+    not_failed_since: float = 0.0
+    plugin_errors_since: float = 0.0
+    # confirmed before a restart (down or degraded): the first probe that agrees confirms
+    # it again, instead of a new streak
+    restored: Status | None = None
 
     @property
     def pending(self) -> bool:
@@ -69,6 +84,11 @@ def _decide(state: TargetState, timing: Timing) -> Status:
         # nothing confirmed yet (first probes after start): one good result is enough
         if state.good >= 1:
             return Status.UP
+        # what was confirmed before a restart needs no new streak to stay so
+        if state.restored is Status.DOWN and state.failures >= 1:
+            return Status.DOWN
+        if state.restored in (Status.DOWN, Status.DEGRADED) and state.bad >= 1:
+            return Status.DEGRADED
         if state.bad >= fail_n:
             return Status.DEGRADED
         return current
@@ -89,22 +109,55 @@ def observe(
     """Feed one result into a target's state; return the transition it confirms, if any."""
     seen = observed_status(result)
     if seen is Status.UNKNOWN:
+        if not state.plugin_errors:
+            state.plugin_errors_since = now
         state.plugin_errors += 1
     else:
         state.plugin_errors = 0
-        state.failures = state.failures + 1 if seen is Status.DOWN else 0
-        state.bad = state.bad + 1 if seen in (Status.DOWN, Status.DEGRADED) else 0
-        state.good = state.good + 1 if seen is Status.UP else 0
-        state.not_failed = state.not_failed + 1 if seen is not Status.DOWN else 0
+        if seen is Status.DOWN:
+            state.failures_since = now if not state.failures else state.failures_since
+            state.failures += 1
+        else:
+            state.failures = 0
+        if seen in (Status.DOWN, Status.DEGRADED):
+            state.bad_since = now if not state.bad else state.bad_since
+            state.bad += 1
+        else:
+            state.bad = 0
+        if seen is Status.UP:
+            state.good_since = now if not state.good else state.good_since
+            state.good += 1
+        else:
+            state.good = 0
+        if seen is not Status.DOWN:
+            state.not_failed_since = now if not state.not_failed else state.not_failed_since
+            state.not_failed += 1
+        else:
+            state.not_failed = 0
     state.last_result = result
     decided = _decide(state, timing)
     if decided is state.status:
         return None
-    transition = Transition(target_id, state.status, decided, now, result.reason)
+    began = max(_streak_start(state, decided), state.since)
+    transition = Transition(target_id, state.status, decided, began, result.reason, now)
     state.status = decided
-    state.since = now
+    state.since = began
     state.last_change_reason = result.reason
+    state.restored = None
     return transition
+
+
+def _streak_start(state: TargetState, decided: Status) -> float:
+    """When the streak that justifies ``decided`` began."""
+    if decided is Status.UNKNOWN:
+        return state.plugin_errors_since
+    if decided is Status.DOWN:
+        return state.failures_since
+    if decided is Status.UP:
+        return state.good_since
+    # degraded: slow or failing since the first bad result, or working again (slowly)
+    # since the first result that did not fail, when it was down
+    return state.not_failed_since if state.status is Status.DOWN else state.bad_since
 
 
 def aggregate(statuses: Iterable[Status], policy: str = "worst") -> Status:
@@ -146,10 +199,21 @@ class StatusBoard:
             state = self.targets[target_id] = TargetState(since=now)
         return state
 
+    def restore(self, target_ids: Iterable[str], status: Status) -> None:
+        """A status confirmed before a restart: the targets' first probes that agree
+        confirm it again at once (see ``TargetState.restored``)."""
+        if status not in (Status.DOWN, Status.DEGRADED):
+            return
+        for target_id in target_ids:
+            state = self.targets.get(target_id)
+            if state is not None and state.status is Status.UNKNOWN:
+                state.restored = status
+
     def update_subscription(
         self, key: tuple[str, str], target_ids: Iterable[str], policy: str, now: float
     ) -> tuple[Status, Status] | None:
-        """Recompute a subscription's status; return (previous, current) if it changed."""
+        """Recompute a subscription's status; return (previous, current) if it changed.
+        ``now`` is when the change began (the transition's ``at``)."""
         ids = list(target_ids)
         current = aggregate((self.target(i, now).status for i in ids), policy)
         state = self.subscriptions.get(key)
@@ -158,7 +222,7 @@ class StatusBoard:
         if current is state.status:
             return None
         previous = state.status
-        state.status, state.since = current, now
+        state.status, state.since = current, max(now, state.since)
         worst = [self.targets[i] for i in ids if self.targets[i].status is current]
         state.reason = worst[0].last_change_reason if worst else ""
         return previous, current

@@ -159,7 +159,9 @@ async def daemon(config: Path) -> AsyncIterator[Daemon]:
 
 
 def files(folder: Path) -> list[str]:
-    return sorted(p.read_text() for p in folder.glob("*")) if folder.exists() else []
+    # the file channel writes ".name.tmp" then renames it: only finished messages count
+    finished = [p for p in folder.glob("*") if not p.name.startswith(".")]
+    return sorted(p.read_text() for p in finished) if folder.exists() else []
 
 
 def ack_link(message: EmailMessage) -> str:
@@ -400,6 +402,10 @@ async def test_cli_lists_and_acknowledges_incidents(
     assert "acknowledged by noc" in out and "vendor_case by noc: case=2611230040001234" in out
     code, _, err = await cli("incidents", "ack", incident.id)
     assert code == 1 and "nothing to acknowledge" in err
+    # resolved by hand while still down, it would stay silent until it failed again
+    code, _, err = await cli("incidents", "resolve", incident.id, "fixed, I think")
+    assert code == 1 and "still down: acknowledge it instead" in err
+    assert [i.id for i in manager.open_incidents()] == [incident.id]
 
 
 async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(

@@ -298,7 +298,7 @@ async def test_a_reload_failing_in_any_part_changes_nothing(
     await wait_until(lambda: subscription_status(daemon) == "up", what="up")
     catalog, renderer = (
         daemon.catalog,
-        daemon.alerting.manager and daemon.alerting.manager._renderer,
+        daemon.alerting.manager and daemon.alerting.manager.renderer,
     )
     expected = BROKEN_RELOADS[breakage](tmp_path / "config.yaml")
     status, answer = await post(daemon, "/-/reload", token="admin-secret-token")
@@ -308,7 +308,7 @@ async def test_a_reload_failing_in_any_part_changes_nothing(
     assert "csp_monitor_config_last_reload_successful 0.0" in text
     assert 'customer="northwind"' not in text
     assert daemon.catalog is catalog and len(daemon.scheduler) == 4
-    assert daemon.alerting.manager is not None and daemon.alerting.manager._renderer is renderer
+    assert daemon.alerting.manager is not None and daemon.alerting.manager.renderer is renderer
     assert "event=reload_rejected" in caplog.text and expected in caplog.text
     assert daemon.alerting.store is not None
     entries = await daemon.alerting.store.audit_entries()
@@ -358,3 +358,53 @@ async def test_a_good_reload_applies_the_notification_settings(
     assert status == 200, answer
     assert daemon.alerting.notifier is not None
     assert daemon.alerting.notifier._retry.max_attempts == 3
+
+
+async def test_an_outage_confirmed_before_a_restart_is_not_confirmed_again(
+    tmp_path: Path, web_target: WebTarget
+) -> None:
+    from monitor.store import Store
+
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port, customers=("contoso",))
+    # a new streak of failures could not be confirmed during the test
+    text = config.read_text().replace("failure_threshold: 2", "failure_threshold: 100")
+    config.write_text(text.replace("retry_interval: 100ms", "retry_interval: 300ms"))
+    # the previous run confirmed the outage and stopped
+    store = await Store.open(f"sqlite:///{tmp_path / 'data' / 'csp-monitor.db'}")
+    await store.record_statuses([("contoso", "web-app", "down", 1_800_000_000.0)])
+    await store.close()
+    web_target.status = 503
+    instance = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    await instance.start()
+    try:
+        # the first probe after the start fails: down at once, not unknown until re-confirmed
+        await wait_until(lambda: subscription_status(instance) == "down", what="still down")
+    finally:
+        await instance.close()
+
+
+async def test_sla_series_exist_from_the_first_confirmed_status(
+    tmp_path: Path, web_target: WebTarget
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port, customers=("contoso",))
+    config.write_text(config.read_text() + "reports: {sla_metric_interval: 1h}\n")
+    # the first probes time out (3 s each): the status is confirmed ~6 s after the start,
+    # after the metric's start-up run
+    web_target.delay = 5
+    instance = Daemon(config, env={"ADMIN_TOKEN": "admin-secret-token"})
+    await instance.start()
+    series = (
+        'csp_monitor_sla_availability_ratio{customer="contoso",service="web-app",window="month"}'
+    )
+    try:
+        await wait_until(lambda: subscription_status(instance) == "down", what="down")
+        web_target.delay = 0
+
+        async def exported() -> bool:
+            return series in (await get(instance, "/metrics"))[1]
+
+        await wait_until(exported, what="the SLA series")
+    finally:
+        await instance.close()

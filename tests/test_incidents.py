@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.engine import incidents as engine
-from monitor.engine.correlation import CorrelationSettings, members
+from monitor.engine.correlation import CorrelationSettings, UpdateRule, blast_history, members
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.maintenance import in_maintenance, is_active, occurrences
 from monitor.engine.model import (
@@ -125,7 +125,7 @@ def test_degraded_then_down_raises_severity_and_says_so() -> None:
     )
     decision = engine.status_changed(incident, "down", "connection refused", T0 + MIN)
     assert incident.severity is Severity.MAJOR
-    assert pages(decision) == [("escalated", ("oncall-sms",))]
+    assert pages(decision) == [("severity", ("oncall-sms",))]
     # back to degraded: still worth telling in the timeline, not a page, severity kept
     decision = engine.status_changed(incident, "degraded", "slow", T0 + 2 * MIN)
     assert pages(decision) == [] and incident.severity is Severity.MAJOR
@@ -296,3 +296,99 @@ def test_one_service_failing_for_many_customers_forms_a_group() -> None:
         "INC-6", "northwind", "exchange-online", "down", "x", GOLD, T0 + 3600
     )
     assert members([*opened, third, late], "exchange-online", T0 + 3600, settings) == []
+
+
+def test_severity_raised_at_the_last_step_is_announced_once_as_its_own_page() -> None:
+    policy = PolicySnapshot(
+        name="p",
+        steps=(EscalationStep(0, ("noc-email",)), EscalationStep(MIN, ("lead-sms",))),
+        escalate_after=100.0,
+    )
+    incident, _ = engine.open_incident(
+        "INC-4", "contoso", "sharepoint-online", "degraded", "slow", policy, T0
+    )
+    sent = [
+        (second, page.event, page.channels)
+        for second in (60, 90, 100, 110, 200, 900)
+        for page in engine.tick(incident, T0 + second).pages
+    ]
+    assert sent == [(60, "escalated", ("lead-sms",)), (100, "severity", ("lead-sms",))]
+    assert incident.severity is Severity.CRITICAL
+
+
+@pytest.mark.parametrize(
+    ("statuses", "open_keys", "missing"),
+    [
+        ({("c", "s"): "down"}, set(), [("c", "s")]),
+        ({("c", "s"): "degraded"}, set(), [("c", "s")]),
+        ({("c", "s"): "down"}, {("c", "s")}, []),
+        ({("c", "s"): "up", ("d", "s"): "unknown"}, set(), []),
+        ({("c", "s"): "maintenance"}, set(), []),
+        (
+            {("c", "s"): "down", ("d", "s"): "up", ("e", "s"): "degraded"},
+            {("e", "s")},
+            [("c", "s")],
+        ),
+    ],
+)
+def test_every_subscription_down_or_degraded_needs_an_incident(
+    statuses: dict[tuple[str, str], str],
+    open_keys: set[tuple[str, str]],
+    missing: list[tuple[str, str]],
+) -> None:
+    assert engine.missing_incidents(statuses, open_keys) == missing
+
+
+def test_an_incident_spans_the_outage_not_its_confirmation() -> None:
+    # first failed probe at T0, confirmed 20 s later; first good probe at +2 min 55 s
+    incident, decision = engine.open_incident(
+        "INC-5", "contoso", "exchange-online", "down", "503", GOLD, T0 + 20, started_at=T0
+    )
+    assert incident.opened_at == T0
+    assert decision.pages[0].dedup_key == "INC-5:step:0"
+    assert incident.next_escalation_at == T0 + 20 + 15 * MIN  # steps count from the page
+    engine.recovered(incident, T0 + 185, up_since=T0 + 175)
+    assert incident.resolved_at == T0 + 175
+
+
+@pytest.mark.parametrize(
+    ("announced", "count", "since_page", "due"),
+    [
+        (3, 5, 600, False),  # neither doubled nor +10
+        (3, 6, 600, True),  # doubled
+        (3, 13, 600, True),  # ten more
+        (3, 20, 200, False),  # but not within min_interval of the last page
+        (20, 29, 600, False),
+        (20, 30, 600, True),
+        (0, 20, 600, False),  # nobody was paged yet: the first page tells the size
+    ],
+)
+def test_a_growing_vendor_side_incident_sends_an_update_when_it_grew_enough(
+    announced: int, count: int, since_page: float, due: bool
+) -> None:
+    rule = UpdateRule(factor=2, added=10, min_interval=300)
+    assert rule.due(announced, count, T0, T0 + since_page) is due
+
+
+def test_vendor_side_group_grows_in_its_reason_timeline_and_one_update() -> None:
+    group, opening = engine.open_incident("INC-G", "*", "exchange-online", "down", "", GOLD, T0)
+    assert pages(opening) == [("opened", ("oncall-sms", "noc-email"))]
+    names = [f"Customer {n:02d}" for n in range(1, 21)]
+    history = blast_history(opening.events)
+    # its first three customers join as it opens: the opening page named them
+    decision = engine.group_grew(group, names[:3], T0, history, UpdateRule())
+    history = blast_history(decision.events, history)
+    assert group.reason == "3 customers affected: Customer 01, Customer 02, Customer 03"
+    assert pages(decision) == []
+    assert (history.count, history.announced, history.announced_at) == (3, 3, T0)
+    sent = []
+    for minute, size in [(1, 5), (2, 8), (6, 20), (7, 20), (20, 20)]:
+        decision = engine.group_grew(group, names[:size], T0 + minute * MIN, history, UpdateRule())
+        history = blast_history(decision.events, history)
+        sent += [(minute, page.event, page.channels) for page in decision.pages]
+    # 8 customers at minute 2 is more than double, but the last page is not 5 min old:
+    # the update waits for minute 6, and tells 20
+    assert sent == [(6, "updated", ("oncall-sms", "noc-email"))]
+    assert history.count == 20 and history.announced == 20
+    assert group.reason.startswith("20 customers affected: Customer 01, ")
+    assert group.reason.endswith(" and 10 more")

@@ -58,3 +58,49 @@ def test_a_bad_scenario_names_its_problem(
     assert (
         "events[0]: a target event needs exactly one of fail, slow, ok" in capsys.readouterr().err
     )
+
+
+STEP_RECIPIENTS_CONFIG = """
+incidents: {default_policy: lead, tick_interval: 10s, correlation: {enabled: false}}
+defaults: {interval: 30s, retry_interval: 10s, failure_threshold: 3, success_threshold: 2}
+escalation_policies:
+  lead:
+    steps:
+      - {after: 0m, notify: [noc-email]}
+      - {after: 1m, notify: [noc-email], recipients: [lead@reseller.example.cn]}
+    escalate_after: 100s
+channels:
+  noc-email: {type: email, host: 127.0.0.1, port: 25, security: none,
+              from_address: monitor@reseller.example.cn, to: [noc@reseller.example.cn]}
+services:
+  sharepoint-online:
+    name: SharePoint Online (operated by 21Vianet)
+    checks: [{name: web, type: tcp, host: 127.0.0.1, port: 1, degraded_latency: 2s}]
+customers:
+  - {id: contoso, name: Contoso (China) Ltd., tenant_domain: contoso.partner.onmschina.cn,
+     subscriptions: [sharepoint-online]}
+"""
+
+
+def test_step_recipients_are_paged_and_a_severity_raise_is_its_own_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(STEP_RECIPIENTS_CONFIG)
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(
+        "start: 2026-11-23T09:00:00+08:00\nduration: 10m\n"
+        "events:\n  - {at: 0s, target: contoso/sharepoint-online/web, slow: 4.5}\n"
+    )
+    assert main(["simulate", str(scenario), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    sends = re.findall(r"SEND   (\S+)\s+(\S+)\s+to ([^:]+): (.*)", out)
+    # the second step goes to the step's own recipient, not the channel's list
+    assert [(event, to) for _, event, to, _ in sends if event == "escalated"] == [
+        ("escalated", "lead@reseller.example.cn")
+    ]
+    # degraded for longer than escalate_after at the last step: one message saying so,
+    # with the current figures, not the last step's message again
+    [(_, _, to, subject)] = [s for s in sends if s[1] == "severity"]
+    assert to == "lead@reseller.example.cn"
+    assert "CRITICAL" in subject and "1 min 40 s" in subject

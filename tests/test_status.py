@@ -33,8 +33,19 @@ def run(sequence: str, timing: Timing = TIMING) -> list[tuple[int, Status]]:
     for index, letter in enumerate(sequence):
         transition = observe(state, "c/s/k", RESULTS[letter], timing, now=index * 10.0)
         if transition is not None:
-            assert transition.at == index * 10.0
+            assert transition.confirmed_at == index * 10.0
             changes.append((index, transition.current))
+    return changes
+
+
+def began(sequence: str, restored: Status | None = None) -> list[tuple[int, Status]]:
+    """Like ``run``, but (index of the result the new status began with, new status)."""
+    state = TargetState(restored=restored)
+    changes = []
+    for index, letter in enumerate(sequence):
+        transition = observe(state, "c/s/k", RESULTS[letter], TIMING, now=index * 10.0)
+        if transition is not None:
+            changes.append((int(transition.at // 10), transition.current))
     return changes
 
 
@@ -126,3 +137,49 @@ def test_board_reports_subscription_changes_with_time() -> None:
     assert board.update_subscription(key, ids, "worst", now=62.0) == (Status.UP, Status.DOWN)
     assert board.subscriptions[key].since == 62.0
     assert board.subscriptions[key].reason == "connection refused"
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [
+        # an outage begins with its first failed probe, not with the one that confirmed it
+        ("UFFF", [(0, Status.UP), (1, Status.DOWN)]),
+        ("UUUFFFF", [(0, Status.UP), (3, Status.DOWN)]),
+        # and ends with the first good probe of the streak that confirmed the recovery
+        ("UFFFUU", [(0, Status.UP), (1, Status.DOWN), (4, Status.UP)]),
+        ("UFFFUFUU", [(0, Status.UP), (1, Status.DOWN), (6, Status.UP)]),
+        # slow since the first slow (or failed) result
+        ("UFDD", [(0, Status.UP), (1, Status.DEGRADED)]),
+        # down, then working slowly: degraded from the first result that did not fail
+        ("UFFFDDUU", [(0, Status.UP), (1, Status.DOWN), (4, Status.DEGRADED), (6, Status.UP)]),
+        # plugin errors do not break the streak, nor move its start
+        ("UFEFEF", [(0, Status.UP), (1, Status.DOWN)]),
+        ("UEEE", [(0, Status.UP), (1, Status.UNKNOWN)]),
+        # failing from the very start
+        ("FFF", [(0, Status.DOWN)]),
+    ],
+)
+def test_a_status_begins_with_the_first_result_of_its_streak(
+    sequence: str, expected: list[tuple[int, Status]]
+) -> None:
+    assert began(sequence) == expected
+
+
+@pytest.mark.parametrize(
+    ("restored", "sequence", "expected"),
+    [
+        # down before the restart and still failing: down at the first probe, no new streak
+        (Status.DOWN, "F", [(0, Status.DOWN)]),
+        (Status.DOWN, "U", [(0, Status.UP)]),
+        (Status.DOWN, "D", [(0, Status.DEGRADED)]),
+        (Status.DEGRADED, "D", [(0, Status.DEGRADED)]),
+        (Status.DEGRADED, "FFF", [(0, Status.DEGRADED), (0, Status.DOWN)]),
+        # nothing confirmed before: the thresholds as usual
+        (None, "F", []),
+        (Status.UP, "F", []),
+    ],
+)
+def test_a_status_confirmed_before_a_restart_is_not_confirmed_again(
+    restored: Status | None, sequence: str, expected: list[tuple[int, Status]]
+) -> None:
+    assert began(sequence, restored) == expected

@@ -25,7 +25,7 @@ from monitor.reports.model import compose, month_of
 from monitor.reports.render import to_html
 
 INCIDENT_EVENTS = list(EVENTS)
-NEEDS_ACK_LINK = {"opened", "escalated", "reminder", "vendor_ticket"}
+NEEDS_ACK_LINK = {"opened", "escalated", "severity", "reminder", "updated", "vendor_ticket"}
 CUSTOMER = "Contoso (China) Ltd."
 SERVICE = "Exchange Online (operated by 21Vianet)"
 REASON = "status 503 (expected 200, 302)"

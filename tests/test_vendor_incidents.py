@@ -206,3 +206,88 @@ async def test_advisories_are_paged_and_planned_maintenance_mutes_when_configure
     portal = next(w for w in await manager.list_maintenance() if w.service == "azure-portal")
     assert (portal.starts_at, portal.ends_at) == (T0 + 7200, T0 + 7200 + 5400)
     assert portal.reason == "21Vianet planned maintenance: Exchange Online upgrade"
+
+
+GROWING = """
+incidents:
+  default_policy: gold
+  correlation: {enabled: true, window: 10m, min_customers: 3, hold: 1m,
+                update_when: {factor: 2, added: 10, min_interval: 5m}}
+escalation_policies:
+  gold:
+    steps: [{after: 0m, notify: [noc-email]}]
+channels:
+  noc-email: {type: file, directory: mail}
+services:
+  exchange-online:
+    name: Exchange Online (operated by 21Vianet)
+    checks: [{name: owa, type: tcp, host: 127.0.0.1, port: 1}]
+customers:
+"""
+
+
+async def test_a_growing_vendor_side_outage_tells_its_true_size(tmp_path: Path) -> None:
+    ids = [f"c{n:02d}" for n in range(1, 21)]
+    (tmp_path / "config.yaml").write_text(
+        GROWING
+        + "".join(
+            f"  - {{id: {c}, name: Customer {c[1:]} Ltd., tenant_domain: {c}.partner.onmschina.cn,"
+            " subscriptions: [exchange-online]}\n"
+            for c in ids
+        )
+    )
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        clock = FakeClock(T0)
+        manager = await started_manager(store, catalog, clock, VendorBoard())
+
+        async def fails(customer: str, at: float) -> None:
+            clock.now = at
+            await manager.status_changed(
+                customer, "exchange-online", Status.UP, Status.DOWN, "status 503", at
+            )
+            await manager.tick(at)
+
+        for n, customer in enumerate(ids[:3]):
+            await fails(customer, T0 + n)
+        [group] = [i for i in manager.open_incidents() if i.customer == "*"]
+        assert group.reason == (
+            "3 customers affected: Customer 01 Ltd., Customer 02 Ltd., Customer 03 Ltd."
+        )
+        # Exchange fails for the other 17 over the next three minutes
+        for n, customer in enumerate(ids[3:]):
+            await fails(customer, T0 + MIN + n * 10)
+        [group] = [i for i in manager.open_incidents() if i.customer == "*"]
+        assert group.reason.startswith("20 customers affected: Customer 01 Ltd., ")
+        _, timeline = await manager.get(group.id)
+        assert [e.detail["customers"] for e in timeline if e.kind == "blast_radius"] == list(
+            range(3, 21)
+        )
+        events = [row.message.event for row in await store.list_outbox()]
+        assert events == ["opened"]  # no update within five minutes of the page
+        for minute in (5, 6, 7, 20):
+            clock.now = T0 + minute * MIN
+            await manager.tick(clock.now)
+        rows = [row.message for row in await store.list_outbox()]
+        assert [m.event for m in rows] == ["opened", "updated"]
+        update = rows[1]
+        assert "now 20 customers affected (was 3)" in update.subject
+        assert "Customer 20 Ltd." in update.text
+        # everyone recovers at +30 min: the resolution gives the final count and durations
+        for customer in ids:
+            clock.now = T0 + 30 * MIN
+            await manager.status_changed(
+                customer, "exchange-online", Status.DOWN, Status.UP, "", clock.now
+            )
+        await manager.tick(clock.now)
+        assert manager.open_incidents() == []
+        resolved = [
+            m for m in (r.message for r in await store.list_outbox()) if m.event == "resolved"
+        ]
+        [text] = [m.text for m in resolved if m.incident_id == group.id]
+        assert "was failing for 20 customers" in text
+        assert "Customer 01 Ltd.: 30 min" in text
+        assert "Customer 20 Ltd.: 26 min 20 s" in text
+    finally:
+        await store.close()

@@ -8,12 +8,32 @@ policy; each customer keeps its own incident record for its SLA.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
-from monitor.engine.model import Incident, IncidentState
+from monitor.engine.model import Incident, IncidentEvent, IncidentState
 
 VENDOR_CUSTOMER = "*"  # the customer of a vendor-side incident: never a real customer id
+NAMES_IN_REASON = 10  # a reason names this many customers, then counts the rest
+# timeline events whose page showed the group's blast radius as it was then
+_PAGED = ("paged", "escalated", "reminder", "updated", "reopened")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRule:
+    """When a growing vendor-side incident sends an update: its customers doubled (``factor``)
+    or ``added`` more since the last page, and the last page is ``min_interval`` old."""
+
+    factor: float = 2.0
+    added: int = 10
+    min_interval: float = 300.0
+
+    def due(self, announced: int, count: int, announced_at: float | None, now: float) -> bool:
+        if announced <= 0 or count <= announced:
+            return False
+        grew = count >= announced * self.factor or count - announced >= self.added
+        rested = announced_at is None or now - announced_at >= self.min_interval
+        return grew and rested
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +43,39 @@ class CorrelationSettings:
     min_customers: int = 3
     hold: float = 60.0  # first pages wait this long so a group can form first
     policy: str | None = None  # escalation policy of vendor-side incidents
+    update: UpdateRule = field(default_factory=UpdateRule)
+
+
+@dataclass(frozen=True, slots=True)
+class BlastHistory:
+    """What a vendor-side incident's timeline says of its size."""
+
+    count: int = 0  # customers affected, as last recorded
+    announced: int = 0  # customers the last page named (0: nothing paged yet)
+    announced_at: float | None = None
+
+
+def blast_history(
+    events: Iterable[IncidentEvent], history: BlastHistory = BlastHistory()
+) -> BlastHistory:
+    """Fold timeline events (oldest first) into ``history``: every page names the
+    customers affected at its time."""
+    for event in events:
+        if event.kind == "blast_radius":
+            history = replace(history, count=int(event.detail.get("customers", 0)))
+            if history.announced_at == event.at:
+                # a page decided at the same moment named the customers joining then too
+                history = replace(history, announced=history.count)
+        elif event.kind in _PAGED:
+            history = replace(history, announced=history.count, announced_at=event.at)
+    return history
+
+
+def group_reason(names: Sequence[str]) -> str:
+    """ "3 customers affected: A, B, C": names, not ids; the first few of a long list."""
+    shown = ", ".join(names[:NAMES_IN_REASON])
+    rest = len(names) - NAMES_IN_REASON
+    return f"{len(names)} customers affected: {shown}" + (f" and {rest} more" if rest > 0 else "")
 
 
 def members(

@@ -16,10 +16,11 @@ away, once.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.engine.correlation import BlastHistory, UpdateRule, group_reason
 from monitor.engine.model import (
     EscalationStep,
     Incident,
@@ -37,7 +38,7 @@ _RANK = {Severity.MINOR: 0, Severity.MAJOR: 1, Severity.CRITICAL: 2}
 class Page:
     """A notification to send to some channels about one incident."""
 
-    event: str  # opened, escalated, reminder, acknowledged, resolved, vendor_ticket
+    event: str  # opened, escalated, severity, reminder, acknowledged, resolved, vendor_ticket
     incident: Incident  # a snapshot as it was when the page was decided
     channels: tuple[str, ...]
     dedup_key: str  # the same page decided twice is sent once
@@ -126,11 +127,15 @@ def open_incident(
     muted: bool = False,
     why: str = "",
     hold: float = 0.0,
+    started_at: float | None = None,
 ) -> tuple[Incident, Decision]:
     """A subscription left ``up``: open an incident and send what is due at once.
 
     ``hold`` delays the first page (as Alertmanager's group_wait does) so that a
     vendor-wide outage can be grouped into one page before anyone is paged.
+    ``started_at`` is when the outage began (its first failed probe; default ``now``,
+    the confirmation): the incident's ``opened_at``, the "since" every message shows.
+    Escalation steps count from the confirmation, when the first page can go out.
     """
     first_after = policy.steps[0].after if policy.steps else None
     incident = Incident(
@@ -140,7 +145,7 @@ def open_incident(
         status=status,
         severity=severity_for(status),
         state=IncidentState.OPEN,
-        opened_at=now,
+        opened_at=now if started_at is None else min(started_at, now),
         policy=policy,
         reason=reason,
         muted=muted,
@@ -162,6 +167,18 @@ def open_incident(
     return incident, decision.merge(tick(incident, now))
 
 
+def missing_incidents(
+    statuses: Mapping[tuple[str, str], str], open_incidents: Container[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Subscriptions down or degraded without an open incident: each must get one
+    (maintenance decides whether it pages, not whether it exists)."""
+    return [
+        key
+        for key, status in statuses.items()
+        if status in ("down", "degraded") and key not in open_incidents
+    ]
+
+
 def status_changed(incident: Incident, status: str, reason: str, now: float) -> Decision:
     """The subscription is still not up, but its status changed (degraded ↔ down)."""
     decision = Decision()
@@ -176,7 +193,7 @@ def status_changed(incident: Incident, status: str, reason: str, now: float) -> 
         if incident.state is IncidentState.OPEN and not _silenced(incident):
             decision.page(
                 incident,
-                "escalated",
+                "severity",
                 _current_channels(incident),
                 f"severity:{wanted.value}",
                 f"now {status}: {reason}",
@@ -184,26 +201,36 @@ def status_changed(incident: Incident, status: str, reason: str, now: float) -> 
     return decision
 
 
-def recovered(incident: Incident, now: float, *, flapping: bool = False) -> Decision:
-    """The subscription is up again (its success threshold met)."""
+def recovered(
+    incident: Incident, now: float, *, flapping: bool = False, up_since: float | None = None
+) -> Decision:
+    """The subscription is up again (its success threshold met at ``now``; up since
+    ``up_since``, the first good probe of that streak)."""
     if flapping:
         # a flapping service resolves only once it has been stable (see tick)
         incident.recovering_since = now
         decision = Decision()
         decision.event(incident, now, "recovering", flapping=True)
         return decision
-    return resolve(incident, now, note="service recovered")
+    return resolve(incident, now, note="service recovered", ended_at=up_since)
 
 
 def resolve(
-    incident: Incident, now: float, *, actor: str | None = None, note: str = ""
+    incident: Incident,
+    now: float,
+    *,
+    actor: str | None = None,
+    note: str = "",
+    ended_at: float | None = None,
 ) -> Decision:
-    """Close the incident; everyone who was told hears it is over, muted or not."""
+    """Close the incident; everyone who was told hears it is over, muted or not.
+    ``ended_at``: when the outage ended, if before ``now`` (the incident's duration)."""
     decision = Decision()
     if incident.state is IncidentState.RESOLVED:
         return decision
     incident.state = IncidentState.RESOLVED
-    incident.resolved_at = now
+    end = now if ended_at is None else min(now, ended_at)
+    incident.resolved_at = max(end, incident.opened_at)
     incident.next_escalation_at = incident.next_reminder_at = None
     incident.recovering_since = None
     decision.event(incident, now, "resolved", actor, note=note)
@@ -280,6 +307,30 @@ def join_vendor_group(incident: Incident, group_id: str, now: float) -> Decision
         return decision
     incident.vendor_group = group_id
     decision.event(incident, now, "grouped", vendor_incident=group_id)
+    return decision
+
+
+def group_grew(
+    incident: Incident,
+    names: Sequence[str],
+    now: float,
+    history: BlastHistory,
+    rule: UpdateRule,
+) -> Decision:
+    """A vendor-side incident's customers (``names``, everyone affected so far): its
+    reason and timeline follow the group as it grows, and the people already paged get
+    one update when it grew substantially since their last page (see ``UpdateRule``)."""
+    decision = Decision()
+    if incident.state is IncidentState.RESOLVED:
+        return decision
+    count = len(names)
+    if count > history.count:
+        incident.reason = group_reason(names)
+        decision.event(incident, now, "blast_radius", customers=count, previously=history.count)
+    if incident.notified and not _silenced(incident):
+        if rule.due(history.announced, count, history.announced_at, now):
+            decision.event(incident, now, "updated", customers=count, previously=history.announced)
+            decision.page(incident, "updated", notified_channels(incident), f"updated:{count}")
     return decision
 
 
@@ -375,9 +426,10 @@ def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
             if incident.escalation_level < len(policy.steps):
                 incident.next_escalation_at = min(incident.next_escalation_at or now, now)
             else:
+                # every step was paged already: say what changed, once, to the last people
                 decision.page(
                     incident,
-                    "escalated",
+                    "severity",
                     _current_channels(incident),
                     "severity:critical",
                     f"{incident.status} for too long",

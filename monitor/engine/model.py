@@ -12,6 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class IncidentError(Exception):
+    """An operator's action on an incident cannot be done; the message says why."""
+
+
+class IncidentConflict(IncidentError):
+    """The incident's state forbids the action (already resolved, still down …)."""
+
+
 class Severity(enum.StrEnum):
     MINOR = "minor"  # degraded
     MAJOR = "major"  # down

@@ -25,11 +25,16 @@ INCIDENT_ID = "INC-20251123-0007"
 PUBLIC_URL = "https://noc.example.cn/monitor"
 OWA_REASON = "status 503 (expected 200, 302)"
 
+# The customers of the vendor-side incident, and the minute each joined it.
+_AFFECTED = {"Contoso (China) Ltd.": 0, "Fabrikam Shanghai Co.": 1, "上海蓝海贸易有限公司": 8}
+
 # Minutes after the incident opened at which each event's message goes out.
 _MINUTES_AT = {
     "opened": 0,
+    "updated": 9,
     "escalated": 17,
     "acknowledged": 21,
+    "severity": 31,
     "reminder": 47,
     "vendor_ticket": 62,
     "resolved": 84,
@@ -84,7 +89,9 @@ def _incident(event: str, now: datetime) -> IncidentContext:
     acknowledged = event == "acknowledged"
     resolved = event == "resolved"
     step = _STEPS.get(event)
-    level = {"opened": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}.get(event, 3)
+    level = {"opened": 1, "updated": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}.get(
+        event, 3
+    )
     return IncidentContext(
         id=INCIDENT_ID,
         customer={
@@ -103,7 +110,7 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         },
         service={"id": "exchange-online", "name": "Exchange Online (operated by 21Vianet)"},
         status="down",
-        severity="major",
+        severity="critical" if event == "severity" else "major",
         state="resolved" if resolved else "acknowledged" if acknowledged else "open",
         opened_at=OPENED_AT,
         since_text=f"for {_minutes_text(max(minutes, 1))}",
@@ -134,7 +141,12 @@ def _incident(event: str, now: datetime) -> IncidentContext:
             "title": "Users may be unable to access Exchange Online through Outlook on the web",
             "latest_post": "We're reviewing service telemetry to isolate the cause of the impact.",
         },
-        blast_radius=["Contoso (China) Ltd.", "Fabrikam Shanghai Co.", "上海蓝海贸易有限公司"],
+        blast_radius=list(_AFFECTED),
+        affected=[
+            {"name": name, "duration_text": _minutes_text(max(minutes - offset, 1))}
+            for name, offset in _AFFECTED.items()
+        ],
+        announced_customers=2 if event == "updated" else None,
         timeline=_timeline(now),
     )
 

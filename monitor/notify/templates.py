@@ -41,7 +41,16 @@ from monitor.notify.sms import clean_for_sms, fit
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "alert_templates"
 
-EVENTS = ("opened", "escalated", "reminder", "acknowledged", "resolved", "vendor_ticket")
+EVENTS = (
+    "opened",
+    "escalated",
+    "severity",
+    "reminder",
+    "acknowledged",
+    "updated",
+    "resolved",
+    "vendor_ticket",
+)
 SUBJECT, TEXT, HTML, SMS, WEBHOOK = (
     "subject.txt.j2",
     "body.txt.j2",
@@ -101,6 +110,13 @@ class VendorContext(TypedDict):
     latest_post: str | None
 
 
+class AffectedContext(TypedDict):
+    """One customer of a vendor-side incident and how long it was affected."""
+
+    name: str
+    duration_text: str  # "42 min 10 s"; so far, while its incident is open
+
+
 class TimelineEntryContext(TypedDict):
     at: datetime  # aware
     kind: str  # probe, opened, notified, escalated, acknowledged, note, vendor, resolved …
@@ -129,6 +145,8 @@ class IncidentContext(TypedDict):
     vendor_case: str | None  # 21Vianet case number, once an operator recorded it
     vendor: VendorContext | None
     blast_radius: list[str]  # every affected customer's name for a vendor-side incident, else []
+    affected: list[AffectedContext]  # the same customers with how long each was affected
+    announced_customers: int | None  # customers the last page of a vendor-side incident named
     timeline: list[TimelineEntryContext]  # oldest first
 
 

@@ -113,6 +113,31 @@ class Reader:
             codec.interval_from_row(row) for row in (await self._conn.execute(query)).mappings()
         ]
 
+    async def last_statuses(self) -> dict[tuple[str, str], str]:
+        """Each subscription's last recorded status (its latest interval, open or not)."""
+        latest = (
+            select(
+                _intervals.c.customer,
+                _intervals.c.service,
+                func.max(_intervals.c.started_at).label("started_at"),
+            )
+            .group_by(_intervals.c.customer, _intervals.c.service)
+            .subquery()
+        )
+        query = (
+            select(_intervals.c.customer, _intervals.c.service, _intervals.c.status)
+            .join(
+                latest,
+                and_(
+                    _intervals.c.customer == latest.c.customer,
+                    _intervals.c.service == latest.c.service,
+                    _intervals.c.started_at == latest.c.started_at,
+                ),
+            )
+            .order_by(_intervals.c.id)
+        )
+        return {(row.customer, row.service): row.status for row in await self._conn.execute(query)}
+
     async def open_status_intervals(self) -> list[StatusInterval]:
         """The current interval of every subscription that has one."""
         query = (

@@ -163,6 +163,11 @@ class Store:
         async with self._reader() as reader:
             return await reader.status_intervals(customer, service, start, end)
 
+    async def last_statuses(self) -> dict[tuple[str, str], str]:
+        """Each subscription's last recorded status: what a restart starts from."""
+        async with self._reader() as reader:
+            return await reader.last_statuses()
+
     async def open_status_intervals(self) -> list[StatusInterval]:
         """The current interval of every subscription that has one."""
         async with self._reader() as reader:
