@@ -72,4 +72,31 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
         for name, options in catalog.config.channels.items()
         for warning in options.warnings()
     )
-    return CheckedConfig(catalog, renderer, warnings)
+    return CheckedConfig(catalog, renderer, warnings + _unpaged_subscriptions(catalog))
+
+
+def _unpaged_subscriptions(catalog: Catalog) -> tuple[ConfigIssue, ...]:
+    """Subscriptions no escalation policy applies to: their incidents open and page nobody,
+    which is legal (a trial customer) but far more often a forgotten default_policy."""
+    config = catalog.config
+    if config.incidents.default_policy is not None:
+        return ()
+    unpaged = [
+        f"{customer}/{service}"
+        for customer, service in catalog.subscriptions
+        if not (
+            catalog.customers[customer].escalation_policy
+            or catalog.services[service].escalation_policy
+        )
+    ]
+    if not unpaged:
+        return ()
+    shown = ", ".join(unpaged[:5]) + (f" and {len(unpaged) - 5} more" if len(unpaged) > 5 else "")
+    return (
+        ConfigIssue(
+            "incidents.default_policy",
+            f"not set, and no escalation policy applies to {len(unpaged)} "
+            f"subscription{'s' if len(unpaged) != 1 else ''} ({shown}): "
+            "their incidents will page nobody",
+        ),
+    )

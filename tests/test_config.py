@@ -308,3 +308,28 @@ channels:
     )
     assert (warning in captured.err) == (security == "none")
     assert "smtp-secret-value" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("policy", ["", "incidents: {default_policy: standard}\n"])
+def test_validate_warns_when_incidents_would_page_nobody(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        VALID
+        + policy
+        + """
+escalation_policies:
+  standard: {steps: [{after: 0s, notify: [noc]}]}
+channels:
+  noc: {type: file, directory: out}
+"""
+    )
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "OK:" in captured.out
+    warning = (
+        f"{path}: warning: incidents.default_policy: not set, and no escalation policy "
+        "applies to 1 subscription (contoso/exchange-online): their incidents will page nobody"
+    )
+    assert (warning in captured.err) == (not policy)

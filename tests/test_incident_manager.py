@@ -125,6 +125,25 @@ async def test_a_step_pages_its_own_recipients(setup: tuple[Store, Catalog]) -> 
     ]
 
 
+async def test_everyone_a_step_reached_hears_the_resolution(setup: tuple[Store, Catalog]) -> None:
+    """The first step pages the channel's own list, the second a named lead: both are
+    told it is over, not only the last step's recipients."""
+    store, catalog = setup
+    clock = FakeClock(T0)
+    manager = await started(store, catalog, clock)
+    await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
+    clock.now = T0 + 15 * MIN
+    await manager.tick(clock.now)
+    clock.now = T0 + 20 * MIN
+    await manager.status_changed(*KEY, Status.DOWN, Status.UP, "", clock.now)
+    resolved = [
+        row.message.recipients
+        for row in await store.list_outbox()
+        if row.message.event == "resolved"
+    ]
+    assert sorted(resolved) == [("lead@reseller.example.cn",), ("noc@reseller.example.cn",)]
+
+
 async def test_an_outage_is_recorded_and_told_from_its_first_failed_probe(
     setup: tuple[Store, Catalog],
 ) -> None:

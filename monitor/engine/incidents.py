@@ -93,12 +93,19 @@ def severity_for(status: str) -> Severity:
     return Severity.MAJOR if status == "down" else Severity.MINOR
 
 
+CHANNEL_RECIPIENTS = ""
+"""Stands for a channel's own recipients (its ``to``) among a page's recipients: a step
+that names nobody pages them, and they stay in the audience when steps are merged."""
+
+
 def _targets(steps: Iterable[EscalationStep]) -> dict[str, tuple[str, ...]]:
-    """Channel → recipients over some steps, each recipient once."""
+    """Channel → recipients over some steps, each recipient once; a step without
+    ``recipients`` contributes the channel's own (``CHANNEL_RECIPIENTS``)."""
     merged: dict[str, dict[str, None]] = {}
     for step in steps:
         for channel in step.notify:
-            merged.setdefault(channel, {}).update(dict.fromkeys(step.recipients))
+            people = step.recipients or (CHANNEL_RECIPIENTS,)
+            merged.setdefault(channel, {}).update(dict.fromkeys(people))
     return {channel: tuple(people) for channel, people in merged.items()}
 
 

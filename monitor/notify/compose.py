@@ -157,8 +157,7 @@ class MessageComposer:
             incident_context = self.incident_context(page.incident, timeline, page)
             for channel in page.channels:
                 # one message per recipient: a retry or a failure concerns one person only
-                people = page.recipients.get(channel) or self._channel_recipients(channel)
-                for person in people or ("",):
+                for person in self._people(page, channel):
                     context = self._template_context(page, incident_context, person or channel)
                     parts = self._render_parts(page, context)
                     key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
@@ -209,6 +208,18 @@ class MessageComposer:
                     "reason": incident.reason,
                 },
             )
+
+    def _people(self, page: engine.Page, channel: str) -> list[str]:
+        """Who gets ``page`` on ``channel``, each once: the step's recipients, with the
+        channel's own list in place of ``CHANNEL_RECIPIENTS``; ``""`` when the channel
+        has no list of its own (a webhook, a file)."""
+        people: dict[str, None] = {}
+        for person in page.recipients.get(channel) or (engine.CHANNEL_RECIPIENTS,):
+            if person == engine.CHANNEL_RECIPIENTS:
+                people.update(dict.fromkeys(self._channel_recipients(channel) or ("",)))
+            else:
+                people[person] = None
+        return list(people)
 
     def _channel_recipients(self, channel: str) -> tuple[str, ...]:
         options = self.catalog.config.channels.get(channel) if self.catalog else None
