@@ -443,3 +443,19 @@ def test_report_template_cannot_escape_the_sandbox(
     with pytest.raises(SecurityError):
         to_html(sample, [tmp_path / "operator-templates"])
     assert not marker.exists()
+
+
+def test_a_vendor_side_subject_counts_its_customers(renderer: TemplateRenderer) -> None:
+    context = sample_context("opened")
+    context["incident"]["customer"] = {
+        "id": "*",
+        "name": "Several customers (vendor-side outage)",
+        "tenant_domain": "",
+        "tier": "",
+        "contacts": [],
+    }
+    subject = renderer.render("opened", context).subject
+    assert subject.startswith(
+        "[DOWN] Exchange Online (operated by 21Vianet) / 3 customers (vendor-side): "
+    )
+    assert "more customers" not in subject
