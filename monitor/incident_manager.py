@@ -207,7 +207,7 @@ class IncidentManager:
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
             )
             window = in_maintenance(self._windows, customer, service, now)
-            await self._history.record(key, "maintenance" if window else current.value, since)
+            await self._history.record(key, Status.MAINTENANCE if window else current, since)
             incident = self._open.get(key)
             if current is Status.UP:
                 if incident is not None:
@@ -239,12 +239,12 @@ class IncidentManager:
             return
         recent = self._recent.get(key)
         if recent is not None and rules.reopens(recent, now, self._settings.cooldown):
-            await self._apply(recent, lambda i: engine.reopen(i, current.value, reason, now))
+            await self._apply(recent, lambda i: engine.reopen(i, current, reason, now))
             return
         await self._open_new(
             customer,
             service,
-            current.value,
+            current,
             reason,
             now,
             held=self._held_by(key, now),
@@ -279,7 +279,7 @@ class IncidentManager:
             )
         spec = self.catalog.config.services.get(service) if self.catalog else None
         dependencies = [
-            (needed, self._status.get((customer, needed), Status.UNKNOWN).value)
+            (needed, self._status.get((customer, needed), Status.UNKNOWN))
             for needed in (spec.depends_on if spec else ())
         ]
         return rules.hold_reason(window.id if window else None, dependencies)
@@ -293,7 +293,7 @@ class IncidentManager:
     def _worse(
         self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
     ) -> engine.Decision:
-        decision = engine.status_changed(incident, current.value, reason, now)
+        decision = engine.status_changed(incident, current, reason, now)
         incident.recovering_since = None
         if flapping and not incident.flapping:
             incident.flapping = True
@@ -320,7 +320,7 @@ class IncidentManager:
         self,
         customer: str,
         service: str,
-        status: str,
+        status: Status,
         reason: str,
         now: float,
         *,
@@ -490,7 +490,7 @@ class IncidentManager:
         """Windows start and end with time, not with probe results: record that."""
         for key, status in self._status.items():
             window = in_maintenance(self._windows, *key, now)
-            await self._history.record(key, "maintenance" if window else status.value, now)
+            await self._history.record(key, Status.MAINTENANCE if window else status, now)
 
     async def close(self, now: float | None = None) -> None:
         """A clean stop: end the history here, so the time until the next start is a gap."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from monitor.probe import Status
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class StatusHistory:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._recorded: dict[Key, str] = {}  # status last recorded, per subscription
+        self._recorded: dict[Key, Status] = {}  # status last recorded, per subscription
         self._unrecorded: list[tuple[str, str, str, float]] = []  # held back
         self._batching = 0
 
@@ -34,12 +35,12 @@ class StatusHistory:
         """Every subscription this run recorded a status for."""
         return list(self._recorded)
 
-    async def record(self, key: Key, status: str, at: float) -> None:
+    async def record(self, key: Key, status: Status, at: float) -> None:
         """``key`` is ``status`` from ``at`` on (nothing to write if it already was)."""
         if self._recorded.get(key) == status:
             return
         self._recorded[key] = status
-        self._unrecorded.append((*key, status, at))
+        self._unrecorded.append((*key, str(status), at))
         if not self._batching or len(self._unrecorded) >= BATCH:
             await self.flush()
 

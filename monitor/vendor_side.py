@@ -72,7 +72,7 @@ class IncidentHost(Protocol):
         self,
         customer: str,
         service: str,
-        status: str,
+        status: Status,
         reason: str,
         now: float,
         *,
@@ -152,7 +152,11 @@ class VendorSide:
         if group is None:
             name = host._composer.customer_name
             reason = group_reason([name(m.customer) for m in group_members])
-            worst = "down" if any(m.status == "down" for m in group_members) else "degraded"
+            worst = (
+                Status.DOWN
+                if any(m.status is Status.DOWN for m in group_members)
+                else Status.DEGRADED
+            )
             held = host._group_held_by(group_members, now)
             group = await host._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
             if group is None:

@@ -6,6 +6,7 @@ import pytest
 
 from monitor.engine import rules
 from monitor.engine.model import Incident, IncidentState, PolicySnapshot, Severity
+from monitor.probe import Status
 
 T0 = 1_800_000_000.0
 MIN = 60.0
@@ -21,7 +22,7 @@ def incident(
         id="INC-1",
         customer=customer,
         service="exchange-online",
-        status="down",
+        status=Status.DOWN,
         severity=Severity.MAJOR,
         state=state,
         opened_at=T0,
@@ -61,9 +62,9 @@ def test_policy_choice(
     [
         (None, [], None),
         ("MW-1", [], "maintenance MW-1"),
-        ("MW-1", [("entra-signin", "down")], "maintenance MW-1"),  # the window first
-        (None, [("entra-signin", "down")], "depends on entra-signin, which is down"),
-        (None, [("entra-signin", "degraded")], "depends on entra-signin, which is degraded"),
+        ("MW-1", [("entra-signin", Status.DOWN)], "maintenance MW-1"),  # the window first
+        (None, [("entra-signin", Status.DOWN)], "depends on entra-signin, which is down"),
+        (None, [("entra-signin", Status.DEGRADED)], "depends on entra-signin, which is degraded"),
         (None, [("entra-signin", "up"), ("dns", "unknown")], None),
         (None, [("entra-signin", None)], None),
     ],

@@ -19,6 +19,7 @@ from monitor.engine.model import (
     PolicySnapshot,
     Severity,
 )
+from monitor.probe import Status
 
 MIN = 60.0
 T0 = 1_800_000_000.0  # a fixed start; the engine never reads a clock itself
@@ -45,7 +46,7 @@ def open_down(policy: PolicySnapshot = GOLD, **kwargs: object) -> tuple[Incident
         "INC-1",
         "contoso",
         "exchange-online",
-        "down",
+        Status.DOWN,
         "status 503 (expected 200)",
         policy,
         T0,
@@ -109,7 +110,7 @@ def test_persistent_degradation_raises_severity_and_moves_up_the_policy() -> Non
         escalate_after=30 * MIN,
     )
     incident, decision = engine.open_incident(
-        "INC-2", "fabrikam", "sharepoint-online", "degraded", "slow: 4.2s > 3s", policy, T0
+        "INC-2", "fabrikam", "sharepoint-online", Status.DEGRADED, "slow: 4.2s > 3s", policy, T0
     )
     assert incident.severity is Severity.MINOR
     assert pages(decision) == [("opened", ("oncall-sms",))]
@@ -121,20 +122,20 @@ def test_persistent_degradation_raises_severity_and_moves_up_the_policy() -> Non
 def test_degraded_then_down_raises_severity_and_says_so() -> None:
     policy = PolicySnapshot(name="p", steps=(EscalationStep(0, ("oncall-sms",)),))
     incident, _ = engine.open_incident(
-        "INC-3", "contoso", "azure-portal", "degraded", "slow", policy, T0
+        "INC-3", "contoso", "azure-portal", Status.DEGRADED, "slow", policy, T0
     )
-    decision = engine.status_changed(incident, "down", "connection refused", T0 + MIN)
+    decision = engine.status_changed(incident, Status.DOWN, "connection refused", T0 + MIN)
     assert incident.severity is Severity.MAJOR
     assert pages(decision) == [("severity", ("oncall-sms",))]
     # back to degraded: still worth telling in the timeline, not a page, severity kept
-    decision = engine.status_changed(incident, "degraded", "slow", T0 + 2 * MIN)
+    decision = engine.status_changed(incident, Status.DEGRADED, "slow", T0 + 2 * MIN)
     assert pages(decision) == [] and incident.severity is Severity.MAJOR
 
 
 def test_relapse_within_cooldown_reopens_the_same_incident() -> None:
     incident, _ = open_down()
     engine.recovered(incident, T0 + 5 * MIN)
-    decision = engine.reopen(incident, "down", "status 503", T0 + 7 * MIN)
+    decision = engine.reopen(incident, Status.DOWN, "status 503", T0 + 7 * MIN)
     assert incident.id == "INC-1" and incident.state is IncidentState.OPEN
     assert pages(decision) == [("opened", ("oncall-sms", "noc-email"))]
     assert decision.pages[0].detail == "relapse after recovery"
@@ -288,12 +289,12 @@ def test_one_service_failing_for_many_customers_forms_a_group() -> None:
     opened[1].customer = "fabrikam"
     assert members(opened, "exchange-online", T0 + 60, settings) == []
     third, _ = engine.open_incident(
-        "INC-5", "adatum", "exchange-online", "down", "x", GOLD, T0 + 120
+        "INC-5", "adatum", "exchange-online", Status.DOWN, "x", GOLD, T0 + 120
     )
     group = members([*opened, third], "exchange-online", T0 + 120, settings)
     assert [incident.customer for incident in group] == ["contoso", "fabrikam", "adatum"]
     late, _ = engine.open_incident(
-        "INC-6", "northwind", "exchange-online", "down", "x", GOLD, T0 + 3600
+        "INC-6", "northwind", "exchange-online", Status.DOWN, "x", GOLD, T0 + 3600
     )
     assert members([*opened, third, late], "exchange-online", T0 + 3600, settings) == []
 
@@ -305,7 +306,7 @@ def test_severity_raised_at_the_last_step_is_announced_once_as_its_own_page() ->
         escalate_after=100.0,
     )
     incident, _ = engine.open_incident(
-        "INC-4", "contoso", "sharepoint-online", "degraded", "slow", policy, T0
+        "INC-4", "contoso", "sharepoint-online", Status.DEGRADED, "slow", policy, T0
     )
     sent = [
         (second, page.event, page.channels)
@@ -319,13 +320,13 @@ def test_severity_raised_at_the_last_step_is_announced_once_as_its_own_page() ->
 @pytest.mark.parametrize(
     ("statuses", "open_keys", "missing"),
     [
-        ({("c", "s"): "down"}, set(), [("c", "s")]),
-        ({("c", "s"): "degraded"}, set(), [("c", "s")]),
-        ({("c", "s"): "down"}, {("c", "s")}, []),
+        ({("c", "s"): Status.DOWN}, set(), [("c", "s")]),
+        ({("c", "s"): Status.DEGRADED}, set(), [("c", "s")]),
+        ({("c", "s"): Status.DOWN}, {("c", "s")}, []),
         ({("c", "s"): "up", ("d", "s"): "unknown"}, set(), []),
         ({("c", "s"): "maintenance"}, set(), []),
         (
-            {("c", "s"): "down", ("d", "s"): "up", ("e", "s"): "degraded"},
+            {("c", "s"): Status.DOWN, ("d", "s"): "up", ("e", "s"): Status.DEGRADED},
             {("e", "s")},
             [("c", "s")],
         ),
@@ -342,7 +343,7 @@ def test_every_subscription_down_or_degraded_needs_an_incident(
 def test_an_incident_spans_the_outage_not_its_confirmation() -> None:
     # first failed probe at T0, confirmed 20 s later; first good probe at +2 min 55 s
     incident, decision = engine.open_incident(
-        "INC-5", "contoso", "exchange-online", "down", "503", GOLD, T0 + 20, started_at=T0
+        "INC-5", "contoso", "exchange-online", Status.DOWN, "503", GOLD, T0 + 20, started_at=T0
     )
     assert incident.opened_at == T0
     assert decision.pages[0].dedup_key == "INC-5:step:0"
@@ -371,7 +372,9 @@ def test_a_growing_vendor_side_incident_sends_an_update_when_it_grew_enough(
 
 
 def test_vendor_side_group_grows_in_its_reason_timeline_and_one_update() -> None:
-    group, opening = engine.open_incident("INC-G", "*", "exchange-online", "down", "", GOLD, T0)
+    group, opening = engine.open_incident(
+        "INC-G", "*", "exchange-online", Status.DOWN, "", GOLD, T0
+    )
     assert pages(opening) == [("opened", ("oncall-sms", "noc-email"))]
     names = [f"Customer {n:02d}" for n in range(1, 21)]
     history = blast_history(opening.events)

@@ -29,6 +29,7 @@ from monitor.engine.model import (
     PolicySnapshot,
     Severity,
 )
+from monitor.probe import Status
 
 VENDOR_TICKET = "vendor_ticket"
 _RANK = {Severity.MINOR: 0, Severity.MAJOR: 1, Severity.CRITICAL: 2}
@@ -89,8 +90,8 @@ class Decision:
         )
 
 
-def severity_for(status: str) -> Severity:
-    return Severity.MAJOR if status == "down" else Severity.MINOR
+def severity_for(status: Status) -> Severity:
+    return Severity.MAJOR if status is Status.DOWN else Severity.MINOR
 
 
 CHANNEL_RECIPIENTS = ""
@@ -126,7 +127,7 @@ def open_incident(
     incident_id: str,
     customer: str,
     service: str,
-    status: str,
+    status: Status,
     reason: str,
     policy: PolicySnapshot,
     now: float,
@@ -175,18 +176,18 @@ def open_incident(
 
 
 def missing_incidents(
-    statuses: Mapping[tuple[str, str], str], open_incidents: Container[tuple[str, str]]
+    statuses: Mapping[tuple[str, str], Status], open_incidents: Container[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """Subscriptions down or degraded without an open incident: each must get one
     (maintenance decides whether it pages, not whether it exists)."""
     return [
         key
         for key, status in statuses.items()
-        if status in ("down", "degraded") and key not in open_incidents
+        if status in (Status.DOWN, Status.DEGRADED) and key not in open_incidents
     ]
 
 
-def status_changed(incident: Incident, status: str, reason: str, now: float) -> Decision:
+def status_changed(incident: Incident, status: Status, reason: str, now: float) -> Decision:
     """The subscription is still not up, but its status changed (degraded ↔ down)."""
     decision = Decision()
     if status == incident.status:
@@ -248,7 +249,7 @@ def resolve(
     return decision
 
 
-def reopen(incident: Incident, status: str, reason: str, now: float) -> Decision:
+def reopen(incident: Incident, status: Status, reason: str, now: float) -> Decision:
     """A relapse within the cool-down: the same incident again, not a new one."""
     decision = Decision()
     incident.state = IncidentState.OPEN

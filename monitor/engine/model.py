@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.probe import Status
+
 
 class IncidentError(Exception):
     """An operator's action on an incident cannot be done; the message says why."""
@@ -90,7 +92,7 @@ class Incident:
     id: str  # e.g. "INC-20261123-0007": readable on a phone, unique
     customer: str
     service: str
-    status: str  # the subscription status that opened or last changed it (down, degraded …)
+    status: Status  # the subscription status that opened or last changed it (down, degraded)
     severity: Severity
     state: IncidentState
     opened_at: float
@@ -129,7 +131,7 @@ class StatusInterval:
 
     customer: str
     service: str
-    status: str
+    status: Status
     start: float
     end: float | None = None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from monitor.engine.model import Incident, IncidentState
+from monitor.probe import Status
 
-FAILING = ("down", "degraded")
+FAILING = (Status.DOWN, Status.DEGRADED)
 
 
 def policy_name(
@@ -29,7 +30,9 @@ def policy_name(
     return customer_policy or service_policy or default
 
 
-def hold_reason(window: str | None, dependencies: Iterable[tuple[str, str | None]]) -> str | None:
+def hold_reason(
+    window: str | None, dependencies: Iterable[tuple[str, Status | None]]
+) -> str | None:
     """Why a subscription's pages are held back, if they are: a maintenance window (its id),
     or a service it depends on (name, status) failing for the same customer: that
     service's incident pages; this one pages only if it outlasts it."""

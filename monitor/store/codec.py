@@ -17,6 +17,7 @@ from monitor.engine.model import (
     StatusInterval,
 )
 from monitor.notify.message import RenderedMessage
+from monitor.probe import Status
 from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus
 
 Row = RowMapping
@@ -60,7 +61,7 @@ def incident_values(incident: Incident) -> dict[str, Any]:
         "id": incident.id,
         "customer": incident.customer,
         "service": incident.service,
-        "status": incident.status,
+        "status": str(incident.status),
         "severity": str(incident.severity),
         "state": str(incident.state),
         "opened_at": incident.opened_at,
@@ -88,7 +89,7 @@ def incident_from_row(row: Row) -> Incident:
         id=row["id"],
         customer=row["customer"],
         service=row["service"],
-        status=row["status"],
+        status=Status(row["status"]),
         severity=Severity(row["severity"]),
         state=IncidentState(row["state"]),
         opened_at=row["opened_at"],
@@ -135,7 +136,7 @@ def interval_from_row(row: Row) -> StatusInterval:
     return StatusInterval(
         customer=row["customer"],
         service=row["service"],
-        status=row["status"],
+        status=Status(row["status"]),
         start=row["started_at"],
         end=row["ended_at"],
     )
