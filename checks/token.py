@@ -14,14 +14,10 @@ the shared HTTP session has no per-request tracing) and ``transfer`` (the body).
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from typing import Any
-
 import aiohttp
 from pydantic import Field, SecretStr, model_validator
 
+from checks.azure_oauth import TokenAnswer, client_credentials_form, read_answer, token_url
 from monitor.probe import (
     CheckOptions,
     ProbeContext,
@@ -36,9 +32,6 @@ METRIC_HELP = {
     "http_status_code": "HTTP status code of the final response",
     "token_expires_in": "Lifetime in seconds of the access token the endpoint issued",
 }
-
-_AADSTS_CODE = re.compile(r"\bAADSTS\d+\b")
-_OAUTH_ERROR = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # RFC 6749 codes look like invalid_client
 
 
 class Options(CheckOptions):
@@ -81,19 +74,14 @@ class Options(CheckOptions):
         """The token endpoint URL this check posts to."""
         if self.token_url is not None:
             return self.token_url
-        return f"{self.authority.rstrip('/')}/{self.tenant}/oauth2/v2.0/token"
+        return token_url(self.authority, self.tenant or "")
 
 
 async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult:
     started = ctx.monotonic()
     url = opts.endpoint
     secret = opts.client_secret.get_secret_value()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": opts.client_id,
-        "client_secret": secret,
-        "scope": opts.scope,
-    }
+    form = client_credentials_form(opts.client_id, secret, opts.scope)
     ssl_context = (
         ctx.ssl_context(opts.tls_verify, opts.ca_file) if url.startswith("https") else True
     )
@@ -114,15 +102,14 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
     finished = ctx.monotonic()
     phases = {"response": answered - started, "transfer": finished - answered}
     facts = {"http_status_code": float(status)}
-    document = _json_object(body)
-    reason = _problem(status, document)
+    answer = read_answer(status, body)
+    reason = _problem(answer)
     if reason is not None:
         result = failure(_redact(reason, secret), started, ctx, **phases)
         result.facts = facts
         return result
-    expires_in = _expires_in(document)
-    if expires_in is not None:
-        facts["token_expires_in"] = expires_in
+    if answer.expires_in is not None:
+        facts["token_expires_in"] = answer.expires_in
     return ProbeResult(success=True, duration=finished - started, phases=phases, facts=facts)
 
 
@@ -138,49 +125,15 @@ def _describe(exc: BaseException) -> str:
     return describe_error(exc)
 
 
-def _problem(status: int, document: dict[str, Any] | None) -> str | None:
+def _problem(answer: TokenAnswer) -> str | None:
     """Why the response is not a usable token, or None when it is one."""
-    if status != 200:
-        return f"status {status}{_oauth_error(document)}"
-    if document is None:
+    if answer.status != 200:
+        return f"status {answer.status}{answer.error}"
+    if not answer.is_json:
         return "status 200 but response is not JSON"
-    token = document.get("access_token")
-    if not isinstance(token, str) or not token:
-        return f"no access_token in response{_oauth_error(document)}"
+    if answer.access_token is None:
+        return f"no access_token in response{answer.error}"
     return None
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        document = json.loads(body)
-    except ValueError:  # also covers bytes that are not UTF-8
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def _oauth_error(document: dict[str, Any] | None) -> str:
-    """': invalid_client (AADSTS7000215)' from an OAuth error response, '' if there is none.
-
-    Only the error code and the AADSTS number are kept: the description is long,
-    localised, and may quote request details.
-    """
-    if document is None:
-        return ""
-    error = document.get("error")
-    if not isinstance(error, str) or not _OAUTH_ERROR.fullmatch(error):
-        return ""
-    description = document.get("error_description")
-    code = _AADSTS_CODE.search(description) if isinstance(description, str) else None
-    return f": {error} ({code.group()})" if code else f": {error}"
-
-
-def _expires_in(document: dict[str, Any] | None) -> float | None:
-    try:
-        # v2.0 endpoints send a number, the v1.0 ones a string of digits.
-        seconds = float((document or {})["expires_in"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return seconds if math.isfinite(seconds) else None
 
 
 def _redact(reason: str, secret: str) -> str:

@@ -39,6 +39,7 @@ from multidict import CIMultiDict
 from pydantic import SecretStr
 from yarl import URL
 
+from checks.azure_oauth import client_credentials_form, read_answer, token_url
 from monitor.probe import ProbeContext, describe_error
 from monitor.retry_after import retry_after_header
 
@@ -48,13 +49,13 @@ T = TypeVar("T")
 Headers = CIMultiDict[str]
 CACHE_KEY = "vendor_health"
 TOKEN_MARGIN = 60.0  # a token this close to expiry is not used any more
+DEFAULT_TOKEN_LIFETIME = 3599.0  # an answer without a usable expires_in: Azure AD's usual hour
 DEFAULT_RETRY_AFTER = 60.0  # a 429 without Retry-After
 MAX_RETRY_AFTER = 3600.0
 # A failed read is shared only by checks probing at about the same moment: the daemon's
 # quick re-probes of a failing check (retry_interval) must each ask the API again.
 FAILURE_REUSE = 5.0
 _CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")  # vendor error codes: InvalidAuthenticationToken
-_AADSTS = re.compile(r"\bAADSTS\d+\b")
 # ARM's answers to an api-version (or a resource type) this cloud does not serve.
 VERSION_ERRORS = {"noregisteredproviderfound", "invalidapiversionparameter"}
 
@@ -304,13 +305,10 @@ class VendorApi:
 
     async def _sign_in(self) -> _Token:
         creds = self._credentials
-        url = f"{creds.authority.rstrip('/')}/{creds.tenant}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": creds.client_id,
-            "client_secret": creds.client_secret.get_secret_value(),
-            "scope": creds.scope,
-        }
+        url = token_url(creds.authority, creds.tenant)
+        form = client_credentials_form(
+            creds.client_id, creds.client_secret.get_secret_value(), creds.scope
+        )
         try:
             # No redirects: following one would re-post the secret to wherever it points.
             async with self._ctx.http.post(
@@ -322,21 +320,13 @@ class VendorApi:
             raise VendorApiError(f"sign-in: {self._redact(describe_error(exc))}") from None
         if status == 429:
             raise Throttled("sign-in", self._retry_after(headers))
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-        document = document if isinstance(document, dict) else {}
-        value = document.get("access_token")
+        answer = read_answer(status, body)
         if status != 200:
-            raise VendorApiError(f"sign-in failed: status {status}{_oauth_error(document)}")
-        if not isinstance(value, str) or not value:
+            raise VendorApiError(f"sign-in failed: status {status}{answer.error}")
+        if answer.access_token is None:
             raise VendorApiError("sign-in failed: no access_token in the response")
-        try:
-            lifetime = float(document.get("expires_in", 3599))
-        except (TypeError, ValueError):
-            lifetime = 3599.0
-        return _Token(value, self._ctx.wall() + lifetime - TOKEN_MARGIN)
+        lifetime = DEFAULT_TOKEN_LIFETIME if answer.expires_in is None else answer.expires_in
+        return _Token(answer.access_token, self._ctx.wall() + lifetime - TOKEN_MARGIN)
 
     def _retry_after(self, headers: Headers) -> float:
         seconds = retry_after_header(headers, self._ctx.wall(), limit=MAX_RETRY_AFTER)
@@ -382,13 +372,3 @@ def _error(document: object) -> tuple[str, str]:
         code if isinstance(code, str) and _CODE.fullmatch(code) else "",
         message if isinstance(message, str) else "",
     )
-
-
-def _oauth_error(document: dict[str, Any]) -> str:
-    """': invalid_client (AADSTS7000215)': the OAuth error code and AADSTS number only."""
-    error = document.get("error")
-    if not isinstance(error, str) or not _CODE.fullmatch(error):
-        return ""
-    description = document.get("error_description")
-    code = _AADSTS.search(description) if isinstance(description, str) else None
-    return f": {error} ({code.group()})" if code else f": {error}"

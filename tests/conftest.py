@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import inspect
+import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
+from aiosmtpd.controller import Controller
 from yarl import URL
 
 from monitor.probe import ProbeContext
@@ -114,6 +118,62 @@ async def wait_until(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _collector_settings_kept() -> Iterator[None]:
+    """Undo what a daemon started inside a test did to the garbage collector.
+
+    ``Daemon.start()`` freezes every live object and raises the collection thresholds
+    for its own process; left so, the rest of the suite would collect rarely and a
+    leaked socket would be reported (as an error) in some unrelated later test.
+    """
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``python -m monitor.cli *args`` in a child process."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitor.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:  # timed out: don't leave it running, reap it
+            process.kill()
+            await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def start_smtp_server(handler: Any, port: int, **parameters: Any) -> Controller:
+    """aiosmtpd on 127.0.0.1:``port`` in its own thread; stop it with stop_smtp_server()."""
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **parameters)
+    try:
+        controller.start()
+    except BaseException:
+        stop_smtp_server(controller)
+        raise
+    return controller
+
+
+def stop_smtp_server(controller: Controller) -> None:
+    """Stop the server and close its event loop, however far it got in starting."""
+    if getattr(controller, "_thread", None) is not None:
+        controller.stop()
+    # The Controller makes its loop in __init__ but closes it only when its thread ran
+    # to the end: after a failed start (the port taken, say) it would stay open.
+    if not controller.loop.is_closed():
+        controller.loop.close()
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -29,7 +29,16 @@ from aiosmtpd.controller import Controller
 
 from monitor.daemon import Daemon
 from monitor.store import OutboxStatus
-from tests.conftest import WebTarget, pg_admin, run_elsewhere, unused_port, wait_until
+from tests.conftest import (
+    WebTarget,
+    pg_admin,
+    run_cli,
+    run_elsewhere,
+    start_smtp_server,
+    stop_smtp_server,
+    unused_port,
+    wait_until,
+)
 
 
 @dataclass
@@ -57,12 +66,11 @@ class Mailbox:
 @pytest.fixture
 def smtp(free_port: int) -> Iterator[tuple[Mailbox, int]]:
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port)
-    controller.start()
+    controller = start_smtp_server(mailbox, free_port)
     try:
         yield mailbox, free_port
     finally:
-        controller.stop()
+        stop_smtp_server(controller)
 
 
 def write_config(
@@ -233,7 +241,7 @@ async def test_smtp_down_then_back_loses_nothing_and_doubles_nothing(
     daemon = Daemon(path)
     await daemon.start()
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port)
+    controller: Controller | None = None
     try:
         web_target.status = 503
         store = daemon.alerting.store
@@ -244,7 +252,7 @@ async def test_smtp_down_then_back_loses_nothing_and_doubles_nothing(
             return any(r.channel == "noc-email" and r.attempts >= 2 for r in rows)
 
         await wait_until(retrying, what="e-mail retries while SMTP is down")
-        controller.start()
+        controller = start_smtp_server(mailbox, free_port)
         await wait_until(lambda: len(mailbox.messages) == 1, within=10, what="delivery")
         await asyncio.sleep(1.5)  # several retry periods: no second copy
         assert len(mailbox.messages) == 1
@@ -252,8 +260,8 @@ async def test_smtp_down_then_back_loses_nothing_and_doubles_nothing(
         assert [r.status for r in rows] == [OutboxStatus.SENT]
     finally:
         await daemon.close()
-        if getattr(controller, "_thread", None) is not None:
-            controller.stop()
+        if controller is not None:
+            stop_smtp_server(controller)
 
 
 async def test_restart_mid_incident_resumes_escalation_without_a_second_page(
@@ -377,20 +385,7 @@ async def test_cli_lists_and_acknowledges_incidents(
     url = f"http://127.0.0.1:{daemon.bound_port}"
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            *args,
-            "--url",
-            url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "CSP_MONITOR_TOKEN": "noc-token"},
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return await run_cli(*args, "--url", url, env={"CSP_MONITOR_TOKEN": "noc-token"})
 
     code, out, _ = await cli("incidents", "list")
     assert code == 0 and incident.id in out and "contoso/exchange-online" in out
@@ -438,6 +433,7 @@ async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(
     finally:
         if first.returncode is None:
             first.kill()
+            await first.wait()
     assert files(tmp_path / "lead") == []  # killed before the second step was due
     second = await start()
     try:
@@ -453,6 +449,7 @@ async def test_kill_9_mid_incident_loses_no_escalation_and_sends_no_page_twice(
     finally:
         if second.returncode is None:
             second.kill()
+            await second.wait()
 
 
 async def test_a_flapping_service_is_one_incident_not_a_storm_of_pages(

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from monitor.channels.email import EmailChannel, Options
 from monitor.notify.message import DeliveryError, RenderedMessage
+from tests.conftest import start_smtp_server, stop_smtp_server
 
 PASSWORD = "smtp-pa55word-never-shown"
 MESSAGE = RenderedMessage(
@@ -94,14 +95,12 @@ def smtpd(free_port: int) -> Iterator[Callable[..., Mailbox]]:
 
     def start(**parameters: Any) -> Mailbox:
         mailbox = Mailbox()
-        controller = Controller(mailbox, hostname="127.0.0.1", port=free_port, **parameters)
-        controller.start()
-        controllers.append(controller)
+        controllers.append(start_smtp_server(mailbox, free_port, **parameters))
         return mailbox
 
     yield start
     for controller in controllers:
-        controller.stop()
+        stop_smtp_server(controller)
 
 
 def channel(port: int, **options: Any) -> EmailChannel:

@@ -22,6 +22,7 @@ import checks.smtp
 from checks.smtp import Options, probe
 from monitor.probe import ProbeContext, Target
 from monitor.runner import run_probe
+from tests.conftest import start_smtp_server, stop_smtp_server
 
 TARGET = Target(customer="contoso", service="exchange-online", check="mx", type="smtp")
 MX_NAME = "contoso-com.mail.protection.partner.outlook.cn"
@@ -49,16 +50,14 @@ def start_smtpd(free_port: int) -> Iterator[Callable[..., int]]:
     controllers: list[Controller] = []
 
     def start(**smtp_parameters: Any) -> int:
-        controller = Controller(
-            Sink(), hostname="127.0.0.1", port=free_port, server_hostname=MX_NAME, **smtp_parameters
+        controllers.append(
+            start_smtp_server(Sink(), free_port, server_hostname=MX_NAME, **smtp_parameters)
         )
-        controller.start()
-        controllers.append(controller)
         return free_port
 
     yield start
     for controller in controllers:
-        controller.stop()
+        stop_smtp_server(controller)
 
 
 @dataclass

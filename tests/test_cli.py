@@ -10,23 +10,10 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import WebTarget, wait_until
+from tests.conftest import WebTarget, run_cli, wait_until
 from tests.test_daemon import write_config
 
 CLI = [sys.executable, "-m", "monitor.cli"]
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def scrape(port: int) -> str:

@@ -389,6 +389,7 @@ def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
             pass
         time.sleep(0.1)
     process.kill()
+    process.wait()  # reaped: not left running (and warned about) once the test has failed
     pytest.fail(f"prometheus did not become ready: {log.read_text()}", pytrace=False)
 
 
