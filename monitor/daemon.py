@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting
+from monitor.canaries import SightKeeper
 from monitor.catalog import Catalog, TargetSpec
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
@@ -79,6 +80,7 @@ class Daemon:
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
         self.vendor = VendorBoard()
         self.alerting = Alerting(self.registry, wall, self.vendor)
+        self.sight = SightKeeper(self.registry, wall)
         self._probe_cache: dict[str, Any] = {}  # tokens and shared vendor reads
         self.catalog: Catalog | None = None
         self.ready = False
@@ -122,6 +124,16 @@ class Daemon:
         )
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
+        )
+        assert self.alerting.notifier is not None
+        self.sight.start(
+            catalog,
+            checked.renderer,
+            self._http,
+            self.alerting.store,
+            self.alerting.notifier.wake,
+            self.board,
+            self.handle_result,
         )
         self.scheduler.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
@@ -191,6 +203,7 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        await self.sight.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.alerting.close()
@@ -224,6 +237,7 @@ class Daemon:
             catalog = checked.catalog
             added, changed, removed = self._apply(catalog)
             self.alerting.configure(catalog, checked.renderer, channels)
+            self.sight.configure(catalog, checked.renderer)
             await self.alerting.record_config(
                 catalog.source,
                 catalog.digest,
@@ -361,7 +375,9 @@ class Daemon:
                     )
                 finally:
                     self.metrics.in_flight.dec()
-            self.handle_result(spec, result)
+            admitted = self.sight.admit(spec, result, self.board.target(target_id, self.wall()))
+            if admitted is not None:  # None: held for the canaries' verdict
+                self.handle_result(spec, admitted)
         finally:
             self._running.discard(task)
 
