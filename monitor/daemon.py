@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting
+from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
 from monitor.catalog import Catalog, TargetSpec
 from monitor.config import ConfigError, ConfigIssue
@@ -93,6 +94,8 @@ class Daemon:
         self._signal_reloads: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._site: BoundedSite | None = None
+        self._api_server_metrics = ApiServerMetrics(self.registry)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,14 +139,24 @@ class Daemon:
             self.handle_result,
         )
         self.scheduler.start()
-        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        check_file_limit(settings.max_concurrency, settings.max_connections)
+        self._runner = web.AppRunner(
+            build_app(self),
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=settings.header_timeout,
+        )
         await self._runner.setup()
         host, _, port = (self._listen_override or settings.listen).rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self._site = BoundedSite(
+            self._runner,
+            host.strip("[]") or "127.0.0.1",
+            int(port),
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            metrics=self._api_server_metrics,
+        )
+        self.bound_port = await self._site.start()
         self.ready = True
         _freeze_long_lived_objects()
         log.info(
@@ -204,6 +217,8 @@ class Daemon:
                 await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
         await self.sight.close()
+        if self._site is not None:
+            await self._site.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.alerting.close()
