@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from checks import check_types
 from monitor.catalog import Catalog, TargetSpec
 from monitor.notify.templates import TemplateRenderer
-from monitor.ops_messages import episode_id, ops_messages
+from monitor.ops_messages import episode_id, episode_since, ops_messages
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import run_probe
 from monitor.sight import CanaryOutcome, Sight, SightChange, SightSettings
@@ -110,6 +110,7 @@ class SightKeeper:
         self._held: dict[str, tuple[TargetSpec, ProbeResult]] = {}
         self._episode: str | None = None
         self._blind_since: float | None = None
+        self._resumed = False  # a blindness announced by an earlier run, not yet resolved
         self._round_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -241,7 +242,26 @@ class SightKeeper:
 
     # ------------------------------------------------------------------ rounds
 
+    async def _resume(self) -> None:
+        """A blindness an earlier run of this node announced and never resolved goes on:
+        no second ``blind`` message, and its ``sight_restored`` is still owed."""
+        if self._store is None:
+            return
+        for row in await self._store.latest_outbox(["blind", "sight_restored"]):
+            episode = row.message.incident_id or ""
+            since = episode_since(episode)
+            if since is None or episode_id(self.node, since) != episode:
+                continue  # another node's
+            if row.message.event == "blind":
+                self._episode, self._blind_since, self._resumed = episode, since, True
+                log.warning("event=monitor_blind_resumed node=%s episode=%s", self.node, episode)
+            return
+
     async def _rounds(self) -> None:
+        try:
+            await self._resume()
+        except Exception:  # the store may be down: at worst a second message
+            log.exception("event=blind_resume_failed")
         while not self._stop.is_set():
             started = self._wall()
             self._round_now.clear()
@@ -313,6 +333,21 @@ class SightKeeper:
         if change is SightChange.BLIND:
             self._blind_everything()
         self._settle_held()
+        if self._resumed:  # the verdict on a blindness announced before a restart
+            if change is SightChange.BLIND:
+                self._resumed = False
+                log.error(
+                    "event=monitor_blind node=%s since=%.0f canaries=%r announced=%r",
+                    self.node,
+                    self._blind_since or 0.0,
+                    self._canary_reasons(),
+                    "before the restart",
+                )
+                return
+            rounds = self.sight.settings.rounds
+            if not self.sight.blind and self.sight.passing_rounds >= rounds:
+                self._resumed = False
+                change = SightChange.SIGHT_RESTORED
         if change is not None:
             await self._announce(change, outcomes)
 

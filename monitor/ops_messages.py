@@ -178,6 +178,17 @@ def ops_messages(
     return messages
 
 
+def episode_since(episode: str) -> float | None:
+    """The start time an :func:`episode_id` carries, or None for another kind of id."""
+    if not episode.startswith("BLIND-"):
+        return None
+    try:
+        moment = datetime.strptime(episode[6:21], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return moment.timestamp()
+
+
 def episode_id(node: str, since: float) -> str:
     """``BLIND-20251123T231200-noc-sh-01`` (at most 40 characters: the outbox's column)."""
     stamp = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=since)).strftime("%Y%m%dT%H%M%S")

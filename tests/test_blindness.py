@@ -200,3 +200,37 @@ async def get_metrics(daemon: Daemon) -> tuple[int, str]:
     writer.close()
     head, _, body = data.decode().partition("\r\n\r\n")
     return int(head.split()[1]), body
+
+
+async def test_a_blindness_that_outlasts_a_restart_is_announced_once_and_resolved(
+    tmp_path: Path, ports: dict[str, Port], silent_resolver: int
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, ports, silent_resolver)
+    for port in ports.values():
+        await port.close()
+    first = Daemon(config)
+    await first.start()
+    try:
+        await wait_until(lambda: len(files(tmp_path / "ops", "blind")) == 1, what="blind")
+    finally:
+        await first.close()
+    second = Daemon(config)
+    await second.start()
+    try:
+        await wait_until(lambda: second.sight.sight.blind, what="blind again after the restart")
+        await asyncio.sleep(0.5)
+        assert len(files(tmp_path / "ops", "blind")) == 1  # the same blindness, told once
+        for port in ports.values():
+            await port.open()
+        await wait_until(
+            lambda: len(files(tmp_path / "ops", "sight_restored")) == 1, what="the resolution"
+        )
+        [restored] = files(tmp_path / "ops", "sight_restored")
+        [blind] = files(tmp_path / "ops", "blind")
+        episode = blind.read_text().split("Incident: ")[1].split("\n")[0]
+        assert f"Incident: {episode}\n" in restored.read_text()  # the same episode
+        store = second.alerting.store
+        assert store is not None and await store.list_incidents() == []
+    finally:
+        await second.close()
