@@ -317,6 +317,13 @@ class SightKeeper:
 
     async def _verdict(self, outcomes: list[CanaryOutcome], started: float) -> None:
         was_failing = self.sight.failing_rounds
+        if self._catalog is not None and not self._catalog.canaries:
+            change = self.sight.without_canaries()  # a reload removed them
+            self.metrics.blind.set(0)
+            self._settle_held()
+            if change is not None:
+                await self._announce(change, outcomes)
+            return
         change = self.sight.round_finished(outcomes, started)
         failing = [o for o in outcomes if not o.success]
         newly_failing = self.sight.failing_rounds > was_failing and not self.sight.blind

@@ -104,6 +104,15 @@ class Sight:
             return SightChange.SIGHT_RESTORED
         return None
 
+    def without_canaries(self) -> SightChange | None:
+        """The canaries were removed: nothing can say the node is blind any more."""
+        was_blind = self.blind
+        self.blind, self.blind_since = False, None
+        self.failing_rounds = self.passing_rounds = 0
+        self.burst_since = None
+        self.last_outcomes = []
+        return SightChange.SIGHT_RESTORED if was_blind else None
+
     def failure_seen(self, service: str, now: float) -> bool:
         """A target of ``service`` failed reaching its target; True when this makes a burst
         (run the canaries now)."""

@@ -108,3 +108,14 @@ def test_a_burst_then_failing_canaries_make_the_node_blind() -> None:
     assert sight.round_finished(round_of(3, 0), 11.0) is SightChange.BLIND
     assert sight.blind_since == 1.0
     assert not sight.failure_seen("sharepoint", 12.0)  # no bursts while blind
+
+
+def test_removing_the_canaries_ends_a_blindness_and_any_pending_verdict() -> None:
+    sight = Sight()
+    sight.round_finished(round_of(3, 0), 0.0)
+    assert sight.pending()
+    assert sight.without_canaries() is None and not sight.pending()
+    sight.round_finished(round_of(3, 0), 0.0)
+    sight.round_finished(round_of(3, 0), 10.0)
+    assert sight.without_canaries() is SightChange.SIGHT_RESTORED
+    assert not sight.blind and not sight.pending()
