@@ -5,10 +5,13 @@ end, on loopback: targets and canaries are local ports a test opens and closes."
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from monitor.daemon import Daemon
@@ -170,6 +173,14 @@ async def test_a_blind_node_opens_no_incident_and_tells_its_operators_once(
             history = {i.status for i in await store.status_intervals(customer, service)}
             assert "unknown" in history, (customer, service, history)
             assert "down" not in history, (customer, service, history)
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    code, body = await get(daemon, f"/api/v1/reports/uptime?period={day}..{day}&format=json")
+    assert code == 200
+    rows = [row for c in json.loads(body)["customers"] for row in c["subscriptions"]]
+    assert len(rows) == len(CUSTOMERS) * len(SERVICES)
+    for row in rows:
+        assert row["minutes"]["down"] == 0 and row["downtime_minutes"] == 0, row
+        assert row["minutes"]["unknown"] > 0, row
 
 
 async def test_every_target_failing_while_the_canaries_see_pages_as_usual(
@@ -193,13 +204,16 @@ async def test_every_target_failing_while_the_canaries_see_pages_as_usual(
     assert files(tmp_path / "ops", "blind") == []
 
 
+async def get(daemon: Daemon, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{daemon.bound_port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
 async def get_metrics(daemon: Daemon) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.bound_port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
+    return await get(daemon, "/metrics")
 
 
 async def test_a_blindness_that_outlasts_a_restart_is_announced_once_and_resolved(
