@@ -129,9 +129,13 @@ class SightKeeper:
     ) -> None:
         """Start the canary rounds (none without canaries)."""
         self._http, self._store, self._wake_notifier = http, store, wake_notifier
-        self._board, self._release = board, release
+        self.bind(board, release)
         self.configure(catalog, renderer)
         self._task = asyncio.create_task(self._rounds(), name="canaries")
+
+    def bind(self, board: StatusBoard, release: Release) -> None:
+        """Where held results go once the verdict is in (the daemon's status pipeline)."""
+        self._board, self._release = board, release
 
     def configure(self, catalog: Catalog, renderer: TemplateRenderer) -> None:
         """A (re)loaded config: its canaries, settings, channels and templates."""
@@ -169,8 +173,9 @@ class SightKeeper:
             self.metrics.blind_results.inc()
             return self._as_blind(spec, result, state)
         target_id = spec.target.id
-        if result.network_failure and not result.success and not result.inconclusive:
-            # a target already confirmed down tells nothing new: only fresh failures burst
+        if result.network_failure and not result.success:
+            # a target already confirmed down tells nothing new: only fresh failures burst;
+            # local failures count (out of descriptors, the canaries fail too: blind)
             if state.status is not Status.DOWN and self.sight.failure_seen(
                 spec.target.service, self._wall()
             ):
@@ -267,7 +272,7 @@ class SightKeeper:
             self._round_now.clear()
             try:
                 outcomes = await self.run_round()
-                await self._verdict(outcomes, started)
+                await self.verdict(outcomes, started)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive one bad round
@@ -315,7 +320,8 @@ class SightKeeper:
             self.metrics.canary_success.labels(outcome.name).set(1 if outcome.success else 0)
         return outcomes
 
-    async def _verdict(self, outcomes: list[CanaryOutcome], started: float) -> None:
+    async def verdict(self, outcomes: list[CanaryOutcome], started: float) -> None:
+        """Act on a round that started at ``started``: the verdict, held results, messages."""
         was_failing = self.sight.failing_rounds
         if self._catalog is not None and not self._catalog.canaries:
             change = self.sight.without_canaries()  # a reload removed them

@@ -390,7 +390,9 @@ class Daemon:
                     )
                 finally:
                     self.metrics.in_flight.dec()
-            admitted = self.sight.admit(spec, result, self.board.target(target_id, self.wall()))
+            current = self.catalog is not None and self.catalog.targets.get(target_id) is spec
+            state = self.board.target(target_id, self.wall()) if current else None
+            admitted = self.sight.admit(spec, result, state) if state is not None else result
             if admitted is not None:  # None: held for the canaries' verdict
                 self.handle_result(spec, admitted)
         finally:
