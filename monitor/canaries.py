@@ -117,7 +117,7 @@ class SightKeeper:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(
+    async def start(
         self,
         catalog: Catalog,
         renderer: TemplateRenderer,
@@ -131,6 +131,10 @@ class SightKeeper:
         self._http, self._store, self._wake_notifier = http, store, wake_notifier
         self.bind(board, release)
         self.configure(catalog, renderer)
+        try:  # before the rounds start: a store read is never cut short by a quick stop
+            await self._resume()
+        except Exception:  # the store may be down: at worst a second message
+            log.exception("event=blind_resume_failed")
         self._task = asyncio.create_task(self._rounds(), name="canaries")
 
     def bind(self, board: StatusBoard, release: Release) -> None:
@@ -152,9 +156,16 @@ class SightKeeper:
         self._round_now.set()  # new canaries: a verdict from them, now
 
     async def close(self) -> None:
+        """Let the round in progress end (its probes have timeouts), then stop; cancelled
+        only if it overruns: a store write cut short would hold its connection."""
         self._stop.set()
         self._round_now.set()
-        if self._task is not None:
+        if self._task is None:
+            return
+        catalog = self._catalog
+        longest = max((limit for *_, limit in catalog.canaries), default=0.0) if catalog else 0.0
+        _, pending = await asyncio.wait([self._task], timeout=longest + 2.0)
+        if pending:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
 
@@ -263,10 +274,6 @@ class SightKeeper:
             return
 
     async def _rounds(self) -> None:
-        try:
-            await self._resume()
-        except Exception:  # the store may be down: at worst a second message
-            log.exception("event=blind_resume_failed")
         while not self._stop.is_set():
             started = self._wall()
             self._round_now.clear()

@@ -129,7 +129,7 @@ class Daemon:
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
         assert self.alerting.notifier is not None
-        self.sight.start(
+        await self.sight.start(
             catalog,
             checked.renderer,
             self._http,
