@@ -25,6 +25,7 @@ import dns.rrset
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field, field_validator
 
+from monitor.local_failures import note_local, note_network
 from monitor.probe import (
     CheckOptions,
     ProbeContext,
@@ -121,8 +122,12 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         reason = f"NXDOMAIN for {opts.query}"
     except dns.exception.Timeout:
         reason = f"timeout after {ctx.timeout:g}s"
+        if opts.resolver is None:  # the system resolver is ours: its silence is our failure
+            note_local("the system resolver did not answer")
     except dns.resolver.NoNameservers as exc:
         reason = _nameserver_error(exc)
+        if opts.resolver is None and _unreachable(exc):
+            note_local("the system resolver cannot be reached")
     except dns.exception.DNSException as exc:
         reason = f"DNS error: {exc}"
     except OSError as exc:
@@ -131,6 +136,7 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         reason = ""
     lookup_time = ctx.monotonic() - asked
     if reason:
+        note_network()
         return failure(reason, started, ctx, resolve=lookup_time)
 
     response = answer.response
@@ -203,6 +209,12 @@ def _natural_order(record: str) -> list[tuple[int, int, str]]:
 
 def _count(section: list[dns.rrset.RRset]) -> int:
     return sum(len(rrset) for rrset in section)
+
+
+def _unreachable(exc: dns.resolver.NoNameservers) -> bool:
+    """Every server failed without answering (refused, unreachable), not with an rcode."""
+    errors = exc.kwargs.get("errors") or []
+    return bool(errors) and all(isinstance(entry[3], OSError) for entry in errors)
 
 
 def _nameserver_error(exc: dns.resolver.NoNameservers) -> str:

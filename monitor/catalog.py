@@ -35,6 +35,7 @@ from monitor.config import (
 )
 from monitor.placeholders import fill, values_for
 from monitor.probe import CheckOptions, Target
+from monitor.sight_config import canary_targets
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Catalog:
     source: str
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    # this node's own view of the world (monitor.canaries): (target, options, timeout)
+    canaries: list[tuple[Target, CheckOptions, float]] = field(default_factory=list)
 
     @functools.cached_property
     def customers(self) -> dict[str, CustomerSpec]:
@@ -97,6 +100,9 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
     # one problem with a shared check definition is reported once, naming the customers
     problems: dict[ConfigIssue, list[str]] = defaultdict(list)
     defaults = config.defaults.timing()
+    catalog.canaries, canary_issues = canary_targets(config.monitor.canaries)
+    for issue in canary_issues:
+        problems[issue].append("")
     for index, customer in enumerate(config.customers):
         for position, subscription in enumerate(customer.subscriptions):
             if not subscription.enabled:

@@ -15,6 +15,7 @@ from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError, ConfigIssue
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
+from monitor.ops_messages import check_ops_templates
 from monitor.reports.render import check_templates as check_report_templates
 
 
@@ -62,7 +63,11 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
     renderer = TemplateRenderer(
         directories, sms_max_segments=catalog.config.notifications.sms_max_segments
     )
-    problems = [*renderer.check_all(sample_context), *check_report_templates(catalog, directories)]
+    problems = [
+        *renderer.check_all(sample_context),
+        *check_ops_templates(renderer),
+        *check_report_templates(catalog, directories),
+    ]
     if problems:
         raise ConfigError(
             [ConfigIssue("", f"template {problem}") for problem in problems], catalog.source

@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting
+from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
+from monitor.canaries import SightKeeper
 from monitor.catalog import Catalog, TargetSpec
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
@@ -79,6 +81,7 @@ class Daemon:
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
         self.vendor = VendorBoard()
         self.alerting = Alerting(self.registry, wall, self.vendor)
+        self.sight = SightKeeper(self.registry, wall)
         self._probe_cache: dict[str, Any] = {}  # tokens and shared vendor reads
         self.catalog: Catalog | None = None
         self.ready = False
@@ -91,6 +94,8 @@ class Daemon:
         self._signal_reloads: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._site: BoundedSite | None = None
+        self._api_server_metrics = ApiServerMetrics(self.registry)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -124,15 +129,35 @@ class Daemon:
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
         self._restore_statuses(catalog)
+        assert self.alerting.notifier is not None
+        await self.sight.start(
+            catalog,
+            checked.renderer,
+            self._http,
+            self.alerting.store,
+            self.alerting.notifier.wake,
+            self.board,
+            self.handle_result,
+        )
         self.scheduler.start()
-        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        check_file_limit(settings.max_concurrency, settings.max_connections)
+        self._runner = web.AppRunner(
+            build_app(self),
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=settings.header_timeout,
+        )
         await self._runner.setup()
         host, _, port = (self._listen_override or settings.listen).rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self._site = BoundedSite(
+            self._runner,
+            host.strip("[]") or "127.0.0.1",
+            int(port),
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            metrics=self._api_server_metrics,
+        )
+        self.bound_port = await self._site.start()
         self.ready = True
         _freeze_long_lived_objects()
         log.info(
@@ -192,6 +217,9 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        await self.sight.close()
+        if self._site is not None:
+            await self._site.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.alerting.close()
@@ -225,6 +253,7 @@ class Daemon:
             catalog = checked.catalog
             added, changed, removed = self._apply(catalog)
             self.alerting.configure(catalog, checked.renderer, channels)
+            self.sight.configure(catalog, checked.renderer)
             await self.alerting.record_config(
                 catalog.source,
                 catalog.digest,
@@ -373,7 +402,11 @@ class Daemon:
                     )
                 finally:
                     self.metrics.in_flight.dec()
-            self.handle_result(spec, result)
+            current = self.catalog is not None and self.catalog.targets.get(target_id) is spec
+            state = self.board.target(target_id, self.wall()) if current else None
+            admitted = self.sight.admit(spec, result, state) if state is not None else result
+            if admitted is not None:  # None: held for the canaries' verdict
+                self.handle_result(spec, admitted)
         finally:
             self._running.discard(task)
 

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from monitor.local_failures import note as note_error
+
 
 class Status(enum.StrEnum):
     """Status of a target or subscription, ordered from best to worst by ``severity``."""
@@ -113,6 +115,11 @@ class ProbeResult:
     vendor: list[Any] | None = None
     # the probe could not judge the service (a vendor API down): unknown, never down
     inconclusive: bool = False
+    # the failure is this host's (out of file descriptors, no resolver): see local_failures
+    local_failure: bool = False
+    # the target could not be reached (timeout, refused, unreachable, DNS): the customer's
+    # outage or ours; the canaries tell which (monitor/sight.py)
+    network_failure: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,7 +183,11 @@ def failure(reason: str, started: float, ctx: ProbeContext, **phases: float) -> 
 
 
 def describe_error(exc: BaseException) -> str:
-    """A short, operator-readable reason for a network error (no secrets, no traceback)."""
+    """A short, operator-readable reason for a network error (no secrets, no traceback).
+
+    The error is also noted for the probe in progress, so the runner can tell a failure
+    on this host's side from the target's (``monitor.local_failures``)."""
+    note_error(exc)
     # aiohttp's connector errors also subclass the ssl errors: test them first
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"certificate verification failed: {exc.certificate_error}"

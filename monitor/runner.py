@@ -15,6 +15,7 @@ import aiohttp
 
 import checks.http
 from checks import CheckType
+from monitor import local_failures
 from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,14 @@ async def run_probe(
 ) -> ProbeResult:
     started_wall = ctx.wall()
     started = time.perf_counter()
+    errors, token = local_failures.start_probe()
+    timed_out = False
     try:
         # asyncio.timeout runs the probe in this task; wait_for would start a task per probe
         async with asyncio.timeout(ctx.timeout):
             result = await check_type.probe(target, options, ctx)
     except TimeoutError:
+        timed_out = True
         result = ProbeResult(
             success=False,
             reason=f"timeout after {format_seconds(ctx.timeout)}",
@@ -60,13 +64,18 @@ async def run_probe(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.exception("event=plugin_error target=%s type=%s", target.id, target.type)
+        if local_failures.local_reason(exc) is None:  # ours (EMFILE …) is no plugin bug
+            log.exception("event=plugin_error target=%s type=%s", target.id, target.type)
+        local_failures.note(exc)
         result = ProbeResult(
             success=False,
             plugin_error=True,
             reason=f"check plugin error: {type(exc).__name__}: {exc}",
             duration=time.perf_counter() - started,
         )
+    finally:
+        local_failures.end_probe(token)
+    local_failures.classify(result, errors, timed_out=timed_out)
     result.started_at = started_wall
     if not result.success and check_type.failure_is_unknown:
         result.inconclusive = True

@@ -11,7 +11,8 @@ tests (prometheus/tests/). Then one stack runs for the whole module:
   open and page a file channel and a webhook whose receiver is gone (retries,
   then failures); then a reload with a broken file (refused);
 * the real `prometheus` binary scraping the daemon every second, with a replica
-  that is down and one whose scrapes fail every other time in the same job, and
+  that is down and one whose scrapes fail every other time in the same job (and which
+  is blind), and
   evaluating the rules every second.
 
 The scenario provokes every alert on purpose, so that every expression, alerts
@@ -189,7 +190,11 @@ class Services:
         self.scrapes += 1
         if self.scrapes % 2:
             return web.Response(status=503, text="overloaded")
-        return web.Response(text="# a replica that answers every other scrape\n")
+        # ... and is blind (its canaries fail): CspMonitorBlind
+        return web.Response(
+            text="# a replica that answers every other scrape\n"
+            "# TYPE csp_monitor_blind gauge\ncsp_monitor_blind 1\n"
+        )
 
     async def _serve(self, app: web.Application, context: ssl.SSLContext | None) -> int:
         runner = web.AppRunner(app, access_log=None)

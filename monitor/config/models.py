@@ -28,6 +28,7 @@ from monitor.incident_config import (
     NotificationSettingsSpec,
 )
 from monitor.report_config import ReportSettingsSpec, RetentionSpec
+from monitor.sight_config import BlindnessSettings, CanarySpec
 
 
 class TimingOverrides(StrictModel):
@@ -112,6 +113,25 @@ class MonitorSettings(StrictModel):
     )
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Connections the HTTP server keeps at once; the newest beyond are closed",
+    )
+    header_timeout: Duration = Field(
+        10.0, description="A client that has not sent its request headers by then is cut off"
+    )
+    canaries: list[CanarySpec] = Field(
+        default_factory=list,
+        description="Checks of this node's own view of the world (see README, "
+        "'When the monitor cannot see'): when most fail, the node is blind",
+    )
+    blindness: BlindnessSettings = Field(default_factory=BlindnessSettings)
+    ops_channels: list[str] = Field(
+        default_factory=list,
+        description="Channels told when this node goes blind and when it sees again",
     )
 
     @field_validator("listen")

@@ -307,6 +307,9 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     report_channels = monthly.get("channels")
     for k, channel_name in enumerate(report_channels if isinstance(report_channels, list) else []):
         channel(f"reports.monthly.channels[{k}]", channel_name)
+    ops_channels = _mapping(raw.get("monitor")).get("ops_channels")
+    for k, channel_name in enumerate(ops_channels if isinstance(ops_channels, list) else []):
+        channel(f"monitor.ops_channels[{k}]", channel_name)
     limits = _mapping(_mapping(raw.get("notifications")).get("rate_limit_per_minute"))
     for channel_name in limits:
         channel(f"notifications.rate_limit_per_minute.{channel_name}", channel_name)

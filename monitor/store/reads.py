@@ -172,6 +172,16 @@ class Reader:
         query = select(_outbox).where(and_(true(), *conditions)).order_by(_outbox.c.id).limit(limit)
         return [codec.outbox_from_row(row) for row in (await self._conn.execute(query)).mappings()]
 
+    async def latest_outbox(self, events: list[str], limit: int = 50) -> list[OutboxRow]:
+        """The newest messages of these events, newest first (the ops messages' state)."""
+        query = (
+            select(_outbox)
+            .where(_outbox.c.event.in_(events))
+            .order_by(_outbox.c.id.desc())
+            .limit(limit)
+        )
+        return [codec.outbox_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+
     async def failed_before(self, row: OutboxRow) -> list[OutboxRow]:
         """Earlier messages of ``row``'s incident to the same recipient of the same channel
         that failed for good (never delivered), oldest first."""

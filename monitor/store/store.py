@@ -185,6 +185,11 @@ class Store:
         async with self._reader() as reader:
             return await reader.list_outbox(status, incident_id, limit)
 
+    async def latest_outbox(self, events: list[str], limit: int = 50) -> list[OutboxRow]:
+        """The newest messages of these events, newest first."""
+        async with self._reader() as reader:
+            return await reader.latest_outbox(events, limit)
+
     async def failed_before(self, row: OutboxRow) -> list[OutboxRow]:
         """Earlier messages of the row's incident to its recipient that were never delivered
         (see Reader.failed_before)."""
