@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from monitor.catalog import load_catalog
+from monitor.cluster.sharding import assign, owner, weight
 from monitor.config import ConfigError
+from monitor.store import Store
+from tests.conftest import pg_admin
 
 CONFIG = """
 monitor:
@@ -68,3 +74,118 @@ def test_dead_after_shorter_than_two_heartbeats_is_refused(tmp_path: Path) -> No
     assert [str(i) for i in caught.value.issues] == [
         "monitor.cluster: dead_after (8s) must be at least twice heartbeat_interval (5s)"
     ]
+
+
+# ------------------------------------------------------------------ membership and lease
+
+
+async def test_members_are_alive_until_dead_after_by_the_database_clock(pg_database: str) -> None:
+    async with await Store.open(pg_database) as store:
+        for node in ("b", "a"):
+            await store.heartbeat(
+                node,
+                listen=f"127.0.0.1:{ord(node)}",
+                started_at=1.0,
+                version="1",
+                config_digest="d",
+            )
+        await pg_admin(
+            pg_database.rsplit("/", 1)[1],
+            "UPDATE members SET heartbeat_at = heartbeat_at - 30 WHERE node_id = 'b'",
+        )
+        found, now = await store.members(dead_after=20.0)
+        assert [(m.node_id, m.alive) for m in found] == [("a", True), ("b", False)]
+        assert found[0].listen == "127.0.0.1:97" and abs(now - time.time()) < 60
+        await store.heartbeat(
+            "b", listen="127.0.0.1:1", started_at=2.0, version="2", config_digest="e"
+        )
+        found, _ = await store.members(dead_after=20.0)
+        assert [(m.node_id, m.alive, m.version, m.config_digest) for m in found] == [
+            ("a", True, "1", "d"),
+            ("b", True, "2", "e"),
+        ]
+        await store.leave("a")
+        assert [m.node_id for m in (await store.members(20.0))[0]] == ["b"]
+
+
+async def test_one_lease_holder_and_a_new_epoch_on_takeover(pg_database: str) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM leader_lease")
+        first = await store.acquire_leadership("a", 10.0)
+        assert first is not None and (first.holder, first.epoch) == ("a", 1)
+        assert await store.acquire_leadership("b", 10.0) is None  # a holds it
+        renewed = await store.acquire_leadership("a", 10.0)
+        assert renewed is not None and renewed.epoch == 1  # a renewal keeps the term
+        assert renewed.expires_at >= first.expires_at
+        # a's lease runs out: b takes over in a new term; a's renewal then fails
+        await pg_admin(database, "UPDATE leader_lease SET expires_at = expires_at - 60")
+        taken = await store.acquire_leadership("b", 10.0)
+        assert taken is not None and (taken.holder, taken.epoch) == ("b", 2)
+        assert await store.acquire_leadership("a", 10.0) is None
+        # a clean stop hands over at once, in a new term
+        assert not await store.release_leadership("b", 1)  # an old term releases nothing
+        assert await store.release_leadership("b", 2)
+        again = await store.acquire_leadership("a", 10.0)
+        assert again is not None and (again.holder, again.epoch) == ("a", 3)
+        lease, _ = await store.leader_lease()
+        assert lease == again
+
+
+async def test_of_nodes_racing_for_a_free_lease_exactly_one_wins(pg_database: str) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM leader_lease")
+        results = await asyncio.gather(*(store.acquire_leadership(f"n{i}", 10.0) for i in range(8)))
+        assert len([lease for lease in results if lease is not None]) == 1
+
+
+# ------------------------------------------------------------------ sharding
+
+KEYS = [f"customer-{c}/service-{s}" for c in range(200) for s in range(10)]
+
+
+def test_weights_are_stable_across_processes() -> None:
+    # a fixed value: Python's hash() would differ from one process to the next
+    assert weight("node-a", "contoso/exchange-online") == int.from_bytes(
+        hashlib.blake2b(b"node-a\x00contoso/exchange-online", digest_size=8).digest(), "big"
+    )
+
+
+@pytest.mark.parametrize("nodes", [["a"], ["a", "b"], ["a", "b", "c"], list("abcdefg")])
+def test_every_key_has_exactly_one_owner_and_shares_are_even(nodes: list[str]) -> None:
+    shares = assign(KEYS, nodes)
+    assert sorted(k for share in shares.values() for k in share) == sorted(KEYS)
+    fair = len(KEYS) / len(nodes)
+    assert all(0.75 * fair <= len(share) <= 1.25 * fair for share in shares.values()), {
+        n: len(s) for n, s in shares.items()
+    }
+    assert all(owner(key, nodes) in nodes for key in KEYS[:50])
+    assert assign(KEYS, []) == {} and owner("x", []) is None
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_a_node_leaving_moves_only_its_own_keys_spread_over_the_others(count: int) -> None:
+    nodes = [f"node-{i}" for i in range(count)]
+    before = assign(KEYS, nodes)
+    gone = nodes[1]
+    after = assign(KEYS, [n for n in nodes if n != gone])
+    for node in after:
+        assert before[node] <= after[node]  # nobody lost a key
+        gained = after[node] - before[node]
+        assert gained <= before[gone]  # what moved came from the node that left
+        if count > 2:
+            assert gained, f"{node} took none of {gone}'s keys"
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_a_node_joining_takes_about_one_share_and_only_for_itself(count: int) -> None:
+    nodes = [f"node-{i}" for i in range(count)]
+    before = assign(KEYS, nodes)
+    after = assign(KEYS, [*nodes, "newcomer"])
+    moved = sum(len(before[n] - after[n]) for n in nodes)
+    assert moved == len(after["newcomer"])  # every moved key went to the newcomer
+    for node in nodes:
+        assert after[node] <= before[node]
+    fair = len(KEYS) / (count + 1)
+    assert 0.75 * fair <= moved <= 1.25 * fair

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
+from monitor.store import cluster
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
@@ -264,6 +265,47 @@ class Store:
         """Delete a maintenance window; False if there was none."""
         async with self.transaction() as tx:
             return await tx.delete_maintenance(window_id, actor=actor, at=at)
+
+    # ------------------------------------------------------------------ cluster (PostgreSQL)
+
+    async def heartbeat(
+        self, node_id: str, *, listen: str, started_at: float, version: str, config_digest: str
+    ) -> float:
+        """Upsert this node's member row; returns the database's time (cluster.heartbeat)."""
+        async with self.transaction() as tx:
+            return await cluster.heartbeat(
+                tx.connection,
+                node_id,
+                listen=listen,
+                started_at=started_at,
+                version=version,
+                config_digest=config_digest,
+            )
+
+    async def members(self, dead_after: float) -> tuple[list[cluster.Member], float]:
+        """Every member, alive or dead by the database's clock, and that clock's time."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await cluster.members(connection, dead_after)
+
+    async def leave(self, node_id: str) -> None:
+        """Remove this node's member row (a clean stop)."""
+        async with self.transaction() as tx:
+            await cluster.leave(tx.connection, node_id)
+
+    async def acquire_leadership(self, node_id: str, lease_seconds: float) -> cluster.Lease | None:
+        """Take or renew the leader's lease (see cluster.acquire_or_renew)."""
+        async with self.transaction() as tx:
+            return await cluster.acquire_or_renew(tx.connection, node_id, lease_seconds)
+
+    async def release_leadership(self, node_id: str, epoch: int) -> bool:
+        """End this node's lease now, if it still holds it in ``epoch``."""
+        async with self.transaction() as tx:
+            return await cluster.release(tx.connection, node_id, epoch)
+
+    async def leader_lease(self) -> tuple[cluster.Lease | None, float]:
+        """The stored lease (possibly expired) and the database's time."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await cluster.current_lease(connection)
 
     # ------------------------------------------------------------------ audit log
 
