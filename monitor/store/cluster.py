@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, func, literal, select, update
+from sqlalchemy import Double, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -46,7 +46,7 @@ class Lease:
 
 def db_now() -> ColumnElement[float]:
     """The database's clock in Unix seconds (the real time, not the transaction's start)."""
-    return func.extract("epoch", func.clock_timestamp()).cast(schema.Double)
+    return func.extract("epoch", func.clock_timestamp()).cast(Double)
 
 
 async def database_time(connection: AsyncConnection) -> float:
