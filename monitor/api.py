@@ -51,9 +51,11 @@ def build_app(daemon: Daemon) -> web.Application:
 
 def add_incident_routes(app: web.Application) -> None:
     from monitor import api_incidents, api_reports  # they import this module
+    from monitor.cluster import api as api_cluster
 
     api_incidents.add_routes(app)
     api_reports.add_routes(app)
+    api_cluster.add_routes(app)
 
 
 def require_role(request: web.Request, role: str) -> str:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from monitor.catalog import load_catalog
+from monitor.cluster.leadership import Leadership
 from monitor.cluster.sharding import assign, owner, weight
 from monitor.config import ConfigError
 from monitor.store import Store
-from tests.conftest import pg_admin
+from tests.conftest import pg_admin, wait_until
 
 CONFIG = """
 monitor:
@@ -189,3 +190,83 @@ def test_a_node_joining_takes_about_one_share_and_only_for_itself(count: int) ->
         assert after[node] <= before[node]
     fair = len(KEYS) / (count + 1)
     assert 0.75 * fair <= moved <= 1.25 * fair
+
+
+# ------------------------------------------------------------------ history across nodes
+
+
+async def test_close_all_open_leaves_the_intervals_other_live_nodes_watch(
+    pg_database: str,
+) -> None:
+    async with await Store.open(pg_database) as store:
+        await pg_admin(pg_database.rsplit("/", 1)[1], "DELETE FROM status_intervals")
+        await store.record_statuses(
+            [("a", "web", "up", 10.0), ("b", "web", "down", 11.0), ("c", "web", "up", 12.0)]
+        )
+        store.kept_open = lambda: {("b", "web")}
+        assert await store.close_all_open(20.0) == 2  # a start-up: all but b
+        await store.record_statuses([("a", "web", "up", 21.0)])
+        assert await store.close_all_open(30.0, [("a", "web"), ("b", "web")]) == 1  # a stop
+        still_open = await store.open_status_intervals()
+        assert [(i.customer, i.status, i.start) for i in still_open] == [("b", "down", 11.0)]
+        # a node taking b over starts from its last recorded status, open or not
+        assert await store.last_statuses([("a", "web"), ("b", "web"), ("x", "web")]) == {
+            ("a", "web"): ("up", 21.0),
+            ("b", "web"): ("down", 11.0),
+        }
+
+
+# ------------------------------------------------------------------ leadership
+
+
+class HangingStore:
+    """A store whose lease renewals never answer (a cut connection, a hung query)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def acquire_leadership(self, node_id: str, lease_seconds: float) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out(
+    pg_database: str,
+) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM leader_lease")
+        lost: list[tuple[int, float, float]] = []
+
+        async def on_loss_check(epoch: int) -> None:
+            lease, now = await store.leader_lease()
+            assert lease is not None
+            lost.append((epoch, lease.expires_at, now))
+
+        checks: list[asyncio.Task[None]] = []
+        gained: list[int] = []
+        leadership = Leadership(
+            store,
+            "a",
+            lease_seconds=1.5,
+            on_gain=gained.append,
+            on_loss=lambda epoch: checks.append(asyncio.create_task(on_loss_check(epoch))),
+        )
+        await leadership.renew()
+        assert (leadership.is_leader, leadership.epoch, gained) == (True, 1, [1])
+        leadership._store = HangingStore(store)  # type: ignore[assignment]
+        renewing = asyncio.create_task(leadership.renew())
+        await wait_until(lambda: not leadership.is_leader, 5.0, "the leader to step down")
+        await asyncio.wait_for(asyncio.gather(*checks), 5.0)
+        [(epoch, expires_at, db_time)] = lost
+        assert epoch == 1
+        assert db_time < expires_at, "stepped down only after the lease had already expired"
+        await asyncio.wait_for(renewing, 5.0)  # the hung renewal gives up too
+        # another node can take over only once the lease expired, in a new epoch
+        assert await store.acquire_leadership("b", 1.5) is None
+        await wait_until(lambda: _takes_over(store, "b"), 5.0, "b to take the expired lease over")
+        lease, _ = await store.leader_lease()
+        assert lease is not None and (lease.holder, lease.epoch) == ("b", 2)
+
+
+async def _takes_over(store: Store, node: str) -> bool:
+    return await store.acquire_leadership(node, 1.5) is not None

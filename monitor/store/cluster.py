@@ -7,9 +7,10 @@ is alive and whose lease has run out, because one clock decides both.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Double, case, delete, func, literal, select, update
+from sqlalchemy import Double, case, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -19,6 +20,7 @@ from monitor.store import schema
 _members = schema.members
 _lease = schema.leader_lease
 LEASE_NAME = "leader"
+_CHUNK = 500  # keys per query: well under the limit on bound parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +162,30 @@ async def current_lease(connection: AsyncConnection) -> tuple[Lease | None, floa
     if row is None:
         return None, now
     return Lease(row.holder, row.epoch, row.acquired_at, row.expires_at), now
+
+
+async def last_statuses(
+    connection: AsyncConnection, keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, float]]:
+    """The latest recorded (status, since) of each subscription in ``keys`` that has one.
+
+    The latest interval whether or not it is still open: a node starting
+    elsewhere may have ended it (see Transaction.close_all_open), but it is still
+    the last status anyone confirmed, which is what a node taking the
+    subscription over starts from.
+    """
+    table = schema.status_intervals
+    found: dict[tuple[str, str], tuple[str, float]] = {}
+    wanted = list(keys)
+    for start in range(0, len(wanted), _CHUNK):
+        query = (
+            select(table.c.customer, table.c.service, table.c.status, table.c.started_at)
+            .where(tuple_(table.c.customer, table.c.service).in_(wanted[start : start + _CHUNK]))
+            .ext(postgresql.distinct_on(table.c.customer, table.c.service))
+            .order_by(
+                table.c.customer, table.c.service, table.c.started_at.desc(), table.c.id.desc()
+            )
+        )
+        for row in await connection.execute(query):
+            found[(row.customer, row.service)] = (row.status, float(row.started_at))
+    return found

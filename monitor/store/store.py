@@ -14,7 +14,7 @@ interval closes it there and records the gap as unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,9 @@ class Store:
         self._engine = engine
         self._url = url
         self._audit_key = audit_key
+        # Subscriptions whose status intervals close_all_open() must leave open: in a
+        # cluster, those other live nodes go on watching (set by the daemon).
+        self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
 
     @classmethod
     async def open(
@@ -112,7 +115,7 @@ class Store:
         """``async with store.transaction() as tx:`` — committed when the block ends,
         rolled back (nothing written) when it raises or is cancelled."""
         async with self._connection(write=True) as connection, connection.begin():
-            yield Transaction(connection, self._audit_key)
+            yield Transaction(connection, self._audit_key, self.kept_open)
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[Reader]:
@@ -306,6 +309,13 @@ class Store:
         """The stored lease (possibly expired) and the database's time."""
         async with self._connection(write=False) as connection, connection.begin():
             return await cluster.current_lease(connection)
+
+    async def last_statuses(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, float]]:
+        """Each subscription's latest recorded (status, since) (see cluster.last_statuses)."""
+        async with self._connection(write=False) as connection:
+            return await cluster.last_statuses(connection, keys)
 
     # ------------------------------------------------------------------ audit log
 
