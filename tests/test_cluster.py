@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from monitor.catalog import load_catalog
 from monitor.cluster.leadership import Leadership
+from monitor.cluster.node import ClusterNode
 from monitor.cluster.sharding import assign, owner, weight
-from monitor.config import ConfigError
+from monitor.config import ClusterSettings, ConfigError
 from monitor.store import Store
 from tests.conftest import pg_admin, wait_until
 
@@ -270,3 +272,50 @@ async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out(
 
 async def _takes_over(store: Store, node: str) -> bool:
     return await store.acquire_leadership(node, 1.5) is not None
+
+
+# ------------------------------------------------------------------ nodes on different configs
+
+
+async def test_nodes_on_another_config_are_reported_and_do_not_share_targets(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    settings = ClusterSettings(node_id="x", heartbeat_interval=5.0, dead_after=20.0)
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM members", "DELETE FROM leader_lease")
+        nodes = {
+            name: ClusterNode(
+                store,
+                settings.model_copy(update={"node_id": name}),
+                CollectorRegistry(),
+                listen="127.0.0.1:1",
+                version="1",
+                started_at=1.0,
+            )
+            for name in ("a", "b", "c")
+        }
+        digests = {"a": "digest-1", "b": "digest-1", "c": "digest-2"}
+        for name, node in nodes.items():
+            node.config_digest = digests[name]
+            await node.beat()
+        for node in nodes.values():
+            await node.beat()  # everyone has seen everyone
+        keys = [f"customer-{i}/portal" for i in range(60)]
+        assert nodes["a"].peers == nodes["b"].peers == ("a", "b")
+        assert nodes["c"].peers == ("c",)  # alone on its config: it probes all of its own
+        assert all(nodes["c"].owns(key) for key in keys)
+        shares = nodes["a"].shares(keys)
+        assert set(shares) == {"a", "b"} and all(shares.values())
+        assert all(nodes["a"].owns(key) != nodes["b"].owns(key) for key in keys)
+        for name, expected in (("a", 1), ("b", 1), ("c", 2)):
+            registry = nodes[name].metrics.config_mismatch
+            assert registry._value.get() == expected, name  # type: ignore[attr-defined]
+        assert "event=cluster_config_mismatch node=a digest=digest-1 others=c:digest-2" in (
+            caplog.text
+        )
+        leaders = [name for name, node in nodes.items() if node.leadership.is_leader]
+        assert len(leaders) == 1
+        for node in nodes.values():
+            await node.close()
+        assert (await store.members(20.0))[0] == []
