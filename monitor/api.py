@@ -148,7 +148,12 @@ async def reload(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     require_read(request)
-    return web.json_response(status_document(request.app[DAEMON], request.query))
+    from monitor.cluster.api import add_other_nodes_subscriptions  # it imports this module
+
+    daemon = request.app[DAEMON]
+    document = status_document(daemon, request.query)
+    await add_other_nodes_subscriptions(daemon, document, request.query)
+    return web.json_response(document)
 
 
 def status_document(daemon: Daemon, query: Any) -> dict[str, Any]:

@@ -331,6 +331,11 @@ async def test_targets_split_and_a_killed_followers_targets_move_without_inciden
         rows = {r["customer"]: r for r in await _history_rows(pg_database, moved)}
         for node in survivors:
             status = await get_json(session, f"{node.url}/api/v1/status")
+            # any node answers for every subscription, naming who probes it
+            assert sorted(row["customer"] for row in status["subscriptions"]) == CUSTOMERS
+            assert {row["customer"]: row["probed_by"] for row in status["subscriptions"]} == {
+                customer: name for name, share in after.items() for customer in share
+            }
             for row in status["subscriptions"]:
                 if row["customer"] in moved:
                     recorded = rows[row["customer"]]

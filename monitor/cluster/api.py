@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from monitor.api import DAEMON, require_read
-from monitor.cluster.sharding import subscription_key
+from monitor.cluster.sharding import owner, subscription_key
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
@@ -98,3 +98,45 @@ async def cluster_document(daemon: Daemon) -> dict[str, Any]:
             for member in members
         ],
     }
+
+
+async def add_other_nodes_subscriptions(
+    daemon: Daemon, document: dict[str, Any], query: Any
+) -> None:
+    """A node's board holds only its shard: the other subscriptions' status comes from the
+    store (their last recorded status and since; their checks are on their own node)."""
+    node, catalog = daemon.cluster, daemon.catalog
+    if node is None or catalog is None:
+        return
+    rows: list[dict[str, Any]] = document["subscriptions"]
+    for row in rows:
+        row["probed_by"] = node.node_id
+    shown = {(row["customer"], row["service"]) for row in rows}
+    wanted = {key: query.get(key) for key in ("customer", "service", "status")}
+    others = [
+        key
+        for key in catalog.subscriptions
+        if key not in shown
+        and not node.owns(subscription_key(*key))
+        and wanted["customer"] in (None, key[0])
+        and wanted["service"] in (None, key[1])
+    ]
+    recorded = await node.store.last_statuses(others) if others else {}
+    for key in others:
+        status, since = recorded.get(key, ("unknown", None))
+        if wanted["status"] not in (None, status):
+            continue
+        rows.append(
+            {
+                "customer": key[0],
+                "customer_name": catalog.customers[key[0]].name,
+                "service": key[1],
+                "service_name": catalog.services[key[1]].name,
+                "status": status,
+                "since": since,
+                "reason": "",
+                "checks": [],
+                "vendor": [],
+                "probed_by": owner(subscription_key(*key), node.peers),
+            }
+        )
