@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -16,8 +17,8 @@ from monitor.cluster.leadership import Leadership
 from monitor.cluster.node import ClusterNode
 from monitor.cluster.sharding import assign, owner, weight
 from monitor.config import ClusterSettings, ConfigError
-from monitor.store import Store
-from tests.conftest import pg_admin, wait_until
+from monitor.store import Fenced, Store
+from tests.conftest import PG_SERVER, pg_admin, wait_until
 
 CONFIG = """
 monitor:
@@ -319,3 +320,67 @@ async def test_nodes_on_another_config_are_reported_and_do_not_share_targets(
         for node in nodes.values():
             await node.close()
         assert (await store.members(20.0))[0] == []
+
+
+# ------------------------------------------------------------------ fencing
+
+
+async def test_a_fenced_store_writes_only_while_its_node_leads_in_its_epoch(
+    pg_database: str,
+) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM leader_lease", "DELETE FROM status_intervals")
+        lease = await store.acquire_leadership("a", 30.0)
+        assert lease is not None
+        async with await Store.open(pg_database, fence=("a", lease.epoch)) as leader_store:
+            await leader_store.record_status("fenced", "web", "down", 10.0)
+            # the lease runs out and b takes over: a's writes are refused, nothing written
+            await pg_admin(database, "UPDATE leader_lease SET expires_at = expires_at - 60")
+            with pytest.raises(Fenced, match="no longer leads in epoch"):
+                await leader_store.record_status("fenced", "web", "up", 11.0)
+            taken = await store.acquire_leadership("b", 30.0)
+            assert taken is not None and taken.epoch == lease.epoch + 1
+            with pytest.raises(Fenced):
+                await leader_store.record_status("fenced", "web", "up", 12.0)
+        history = await store.status_intervals(customer="fenced")
+        assert [(i.status, i.end) for i in history] == [("down", None)]
+
+
+async def test_a_takeover_waits_for_the_leaders_write_in_progress(pg_database: str) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM leader_lease")
+        lease = await store.acquire_leadership("a", 1.0)
+        assert lease is not None
+        async with await Store.open(pg_database, fence=("a", lease.epoch)) as leader_store:
+            async with leader_store.transaction() as tx:
+
+                async def expired() -> bool:
+                    current, now = await store.leader_lease()  # a read: never blocked
+                    return current is not None and current.expires_at < now
+
+                await wait_until(expired, 10.0, "a's lease to run out mid-write")
+                takeover = asyncio.create_task(store.acquire_leadership("b", 30.0))
+                await wait_until(
+                    lambda: _waiting_on_a_lock(database), 10.0, "b to wait for a's write"
+                )
+                assert not takeover.done()
+                await tx.record_status("fenced-2", "web", "down", 10.0)
+            taken = await asyncio.wait_for(takeover, 10)
+        assert taken is not None and (taken.holder, taken.epoch) == ("b", lease.epoch + 1)
+        history = await store.status_intervals(customer="fenced-2")
+        assert [i.status for i in history] == ["down"]  # a's write, begun in time, landed
+
+
+async def _waiting_on_a_lock(database: str) -> bool:
+    connection = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+    try:
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+            "AND wait_event_type = 'Lock' AND query ILIKE '%leader_lease%'",
+            database,
+        )
+    finally:
+        await connection.close()
+    return bool(waiting)

@@ -189,3 +189,21 @@ async def last_statuses(
         for row in await connection.execute(query):
             found[(row.customer, row.service)] = (row.status, float(row.started_at))
     return found
+
+
+async def check_fence(connection: AsyncConnection, node_id: str, epoch: int) -> bool:
+    """Whether ``node_id`` holds an unexpired lease in ``epoch``; when it does, the lease row
+    stays share-locked until the caller's transaction ends, so a takeover (which updates
+    the row) waits for that transaction: a leader's write and a successor's start never
+    interleave."""
+    row = await connection.execute(
+        select(_lease.c.epoch)
+        .where(
+            _lease.c.name == LEASE_NAME,
+            _lease.c.holder == node_id,
+            _lease.c.epoch == epoch,
+            _lease.c.expires_at > db_now(),
+        )
+        .with_for_update(read=True)
+    )
+    return row.first() is not None

@@ -31,7 +31,7 @@ from monitor.store import cluster
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
-from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus, StoreError
+from monitor.store.records import Fenced, MonitorRun, OutboxRow, OutboxStatus, StoreError
 from monitor.store.writes import Transaction
 
 
@@ -39,10 +39,17 @@ class Store:
     """Incidents, timelines, status history, outbox and maintenance windows in SQLite or
     PostgreSQL. Create with ``await Store.open(url)``; ``await store.close()`` at the end."""
 
-    def __init__(self, engine: AsyncEngine, url: URL, audit_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: URL,
+        audit_key: bytes | None = None,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
         self._engine = engine
         self._url = url
         self._audit_key = audit_key
+        self._fence = fence
         # Subscriptions whose status intervals close_all_open() must leave open: in a
         # cluster, those other live nodes go on watching (set by the daemon).
         self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
@@ -54,17 +61,22 @@ class Store:
         *,
         migrations: Sequence[Migration] = MIGRATIONS,
         audit_key: bytes | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> Store:
         """Open (and create, for SQLite) the database at ``url`` and apply pending
         ``migrations`` (the code's own unless a test brings others). Raises StoreError
-        (SchemaTooNew among them) when the database cannot be used."""
+        (SchemaTooNew among them) when the database cannot be used.
+
+        ``fence``: (node id, epoch) of a cluster leader's term (PostgreSQL): every
+        transaction first checks that the node still holds the leader's lease in that
+        epoch and raises Fenced, writing nothing, when it does not."""
         engine_url = async_url(url)
         where = display_url(engine_url)
         try:
             engine = create_engine(engine_url)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {where}: {exc}") from exc
-        store = cls(engine, engine_url, audit_key)
+        store = cls(engine, engine_url, audit_key, fence)
         try:
             async with store._connection(write=True) as connection, connection.begin():
                 await migrate(connection, where, migrations)
@@ -115,6 +127,8 @@ class Store:
         """``async with store.transaction() as tx:`` — committed when the block ends,
         rolled back (nothing written) when it raises or is cancelled."""
         async with self._connection(write=True) as connection, connection.begin():
+            if self._fence is not None and not await cluster.check_fence(connection, *self._fence):
+                raise Fenced(*self._fence)
             yield Transaction(connection, self._audit_key, self.kept_open)
 
     @asynccontextmanager
