@@ -85,7 +85,7 @@ class Node:
 CONFIG = """
 monitor:
   store: {store}
-  data_dir: ./data
+  data_dir: ./data-${{CSP_TEST_NODE}}  # own key files: three processes start at once
   audit_key: cluster-test-audit-key
   cluster: {{node_id: "${{CSP_TEST_NODE}}", heartbeat_interval: 0.3s, dead_after: 2s}}
 defaults: {{interval: 1s, retry_interval: 0.5s, timeout: 2s}}
