@@ -69,14 +69,21 @@ def test_a_disabled_cluster_runs_on_sqlite(tmp_path: Path) -> None:
     assert load_catalog(path, env={}).config.monitor.cluster is not None
 
 
-def test_dead_after_shorter_than_two_heartbeats_is_refused(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path, "postgresql://postgres@127.0.0.1/x", "{heartbeat_interval: 5s, dead_after: 8s}"
-    )
+@pytest.mark.parametrize(
+    ("cluster", "problem"),
+    [
+        ("{heartbeat_interval: 5s, dead_after: 12s}", "dead_after (12s)"),
+        ("{heartbeat_interval: 5s, leader_lease: 14s}", "leader_lease (14s)"),
+    ],
+)
+def test_a_deadline_shorter_than_three_heartbeats_is_refused(
+    tmp_path: Path, cluster: str, problem: str
+) -> None:
+    path = write_config(tmp_path, "postgresql://postgres@127.0.0.1/x", cluster)
     with pytest.raises(ConfigError) as caught:
         load_catalog(path, env={})
     assert [str(i) for i in caught.value.issues] == [
-        "monitor.cluster: dead_after (8s) must be at least twice heartbeat_interval (5s)"
+        f"monitor.cluster: {problem} must be at least three times heartbeat_interval (5s)"
     ]
 
 

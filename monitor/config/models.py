@@ -117,12 +117,16 @@ class ClusterSettings(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _dead_after_outlasts_heartbeats(self) -> ClusterSettings:
-        if self.dead_after < 2 * self.heartbeat_interval:
-            raise ValueError(
-                f"dead_after ({self.dead_after:g}s) must be at least twice "
-                f"heartbeat_interval ({self.heartbeat_interval:g}s)"
-            )
+    def _outlast_heartbeats(self) -> ClusterSettings:
+        # a live node misses no deadline for one slow heartbeat: a leader must renew within
+        # two thirds of its lease, so the lease spans at least three heartbeats
+        for name in ("dead_after", "leader_lease"):
+            value = getattr(self, name)
+            if value is not None and value < 3 * self.heartbeat_interval:
+                raise ValueError(
+                    f"{name} ({value:g}s) must be at least three times "
+                    f"heartbeat_interval ({self.heartbeat_interval:g}s)"
+                )
         return self
 
     @property
