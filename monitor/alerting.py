@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,8 @@ class Alerting:
         self._catalog: Catalog | None = None
         self._http: aiohttp.ClientSession | None = None
         self._base = Path(".")
+        # in a cluster: subscriptions whose status history other live nodes keep writing
+        self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
 
     async def start(
         self,
@@ -151,6 +153,7 @@ class Alerting:
         """Open the store and start the loops; ``renderer``: the one start-up checked."""
         self._catalog, self._http, self._base = catalog, http, base
         self.store = await Store.open(store_url(catalog, base), audit_key=audit_key(catalog, base))
+        self.store.kept_open = self.kept_open
         signer = LinkSigner.from_data_dir(data_dir(catalog, base))
         self.notifier = self._build_notifier(catalog, http, base)
         self.manager = IncidentManager(

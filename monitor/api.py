@@ -51,9 +51,11 @@ def build_app(daemon: Daemon) -> web.Application:
 
 def add_incident_routes(app: web.Application) -> None:
     from monitor import api_incidents, api_reports  # they import this module
+    from monitor.cluster import api as api_cluster
 
     api_incidents.add_routes(app)
     api_reports.add_routes(app)
+    api_cluster.add_routes(app)
 
 
 def require_role(request: web.Request, role: str) -> str:
@@ -146,7 +148,12 @@ async def reload(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     require_read(request)
-    return web.json_response(status_document(request.app[DAEMON], request.query))
+    from monitor.cluster.api import add_other_nodes_subscriptions  # it imports this module
+
+    daemon = request.app[DAEMON]
+    document = status_document(daemon, request.query)
+    await add_other_nodes_subscriptions(daemon, document, request.query)
+    return web.json_response(document)
 
 
 def status_document(daemon: Daemon, query: Any) -> dict[str, Any]:

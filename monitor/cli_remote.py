@@ -1,6 +1,7 @@
 """CLI commands that act on the running daemon through its HTTP API.
 
-``csp-monitor incidents …`` and ``csp-monitor maintenance …``. The daemon's
+``csp-monitor incidents …``, ``csp-monitor maintenance …`` and
+``csp-monitor cluster status``. The daemon's
 address comes from ``--url``, else the config's ``monitor.listen``; the token
 from ``--token`` or ``$CSP_MONITOR_TOKEN`` (never from a command line in
 shell history, if you can help it).
@@ -145,6 +146,32 @@ async def _maintenance(args: argparse.Namespace) -> None:
     print(f"created {window['id']}: {_when(window['starts_at'])} → {_when(window['ends_at'])}")
 
 
+async def _cluster(args: argparse.Namespace) -> None:
+    found = await _call(args, "GET", "/api/v1/cluster")
+    lease = found["leader"]
+    if lease is None:
+        print("leader: none yet")
+    else:
+        state = "expired" if lease["expired"] else f"until {_when(lease['expires_at'])}"
+        print(
+            f"leader: {lease['node']} (epoch {lease['epoch']}, since {_when(lease['since'])}, "
+            f"lease {state})"
+        )
+    print(
+        f"{'NODE':<24} {'STATE':<6} {'LEADER':<6} {'TARGETS':>7}  {'LAST HEARTBEAT':<24}"
+        f" {'AGE':>7}  {'CONFIG':<12} {'VERSION':<10} LISTEN"
+    )
+    for member in found["members"]:
+        targets = "?" if member["targets"] is None else str(member["targets"])
+        config = member["config_digest"][:12] + ("" if member["same_config"] else " (differs)")
+        print(
+            f"{member['node']:<24} {'alive' if member['alive'] else 'dead':<6} "
+            f"{'yes' if member['leader'] else '':<6} {targets:>7}  "
+            f"{_when(member['last_heartbeat']):<24} {member['heartbeat_age_seconds']:>6.1f}s  "
+            f"{config:<12} {member['version']:<10} {member['listen']}"
+        )
+
+
 _OPTIONS = {"starts_at": "--start"}  # request fields whose option has another name
 
 
@@ -213,3 +240,12 @@ def add_remote_commands(commands: Any, default_config: str) -> None:
     delete.add_argument("id")
     common(delete)
     maintenance.set_defaults(func=_run(_maintenance))
+
+    cluster = commands.add_parser("cluster", help="the nodes sharing the store")
+    cluster_actions = cluster.add_subparsers(dest="action", required=True)
+    common(
+        cluster_actions.add_parser(
+            "status", help="members, alive or dead, the leader and its epoch, targets per node"
+        )
+    )
+    cluster.set_defaults(func=_run(_cluster))

@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,13 @@ from prometheus_client import CollectorRegistry
 
 from checks import check_types
 from monitor import __version__
-from monitor.alerting import Alerting
+from monitor.alerting import Alerting, store_url
 from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
-from monitor.catalog import Catalog, TargetSpec
+from monitor.catalog import Catalog, Subscription, TargetSpec
+from monitor.cluster.node import ClusterNode
+from monitor.cluster.sharding import subscription_key
+from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
 from monitor.metrics import DaemonMetrics, TargetMetrics
@@ -35,6 +38,7 @@ from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, observe
+from monitor.store import Store
 from monitor.vendor import GAUGE as VENDOR_GAUGE
 from monitor.vendor import VendorBoard
 
@@ -84,6 +88,7 @@ class Daemon:
         self.sight = SightKeeper(self.registry, wall)
         self._probe_cache: dict[str, Any] = {}  # tokens and shared vendor reads
         self.catalog: Catalog | None = None
+        self._subscriptions_shown: set[tuple[str, str]] = set()  # probed here, on /metrics
         self.ready = False
         self.bound_port: int | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -96,6 +101,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._site: BoundedSite | None = None
         self._api_server_metrics = ApiServerMetrics(self.registry)
+        self.cluster: ClusterNode | None = None
+        self._reshards: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,6 +122,7 @@ class Daemon:
         settings = catalog.config.monitor
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._http = new_http_session()
+        await self._join_cluster(catalog)
         self._apply(catalog)
         self._mark_reload(True)
         await self.alerting.start(
@@ -220,6 +228,9 @@ class Daemon:
         await self.sight.close()
         if self._site is not None:
             await self._site.stop()
+        if self.cluster is not None:
+            await self.cluster.close()
+            await self.cluster.store.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.alerting.close()
@@ -251,6 +262,8 @@ class Daemon:
                     ConfigError([ConfigIssue("", problem)], str(self.config_path))
                 )
             catalog = checked.catalog
+            if self.cluster is not None:
+                self.cluster.reconfigure(catalog.digest)
             added, changed, removed = self._apply(catalog)
             self.alerting.configure(catalog, checked.renderer, channels)
             self.sight.configure(catalog, checked.renderer)
@@ -306,12 +319,21 @@ class Daemon:
             )
         self.catalog = catalog
         now = self.wall()
-        added, changed, removed = self.scheduler.apply(catalog.targets)
+        owned = self._owned_subscriptions(catalog)
+        added, changed, removed = self.scheduler.apply(
+            {
+                tid: spec
+                for tid, spec in catalog.targets.items()
+                if (spec.target.customer, spec.target.service) in owned
+            }
+        )
+        if self.cluster is not None:
+            self.cluster.set_targets(len(self.scheduler))
         # a changed check starts from scratch: old results say nothing about new options
         for target_id in removed + changed:
             self.target_metrics.remove_target(target_id)
-        old_keys = set(old.subscriptions) if old else set()
-        gone = old_keys - set(catalog.subscriptions)
+        gone = self._subscriptions_shown - set(owned)
+        self._subscriptions_shown = set(owned)
         self.board.forget(removed + changed, gone)
         for customer, service in gone:
             self.target_metrics.remove_subscription(customer, service)
@@ -320,7 +342,7 @@ class Daemon:
             self.target_metrics.add_target(spec.target)
             state = self.board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
-        for key, subscription in catalog.subscriptions.items():
+        for key, subscription in owned.items():
             self.board.update_subscription(
                 key, subscription.target_ids, subscription.aggregate, now
             )
@@ -341,6 +363,101 @@ class Daemon:
             subscription = catalog.subscriptions.get(key)
             if subscription is not None:
                 self.board.restore(subscription.target_ids, status)
+
+    # ------------------------------------------------------------------ cluster
+
+    def _owned_subscriptions(self, catalog: Catalog) -> dict[tuple[str, str], Subscription]:
+        """The subscriptions this node probes: all of them, or its shard in a cluster."""
+        if self.cluster is None:
+            return catalog.subscriptions
+        owns = self.cluster.owns
+        return {k: s for k, s in catalog.subscriptions.items() if owns(subscription_key(*k))}
+
+    async def _join_cluster(self, catalog: Catalog) -> None:
+        """With ``monitor.cluster``: the first heartbeat, so the shard is known before
+        anything is scheduled, and the shard's last statuses from the store."""
+        settings = catalog.config.monitor
+        if settings.cluster is None or not settings.cluster.enabled or self.cluster is not None:
+            return
+        # its own connections: heartbeats and the leader's lease never queue behind history
+        store = await Store.open(store_url(catalog, self.config_path.resolve().parent))
+        self.cluster = ClusterNode(
+            store,
+            settings.cluster,
+            self.registry,
+            listen=self._listen_override or settings.listen,
+            version=__version__,
+            started_at=self.wall(),
+            on_shard_changed=self._shard_changed,
+        )
+        self.alerting.kept_open = self._kept_open
+        try:
+            await self.cluster.start(catalog.digest)
+            if len(self.cluster.peers) > 1:
+                # taken over from live nodes: their history goes on; after a stop of the
+                # whole cluster it starts from unknown instead, the time between is a gap
+                await self._seed(catalog, self._owned_subscriptions(catalog))
+        except BaseException:
+            await self.cluster.close()
+            await store.close()
+            self.cluster = None
+            raise
+        log.info(
+            "event=cluster_joined node=%s members=%s leader=%s",
+            self.cluster.node_id,
+            ",".join(self.cluster.peers),
+            self.cluster.leadership.is_leader,
+        )
+
+    def _kept_open(self) -> set[tuple[str, str]]:
+        """Status intervals this node must not end when it starts or stops: while other
+        live nodes run this config, they go on watching every subscription."""
+        if self.cluster is None or self.catalog is None or len(self.cluster.peers) < 2:
+            return set()
+        return set(self.catalog.subscriptions)
+
+    async def _seed(self, catalog: Catalog, keys: Collection[tuple[str, str]]) -> None:
+        """Targets taken over start from their subscription's last recorded status."""
+        assert self.cluster is not None
+        fresh = [key for key in keys if key not in self._subscriptions_shown]
+        if not fresh:
+            return
+        try:
+            statuses = await self.cluster.store.latest_statuses(fresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=cluster_seed_failed subscriptions=%d", len(fresh))
+            return
+        seeded = seed_board(self.board, catalog, statuses, self.wall())
+        log.info("event=cluster_taken_over subscriptions=%d seeded=%d", len(fresh), len(seeded))
+
+    def _shard_changed(self) -> None:
+        task = asyncio.ensure_future(self._reshard())
+        self._reshards.add(task)  # a task nobody holds may be collected mid-way
+        task.add_done_callback(self._reshards.discard)
+
+    async def _reshard(self) -> None:
+        """The members changed: schedule what this node now owns (first probes spread over
+        one interval), drop what it lost (its series leave /metrics)."""
+        try:
+            async with self._reload_lock:
+                catalog = self.catalog
+                if catalog is None or self._stop.is_set():
+                    return
+                await self._seed(catalog, self._owned_subscriptions(catalog))
+                added, _, removed = self._apply(catalog)
+                log.info(
+                    "event=cluster_reshard node=%s added=%d removed=%d targets=%d",
+                    self.cluster.node_id if self.cluster else "",
+                    len(added),
+                    len(removed),
+                    len(self.scheduler),
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=cluster_reshard_failed")
 
     def _set_sla(self, customer: str, service: str, availability: float | None) -> None:
         self.target_metrics.set_sla(customer, service, availability=availability)
@@ -415,6 +532,8 @@ class Daemon:
         target_id = spec.target.id
         if catalog is None or catalog.targets.get(target_id) is not spec:
             return  # the target changed or went away while it was being probed
+        if (spec.target.customer, spec.target.service) not in self._subscriptions_shown:
+            return  # another node took it over while it was being probed
         now = self.wall()
         state = self.board.target(target_id, now)
         transition = observe(state, target_id, result, spec.timing, now)

@@ -24,6 +24,7 @@ from monitor.config.loading import (
 from monitor.config.models import (
     ApiToken,
     CheckBase,
+    ClusterSettings,
     ConfigBase,
     Contact,
     CustomerSpec,
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_NESTING",
     "ApiToken",
     "CheckBase",
+    "ClusterSettings",
     "ConfigBase",
     "ConfigError",
     "ConfigIssue",

@@ -7,6 +7,7 @@ so adding a check or channel type needs no change here.
 from __future__ import annotations
 
 import functools
+import socket
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     SecretStr,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from checks import CheckType, check_types
@@ -89,6 +91,51 @@ class ApiToken(StrictModel):
     roles: list[Literal["read", "operate", "admin"]] = ["read"]
 
 
+def _host_name() -> str:
+    return socket.gethostname() or "node"
+
+
+class ClusterSettings(StrictModel):
+    """Several daemons sharing one PostgreSQL store: each probes its share of the targets."""
+
+    enabled: bool = Field(True, description="Take part in a cluster (false: run alone)")
+    node_id: str = Field(
+        default_factory=_host_name,
+        min_length=1,
+        max_length=200,
+        description="This node's name among the members (default: the host name); unique",
+    )
+    heartbeat_interval: Duration = Field(
+        5.0, description="How often the node says it is alive and renews leadership"
+    )
+    dead_after: Duration = Field(
+        20.0, description="A node silent for this long is dead: its targets move to the others"
+    )
+    leader_lease: Duration | None = Field(
+        None,
+        description="How long leadership lasts without renewal (default: dead_after); the "
+        "leader steps down at two thirds of it when it cannot renew",
+    )
+
+    @model_validator(mode="after")
+    def _outlast_heartbeats(self) -> ClusterSettings:
+        # a live node misses no deadline for one slow heartbeat: a leader must renew within
+        # two thirds of its lease, so the lease spans at least three heartbeats
+        for name in ("dead_after", "leader_lease"):
+            value = getattr(self, name)
+            if value is not None and value < 3 * self.heartbeat_interval:
+                raise ValueError(
+                    f"{name} ({value:g}s) must be at least three times "
+                    f"heartbeat_interval ({self.heartbeat_interval:g}s)"
+                )
+        return self
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a leader's lease lasts after each renewal."""
+        return self.leader_lease if self.leader_lease is not None else self.dead_after
+
+
 class MonitorSettings(StrictModel):
     listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
     data_dir: str = Field("./data", description="Where the embedded store keeps its files")
@@ -132,6 +179,11 @@ class MonitorSettings(StrictModel):
     ops_channels: list[str] = Field(
         default_factory=list,
         description="Channels told when this node goes blind and when it sees again",
+    )
+    cluster: ClusterSettings | None = Field(
+        None,
+        description="Replicas sharing a PostgreSQL store (monitor.store): membership, "
+        "sharding of the targets, one leader",
     )
 
     @field_validator("listen")

@@ -153,6 +153,7 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     tiers = raw.get("tiers") if isinstance(raw.get("tiers"), dict) else {}
     assert isinstance(tiers, dict)
     issues += _dependency_issues(services)
+    issues += _cluster_issues(_mapping(raw.get("monitor")))
     check_names: dict[str, set[Any]] = {}
     for service_id, service in services.items():
         names = check_names.setdefault(service_id, set())
@@ -220,6 +221,27 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
                         )
                     )
     return issues
+
+
+def _cluster_issues(monitor: dict[str, Any]) -> list[ConfigIssue]:
+    """A cluster shares its state through PostgreSQL: SQLite (one file, one host) cannot."""
+    cluster = monitor.get("cluster")
+    if cluster is None or (isinstance(cluster, dict) and cluster.get("enabled") is False):
+        return []
+    store = monitor.get("store")
+    if isinstance(store, str) and store.split("://", 1)[0].split("+", 1)[0] in (
+        "postgresql",
+        "postgres",
+    ):
+        return []
+    found = f"the store is {store!r}" if isinstance(store, str) else "the store is SQLite"
+    return [
+        ConfigIssue(
+            "monitor.cluster",
+            f"a cluster needs a PostgreSQL store shared by its nodes ({found}): set "
+            "monitor.store to postgresql://user@host:5432/db, or remove monitor.cluster",
+        )
+    ]
 
 
 def _dependency_issues(services: dict[str, Any]) -> list[ConfigIssue]:

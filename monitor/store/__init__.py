@@ -7,6 +7,7 @@ one schema, versioned migrations. See ``Store``.
 from monitor.store.codec import message_from_json, message_to_json
 from monitor.store.migrations import MIGRATIONS, Migration, latest_version
 from monitor.store.records import (
+    Fenced,
     IncidentAlreadyOpen,
     IncidentChanged,
     IncidentNotFound,
@@ -21,6 +22,7 @@ from monitor.store.writes import Transaction
 
 __all__ = [
     "MIGRATIONS",
+    "Fenced",
     "IncidentAlreadyOpen",
     "IncidentChanged",
     "IncidentNotFound",

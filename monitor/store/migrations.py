@@ -39,7 +39,7 @@ class Migration:
 
 def _initial_schema(connection: Connection) -> None:
     # the tables of version 1 only; schema_version exists already
-    later = {schema.audit_log.name, schema.schema_version.name}
+    later = {schema.audit_log.name, schema.schema_version.name, *_CLUSTER_TABLES}
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
 
@@ -75,6 +75,14 @@ def _outbox_recipient(connection: Connection) -> None:
         )
 
 
+_CLUSTER_TABLES = (schema.members.name, schema.leader_lease.name)
+
+
+def _cluster(connection: Connection) -> None:
+    schema.members.create(connection)
+    schema.leader_lease.create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -86,6 +94,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
     ),
+    Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
 )
 
 

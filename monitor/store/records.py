@@ -95,3 +95,15 @@ class IncidentChanged(StoreError):
             f"expected {expected}): read it again and reapply the change"
         )
         self.incident_id = incident_id
+
+
+class Fenced(StoreError):
+    """A write only the leader may make, from a node that no longer holds the lease."""
+
+    def __init__(self, node_id: str, epoch: int) -> None:
+        super().__init__(
+            f"node {node_id} no longer leads in epoch {epoch}: the write was refused "
+            "(another node leads now, or the lease expired)"
+        )
+        self.node_id = node_id
+        self.epoch = epoch

@@ -212,3 +212,27 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
 )
 Index("ix_audit_log_at", audit_log.c.at)
+
+# Cluster (version 5). Heartbeats and lease expiry are the database's clock (now()), so
+# nodes whose clocks disagree still agree on who is alive and who leads.
+members = Table(
+    "members",
+    metadata,
+    Column("node_id", String(200), primary_key=True),
+    Column("listen", String(300), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("config_digest", String(64), nullable=False),
+)
+
+# One row: who leads, until when, and the fencing epoch (incremented on every takeover).
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+)

@@ -14,7 +14,7 @@ interval closes it there and records the gap as unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -27,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
+from monitor.store import cluster
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
-from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus, StoreError
+from monitor.store.records import Fenced, MonitorRun, OutboxRow, OutboxStatus, StoreError
 from monitor.store.writes import Transaction
 
 
@@ -38,10 +39,20 @@ class Store:
     """Incidents, timelines, status history, outbox and maintenance windows in SQLite or
     PostgreSQL. Create with ``await Store.open(url)``; ``await store.close()`` at the end."""
 
-    def __init__(self, engine: AsyncEngine, url: URL, audit_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: URL,
+        audit_key: bytes | None = None,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
         self._engine = engine
         self._url = url
         self._audit_key = audit_key
+        self._fence = fence
+        # Subscriptions whose status intervals close_all_open() must leave open: in a
+        # cluster, those other live nodes go on watching (set by the daemon).
+        self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
 
     @classmethod
     async def open(
@@ -50,17 +61,22 @@ class Store:
         *,
         migrations: Sequence[Migration] = MIGRATIONS,
         audit_key: bytes | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> Store:
         """Open (and create, for SQLite) the database at ``url`` and apply pending
         ``migrations`` (the code's own unless a test brings others). Raises StoreError
-        (SchemaTooNew among them) when the database cannot be used."""
+        (SchemaTooNew among them) when the database cannot be used.
+
+        ``fence``: (node id, epoch) of a cluster leader's term (PostgreSQL): every
+        transaction first checks that the node still holds the leader's lease in that
+        epoch and raises Fenced, writing nothing, when it does not."""
         engine_url = async_url(url)
         where = display_url(engine_url)
         try:
             engine = create_engine(engine_url)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {where}: {exc}") from exc
-        store = cls(engine, engine_url, audit_key)
+        store = cls(engine, engine_url, audit_key, fence)
         try:
             async with store._connection(write=True) as connection, connection.begin():
                 await migrate(connection, where, migrations)
@@ -111,7 +127,9 @@ class Store:
         """``async with store.transaction() as tx:`` — committed when the block ends,
         rolled back (nothing written) when it raises or is cancelled."""
         async with self._connection(write=True) as connection, connection.begin():
-            yield Transaction(connection, self._audit_key)
+            if self._fence is not None and not await cluster.check_fence(connection, *self._fence):
+                raise Fenced(*self._fence)
+            yield Transaction(connection, self._audit_key, self.kept_open)
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[Reader]:
@@ -274,6 +292,55 @@ class Store:
         """Delete a maintenance window; False if there was none."""
         async with self.transaction() as tx:
             return await tx.delete_maintenance(window_id, actor=actor, at=at)
+
+    # ------------------------------------------------------------------ cluster (PostgreSQL)
+
+    async def heartbeat(
+        self, node_id: str, *, listen: str, started_at: float, version: str, config_digest: str
+    ) -> float:
+        """Upsert this node's member row; returns the database's time (cluster.heartbeat)."""
+        async with self.transaction() as tx:
+            return await cluster.heartbeat(
+                tx.connection,
+                node_id,
+                listen=listen,
+                started_at=started_at,
+                version=version,
+                config_digest=config_digest,
+            )
+
+    async def members(self, dead_after: float) -> tuple[list[cluster.Member], float]:
+        """Every member, alive or dead by the database's clock, and that clock's time."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await cluster.members(connection, dead_after)
+
+    async def leave(self, node_id: str) -> None:
+        """Remove this node's member row (a clean stop)."""
+        async with self.transaction() as tx:
+            await cluster.leave(tx.connection, node_id)
+
+    async def acquire_leadership(self, node_id: str, lease_seconds: float) -> cluster.Lease | None:
+        """Take or renew the leader's lease (see cluster.acquire_or_renew)."""
+        async with self.transaction() as tx:
+            return await cluster.acquire_or_renew(tx.connection, node_id, lease_seconds)
+
+    async def release_leadership(self, node_id: str, epoch: int) -> bool:
+        """End this node's lease now, if it still holds it in ``epoch``."""
+        async with self.transaction() as tx:
+            return await cluster.release(tx.connection, node_id, epoch)
+
+    async def leader_lease(self) -> tuple[cluster.Lease | None, float]:
+        """The stored lease (possibly expired) and the database's time."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await cluster.current_lease(connection)
+
+    async def latest_statuses(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, float]]:
+        """The latest recorded (status, since) of the subscriptions ``keys`` (PostgreSQL;
+        see cluster.last_statuses): what a node taking them over starts from."""
+        async with self._connection(write=False) as connection:
+            return await cluster.last_statuses(connection, keys)
 
     # ------------------------------------------------------------------ audit log
 

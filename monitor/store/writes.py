@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,10 +64,16 @@ class Transaction(Reader):
     write meanwhile: on SQLite that write would wait for this transaction's lock.
     """
 
-    def __init__(self, connection: AsyncConnection, audit_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        audit_key: bytes | None = None,
+        kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: (),
+    ) -> None:
         super().__init__(connection)
         self._dialect = connection.dialect.name
         self._audit_key = audit_key
+        self._kept_open = kept_open
 
     async def audit(
         self, at: float, kind: str, subject: str, actor: str | None = None, **detail: Any
@@ -270,19 +276,37 @@ class Transaction(Reader):
         ``subscriptions``: only these (customer, service) pairs — what a
         daemon sharing PostgreSQL with others must pass, so that it does not
         close the intervals of subscriptions another replica is watching.
+        Whatever the store's ``kept_open`` names (a cluster's other live
+        nodes watch them) is never closed, with or without ``subscriptions``.
         """
+        kept = set(self._kept_open())
+        if kept:
+            # other live nodes of a cluster go on watching these: their intervals stay open
+            if subscriptions is None:
+                rows = await self._conn.execute(
+                    select(_intervals.c.customer, _intervals.c.service).where(
+                        _intervals.c.ended_at.is_(None)
+                    )
+                )
+                subscriptions = [(row.customer, row.service) for row in rows]
+            subscriptions = [key for key in subscriptions if key not in kept]
         statement = update(_intervals).where(_intervals.c.ended_at.is_(None))
-        if subscriptions is not None:
-            if not subscriptions:
-                return 0
-            statement = statement.where(
-                tuple_(_intervals.c.customer, _intervals.c.service).in_(list(subscriptions))
-            )
         ended = case((_intervals.c.started_at > at, _intervals.c.started_at), else_=at)
-        result = await self._conn.execute(
-            statement.values(ended_at=ended).returning(_intervals.c.id)
-        )
-        return len(result.all())
+        if subscriptions is None:
+            result = await self._conn.execute(
+                statement.values(ended_at=ended).returning(_intervals.c.id)
+            )
+            return len(result.all())
+        keys, count = list(subscriptions), 0
+        for start in range(0, len(keys), _CHUNK):
+            in_chunk = tuple_(_intervals.c.customer, _intervals.c.service).in_(
+                keys[start : start + _CHUNK]
+            )
+            result = await self._conn.execute(
+                statement.where(in_chunk).values(ended_at=ended).returning(_intervals.c.id)
+            )
+            count += len(result.all())
+        return count
 
     async def beat(self, instance_id: str, started_at: float, at: float) -> None:
         """Record that the daemon run (instance_id, started_at) was alive at ``at``."""

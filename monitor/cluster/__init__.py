@@ -1,0 +1,1 @@
+"""Several daemons sharing one PostgreSQL store: membership, sharding, leadership."""

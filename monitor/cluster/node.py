@@ -1,0 +1,272 @@
+"""This daemon as a member of a cluster: heartbeats, the members' view, its shard, leadership.
+
+Every ``heartbeat_interval`` the node upserts its member row, reads every
+member, renews (or tries to take) the leader's lease, and works out its shard:
+the subscriptions rendezvous hashing gives it among the live members that run
+the same config (same digest). Nodes on another config are left out of the
+hashing (they would weigh a different catalog) and reported in the log and in
+``csp_monitor_cluster_config_mismatch``; they do not take this node's targets
+and this node does not take theirs.
+
+When the database cannot be reached the node keeps probing the shard it had
+(better two nodes probing a target than none) and the leader steps down on
+time (see leadership.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitor.cluster.leadership import Leadership
+from monitor.cluster.sharding import assign, owner
+from monitor.config import ClusterSettings
+from monitor.store import Store
+from monitor.store.cluster import Member
+
+log = logging.getLogger(__name__)
+
+ShardChanged = Callable[[], None]
+
+
+class ClusterMetrics:
+    """The node's view of the cluster, for Prometheus (each node exports its own)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.members = Gauge(
+            "csp_monitor_cluster_members",
+            "Live members of the cluster as this node sees them (any config)",
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "csp_monitor_cluster_leader",
+            "1 on the node that holds the leader's lease, else 0",
+            ["node"],
+            registry=registry,
+        )
+        self.epoch = Gauge(
+            "csp_monitor_cluster_leader_epoch",
+            "Fencing epoch of the current leader's term, as last seen by this node",
+            registry=registry,
+        )
+        self.targets = Gauge(
+            "csp_monitor_cluster_targets",
+            "Targets this node probes (its shard)",
+            ["node"],
+            registry=registry,
+        )
+        self.config_mismatch = Gauge(
+            "csp_monitor_cluster_config_mismatch",
+            "Live members running a config whose digest differs from this node's",
+            registry=registry,
+        )
+        self.leader_changes = Counter(
+            "csp_monitor_cluster_leader_changes",
+            "Leadership gained or lost by this node",
+            ["change"],
+            registry=registry,
+        )
+        for change in ("gained", "lost"):
+            self.leader_changes.labels(change)
+        self.heartbeat_failures = Counter(
+            "csp_monitor_cluster_heartbeat_failures",
+            "Heartbeats that could not be written to the store",
+            registry=registry,
+        )
+
+
+@dataclass
+class ClusterView:
+    """The members as last read, judged by the database's clock."""
+
+    members: list[Member] = field(default_factory=list)
+    database_time: float = 0.0
+    lease_holder: str | None = None
+    lease_epoch: int | None = None
+    lease_expires_at: float | None = None
+
+
+class ClusterNode:
+    """Heartbeats, the view of the members, this node's shard and its leadership."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ClusterSettings,
+        registry: CollectorRegistry,
+        *,
+        listen: str,
+        version: str,
+        started_at: float,
+        on_shard_changed: ShardChanged = lambda: None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.listen = listen
+        self.version = version
+        self.started_at = started_at
+        self.config_digest = ""
+        self.metrics = ClusterMetrics(registry)
+        self.metrics.leader.labels(self.node_id).set(0)
+        self.view = ClusterView()
+        self.peers: tuple[str, ...] = (self.node_id,)  # live members with this config
+        self._mismatched: tuple[str, ...] = ()
+        self._on_shard_changed = on_shard_changed
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.leadership = Leadership(
+            store,
+            self.node_id,
+            settings.lease_seconds,
+            on_gain=self._gained,
+            on_loss=self._lost,
+        )
+
+    # ------------------------------------------------------------------ shard
+
+    def owns(self, key: str) -> bool:
+        """Whether this node probes the subscription with shard key ``key``."""
+        return owner(key, self.peers) == self.node_id
+
+    def shares(self, keys: Iterable[str]) -> dict[str, set[str]]:
+        """Every peer's share of ``keys`` (members on another config are not in it)."""
+        return assign(keys, self.peers)
+
+    def set_targets(self, count: int) -> None:
+        self.metrics.targets.labels(self.node_id).set(count)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, config_digest: str) -> None:
+        """The first heartbeat and view, before anything is scheduled; then the loop."""
+        self.config_digest = config_digest
+        await self.beat()
+        self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
+
+    def reconfigure(self, config_digest: str) -> None:
+        """A reload: the new digest is announced with the next heartbeat. The node id and
+        timings stay as started (changing them needs a restart)."""
+        self.config_digest = config_digest
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(self.settings.heartbeat_interval):
+                    await self._stop.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=cluster_heartbeat_failed node=%s", self.node_id)
+
+    async def beat(self) -> None:
+        """One heartbeat: write ours, read everyone's, renew leadership, recompute peers."""
+        try:
+            async with asyncio.timeout(self.settings.heartbeat_interval * 2):
+                await self.store.heartbeat(
+                    self.node_id,
+                    listen=self.listen,
+                    started_at=self.started_at,
+                    version=self.version,
+                    config_digest=self.config_digest,
+                )
+                members, now = await self.store.members(self.settings.dead_after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.heartbeat_failures.inc()
+            log.warning(
+                "event=cluster_heartbeat_failed node=%s error=%s action=%r",
+                self.node_id,
+                type(exc).__name__,
+                "check the connection to PostgreSQL; the node keeps probing its shard",
+            )
+            await self.leadership.renew()  # fails the same way; steps down on time
+            return
+        await self.leadership.renew()
+        self.view.members, self.view.database_time = members, now
+        await self._read_lease()
+        self._update_peers(members)
+
+    async def _read_lease(self) -> None:
+        try:
+            lease, _ = await self.store.leader_lease()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return
+        if lease is None:
+            return
+        self.view.lease_holder = lease.holder
+        self.view.lease_epoch = lease.epoch
+        self.view.lease_expires_at = lease.expires_at
+        self.metrics.epoch.set(lease.epoch)
+
+    def _update_peers(self, members: Collection[Member]) -> None:
+        live = [m for m in members if m.alive]
+        same = sorted({m.node_id for m in live if m.config_digest == self.config_digest})
+        peers = tuple(sorted({*same, self.node_id}))  # this node is alive: it just beat
+        mismatched = tuple(sorted(m.node_id for m in live if m.config_digest != self.config_digest))
+        self.metrics.members.set(len({*(m.node_id for m in live), self.node_id}))
+        self.metrics.config_mismatch.set(len(mismatched))
+        if mismatched != self._mismatched:
+            if mismatched:
+                log.warning(
+                    "event=cluster_config_mismatch node=%s digest=%s others=%s action=%r",
+                    self.node_id,
+                    self.config_digest[:12],
+                    ",".join(
+                        f"{m.node_id}:{m.config_digest[:12]}"
+                        for m in live
+                        if m.node_id in mismatched
+                    ),
+                    "give every node the same config; until then they do not share targets",
+                )
+            else:
+                log.info("event=cluster_config_agrees node=%s", self.node_id)
+            self._mismatched = mismatched
+        if peers != self.peers:
+            log.info(
+                "event=cluster_members_changed node=%s before=%s after=%s",
+                self.node_id,
+                ",".join(self.peers),
+                ",".join(peers),
+            )
+            self.peers = peers
+            self._on_shard_changed()
+
+    # ------------------------------------------------------------------ leadership
+
+    def _gained(self, epoch: int) -> None:
+        self.metrics.leader.labels(self.node_id).set(1)
+        self.metrics.epoch.set(epoch)
+        self.metrics.leader_changes.labels("gained").inc()
+        self.view.lease_holder, self.view.lease_epoch = self.node_id, epoch
+
+    def _lost(self, epoch: int) -> None:
+        self.metrics.leader.labels(self.node_id).set(0)
+        self.metrics.leader_changes.labels("lost").inc()
+
+    async def close(self) -> None:
+        """Stop beating, hand leadership over and leave the member list."""
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.leadership.release()
+        try:
+            async with asyncio.timeout(self.settings.heartbeat_interval * 2):
+                await self.store.leave(self.node_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("event=cluster_leave_failed node=%s error=%s", self.node_id, exc)
