@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,11 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting
+from monitor.api import build_app
 from monitor.catalog import Catalog, TargetSpec
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
+from monitor.incident_manager import IncidentManager
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
@@ -33,6 +35,7 @@ from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, observe
+from monitor.store import Store
 from monitor.vendor import GAUGE as VENDOR_GAUGE
 from monitor.vendor import VendorBoard
 
@@ -92,6 +95,22 @@ class Daemon:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
+    # ------------------------------------------------------------------ for the HTTP API
+
+    @property
+    def incidents(self) -> IncidentManager | None:
+        """The incident manager (None until the store is open)."""
+        return self.alerting.manager
+
+    @property
+    def store(self) -> Store | None:
+        """The store (None until it is open)."""
+        return self.alerting.store
+
+    def target_metric_chunks(self) -> AsyncIterator[bytes]:
+        """The per-target series in the exposition format, in chunks."""
+        return self.target_metrics.render()
+
     # ------------------------------------------------------------------ lifecycle
 
     def load(self) -> CheckedConfig:
@@ -103,8 +122,6 @@ class Daemon:
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""
-        from monitor.api import build_app  # the API imports the daemon's types
-
         checked = await asyncio.to_thread(self.load)
         catalog = checked.catalog
         settings = catalog.config.monitor

@@ -7,11 +7,14 @@ was wrong, never a 500 and never a half-applied change.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import monitor.api
 from monitor.daemon import Daemon
 from monitor.engine.model import Incident
 from tests.conftest import WebTarget, wait_until
@@ -393,3 +397,26 @@ async def test_odd_incident_ids_are_404(daemon: Daemon, incident_id: str) -> Non
             json_body={"text": "x"} if action == "/notes" else None,
         )
         assert status == 404, (method, action)
+
+
+def test_the_api_package_does_not_import_the_daemon() -> None:
+    """The handlers reach the daemon only through ApiServices: importing the API (and
+    building its app) must not pull in monitor.daemon, or the import cycle is back."""
+    code = (
+        "import sys, monitor.api, monitor.api.services\n"
+        "assert 'monitor.daemon' not in sys.modules, 'monitor.api imports monitor.daemon'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # not even for type checking: the Protocol is what the handlers may rely on
+    package = Path(monitor.api.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "monitor.daemon", module.name
+                if node.module == "monitor":
+                    assert "daemon" not in {alias.name for alias in node.names}, module.name
+            elif isinstance(node, ast.Import):
+                assert "monitor.daemon" not in {alias.name for alias in node.names}, module.name
