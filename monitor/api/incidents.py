@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor.api.auth import require_read, require_role
+from monitor.api.errors import bad_request, refusal
 from monitor.api.input import (
     Body,
     CaseNumber,
@@ -27,6 +28,7 @@ from monitor.api.input import (
     validated,
 )
 from monitor.api.services import SERVICES, IncidentOperations
+from monitor.config import ConfigIssue
 from monitor.engine.model import Incident, IncidentError, IncidentEvent
 from monitor.store.records import IncidentNotFound
 
@@ -120,7 +122,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     limit = bounded_int(query, "limit", default=100, low=1, high=LIST_LIMIT)
     state = query.get("state", "open")
     if state not in INCIDENT_STATES:
-        raise web.HTTPBadRequest(text=f"state: one of {', '.join(INCIDENT_STATES)}\n")
+        raise bad_request("state", f"one of {', '.join(INCIDENT_STATES)}")
     incidents = await incident_operations(request).list_incidents(
         state=state,
         customer=query.get("customer"),
@@ -146,9 +148,9 @@ def incident_refusals() -> Iterator[None]:
     try:
         yield
     except IncidentNotFound as exc:
-        raise web.HTTPNotFound(text=f"{exc}\n") from None
+        raise refusal(web.HTTPNotFound, [ConfigIssue("id", str(exc))]) from None
     except IncidentError as exc:
-        raise web.HTTPConflict(text=f"{exc}\n") from None
+        raise refusal(web.HTTPConflict, [ConfigIssue("id", str(exc))]) from None
 
 
 async def _change(
@@ -177,7 +179,7 @@ async def add_note(request: web.Request) -> web.Response:
     actor = _actor(request)
     text = validated(NoteBody, await _body(request)).text
     if not text:
-        raise web.HTTPBadRequest(text='text: give the note as {"text": "..."}\n')
+        raise bad_request("text", 'give the note as {"text": "..."}')
     return await _change(request, lambda ops, incident_id: ops.add_note(incident_id, actor, text))
 
 
@@ -185,7 +187,7 @@ async def set_vendor_case(request: web.Request) -> web.Response:
     actor = _actor(request)
     case = validated(VendorCaseBody, await _body(request)).case
     if not case:
-        raise web.HTTPBadRequest(text='case: give the 21Vianet case number as {"case": "..."}\n')
+        raise bad_request("case", 'give the 21Vianet case number as {"case": "..."}')
     return await _change(
         request, lambda ops, incident_id: ops.set_vendor_case(incident_id, actor, case)
     )

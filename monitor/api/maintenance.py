@@ -6,14 +6,13 @@ is written: every bad field is named in one 400.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
 from monitor.api.auth import require_read, require_role
+from monitor.api.errors import bad_request, invalid_body, refusal
 from monitor.api.incidents import incident_operations, iso_time
 from monitor.api.input import json_object
 from monitor.config import ConfigIssue
@@ -56,17 +55,6 @@ async def list_maintenance(request: web.Request) -> web.Response:
     return web.json_response({"maintenance": [window_json(w) for w in windows]})
 
 
-def invalid_body(issues: Iterable[ConfigIssue]) -> web.HTTPBadRequest:
-    """400 with a JSON body naming each bad field: {"status", "message", "errors": [...]}."""
-    listed = sorted(set(issues))
-    document = {
-        "status": "error",
-        "message": "; ".join(str(issue) for issue in listed),
-        "errors": [{"field": issue.path, "message": issue.message} for issue in listed],
-    }
-    return web.HTTPBadRequest(text=json.dumps(document), content_type="application/json")
-
-
 async def create_maintenance(request: web.Request) -> web.Response:
     actor = require_role(request, "operate")
     body = await json_object(request)
@@ -87,12 +75,12 @@ async def create_maintenance(request: web.Request) -> web.Response:
     try:
         await manager.add_maintenance(window)
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        raise bad_request("body", str(exc)) from None
     return web.json_response(window_json(window), status=201)
 
 
 async def delete_maintenance(request: web.Request) -> web.Response:
     actor = require_role(request, "operate")
     if not await incident_operations(request).delete_maintenance(request.match_info["id"], actor):
-        raise web.HTTPNotFound(text="no such maintenance window\n")
+        raise refusal(web.HTTPNotFound, [ConfigIssue("id", "no such maintenance window")])
     return web.json_response({"deleted": request.match_info["id"]})

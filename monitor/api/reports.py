@@ -11,7 +11,9 @@ from pathlib import Path
 from aiohttp import web
 
 from monitor.api.auth import require_read
+from monitor.api.errors import bad_request, refusal
 from monitor.api.services import SERVICES
+from monitor.config import ConfigIssue
 from monitor.reports.build import report_in_worker
 from monitor.reports.model import Report, parse_period
 from monitor.reports.render import render_chunks
@@ -31,13 +33,13 @@ async def uptime_report(request: web.Request) -> web.StreamResponse:
     try:
         period = parse_period(query.get("period", ""), catalog.config.reports.timezone)
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        raise bad_request("period", str(exc)) from None
     customer = query.get("customer")
     if customer is not None and customer not in catalog.customers:
-        raise web.HTTPNotFound(text=f"unknown customer {customer!r}\n")
+        raise refusal(web.HTTPNotFound, [ConfigIssue("customer", f"unknown customer {customer!r}")])
     fmt = query.get("format", "json")
     if fmt not in ("html", "csv", "json"):
-        raise web.HTTPBadRequest(text="format: html, csv or json\n")
+        raise bad_request("format", "html, csv or json")
     templates = catalog.config.notifications.templates_dir
     directories = [services.config_path.resolve().parent / Path(templates)] if templates else []
 
