@@ -25,7 +25,8 @@ from monitor.vendor import VendorBoard
 class IncidentOperations(Protocol):
     """The incident and maintenance operations the API offers (the incident manager).
 
-    Refusals are an ``IncidentError`` (409) or ``IncidentNotFound`` (404).
+    Refusals are the ``IncidentError`` family: ``IncidentNotFound`` (404), any other
+    (409).
     """
 
     @property
