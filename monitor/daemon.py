@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from checks import check_types
 from monitor import __version__
 from monitor.alerting import Alerting, store_url
+from monitor.api import build_app
 from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
 from monitor.catalog import Catalog, Subscription, TargetSpec
@@ -31,6 +32,7 @@ from monitor.cluster.sharding import subscription_key
 from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
+from monitor.incident_manager import IncidentManager
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
@@ -104,6 +106,27 @@ class Daemon:
         self.cluster: ClusterNode | None = None
         self._reshards: set[asyncio.Task[None]] = set()
 
+    # ------------------------------------------------------------------ for the HTTP API
+
+    @property
+    def incidents(self) -> IncidentManager | None:
+        """The incident manager (None until the store is open)."""
+        return self.alerting.manager
+
+    @property
+    def store(self) -> Store | None:
+        """The store (None until it is open)."""
+        return self.alerting.store
+
+    @property
+    def scheduled_targets(self) -> int:
+        """How many targets this node probes now (its shard in a cluster)."""
+        return len(self.scheduler)
+
+    def target_metric_chunks(self) -> AsyncIterator[bytes]:
+        """The per-target series in the exposition format, in chunks."""
+        return self.target_metrics.render()
+
     # ------------------------------------------------------------------ lifecycle
 
     def load(self) -> CheckedConfig:
@@ -115,8 +138,6 @@ class Daemon:
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""
-        from monitor.api import build_app  # the API imports the daemon's types
-
         checked = await asyncio.to_thread(self.load)
         catalog = checked.catalog
         settings = catalog.config.monitor

@@ -396,7 +396,7 @@ class IncidentManager:
                 continue
             self._committed(working, decision, messages)
             return working
-        raise RuntimeError(f"incident {incident.id} keeps changing under us; try again")
+        raise IncidentConflict(f"incident {incident.id} keeps changing under us; try again")
 
     # The write protocol: every incident change goes _writing → _store_decision →
     # (commit) → _committed. Memory changes only after the commit, so a failed write

@@ -7,11 +7,15 @@ was wrong, never a 500 and never a half-applied change.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+import monitor.api
 from monitor.daemon import Daemon
 from monitor.engine.model import Incident
+from monitor.links import LinkSigner
 from tests.conftest import WebTarget, wait_until
 
 OPERATE = "noc-operate-token"
@@ -169,14 +175,18 @@ async def test_bodies_that_are_not_utf8_or_nest_too_deep_are_400(
     daemon: Daemon, incident: Incident
 ) -> None:
     notes = f"/api/v1/incidents/{incident.id}/notes"
-    status, text = await call(daemon, "POST", notes, body=b'{"text": "caf\xe9 \xff"}')
-    assert status == 400 and "UTF-8" in text
-    status, text = await call(daemon, "POST", notes, body=b"[" * 100_000)
-    assert status == 400 and "deeper than" in text
-    status, text = await call(daemon, "POST", notes, body=b'{"text": ' * 50_000)
-    assert status == 400 and "deeper than" in text
-    status, text = await call(daemon, "POST", notes, body=b"{not json")
-    assert status == 400 and "must be JSON" in text
+    for body, expected in (
+        (b'{"text": "caf\xe9 \xff"}', "the body must be UTF-8 (invalid byte at offset 13)"),
+        (b"[" * 100_000, "the body nests deeper than 32 levels"),
+        (b'{"text": ' * 50_000, "the body nests deeper than 32 levels"),
+        (b"{not json", "the body must be JSON"),
+    ):
+        status, text = await call(daemon, "POST", notes, body=body)
+        assert status == 400, text
+        problem = json.loads(text)
+        assert problem["status"] == "error" and problem["message"].startswith("body: ")
+        [error] = problem["errors"]
+        assert error["field"] == "body" and error["message"].startswith(expected), text
     _, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
     assert [e for e in timeline if e.kind == "note"] == []
 
@@ -204,7 +214,10 @@ async def test_wrong_types_and_oversized_text_are_refused_naming_the_field(
         daemon, method, f"/api/v1/incidents/{incident.id}/{action}", json_body=body
     )
     assert status == 400, text
-    assert text.startswith(f"{field}: ") and expected in text, text
+    problem = json.loads(text)
+    assert problem["status"] == "error" and problem["message"].startswith(f"{field}: "), text
+    [error] = problem["errors"]
+    assert error["field"] == field and expected in error["message"], text
     stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
     assert stored.state.value == "open" and stored.vendor_case is None
     assert not [e for e in timeline if e.kind in ("note", "vendor_case", "resolved")]
@@ -250,7 +263,11 @@ async def test_free_text_is_stored_without_control_characters(
 )
 async def test_bad_list_parameters_are_400(daemon: Daemon, query: str, expected: str) -> None:
     status, text = await call(daemon, "GET", f"/api/v1/incidents?{query}", token=READ)
-    assert (status, text.strip()) == (400, expected)
+    field, _, message = expected.partition(": ")
+    assert (status, json.loads(text)) == (
+        400,
+        {"status": "error", "message": expected, "errors": [{"field": field, "message": message}]},
+    )
 
 
 async def test_limits_in_range_are_served(daemon: Daemon, incident: Incident) -> None:
@@ -393,3 +410,71 @@ async def test_odd_incident_ids_are_404(daemon: Daemon, incident_id: str) -> Non
             json_body={"text": "x"} if action == "/notes" else None,
         )
         assert status == 404, (method, action)
+
+
+def test_the_api_package_does_not_import_the_daemon() -> None:
+    """The handlers reach the daemon only through ApiServices: importing the API (and
+    building its app) must not pull in monitor.daemon, or the import cycle is back."""
+    code = (
+        "import sys, monitor.api, monitor.api.services\n"
+        "assert 'monitor.daemon' not in sys.modules, 'monitor.api imports monitor.daemon'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # not even for type checking: the Protocol is what the handlers may rely on
+    package = Path(monitor.api.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "monitor.daemon", module.name
+                if node.module == "monitor":
+                    assert "daemon" not in {alias.name for alias in node.names}, module.name
+            elif isinstance(node, ast.Import):
+                assert "monitor.daemon" not in {alias.name for alias in node.names}, module.name
+
+
+async def test_every_refusal_of_a_request_has_one_json_shape(
+    daemon: Daemon, incident: Incident
+) -> None:
+    """Bad bodies, queries and ids answer {"status", "message", "errors": [{field, message}]},
+    whatever the endpoint; the message reads as the old text did."""
+    refused = [
+        ("GET", "/api/v1/incidents/INC-nope", None, 404, "id", "no incident INC-nope"),
+        ("POST", f"/api/v1/incidents/{incident.id}/resolve", {}, 409, "id", "still down"),
+        ("POST", "/api/v1/maintenance", {"duration": "2h"}, 400, "starts_at", "required"),
+        ("DELETE", "/api/v1/maintenance/MW-nope", None, 404, "id", "no such maintenance"),
+        ("GET", "/api/v1/reports/uptime?period=0001-01", None, 400, "period", "0001-01"),
+        ("GET", "/api/v1/reports/uptime?period=2026-10&format=pdf", None, 400, "format", "csv"),
+        ("GET", "/api/v1/reports/uptime?period=2026-10&customer=x", None, 404, "customer", "'x'"),
+    ]
+    for method, path, body, expected_status, field, words in refused:
+        status, text = await call(daemon, method, path, json_body=body)
+        problem = json.loads(text)
+        assert (status, problem["status"]) == (expected_status, "error"), (path, text)
+        fields = {error["field"]: error["message"] for error in problem["errors"]}
+        assert words in fields.get(field, ""), (path, text)
+        assert f"{field}: " in problem["message"], (path, text)
+    # credentials are refused as before: text, and a challenge for the client
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{daemon.bound_port}/api/v1/incidents") as response,
+    ):
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="csp-monitor"'
+
+
+async def test_an_ack_link_for_an_acknowledged_incident_says_so(
+    daemon: Daemon, incident: Incident, tmp_path: Path
+) -> None:
+    """The second person to press the link learns it is acknowledged already (409),
+    not an internal error."""
+    assert (await call(daemon, "POST", f"/api/v1/incidents/{incident.id}/ack"))[0] == 200
+    signer = LinkSigner.from_data_dir(tmp_path / "data")
+    token = signer.token(incident.id, time.time() + 3600)
+    status, text = await call(
+        daemon, "POST", f"/ack/{incident.id}?t={token}", token=None, data={"by": "Li"}
+    )
+    assert status == 409, text
+    assert "Nothing to acknowledge" in text and "nothing to acknowledge" in text

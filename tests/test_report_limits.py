@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from monitor import api_reports
+from monitor.api import reports as api_reports
 from monitor.catalog import load_catalog
 from monitor.cli import main
 from monitor.daemon import Daemon

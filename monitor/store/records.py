@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from monitor.engine.model import IncidentError
 from monitor.notify.message import RenderedMessage
 
 
@@ -78,8 +79,9 @@ class IncidentAlreadyOpen(StoreError):
         self.existing_id = existing_id
 
 
-class IncidentNotFound(StoreError, LookupError):
-    """No incident with that id."""
+class IncidentNotFound(StoreError, IncidentError, LookupError):
+    """No incident with that id (an ``IncidentError`` too: the operator's action cannot be
+    done)."""
 
     def __init__(self, incident_id: str) -> None:
         super().__init__(f"no incident {incident_id}")

@@ -8,15 +8,13 @@ operator can ask whichever node is up. A read like the others: open unless
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from monitor.api import DAEMON, require_read
+from monitor.api.auth import require_read
+from monitor.api.services import SERVICES, ApiServices
 from monitor.cluster.sharding import owner, subscription_key
-
-if TYPE_CHECKING:
-    from monitor.daemon import Daemon
 
 
 def add_routes(app: web.Application) -> None:
@@ -29,7 +27,7 @@ def _iso(value: float | None) -> str | None:
 
 async def cluster_status(request: web.Request) -> web.Response:
     require_read(request)
-    daemon = request.app[DAEMON]
+    daemon = request.app[SERVICES]
     if daemon.cluster is None:
         return web.json_response(
             {
@@ -42,7 +40,7 @@ async def cluster_status(request: web.Request) -> web.Response:
     return web.json_response(await cluster_document(daemon))
 
 
-def _targets_per_node(daemon: Daemon) -> dict[str, int]:
+def _targets_per_node(daemon: ApiServices) -> dict[str, int]:
     """How many targets each live node on this config probes, by the same hashing."""
     assert daemon.cluster is not None
     catalog = daemon.catalog
@@ -56,7 +54,7 @@ def _targets_per_node(daemon: Daemon) -> dict[str, int]:
     return {node: sum(sizes[key] for key in share) for node, share in shares.items()}
 
 
-async def cluster_document(daemon: Daemon) -> dict[str, Any]:
+async def cluster_document(daemon: ApiServices) -> dict[str, Any]:
     """The cluster as the store has it now, judged by the database's clock."""
     node = daemon.cluster
     assert node is not None
@@ -64,7 +62,7 @@ async def cluster_document(daemon: Daemon) -> dict[str, Any]:
     lease, _ = await node.store.leader_lease()
     leader = lease.holder if lease is not None and lease.expires_at >= now else None
     targets = _targets_per_node(daemon)
-    targets[node.node_id] = len(daemon.scheduler)  # what this node really has scheduled
+    targets[node.node_id] = daemon.scheduled_targets  # what this node really has scheduled
     return {
         "node": node.node_id,
         "generated_at": _iso(now),
@@ -101,7 +99,7 @@ async def cluster_document(daemon: Daemon) -> dict[str, Any]:
 
 
 async def add_other_nodes_subscriptions(
-    daemon: Daemon, document: dict[str, Any], query: Any
+    daemon: ApiServices, document: dict[str, Any], query: Any
 ) -> None:
     """A node's board holds only its shard: the other subscriptions' status comes from the
     store (their last recorded status and since; their checks are on their own node)."""

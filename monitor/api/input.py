@@ -1,7 +1,7 @@
 """Request input for the HTTP API: JSON bodies, body models, free text, query numbers.
 
-Every problem becomes a 400 that names the field and what was expected, never a
-500: bodies that are not UTF-8 or nest absurdly deep, values of the wrong JSON
+Every problem becomes a 400 (monitor/api/errors.py) that names the field and what
+was expected, never a 500: bodies that are not UTF-8 or nest absurdly deep, values of the wrong JSON
 type (``{"note": 5}`` is refused, not stored as ``"5"``; ``null`` never becomes
 the text ``"None"``), text over its limit. Free text is cleaned of control
 characters before it reaches the store or a message.
@@ -15,6 +15,9 @@ from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from monitor.api.errors import bad_request, invalid_body
+from monitor.config import ConfigIssue
 
 NOTE_MAX_CHARS = 16_384
 VENDOR_CASE_MAX_CHARS = 256
@@ -95,11 +98,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise web.HTTPBadRequest(
-            text=f"the body must be UTF-8 (invalid byte at offset {exc.start})\n"
+        raise bad_request(
+            "body", f"the body must be UTF-8 (invalid byte at offset {exc.start})"
         ) from None
     if not _shallow_enough(text, MAX_JSON_DEPTH):
-        raise web.HTTPBadRequest(text=f"the body nests deeper than {MAX_JSON_DEPTH} levels\n")
+        raise bad_request("body", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -108,9 +111,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
             if isinstance(exc, json.JSONDecodeError)
             else ""
         )
-        raise web.HTTPBadRequest(text=f"the body must be JSON{where}\n") from None
+        raise bad_request("body", f"the body must be JSON{where}") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be a JSON object\n")
+        raise bad_request("body", "the body must be a JSON object")
     return body
 
 
@@ -119,16 +122,16 @@ def validated(model: type[Model], body: dict[str, Any]) -> Model:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise web.HTTPBadRequest(text=describe(exc)) from None
+        raise invalid_body(describe(exc)) from None
 
 
-def describe(exc: ValidationError) -> str:
-    """One line per problem: ``field: what is wrong`` (the value itself is not echoed)."""
-    lines = []
+def describe(exc: ValidationError) -> list[ConfigIssue]:
+    """Each problem as (field, what is wrong); the value itself is not echoed."""
+    issues = []
     for error in exc.errors(include_url=False, include_input=False):
         field = ".".join(str(part) for part in error["loc"]) or "body"
-        lines.append(f"{field}: {_message(error)}")
-    return "\n".join(lines) + "\n"
+        issues.append(ConfigIssue(field, _message(error)))
+    return issues
 
 
 def _message(error: Any) -> str:
@@ -150,5 +153,5 @@ def bounded_int(query: Any, name: str, default: int, low: int, high: int) -> int
     if text is None:
         return default
     if not (text.isascii() and text.isdigit() and len(text) <= 9 and low <= int(text) <= high):
-        raise web.HTTPBadRequest(text=f"{name}: a whole number from {low} to {high}\n")
+        raise bad_request(name, f"a whole number from {low} to {high}")
     return int(text)

@@ -1,4 +1,5 @@
-"""``csp-monitor`` command line: run, validate, schema, probe."""
+"""``csp-monitor`` commands that work from the config file: run, validate, schema,
+probe and simulate."""
 
 from __future__ import annotations
 
@@ -6,14 +7,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from checks import check_types
-from monitor import __version__
 from monitor.catalog import Catalog, load_catalog
 from monitor.config import (
     DEFAULT_MAX_CONFIG_BYTES,
@@ -25,8 +23,6 @@ from monitor.config_check import check_config
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.status import aggregate, observed_status
-
-DEFAULT_CONFIG = os.environ.get("CSP_MONITOR_CONFIG", "config.yaml")
 
 
 def _event_loop_policy(choice: str = "asyncio") -> None:
@@ -215,22 +211,15 @@ def _add_max_config_bytes(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from monitor.cli_remote import add_remote_commands
-    from monitor.cli_reports import add_report_commands
-
-    parser = argparse.ArgumentParser(prog="csp-monitor", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"csp-monitor {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_local_commands(commands: Any, default_config: str) -> None:
     run = commands.add_parser("run", help="run the monitoring daemon")
-    run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default %(default)s)")
+    run.add_argument("--config", default=default_config, help="config file (default %(default)s)")
     run.add_argument("--listen", help="override monitor.listen (host:port)")
     _add_max_config_bytes(run)
     run.set_defaults(func=cmd_run)
 
     validate = commands.add_parser("validate", help="check a config file and list every problem")
-    validate.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    validate.add_argument("file", nargs="?", default=default_config)
     _add_max_config_bytes(validate)
     validate.set_defaults(func=cmd_validate)
 
@@ -240,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="run one subscription's checks once and explain")
     probe.add_argument("customer")
     probe.add_argument("service")
-    probe.add_argument("--config", default=DEFAULT_CONFIG)
+    probe.add_argument("--config", default=default_config)
     probe.set_defaults(func=cmd_probe)
 
     simulate = commands.add_parser(
@@ -249,19 +238,5 @@ def build_parser() -> argparse.ArgumentParser:
         "with a fake clock and print every incident change and message",
     )
     simulate.add_argument("scenario", help="scenario YAML (see monitor/simulate.py)")
-    simulate.add_argument("--config", default=DEFAULT_CONFIG)
+    simulate.add_argument("--config", default=default_config)
     simulate.set_defaults(func=cmd_simulate)
-
-    add_remote_commands(commands, DEFAULT_CONFIG)
-    add_report_commands(commands, DEFAULT_CONFIG)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

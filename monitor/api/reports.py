@@ -10,7 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from monitor.api import DAEMON, require_role
+from monitor.api.auth import require_read
+from monitor.api.errors import bad_request, refusal
+from monitor.api.services import SERVICES
+from monitor.config import ConfigIssue
 from monitor.reports.build import report_in_worker
 from monitor.reports.model import Report, parse_period
 from monitor.reports.render import render_chunks
@@ -21,31 +24,30 @@ def add_routes(app: web.Application) -> None:
 
 
 async def uptime_report(request: web.Request) -> web.StreamResponse:
-    daemon = request.app[DAEMON]
-    catalog, store = daemon.catalog, daemon.alerting.store
+    services = request.app[SERVICES]
+    catalog, store = services.catalog, services.store
     if catalog is None or store is None:
         raise web.HTTPServiceUnavailable(text="the store is not open yet\n")
-    if catalog.config.monitor.protect_reads:
-        require_role(request, "read")
+    require_read(request)
     query = request.query
     try:
         period = parse_period(query.get("period", ""), catalog.config.reports.timezone)
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        raise bad_request("period", str(exc)) from None
     customer = query.get("customer")
     if customer is not None and customer not in catalog.customers:
-        raise web.HTTPNotFound(text=f"unknown customer {customer!r}\n")
+        raise refusal(web.HTTPNotFound, [ConfigIssue("customer", f"unknown customer {customer!r}")])
     fmt = query.get("format", "json")
     if fmt not in ("html", "csv", "json"):
-        raise web.HTTPBadRequest(text="format: html, csv or json\n")
+        raise bad_request("format", "html, csv or json")
     templates = catalog.config.notifications.templates_dir
-    directories = [daemon.config_path.resolve().parent / Path(templates)] if templates else []
+    directories = [services.config_path.resolve().parent / Path(templates)] if templates else []
 
     def rendered(report: Report) -> tuple[str, list[bytes]]:
         return render_chunks(report, fmt, directories)
 
     content_type, chunks = await report_in_worker(
-        store, catalog, period, rendered, now=daemon.wall(), customer=customer
+        store, catalog, period, rendered, now=services.wall(), customer=customer
     )
     name = f"uptime-{period.label}-{customer or 'all'}.{fmt}"
     response = web.StreamResponse(

@@ -1,0 +1,28 @@
+"""The HTTP API: metrics, health, status, reload, incidents, maintenance, reports.
+
+Reads of the API are open unless ``monitor.protect_reads`` is set; anything
+that changes state needs a bearer token with the right role
+(``monitor.api_tokens`` in the config). The handlers reach the daemon only
+through ``ApiServices`` (monitor/api/services.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from monitor.api import cluster, core, incidents, maintenance, reports
+from monitor.api.auth import count_refusals
+from monitor.api.services import SERVICES, ApiServices
+
+
+def build_app(services: ApiServices) -> web.Application:
+    """The aiohttp application serving every endpoint from ``services``."""
+    app = web.Application()
+    app[SERVICES] = services
+    count_refusals(app)
+    core.add_routes(app)
+    incidents.add_routes(app)
+    maintenance.add_routes(app)
+    reports.add_routes(app)
+    cluster.add_routes(app)
+    return app

@@ -1,0 +1,114 @@
+"""HTTP endpoints: metrics, health, readiness, status and the reload hook.
+
+``/metrics``, ``/healthz`` and ``/readyz`` stay open: Prometheus and
+orchestrators call them without tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from monitor.api.auth import require_read, require_role
+from monitor.api.cluster import add_other_nodes_subscriptions
+from monitor.api.services import SERVICES, ApiServices
+from monitor.metrics import CONTENT_TYPE
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_post("/-/reload", reload)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    await response.prepare(request)
+    await response.write(generate_latest(services.registry))
+    async for chunk in services.target_metric_chunks():
+        if chunk:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[SERVICES].ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    ok, message = await request.app[SERVICES].reload()
+    return web.json_response(
+        {"status": "success" if ok else "error", "message": message}, status=200 if ok else 400
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    require_read(request)
+    services = request.app[SERVICES]
+    document = status_document(services, request.query)
+    await add_other_nodes_subscriptions(services, document, request.query)
+    return web.json_response(document)
+
+
+def status_document(source: ApiServices, query: Any) -> dict[str, Any]:
+    """Every customer × service with status, since when, and each check's last result."""
+    catalog = source.catalog
+    rows: list[dict[str, Any]] = []
+    if catalog is None:
+        return {"generated_at": source.wall(), "subscriptions": rows}
+    customers, services = catalog.customers, catalog.services
+    wanted = {key: query.get(key) for key in ("customer", "service", "status")}
+    for key, subscription in catalog.subscriptions.items():
+        state = source.board.subscriptions.get(key)
+        if state is None:
+            continue
+        if (
+            wanted["customer"] not in (None, key[0])
+            or wanted["service"] not in (None, key[1])
+            or wanted["status"] not in (None, state.status.value)
+        ):
+            continue
+        checks = []
+        for target_id in subscription.target_ids:
+            target_state = source.board.targets.get(target_id)
+            spec = catalog.targets[target_id]
+            if target_state is None:
+                continue
+            last = target_state.last_result
+            checks.append(
+                {
+                    "check": spec.target.check,
+                    "type": spec.target.type,
+                    "status": target_state.status.value,
+                    "since": target_state.since,
+                    "pending": target_state.pending,
+                    "last_result": last.to_json() if last else None,
+                }
+            )
+        rows.append(
+            {
+                "customer": key[0],
+                "customer_name": customers[key[0]].name,
+                "service": key[1],
+                "service_name": services[key[1]].name,
+                "status": state.status.value,
+                "since": state.since,
+                "reason": state.reason,
+                "checks": checks,
+                "vendor": [state.to_json() for state in source.vendor.for_subscription(*key)],
+            }
+        )
+    return {"generated_at": source.wall(), "config_digest": catalog.digest, "subscriptions": rows}
