@@ -31,7 +31,7 @@ from typing import Annotated, Any, Union
 import aiohttp
 from pydantic import Field
 
-from monitor.channels import aliyun, email, file, tencent, twilio, webhook
+from monitor.channels import aliyun, dingtalk, email, feishu, file, tencent, twilio, webhook, wecom
 from monitor.channels.base import Channel, ChannelOptions
 
 __all__ = [
@@ -60,6 +60,9 @@ CHANNEL_TYPES: Mapping[str, ChannelType] = MappingProxyType(
         "twilio": ChannelType(twilio.Options, twilio.TwilioChannel),
         "aliyun": ChannelType(aliyun.Options, aliyun.AliyunChannel),
         "tencent": ChannelType(tencent.Options, tencent.TencentChannel),
+        "wecom": ChannelType(wecom.Options, wecom.WeComChannel),
+        "dingtalk": ChannelType(dingtalk.Options, dingtalk.DingTalkChannel),
+        "feishu": ChannelType(feishu.Options, feishu.FeishuChannel),
     }
 )
 
