@@ -26,6 +26,7 @@ from pydantic import SecretStr, ValidationError
 from yarl import URL
 
 from monitor.channels import build_channel, dingtalk, feishu, wecom
+from monitor.cli import main
 from monitor.notify.message import DeliveryError, RenderedMessage
 from monitor.notify.notifier import Notifier, NotifierMetrics
 from monitor.store import Store
@@ -446,3 +447,66 @@ async def test_a_storm_of_100_pages_keeps_to_the_robots_rate_limit(
         if per_second is not None:
             assert sum(start <= t < start + 1 for t in sent_at) <= per_second
     assert sum(t < NOW + 60 for t in sent_at) == per_minute  # the limit, not less
+
+
+# --------------------------------------------------------------------------- validate
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+def _config_with(tmp_path: Path, channels: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(SHIPPED.read_text().replace("channels:\n", f"channels:\n{channels}", 1))
+    return path
+
+
+def test_validate_accepts_the_three_chat_channels_and_names_bad_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WECOM_KEY", KEY)
+    monkeypatch.setenv("DINGTALK_TOKEN", TOKEN)
+    monkeypatch.setenv("DINGTALK_SECRET", SECRET)
+    good = _config_with(tmp_path, """\
+  noc-wecom: {type: wecom, key: "${WECOM_KEY}", msgtype: text, mention_mobiles: ["+8613800000000"]}
+  noc-dingtalk: {type: dingtalk, access_token: "${DINGTALK_TOKEN}", secret: "${DINGTALK_SECRET}"}
+  noc-feishu: {type: feishu, token: "file:%s", host: "https://open.larksuite.com"}
+""" % (tmp_path / "feishu-token"))  # fmt: skip
+    (tmp_path / "feishu-token").write_text(TOKEN)
+    assert main(["validate", str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert "OK:" in out and "every template renders" in out
+    assert "channels.noc-feishu: no secret" in err  # a warning, not a refusal
+    for secret in (KEY, TOKEN, SECRET):
+        assert secret not in out + err
+
+    bad = _config_with(tmp_path, """\
+  noc-wecom: {type: wecom, key: "${WECOM_KEY}", mention_mobiles: ["+8613800000000"]}
+  noc-dingtalk: {type: dingtalk, access_token: "${DINGTALK_TOKEN}", mention_mobiles: [call-me]}
+  noc-feishu: {type: feishu, token: "${WECOM_KEY}", host: lark}
+  noc-lark: {type: feishu, host: "https://open.larksuite.com"}
+""")  # fmt: skip
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "4 problems" in err
+    assert "channels.noc-wecom: mention_mobiles needs msgtype: text" in err
+    assert "channels.noc-dingtalk.mention_mobiles[0]" in err
+    assert "channels.noc-feishu.host" in err
+    assert "channels.noc-lark.token" in err
+    assert KEY not in err and TOKEN not in err
+
+
+def test_the_commented_examples_in_the_shipped_config_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("WECOM_ROBOT_KEY", "DINGTALK_ACCESS_TOKEN", "DINGTALK_SECRET",
+                 "FEISHU_BOT_TOKEN", "FEISHU_SECRET"):  # fmt: skip
+        monkeypatch.setenv(name, f"value-of-{name}")
+    lines = SHIPPED.read_text().splitlines()
+    examples = [line.replace("  # ", "  ", 1) for line in lines
+                if line.startswith(("  # noc-", "  #   "))]  # fmt: skip
+    assert len(examples) == 16
+    path = tmp_path / "config.yaml"
+    path.write_text(SHIPPED.read_text().replace("channels:\n", "channels:\n" + "\n".join(
+        examples) + "\n", 1))  # fmt: skip
+    assert main(["validate", str(path)]) == 0
+    assert "8 channels" in capsys.readouterr().out
