@@ -442,6 +442,8 @@ async def test_a_storm_of_100_pages_keeps_to_the_robots_rate_limit(
     finally:
         await store.close()
     assert len(sent_at) == 100  # every page is delivered in the end
+    last = json.dumps(sent(mock)[-1][1], ensure_ascii=False)
+    assert CUSTOMER in last and ACK in last  # the chat text and links came through the outbox
     for start in sent_at:
         assert sum(start <= t < start + 60 for t in sent_at) <= per_minute
         if per_second is not None:
@@ -510,3 +512,13 @@ def test_the_commented_examples_in_the_shipped_config_validate(
         examples) + "\n", 1))  # fmt: skip
     assert main(["validate", str(path)]) == 0
     assert "8 channels" in capsys.readouterr().out
+
+
+async def test_a_connection_error_is_retryable_and_hides_the_token(
+    http: aiohttp.ClientSession, mock: aioresponses
+) -> None:
+    mock.post(FEISHU_URL, exception=aiohttp.InvalidURL(FEISHU_URL))
+    with pytest.raises(DeliveryError) as caught:
+        await feishu_channel(http).send(MESSAGE)
+    assert caught.value.retryable
+    assert_no_secret(caught.value)

@@ -123,7 +123,10 @@ class Robot:
                 status, resp_headers = resp.status, resp.headers
                 text = (await resp.content.read(65536)).decode("utf-8", errors="replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc, self.what) from None
+            error = transport_error(exc, self.what)  # an invalid URL error quotes the token
+            raise DeliveryError(
+                redact(str(error), *self.secrets), retryable=error.retryable
+            ) from None
         try:
             document = json.loads(text)
         except ValueError:
