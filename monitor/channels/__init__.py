@@ -11,6 +11,10 @@ The notifier calls ``send`` once per recipient (the dedup key names the recipien
 and passes that recipient in ``message.recipients``; a channel falls back to its own
 ``to`` list when the message names nobody.
 
+A provider with its own sending limit (the chat robots) declares it on the class,
+``rate_limit: ClassVar[RateLimit]``; the notifier keeps to it (see
+:class:`~monitor.channels.base.RateLimit`).
+
 Adding a channel type touches three places:
 
 1. ``monitor/channels/<kind>.py`` with ``Options`` and the channel class;

@@ -150,9 +150,10 @@ class Robot:
         known = (self.refine(code, vendor_text) if self.refine else None) or self.codes.get(code)
         name = known.name if known else "unknown code"
         retryable = known.retryable if known else False  # an unknown refusal needs a person
+        action = "none: the notifier tries again" if retryable else "fix the channel settings"
         log.warning(
-            "event=chat_refused channel=%s vendor=%r code=%d code_name=%r retryable=%s",
-            self.channel, self.what, code, name, retryable,
+            "event=chat_refused channel=%s vendor=%r code=%d code_name=%r retryable=%s action=%r",
+            self.channel, self.what, code, name, retryable, action,
         )  # fmt: skip
         return DeliveryError(
             f"{self.what} refused the message: {name} ({code}: {vendor_text})",
