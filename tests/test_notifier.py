@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from monitor.channels.base import RateLimit
 from monitor.channels.webhook import Options as WebhookOptions
 from monitor.channels.webhook import WebhookChannel
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
@@ -304,3 +305,28 @@ async def test_a_webhook_that_fails_its_first_request_gets_opened_then_resolved(
     finally:
         await runner.cleanup()
     assert received == ["opened", "opened", "resolved"]
+
+
+class RobotChannel(ScriptedChannel):
+    """A channel type that declares its provider's limit, as the chat robots do."""
+
+    rate_limit = RateLimit(per_minute=20, per_second=5)
+
+
+async def test_a_lower_configured_limit_wins_over_the_declared_one(store: Store) -> None:
+    clock = FakeClock(T0)
+    channel = RobotChannel("noc-chat")
+    sender = notifier(store, channel, clock, rate_limits={"noc-chat": 3})
+    await store.enqueue([message(f"k{i}", "noc-chat") for i in range(30)], clock.now)
+    await sender.deliver_due()
+    assert len(channel.delivered) == 3
+    # a reload that raises the configured limit above the provider's is capped by it
+    sender.configure({"noc-chat": channel}, RetryPolicy(), {"noc-chat": 1000})
+    clock.now += 60  # the rows wait for the first minute's window to pass
+    sent_per_second = []
+    for _ in range(10):  # 10 s: at most 5 a second, 20 a minute
+        before = len(channel.delivered)
+        await sender.deliver_due()
+        sent_per_second.append(len(channel.delivered) - before)
+        clock.now += 1
+    assert sent_per_second == [5, 5, 5, 5, 0, 0, 0, 0, 0, 0]

@@ -87,6 +87,21 @@ def test_every_format_carries_what_on_call_needs(renderer: TemplateRenderer, eve
     assert parts.payload["ack_url"] == (ACK_URL if event in NEEDS_ACK_LINK else None)
 
 
+@pytest.mark.parametrize("event", INCIDENT_EVENTS)
+def test_chat_markdown_carries_the_facts_and_ends_with_the_ack_link(
+    renderer: TemplateRenderer, event: str
+) -> None:
+    chat = renderer.render(event, sample_context(event)).chat
+    for fact in (CUSTOMER, SERVICE, INCIDENT_ID, REASON, "07:12", "23:12 UTC"):
+        assert fact in chat, fact
+    assert chat.startswith("**") and "None" not in chat
+    last = chat.splitlines()[-1]
+    if event in NEEDS_ACK_LINK:  # the line a byte-limit cut keeps whole
+        assert last.startswith("[Acknowledge") and last.endswith(f"({ACK_URL})")
+    else:
+        assert ACK_URL not in chat and last.startswith("[Incident page](")
+
+
 def test_each_event_says_what_happened(renderer: TemplateRenderer) -> None:
     def text(event: str) -> str:
         return renderer.render(event, sample_context(event)).text

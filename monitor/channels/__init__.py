@@ -11,6 +11,10 @@ The notifier calls ``send`` once per recipient (the dedup key names the recipien
 and passes that recipient in ``message.recipients``; a channel falls back to its own
 ``to`` list when the message names nobody.
 
+A provider with its own sending limit (the chat robots) declares it on the class,
+``rate_limit: ClassVar[RateLimit]``; the notifier keeps to it (see
+:class:`~monitor.channels.base.RateLimit`).
+
 Adding a channel type touches three places:
 
 1. ``monitor/channels/<kind>.py`` with ``Options`` and the channel class;
@@ -31,7 +35,7 @@ from typing import Annotated, Any, Union
 import aiohttp
 from pydantic import Field
 
-from monitor.channels import aliyun, email, file, tencent, twilio, webhook
+from monitor.channels import aliyun, dingtalk, email, feishu, file, tencent, twilio, webhook, wecom
 from monitor.channels.base import Channel, ChannelOptions
 
 __all__ = [
@@ -60,6 +64,9 @@ CHANNEL_TYPES: Mapping[str, ChannelType] = MappingProxyType(
         "twilio": ChannelType(twilio.Options, twilio.TwilioChannel),
         "aliyun": ChannelType(aliyun.Options, aliyun.AliyunChannel),
         "tencent": ChannelType(tencent.Options, tencent.TencentChannel),
+        "wecom": ChannelType(wecom.Options, wecom.WeComChannel),
+        "dingtalk": ChannelType(dingtalk.Options, dingtalk.DingTalkChannel),
+        "feishu": ChannelType(feishu.Options, feishu.FeishuChannel),
     }
 )
 

@@ -10,6 +10,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 import aiohttp
@@ -37,12 +38,32 @@ class ChannelOptions(BaseModel):
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A provider's own sending limit, which a channel type declares as the class
+    attribute ``rate_limit``: the notifier keeps to it even when the config sets no
+    ``notifications.rate_limit_per_minute`` for the channel (and caps a higher one),
+    so a storm never gets the channel locked out by the provider."""
+
+    per_minute: int
+    per_second: int | None = None
+
+
 class Channel(Protocol):
-    """One configured destination. ``send`` delivers once; the notifier retries."""
+    """One configured destination. ``send`` delivers once; the notifier retries.
+
+    A channel type may also declare ``rate_limit: ClassVar[RateLimit]``
+    (see :func:`default_rate_limit`)."""
 
     name: str
 
     async def send(self, message: RenderedMessage) -> DeliveryReceipt: ...
+
+
+def default_rate_limit(channel: object) -> RateLimit | None:
+    """The provider's limit a channel declares, or None."""
+    limit = getattr(channel, "rate_limit", None)
+    return limit if isinstance(limit, RateLimit) else None
 
 
 def recipients(message: RenderedMessage, configured: Iterable[str]) -> tuple[str, ...]:

@@ -41,6 +41,11 @@ FailingChecks = Callable[[str, str], list[FailingCheckContext]]
 _STEP_EVENTS = ("opened", "escalated", "vendor_ticket")  # messages for one policy step
 
 
+def _offers_ack(event: str) -> bool:
+    """Events whose messages offer the acknowledge link (alert_templates/README.md)."""
+    return event not in ("acknowledged", "resolved")
+
+
 class Timelines(Protocol):
     """Where the stored timeline of an incident is read (a store transaction)."""
 
@@ -173,6 +178,10 @@ class MessageComposer:
                             sms=parts.sms,
                             payload=parts.payload,
                             incident_id=page.incident.id,
+                            chat=parts.chat,
+                            status=page.incident.status,
+                            ack_url=context["ack_url"] if _offers_ack(page.event) else None,
+                            incident_url=context["incident_url"],
                         )
                     )
         return messages
@@ -201,6 +210,7 @@ class MessageComposer:
                 text=text,
                 html=None,
                 sms=text,
+                chat=text,
                 payload={
                     "event": page.event,
                     "incident": incident.id,

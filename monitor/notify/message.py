@@ -26,6 +26,10 @@ class RenderedMessage:
     sms: str = ""
     payload: dict[str, Any] = field(default_factory=dict)  # webhook JSON body
     incident_id: str | None = None
+    chat: str = ""  # group-chat markdown; the last line holds the acknowledge link
+    status: str = ""  # the incident's status (down, degraded) for a chat card's colour
+    ack_url: str | None = None  # for chat buttons; None when the event needs no ack
+    incident_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

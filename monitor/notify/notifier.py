@@ -31,7 +31,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.channels.base import Channel
+from monitor.channels.base import Channel, default_rate_limit
 from monitor.notify.message import DeliveryError, DeliveryReceipt, RenderedMessage
 from monitor.notify.undelivered import UndeliveredNote
 from monitor.store.records import OutboxRow
@@ -62,19 +62,53 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class RateLimiter:
-    """At most ``per_minute`` sends in any 60 s (a sliding window)."""
+    """At most ``per_minute`` sends in any 60 s and, when set, ``per_second`` in any 1 s
+    (sliding windows)."""
 
     per_minute: int
+    per_second: int | None = None
     sent: deque[float] = field(default_factory=deque)
 
     def next_free(self, now: float) -> float:
-        """``now`` if a send is allowed now, else when the oldest send leaves the window."""
+        """``now`` if a send is allowed now, else when the send that blocks it leaves its
+        window."""
         while self.sent and self.sent[0] <= now - 60.0:
             self.sent.popleft()
-        return now if len(self.sent) < self.per_minute else self.sent[0] + 60.0
+        if len(self.sent) >= self.per_minute:
+            return self.sent[-self.per_minute] + 60.0
+        if self.per_second is not None and len(self.sent) >= self.per_second:
+            blocking = self.sent[-self.per_second]
+            if blocking > now - 1.0:
+                return blocking + 1.0
+        return now
 
     def take(self, now: float) -> None:
         self.sent.append(now)
+
+
+def _limiters(
+    channels: Mapping[str, Channel],
+    configured: Mapping[str, int],
+    previous: Mapping[str, RateLimiter],
+) -> dict[str, RateLimiter]:
+    """One limiter per limited channel: the configured per-minute limit, capped by the
+    provider's own limit the channel type declares (and its per-second limit). A limiter
+    whose limits did not change keeps its window (a reload mid-storm stays within them)."""
+    limiters: dict[str, RateLimiter] = {}
+    for name in {*configured, *channels}:
+        declared = default_rate_limit(channels.get(name))
+        limits = [v for v in (configured.get(name), declared and declared.per_minute) if v]
+        if not limits:
+            continue
+        limiter = RateLimiter(min(limits), declared.per_second if declared else None)
+        old = previous.get(name)
+        if old is not None and (old.per_minute, old.per_second) == (
+            limiter.per_minute,
+            limiter.per_second,
+        ):
+            limiter = old
+        limiters[name] = limiter
+    return limiters
 
 
 class NotifierMetrics:
@@ -112,7 +146,7 @@ class Notifier:
         self.channels = dict(channels)
         self._metrics = metrics
         self._retry = retry or RetryPolicy()
-        self._limits = {name: RateLimiter(limit) for name, limit in (rate_limits or {}).items()}
+        self._limits = _limiters(self.channels, rate_limits or {}, {})
         self._wall = wall
         self._lease = lease_seconds
         self._batch = batch
@@ -132,14 +166,7 @@ class Notifier:
         """A reload's channels and settings; a rate limit that did not change keeps its window."""
         self.channels = dict(channels)
         self._retry = retry
-        kept = {
-            name: limiter
-            for name, limiter in self._limits.items()
-            if limiter.per_minute == rate_limits.get(name)
-        }
-        self._limits = {
-            name: kept.get(name) or RateLimiter(limit) for name, limit in rate_limits.items()
-        }
+        self._limits = _limiters(self.channels, rate_limits, self._limits)
         for name in self.channels:
             for result in ("sent", "retrying", "failed", "rate_limited"):
                 self._metrics.deliveries.labels(name, result)

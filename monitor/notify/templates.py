@@ -51,14 +51,15 @@ EVENTS = (
     "resolved",
     "vendor_ticket",
 )
-SUBJECT, TEXT, HTML, SMS, WEBHOOK = (
+SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT = (
     "subject.txt.j2",
     "body.txt.j2",
     "body.html.j2",
     "sms.txt.j2",
     "webhook.json.j2",
+    "chat.md.j2",
 )
-FORMATS = (SUBJECT, TEXT, HTML, SMS, WEBHOOK)
+FORMATS = (SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT)
 REQUIRED_FORMATS = (SUBJECT, TEXT)  # the others may be absent
 
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -180,6 +181,7 @@ class RenderedParts:
     html: str | None  # None: the event has no HTML template
     sms: str  # cleaned for GSM-7 and fitted to the configured segments; "" if no template
     payload: dict[str, Any]  # the webhook JSON, parsed; {} if no template
+    chat: str = ""  # group-chat markdown (WeCom, DingTalk, Feishu); "" if no template
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,12 +323,14 @@ class TemplateRenderer:
         html = self._render_part(event, HTML, values)
         sms = self._render_part(event, SMS, values)
         webhook = self._render_part(event, WEBHOOK, values)
+        chat = self._render_part(event, CHAT, values)
         return RenderedParts(
             subject=self._finish_subject(event, subject),
             text=_tidy_text(text),
             html=html,
             sms=self._finish_sms(sms) if sms is not None else "",
             payload=self._finish_webhook(event, webhook) if webhook is not None else {},
+            chat=_tidy_text(chat).rstrip("\n") if chat is not None else "",
         )
 
     def check_all(

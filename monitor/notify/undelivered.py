@@ -79,6 +79,7 @@ class UndeliveredNote:
         return dataclasses.replace(
             message,
             text=f"{note}\n\n{message.text}" if message.text else note,
+            chat=f"{note}\n\n{message.chat}" if message.chat else message.chat,
             html=_into_html(message.html, note),
             sms=_into_sms(message.sms, note, self._sms_max_segments),
             payload=_into_payload(message.payload, undelivered),

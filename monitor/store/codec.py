@@ -36,6 +36,10 @@ def message_to_json(message: RenderedMessage) -> dict[str, Any]:
         "sms": message.sms,
         "payload": message.payload,
         "incident_id": message.incident_id,
+        "chat": message.chat,
+        "status": message.status,
+        "ack_url": message.ack_url,
+        "incident_url": message.incident_url,
     }
 
 
@@ -52,6 +56,10 @@ def message_from_json(data: Mapping[str, Any]) -> RenderedMessage:
         sms=data.get("sms", ""),
         payload=dict(data.get("payload") or {}),
         incident_id=data.get("incident_id"),
+        chat=data.get("chat", ""),
+        status=data.get("status", ""),
+        ack_url=data.get("ack_url"),
+        incident_url=data.get("incident_url"),
     )
 
 
