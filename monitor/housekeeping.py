@@ -82,6 +82,7 @@ class Housekeeping:
         self._catalog: Catalog | None = None
         self._soon_at = datetime.fromtimestamp(0, UTC)  # the last refresh_soon() run
         self._running: set[asyncio.Task[object]] = set()  # jobs in flight
+        self._closing = False
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
         )
@@ -139,6 +140,7 @@ class Housekeeping:
         """Stop scheduling and let a job in flight (an SLA refresh reading the store)
         finish within ``grace`` seconds before the store is closed. Paused first, not shut
         down: APScheduler's shutdown cancels running jobs, in the middle of a query."""
+        self._closing = True  # a job already handed to the loop but not started stays idle
         if self._scheduler.running:
             self._scheduler.pause()
         running = [task for task in self._running if not task.done()]
@@ -151,6 +153,8 @@ class Housekeeping:
         self.shutdown()
 
     async def _tracked(self, job: Callable[[], Awaitable[object]]) -> None:
+        if self._closing:
+            return  # the store is about to close (or has): a query now would outlive it
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)

@@ -504,8 +504,14 @@ def test_the_commented_examples_in_the_shipped_config_validate(
                  "FEISHU_BOT_TOKEN", "FEISHU_SECRET"):  # fmt: skip
         monkeypatch.setenv(name, f"value-of-{name}")
     lines = SHIPPED.read_text().splitlines()
-    examples = [line.replace("  # ", "  ", 1) for line in lines
-                if line.startswith(("  # noc-", "  #   "))]  # fmt: skip
+    # the commented block that starts at the first chat channel and runs to its last line
+    first = next(i for i, line in enumerate(lines) if line.startswith("  # noc-wecom:"))
+    block = []
+    for line in lines[first:]:
+        if not line.startswith(("  # noc-", "  #   ")):
+            break
+        block.append(line)
+    examples = [line.replace("  # ", "  ", 1) for line in block]
     assert len(examples) == 16
     path = tmp_path / "config.yaml"
     path.write_text(SHIPPED.read_text().replace("channels:\n", "channels:\n" + "\n".join(
