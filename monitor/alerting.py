@@ -34,6 +34,7 @@ from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
 
 log = logging.getLogger(__name__)
+_STOP_GRACE = 10.0  # seconds the ticker and notifier get to finish their step at stop
 
 # A change for the incident manager, applied in arrival order: (what, apply it)
 Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
@@ -372,8 +373,16 @@ class Alerting:
             await asyncio.wait_for(self.drain(), 5.0)
         except TimeoutError:
             log.warning("event=shutdown_incomplete pending_changes=%d", self._queue.qsize())
+        # The ticker and the notifier see _stop and end after the step they are in: let
+        # them finish it. A task cancelled inside a SQLite transaction leaves the database
+        # locked past this process's end (the next start fails); the consumer, idle once
+        # drained, is the only one cancelled at once.
+        loops = [task for task in self._tasks if task.get_name() != "status-changes"]
+        if loops:
+            await asyncio.wait(loops, timeout=_STOP_GRACE)
         for task in self._tasks:
-            task.cancel()
+            if not task.done():
+                task.cancel()
         if self._tasks:
             _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
             for task in stuck:  # never let shutdown hang on one of them

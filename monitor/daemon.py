@@ -138,6 +138,16 @@ class Daemon:
 
     async def start(self) -> None:
         """Load the config (raising ConfigError if it is bad) and start everything."""
+        try:
+            await self._start()
+        except BaseException:
+            # a start that failed half-way (store locked, port taken) leaves no session open
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
+            raise
+
+    async def _start(self) -> None:
         checked = await asyncio.to_thread(self.load)
         catalog = checked.catalog
         settings = catalog.config.monitor
