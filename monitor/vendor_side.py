@@ -158,7 +158,11 @@ class VendorSide:
                 else Status.DEGRADED
             )
             held = host._group_held_by(group_members, now)
-            group = await host._open_new(VENDOR_CUSTOMER, service, worst, reason, now, held=held)
+            # the outage began with its first customer's, not when enough had joined
+            began = min(m.opened_at for m in group_members)
+            group = await host._open_new(
+                VENDOR_CUSTOMER, service, worst, reason, now, held=held, since=began
+            )
             if group is None:
                 return
         group_id = group.id

@@ -255,6 +255,8 @@ async def test_a_growing_vendor_side_outage_tells_its_true_size(tmp_path: Path) 
         assert group.reason == (
             "3 customers affected: Customer 01 Ltd., Customer 02 Ltd., Customer 03 Ltd."
         )
+        # grouped when the third customer failed; the outage began with the first's
+        assert group.opened_at == T0
         # Exchange fails for the other 17 over the next three minutes
         for n, customer in enumerate(ids[3:]):
             await fails(customer, T0 + MIN + n * 10)
