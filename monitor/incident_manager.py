@@ -29,7 +29,6 @@ from monitor.engine.correlation import (
     CorrelationSettings,
 )
 from monitor.engine.flapping import FlapDetector, FlapSettings
-from monitor.engine.maintenance import in_maintenance
 from monitor.engine.model import (
     Incident,
     IncidentConflict,
@@ -40,6 +39,7 @@ from monitor.engine.model import (
 )
 from monitor.incident_config import IncidentSettingsSpec
 from monitor.links import LinkSigner
+from monitor.maintenance_book import MaintenanceBook
 from monitor.notify.compose import FailingChecks, MessageComposer
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import TemplateRenderer
@@ -95,7 +95,7 @@ class IncidentManager:
         self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
         self._history = StatusHistory(store)
         self._flaps: dict[Key, FlapDetector] = {}
-        self._windows: list[MaintenanceWindow] = []
+        self.maintenance = MaintenanceBook(store, wall)
         self._instance = uuid.uuid4().hex[:12]
         self._started_at = wall()
         self.catalog: Catalog | None = None
@@ -132,7 +132,7 @@ class IncidentManager:
 
     async def start(self, now: float) -> None:
         """Rebuild memory from the store; end history the previous run left open."""
-        self._windows = await self._store.list_maintenance()
+        await self.maintenance.load()
         for incident in await self._store.open_incidents():
             self._open[(incident.customer, incident.service)] = incident
         cooldown_start = now - self._settings.cooldown
@@ -160,7 +160,7 @@ class IncidentManager:
         log.info(
             "event=incidents_loaded open=%d maintenance_windows=%d",
             len(self._open),
-            len(self._windows),
+            len(self.maintenance.windows),
         )
 
     def open_incidents(self) -> list[Incident]:
@@ -206,7 +206,7 @@ class IncidentManager:
             flapping = (
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
             )
-            window = in_maintenance(self._windows, customer, service, now)
+            window = self.maintenance.muting(customer, service, now)
             await self._history.record(key, Status.MAINTENANCE if window else current, since)
             incident = self._open.get(key)
             if current is Status.UP:
@@ -267,7 +267,7 @@ class IncidentManager:
     def _held_by(self, key: Key, now: float) -> str | None:
         """Why the subscription's pages are held back now, if they are (see
         ``rules.hold_reason``); a vendor-side incident's while all its customers' are."""
-        window = in_maintenance(self._windows, *key, now)
+        window = self.maintenance.muting(*key, now)
         customer, service = key
         if customer == VENDOR_CUSTOMER:
             group = self._open.get(key)
@@ -489,7 +489,7 @@ class IncidentManager:
     async def _maintenance_history(self, now: float) -> None:
         """Windows start and end with time, not with probe results: record that."""
         for key, status in self._status.items():
-            window = in_maintenance(self._windows, *key, now)
+            window = self.maintenance.muting(*key, now)
             await self._history.record(key, Status.MAINTENANCE if window else status, now)
 
     async def close(self, now: float | None = None) -> None:
@@ -601,32 +601,13 @@ class IncidentManager:
         return self._signer.verify(incident_id, token, self._wall())
 
     async def list_maintenance(self) -> list[MaintenanceWindow]:
-        return list(self._windows)
+        return list(self.maintenance.windows)
 
     async def add_maintenance(self, window: MaintenanceWindow) -> MaintenanceWindow:
-        catalog = self.catalog
-        if catalog is not None:
-            if window.customer is not None and window.customer not in catalog.customers:
-                raise ValueError(f"unknown customer {window.customer!r}")
-            if window.service is not None and window.service not in catalog.services:
-                raise ValueError(f"unknown service {window.service!r}")
-        stored = await self._store.add_maintenance(window, self._wall())
-        self._windows.append(stored)
-        log.info(
-            "event=maintenance_added id=%s customer=%s service=%s by=%s",
-            stored.id,
-            stored.customer,
-            stored.service,
-            stored.created_by,
-        )
-        return stored
+        return await self.maintenance.add(window, self.catalog)
 
     async def delete_maintenance(self, window_id: str, actor: str) -> bool:
-        deleted = await self._store.delete_maintenance(window_id, actor=actor, at=self._wall())
-        self._windows = [w for w in self._windows if w.id != window_id]
-        if deleted:
-            log.info("event=maintenance_deleted id=%s by=%s", window_id, actor)
-        return deleted
+        return await self.maintenance.delete(window_id, actor)
 
     # ------------------------------------------------------------------ messages and vendor
 

@@ -32,9 +32,10 @@ from monitor.engine.correlation import (
     members,
 )
 from monitor.engine.model import Incident, IncidentState, MaintenanceWindow, PolicySnapshot
+from monitor.maintenance_book import MaintenanceBook
 from monitor.notify.compose import MessageComposer
 from monitor.probe import Status
-from monitor.store import Store, StoreError
+from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange, VendorState
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class IncidentHost(Protocol):
     _open: dict[Key, Incident]
     _recent: dict[Key, Incident]
     _status: dict[Key, Status]
-    _windows: list[MaintenanceWindow]
+    maintenance: MaintenanceBook
     _store: Store
     _lock: asyncio.Lock
     _composer: MessageComposer
@@ -279,7 +280,7 @@ class VendorSide:
         announced (4 h from its start when the feed gives no end), unless one exists."""
         host = self._host
         window_id = f"VM-{state.issue_id or int(state.start or now)}-{customer}-{state.service}"
-        if any(w.id == window_id for w in host._windows):
+        if host.maintenance.has(window_id):
             return
         start = state.maintenance_start or state.start or now
         end = state.maintenance_end
@@ -296,7 +297,4 @@ class VendorSide:
             reason=reason,
             created_by=f"vendor feed ({state.source})",
         )
-        try:
-            host._windows.append(await host._store.add_maintenance(window, now))
-        except StoreError:  # another replica added it first
-            log.info("event=vendor_maintenance_exists id=%s", window_id)
+        await host.maintenance.add_once(window)  # unless another replica added it first

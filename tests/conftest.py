@@ -24,8 +24,14 @@ from aioresponses import aioresponses
 from aiosmtpd.controller import Controller
 from yarl import URL
 
+from monitor.catalog import Catalog
+from monitor.incident_manager import IncidentManager
+from monitor.links import LinkSigner
+from monitor.notify.templates import TemplateRenderer
 from monitor.probe import ProbeContext
 from monitor.runner import new_http_session
+from monitor.store import Store
+from monitor.vendor import VendorBoard
 
 
 @pytest.fixture
@@ -57,6 +63,23 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def started_manager(
+    store: Store, catalog: Catalog, clock: FakeClock, board: VendorBoard | None = None
+) -> IncidentManager:
+    """An incident manager on ``store`` with the built-in templates, started at the clock."""
+    manager = IncidentManager(
+        store,
+        TemplateRenderer(),
+        LinkSigner(b"k" * 32),
+        failing_checks=lambda c, s: [],
+        wall=clock,
+        vendor=board,
+    )
+    manager.configure(catalog)
+    await manager.start(clock.now)
+    return manager
 
 
 class WebTarget:

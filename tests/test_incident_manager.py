@@ -15,12 +15,9 @@ import pytest
 from monitor.catalog import Catalog, load_catalog
 from monitor.engine import incidents as engine
 from monitor.engine.model import IncidentConflict, IncidentState
-from monitor.incident_manager import IncidentManager
-from monitor.links import LinkSigner
-from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import Store, StoreError
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, started_manager
 
 T0 = 1_800_000_000.0
 MIN = 60.0
@@ -57,21 +54,12 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Store, Catalog]]:
         await store.close()
 
 
-async def started(store: Store, catalog: Catalog, clock: FakeClock) -> IncidentManager:
-    manager = IncidentManager(
-        store, TemplateRenderer(), LinkSigner(b"k" * 32), failing_checks=lambda c, s: [], wall=clock
-    )
-    manager.configure(catalog)
-    await manager.start(clock.now)
-    return manager
-
-
 async def test_a_status_change_lost_to_a_store_error_opens_its_incident_at_the_next_tick(
     setup: tuple[Store, Catalog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
 
     def store_down() -> None:
         raise StoreError("database is locked")
@@ -97,7 +85,7 @@ async def test_a_failing_service_cannot_be_resolved_by_hand_only_acknowledged(
 ) -> None:
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
     await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
     [incident] = manager.open_incidents()
     with pytest.raises(IncidentConflict, match="still down: acknowledge it instead"):
@@ -114,7 +102,7 @@ async def test_a_failing_service_cannot_be_resolved_by_hand_only_acknowledged(
 async def test_a_step_pages_its_own_recipients(setup: tuple[Store, Catalog]) -> None:
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
     await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
     clock.now = T0 + 15 * MIN
     await manager.tick(clock.now)
@@ -130,7 +118,7 @@ async def test_everyone_a_step_reached_hears_the_resolution(setup: tuple[Store, 
     told it is over, not only the last step's recipients."""
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
     await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
     clock.now = T0 + 15 * MIN
     await manager.tick(clock.now)
@@ -149,7 +137,7 @@ async def test_an_outage_is_recorded_and_told_from_its_first_failed_probe(
 ) -> None:
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
     await manager.status_changed(*KEY, Status.UNKNOWN, Status.UP, "", T0)
     # the first failed probe at +10 min, confirmed by the third 20 s later
     clock.now = T0 + 10 * MIN + 20
@@ -180,7 +168,7 @@ async def test_an_incident_of_a_subscription_no_longer_monitored_can_be_resolved
 ) -> None:
     store, catalog = setup
     clock = FakeClock(T0)
-    manager = await started(store, catalog, clock)
+    manager = await started_manager(store, catalog, clock)
     await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
     [incident] = manager.open_incidents()
     (tmp_path / "reloaded.yaml").write_text(
@@ -198,7 +186,7 @@ async def test_an_incident_write_outside_the_managers_lock_is_refused(
     setup: tuple[Store, Catalog],
 ) -> None:
     store, catalog = setup
-    manager = await started(store, catalog, FakeClock(T0))
+    manager = await started_manager(store, catalog, FakeClock(T0))
     await manager.status_changed(*KEY, Status.UP, Status.DOWN, "connection refused", T0)
     [incident] = manager.open_incidents()
     with pytest.raises(RuntimeError, match="under the incident manager's lock"):

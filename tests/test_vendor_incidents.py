@@ -9,13 +9,10 @@ import pytest
 
 from checks.vendor_common import VendorStatus
 from monitor.catalog import Catalog, load_catalog
-from monitor.incident_manager import IncidentManager
-from monitor.links import LinkSigner
-from monitor.notify.templates import TemplateRenderer
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, started_manager
 
 T0 = 1_800_000_000.0
 MIN = 60.0
@@ -50,22 +47,6 @@ ISSUE = VendorStatus(
     latest_post="We're reviewing service telemetry to isolate the cause.",
     classification="incident",
 )
-
-
-async def started_manager(
-    store: Store, catalog: Catalog, clock: FakeClock, board: VendorBoard
-) -> IncidentManager:
-    manager = IncidentManager(
-        store,
-        TemplateRenderer(),
-        LinkSigner(b"k" * 32),
-        failing_checks=lambda c, s: [],
-        wall=clock,
-        vendor=board,
-    )
-    manager.configure(catalog)
-    await manager.start(clock.now)
-    return manager
 
 
 @pytest.fixture
