@@ -163,18 +163,18 @@ class Daemon:
             self.failing_checks,
             self._set_sla,
             checked.renderer,
+            node_id=self.cluster.node_id if self.cluster is not None else None,
         )
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
         self._restore_statuses(catalog)
-        assert self.alerting.notifier is not None
         await self.sight.start(
             catalog,
             checked.renderer,
             self._http,
             self.alerting.store,
-            self.alerting.notifier.wake,
+            self.alerting.wake,
             self.board,
             self.handle_result,
         )
@@ -259,12 +259,14 @@ class Daemon:
         await self.sight.close()
         if self._site is not None:
             await self._site.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        # a leader ends its duties while its lease (which fences their writes) still holds,
+        # then gives the lease up so that another node takes over at once
+        await self.alerting.close()
         if self.cluster is not None:
             await self.cluster.close()
             await self.cluster.store.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.alerting.close()
         if self._http is not None:
             await self._http.close()
         log.info("event=stopped")
@@ -408,19 +410,26 @@ class Daemon:
         """With ``monitor.cluster``: the first heartbeat, so the shard is known before
         anything is scheduled, and the shard's last statuses from the store."""
         settings = catalog.config.monitor
-        if settings.cluster is None or not settings.cluster.enabled or self.cluster is not None:
+        cluster = settings.cluster
+        if cluster is None or not cluster.enabled or self.cluster is not None:
             return
+        node_id = cluster.node_id
         # its own connections: heartbeats and the leader's lease never queue behind history
         store = await Store.open(store_url(catalog, self.config_path.resolve().parent))
         self.cluster = ClusterNode(
             store,
-            settings.cluster,
+            cluster,
             self.registry,
-            listen=self._listen_override or settings.listen,
+            listen=cluster.advertise or self._listen_override or settings.listen,
             version=__version__,
             started_at=self.wall(),
             on_shard_changed=self._shard_changed,
+            on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
+            on_step_down=lambda epoch: self.alerting.step_down(),
         )
+        # a leader that cannot renew stops at two thirds of its lease; the others wait for
+        # all of it: its notifier gets half of the third between to finish its step
+        self.alerting.step_down_grace = cluster.lease_seconds / 6
         self.alerting.kept_open = self._kept_open
         try:
             await self.cluster.start(catalog.digest)

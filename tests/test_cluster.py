@@ -23,6 +23,8 @@ from tests.conftest import PG_SERVER, pg_admin, wait_until
 CONFIG = """
 monitor:
   store: {store}
+  audit_key: test-audit-key
+  link_key: test-link-key
   cluster: {cluster}
 services:
   portal:
@@ -62,6 +64,22 @@ def test_a_cluster_on_sqlite_is_refused_naming_the_setting(tmp_path: Path, store
     [issue] = caught.value.issues
     assert issue.path == "monitor.cluster"
     assert "needs a PostgreSQL store" in issue.message
+
+
+def test_a_cluster_without_shared_keys_is_refused_naming_each(tmp_path: Path) -> None:
+    # each node would make its own: an ack link signed by one leader fails on the next
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        CONFIG.format(store="postgresql://postgres@127.0.0.1/x", cluster="{node_id: a}")
+        .replace("  audit_key: test-audit-key\n", "")
+        .replace("  link_key: test-link-key\n", "")
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    assert [(i.path, "must share one" in i.message) for i in caught.value.issues] == [
+        ("monitor.audit_key", True),
+        ("monitor.link_key", True),
+    ]
 
 
 def test_a_disabled_cluster_runs_on_sqlite(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ monitor:
   store: {store}
   data_dir: ./data-${{CSP_TEST_NODE}}  # own key files: three processes start at once
   audit_key: cluster-test-audit-key
+  link_key: cluster-test-link-key
   cluster: {{node_id: "${{CSP_TEST_NODE}}", heartbeat_interval: 0.3s, dead_after: 2s}}
 defaults: {{interval: 1s, retry_interval: 0.5s, timeout: 2s}}
 services:

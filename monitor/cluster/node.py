@@ -103,6 +103,8 @@ class ClusterNode:
         version: str,
         started_at: float,
         on_shard_changed: ShardChanged = lambda: None,
+        on_lead: Callable[[int], None] = lambda epoch: None,
+        on_step_down: Callable[[int], None] = lambda epoch: None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -117,6 +119,7 @@ class ClusterNode:
         self.peers: tuple[str, ...] = (self.node_id,)  # live members with this config
         self._mismatched: tuple[str, ...] = ()
         self._on_shard_changed = on_shard_changed
+        self._on_lead, self._on_step_down = on_lead, on_step_down
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.leadership = Leadership(
@@ -136,6 +139,19 @@ class ClusterNode:
     def shares(self, keys: Iterable[str]) -> dict[str, set[str]]:
         """Every peer's share of ``keys`` (members on another config are not in it)."""
         return assign(keys, self.peers)
+
+    def leader_address(self) -> str | None:
+        """Where the leader's API listens (its member row), as last read; None while no
+        node holds an unexpired lease."""
+        view = self.view
+        if view.lease_holder is None or view.lease_expires_at is None:
+            return None
+        if view.lease_expires_at < view.database_time:
+            return None
+        for member in view.members:
+            if member.node_id == view.lease_holder and member.alive:
+                return member.listen
+        return None
 
     def set_targets(self, count: int) -> None:
         self.metrics.targets.labels(self.node_id).set(count)
@@ -251,10 +267,12 @@ class ClusterNode:
         self.metrics.epoch.set(epoch)
         self.metrics.leader_changes.labels("gained").inc()
         self.view.lease_holder, self.view.lease_epoch = self.node_id, epoch
+        self._on_lead(epoch)
 
     def _lost(self, epoch: int) -> None:
         self.metrics.leader.labels(self.node_id).set(0)
         self.metrics.leader_changes.labels("lost").inc()
+        self._on_step_down(epoch)
 
     async def close(self) -> None:
         """Stop beating, hand leadership over and leave the member list."""

@@ -111,6 +111,11 @@ class ClusterSettings(StrictModel):
     dead_after: Duration = Field(
         20.0, description="A node silent for this long is dead: its targets move to the others"
     )
+    advertise: str | None = Field(
+        None,
+        description="Where the other nodes reach this node's API (host:port or URL; default: "
+        "the listen address): requests for the leader are passed there",
+    )
     leader_lease: Duration | None = Field(
         None,
         description="How long leadership lasts without renewal (default: dead_after); the "
@@ -156,6 +161,11 @@ class MonitorSettings(StrictModel):
     audit_key: SecretStr | None = Field(
         None,
         description="Key of the audit log's hash chain (default: data_dir/audit.key); "
+        "replicas sharing a database need the same one",
+    )
+    link_key: SecretStr | None = Field(
+        None,
+        description="Key that signs acknowledge links (default: data_dir/link-signing.key); "
         "replicas sharing a database need the same one",
     )
     api_tokens: list[ApiToken] = Field(

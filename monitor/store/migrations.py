@@ -75,12 +75,16 @@ def _outbox_recipient(connection: Connection) -> None:
         )
 
 
-_CLUSTER_TABLES = (schema.members.name, schema.leader_lease.name)
+_CLUSTER_TABLES = (schema.members.name, schema.leader_lease.name, schema.status_changes.name)
 
 
 def _cluster(connection: Connection) -> None:
     schema.members.create(connection)
     schema.leader_lease.create(connection)
+
+
+def _status_changes(connection: Connection) -> None:
+    schema.status_changes.create(connection)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -95,6 +99,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
     ),
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
+    Migration(6, "cluster: status changes queued for the leader", _status_changes),
 )
 
 
