@@ -158,6 +158,7 @@ class Alerting:
         self.duties: Duties | None = None
         self._settings: DutySettings | None = None
         self._url = ""
+        self._application_name = "csp-monitor"
         self._audit_key = b""
         self._http: aiohttp.ClientSession | None = None
         self._base = Path(".")
@@ -204,7 +205,10 @@ class Alerting:
         checked; ``node_id``: this node's id in a cluster (the duties wait for the lease)."""
         self._http, self._base = http, base
         self._url, self._audit_key = store_url(catalog, base), audit_key(catalog, base)
-        self.store = await Store.open(self._url, audit_key=self._audit_key)
+        self._application_name = f"csp-monitor {node_id}" if node_id else "csp-monitor"
+        self.store = await Store.open(
+            self._url, audit_key=self._audit_key, application_name=self._application_name
+        )
         self.store.kept_open = self.kept_open
         self._settings = DutySettings(
             catalog=catalog,
@@ -311,7 +315,10 @@ class Alerting:
             while store is None and not term.stop.is_set():
                 try:
                     store = await Store.open(
-                        self._url, audit_key=self._audit_key, fence=(node_id, term.epoch)
+                        self._url,
+                        audit_key=self._audit_key,
+                        fence=(node_id, term.epoch),
+                        application_name=self._application_name,
                     )
                     store.kept_open = self.kept_open
                     duties = self._duties(store, leader=True)

@@ -415,7 +415,10 @@ class Daemon:
             return
         node_id = cluster.node_id
         # its own connections: heartbeats and the leader's lease never queue behind history
-        store = await Store.open(store_url(catalog, self.config_path.resolve().parent))
+        store = await Store.open(
+            store_url(catalog, self.config_path.resolve().parent),
+            application_name=f"csp-monitor {node_id}",
+        )
         self.cluster = ClusterNode(
             store,
             cluster,

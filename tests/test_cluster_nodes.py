@@ -111,8 +111,8 @@ def write_config(path: Path, store: str, port: int) -> None:
     path.write_text(CONFIG.format(store=store, port=port, customers=customers))
 
 
-async def start_node(node: Node, config: Path) -> None:
-    with node.log_path.open("wb") as log:
+async def start_node(node: Node, config: Path, env: dict[str, str] | None = None) -> None:
+    with node.log_path.open("ab") as log:
         node.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -124,7 +124,7 @@ async def start_node(node: Node, config: Path) -> None:
             f"127.0.0.1:{node.port}",
             stdout=log,
             stderr=log,
-            env={**os.environ, "CSP_TEST_NODE": node.name},
+            env={**os.environ, "CSP_TEST_NODE": node.name, **(env or {})},
         )
 
 

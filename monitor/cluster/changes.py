@@ -215,11 +215,7 @@ class ChangeReader:
                     applied = 0
                 if applied:
                     continue  # there may be more
-                try:
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                await _either(self._wake, stop, self._poll_interval)
         finally:
             if close is not None:
                 try:
@@ -241,3 +237,14 @@ class ChangeReader:
         await self._apply(changes)
         await self._store.forget_changes([row.id for row in queued])
         return len(queued)
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
+    """Wait until either event is set, at most ``seconds``."""
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -51,6 +51,7 @@ class Store:
         self._url = url
         self._audit_key = audit_key
         self._fence = fence
+        self._application_name: str | None = None
         # Subscriptions whose status intervals close_all_open() must leave open: in a
         # cluster, those other live nodes go on watching (set by the daemon).
         self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
@@ -63,6 +64,7 @@ class Store:
         migrations: Sequence[Migration] = MIGRATIONS,
         audit_key: bytes | None = None,
         fence: tuple[str, int] | None = None,
+        application_name: str | None = None,
     ) -> Store:
         """Open (and create, for SQLite) the database at ``url`` and apply pending
         ``migrations`` (the code's own unless a test brings others). Raises StoreError
@@ -70,14 +72,16 @@ class Store:
 
         ``fence``: (node id, epoch) of a cluster leader's term (PostgreSQL): every
         transaction first checks that the node still holds the leader's lease in that
-        epoch and raises Fenced, writing nothing, when it does not."""
+        epoch and raises Fenced, writing nothing, when it does not. ``application_name``:
+        how PostgreSQL names the connections (``pg_stat_activity``)."""
         engine_url = async_url(url)
         where = display_url(engine_url)
         try:
-            engine = create_engine(engine_url)
+            engine = create_engine(engine_url, application_name)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {where}: {exc}") from exc
         store = cls(engine, engine_url, audit_key, fence)
+        store._application_name = application_name
         try:
             async with store._connection(write=True) as connection, connection.begin():
                 await migrate(connection, where, migrations)
@@ -367,7 +371,8 @@ class Store:
         """Call ``wake()`` on every NOTIFY on ``channel`` (PostgreSQL), over a connection of
         its own (a pooled one would be handed to other queries); returns its close."""
         url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
-        connection = await asyncpg.connect(url, timeout=10)
+        settings = {"application_name": self._application_name} if self._application_name else {}
+        connection = await asyncpg.connect(url, timeout=10, server_settings=settings)
         try:
             await connection.add_listener(channel, lambda *_: wake())
         except BaseException:
