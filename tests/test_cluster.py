@@ -24,7 +24,7 @@ CONFIG = """
 monitor:
   store: {store}
   audit_key: test-audit-key
-  link_key: test-link-key
+  link_key: test-link-signing-key
   cluster: {cluster}
 services:
   portal:
@@ -72,7 +72,7 @@ def test_a_cluster_without_shared_keys_is_refused_naming_each(tmp_path: Path) ->
     path.write_text(
         CONFIG.format(store="postgresql://postgres@127.0.0.1/x", cluster="{node_id: a}")
         .replace("  audit_key: test-audit-key\n", "")
-        .replace("  link_key: test-link-key\n", "")
+        .replace("  link_key: test-link-signing-key\n", "")
     )
     with pytest.raises(ConfigError) as caught:
         load_catalog(path, env={})
@@ -409,3 +409,17 @@ async def _waiting_on_a_lock(database: str) -> bool:
     finally:
         await connection.close()
     return bool(waiting)
+
+
+def test_a_short_link_key_is_refused_without_showing_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        CONFIG.format(store="postgresql://postgres@127.0.0.1/x", cluster="{node_id: a}").replace(
+            "link_key: test-link-signing-key", "link_key: short-secret"
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    [issue] = caught.value.issues
+    assert issue.path == "monitor.link_key" and "at least 16 bytes" in issue.message
+    assert "short-secret" not in str(caught.value)

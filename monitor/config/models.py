@@ -204,6 +204,14 @@ class MonitorSettings(StrictModel):
             raise ValueError(f"expected host:port, got {value!r}")
         return value
 
+    @field_validator("link_key")
+    @classmethod
+    def _link_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # never the value in the message: it is a secret
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("a link-signing key needs at least 16 bytes; use a long random one")
+        return value
+
 
 class Tier(StrictModel):
     sla_target: float | None = Field(None, gt=0, le=100, description="Availability target, %")

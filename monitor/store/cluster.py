@@ -34,6 +34,7 @@ class Member:
     version: str
     config_digest: str
     alive: bool
+    blind: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ async def heartbeat(
     started_at: float,
     version: str,
     config_digest: str,
+    blind: bool = False,
 ) -> float:
     """Upsert the node's row with a fresh heartbeat; returns the database's time."""
     now = db_now()
@@ -72,6 +74,7 @@ async def heartbeat(
         "heartbeat_at": now,
         "version": version,
         "config_digest": config_digest,
+        "blind": blind,
     }
     statement = (
         postgresql.insert(_members)
@@ -95,6 +98,7 @@ async def members(connection: AsyncConnection, dead_after: float) -> tuple[list[
             version=row.version,
             config_digest=row.config_digest,
             alive=now - row.heartbeat_at <= dead_after,
+            blind=bool(row.blind),
         )
         for row in rows
     ]

@@ -85,6 +85,12 @@ def _cluster(connection: Connection) -> None:
 
 def _status_changes(connection: Connection) -> None:
     schema.status_changes.create(connection)
+    # version 5 created members from the schema of its day, or (replayed on a new
+    # database) from today's, which has the column already
+    if "blind" not in {column["name"] for column in inspect(connection).get_columns("members")}:
+        connection.execute(
+            text("ALTER TABLE members ADD COLUMN blind BOOLEAN NOT NULL DEFAULT false")
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -99,7 +105,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
     ),
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
-    Migration(6, "cluster: status changes queued for the leader", _status_changes),
+    Migration(6, "cluster: status changes queued for the leader; blind members", _status_changes),
 )
 
 

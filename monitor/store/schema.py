@@ -225,6 +225,8 @@ members = Table(
     Column("heartbeat_at", Double, nullable=False),
     Column("version", String(50), nullable=False),
     Column("config_digest", String(64), nullable=False),
+    # a blind node (its canaries fail) leaves the shard: its targets go to nodes that see
+    Column("blind", Boolean, nullable=False, server_default=text("false")),
 )
 
 # One row: who leads, until when, and the fencing epoch (incremented on every takeover).

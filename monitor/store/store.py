@@ -305,7 +305,14 @@ class Store:
     # ------------------------------------------------------------------ cluster (PostgreSQL)
 
     async def heartbeat(
-        self, node_id: str, *, listen: str, started_at: float, version: str, config_digest: str
+        self,
+        node_id: str,
+        *,
+        listen: str,
+        started_at: float,
+        version: str,
+        config_digest: str,
+        blind: bool = False,
     ) -> float:
         """Upsert this node's member row; returns the database's time (cluster.heartbeat)."""
         async with self.transaction() as tx:
@@ -316,6 +323,7 @@ class Store:
                 started_at=started_at,
                 version=version,
                 config_digest=config_digest,
+                blind=blind,
             )
 
     async def members(self, dead_after: float) -> tuple[list[cluster.Member], float]:
