@@ -89,6 +89,11 @@ monitor:
   audit_key: cluster-test-audit-key
   link_key: cluster-test-link-key
   cluster: {{node_id: "${{CSP_TEST_NODE}}", heartbeat_interval: 0.3s, dead_after: 2s}}
+  # each node's own view of the world: a port given to it at start (open: it sees)
+  canaries:
+    - {{name: gateway, type: tcp, host: 127.0.0.1, port: "${{CSP_TEST_CANARY_PORT}}",
+       timeout: 300ms}}
+  blindness: {{interval: 500ms, retry_interval: 200ms, rounds: 2}}
 defaults: {{interval: 1s, retry_interval: 0.5s, timeout: 2s}}
 services:
   portal:
@@ -213,7 +218,7 @@ async def cluster(
     ]
     try:
         for node in nodes:
-            await start_node(node, config)
+            await start_node(node, config, {"CSP_TEST_CANARY_PORT": str(probe_log.port)})
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
 
             async def all_see_three() -> bool:
@@ -407,6 +412,40 @@ async def test_one_leader_and_a_successor_in_a_higher_epoch_when_it_is_killed(
         second = next(iter(views.values()))["leader"]
         assert second["epoch"] > first["epoch"]
         assert second["node"] in {n.name for n in survivors}
+
+
+async def test_a_blind_node_leaves_the_shard_to_the_nodes_that_see(
+    cluster: list[Node], probe_log: ProbeLog, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await settled_split(session, cluster)
+        blind = cluster[2]
+        await stop_nodes([blind])
+        # back with a canary nobody answers: it cannot see the world
+        await start_node(
+            blind, tmp_path / "config.yaml", {"CSP_TEST_CANARY_PORT": str(unused_port())}
+        )
+
+        async def is_blind() -> bool:
+            try:
+                return "csp_monitor_blind 1.0" in await _metrics(session, blind)
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(is_blind, START_WITHIN, f"{blind.name} to find itself blind")
+        seeing = cluster[:2]
+
+        async def only_the_seeing_probe() -> bool:
+            shares = await split(session, seeing)
+            return shares is not None and await owned(session, blind) == set()
+
+        try:
+            await wait_until(only_the_seeing_probe, SETTLE_WITHIN, "the blind node's targets moved")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n" + "\n".join(n.log_tail() for n in cluster)) from None
+        probers = await probed_once_each(probe_log)
+        assert set().union(*probers.values()) <= {n.name for n in seeing}
+        assert await incidents(session, seeing[0]) == []  # nothing went down meanwhile
 
 
 async def _metrics(session: aiohttp.ClientSession, node: Node) -> str:
