@@ -97,9 +97,9 @@ class Sink:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             for recipient in envelope.rcpt_tos:
-                self.received.append(
-                    (time.time(), recipient.split("@")[0], str(message["Subject"]))
-                )
+                # a folded header may come back with the fold's leading space
+                subject = str(message["Subject"]).strip()
+                self.received.append((time.time(), recipient.split("@")[0], subject))
         return "250 OK"
 
     def count(self, who: str, customer: str, resolved: bool) -> int:

@@ -35,6 +35,7 @@ from tests.test_cluster_nodes import (
     start_node,
     stop_nodes,
 )
+from tests.test_prometheus import CLUSTER_RULES, start_prometheus
 
 CUSTOMERS = [f"cust{i}" for i in range(4)]
 WAIT = 45.0  # bounded waits, generous for a busy 2-core machine; never a measure of speed
@@ -97,7 +98,7 @@ class Mailbox:
         )
         with self.lock:
             for recipient in envelope.rcpt_tos:
-                self.received.append((recipient.split("@")[0], str(parsed["Subject"])))
+                self.received.append((recipient.split("@")[0], str(parsed["Subject"]).strip()))
         return "250 OK"
 
     def pages(self, who: str, customer: str) -> list[str]:
@@ -376,6 +377,55 @@ async def test_a_leader_cut_off_from_postgresql_stops_before_another_leads(
     assert stopped < began, (stopped, began)
 
 
+async def test_the_cluster_rules_see_one_leader_and_report_a_killed_node(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Prometheus scraping the three nodes with the shipped cluster rules."""
+    prometheus = start_prometheus(
+        _fresh(tmp_path / "prometheus"),
+        [f"127.0.0.1:{n.port}" for n in cluster.nodes],
+        [CLUSTER_RULES],
+    )
+    try:
+
+        def value(expr: str) -> list[Any]:
+            result, error = prometheus.query(expr)
+            assert error is None, error
+            return result
+
+        await wait_until(
+            lambda: [float(r["value"][1]) for r in value(_LEADERS)] == [1.0],
+            WAIT,
+            "one leader counted over the nodes",
+        )
+        await wait_until(
+            lambda: len(value("csp_monitor_cluster_member_up")) == 9, WAIT, "3 views of 3"
+        )
+        leader = await cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        kill_9(follower)
+
+        def alerts(name: str) -> list[dict[str, Any]]:
+            answer = prometheus.get("/api/v1/alerts")
+            return [a for a in answer["data"]["alerts"] if a["labels"]["alertname"] == name]
+
+        # pending for its minute: the rule has seen the node dead, and only that one
+        await wait_until(lambda: alerts("CspMonitorNodeDead"), WAIT, "the dead node seen")
+        assert [a["labels"]["node"] for a in alerts("CspMonitorNodeDead")] == [follower.name]
+        assert alerts("CspMonitorNoLeader") == []
+        assert [float(r["value"][1]) for r in value(_LEADERS)] == [1.0]
+    finally:
+        prometheus.stop()
+
+
+_LEADERS = 'sum(csp_monitor_cluster_leader{job="csp-monitor"})'
+
+
 def _times(path: Path, event: str) -> list[str]:
     text = path.read_text(errors="replace")
     return [m.group(1) for m in re.finditer(rf"ts=(\S+) .*{re.escape(event)}", text)]
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
