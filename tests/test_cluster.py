@@ -423,3 +423,22 @@ def test_a_short_link_key_is_refused_without_showing_it(tmp_path: Path) -> None:
     [issue] = caught.value.issues
     assert issue.path == "monitor.link_key" and "at least 16 bytes" in issue.message
     assert "short-secret" not in str(caught.value)
+
+
+def test_the_shipped_cluster_config_is_valid_and_takes_its_secrets_from_the_environment() -> None:
+    env = {
+        "CSP_MONITOR_STORE": "postgresql://csp:secret@postgres:5432/csp_monitor",
+        "CSP_MONITOR_AUDIT_KEY": "a" * 32,
+        "CSP_MONITOR_LINK_KEY": "b" * 32,
+        "CSP_MONITOR_ONCALL_TOKEN": "t" * 24,
+        "CSP_MONITOR_NODE_ID": "csp-monitor-1",
+        "CSP_MONITOR_ADVERTISE": "csp-monitor-1:9700",
+    }
+    path = Path(__file__).parent.parent / "deploy" / "cluster" / "config.yaml"
+    monitor = load_catalog(path, env=env).config.monitor
+    assert monitor.cluster is not None and monitor.cluster.node_id == "csp-monitor-1"
+    with pytest.raises(ConfigError) as caught:  # without them: each one named
+        load_catalog(path, env={})
+    assert {"monitor.audit_key", "monitor.link_key", "monitor.store"} <= {
+        issue.path for issue in caught.value.issues
+    }

@@ -107,11 +107,28 @@ def alert_names() -> set[str]:
 # ------------------------------------------------------------------ promtool
 
 
-def test_promtool_accepts_the_example_scrape_config() -> None:
-    checked = run_tool("promtool", "check", "config", "prometheus/prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "cluster.yml"])
+def test_promtool_accepts_the_example_scrape_config(config: str) -> None:
+    checked = run_tool("promtool", "check", "config", f"prometheus/{config}")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # it loads every rule file through rule_files
     assert f"{len(RULE_FILES)} rule files found" in checked.stdout + checked.stderr
+
+
+def test_the_cluster_scrape_config_is_the_single_one_with_every_node() -> None:
+    single = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    cluster = yaml.safe_load((PROMETHEUS_DIR / "cluster.yml").read_text(encoding="utf-8"))
+    compose = yaml.safe_load(
+        (PROMETHEUS_DIR.parent / "deploy" / "docker-compose.cluster.yml").read_text("utf-8")
+    )
+    nodes = sorted(name for name in compose["services"] if name.startswith("csp-monitor-"))
+    [job] = [j for j in cluster["scrape_configs"] if j["job_name"] == "csp-monitor"]
+    assert job["static_configs"][0]["targets"] == [f"{name}:9700" for name in nodes]
+    # apart from the targets, the same: relabelling, timeouts, rules
+    for document in (single, cluster):
+        for scrape in document["scrape_configs"]:
+            scrape.pop("static_configs")
+    assert single == cluster
 
 
 def test_promtool_accepts_the_rules() -> None:
