@@ -1,8 +1,9 @@
-"""Alerting: the store, the incident manager, the notifier and their background loops.
+"""Alerting: the store, and the duties that turn status changes into pages.
 
 The daemon hands it subscription status changes; everything from there to a
-delivered page lives here. Status changes go through a queue consumed by one
-task, so they are applied in order and never block probing.
+delivered page lives here. Status changes are applied in order by one task
+and never block probing: through an in-memory queue in a daemon alone,
+through the store to the leader in a cluster.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,27 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from monitor.catalog import Catalog
 from monitor.channels import build_channel
 from monitor.channels.base import Channel
+from monitor.cluster.changes import Change as QueuedChange
+from monitor.cluster.changes import (
+    ChangeReader,
+    ChangeWriter,
+    StatusChange,
+    VendorReport,
+)
 from monitor.config import ConfigError, ConfigIssue
-from monitor.engine.model import IncidentEvent
+from monitor.duties import STOP_GRACE as _STOP_GRACE
+from monitor.duties import Duties, DutySettings, IncidentMetrics
 from monitor.housekeeping import Housekeeping, SetSla
 from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner, key_file
-from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
+from monitor.notify.notifier import Notifier, NotifierMetrics
 from monitor.notify.templates import TemplateRenderer
-from monitor.notify.undelivered import UndeliveredNote
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
 
 log = logging.getLogger(__name__)
-_STOP_GRACE = 10.0  # seconds the ticker and notifier get to finish their step at stop
+_RETRY_TERM = 1.0  # seconds between attempts to start a leader's duties
 
 # A change for the incident manager, applied in arrival order: (what, apply it)
 Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
@@ -60,6 +68,14 @@ def data_dir(catalog: Catalog, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def link_signer(catalog: Catalog, base: Path) -> LinkSigner:
+    """The signer of acknowledge links: configured key, else a file in the data directory."""
+    configured = catalog.config.monitor.link_key
+    if configured is not None:
+        return LinkSigner(configured.get_secret_value().encode())
+    return LinkSigner.from_data_dir(data_dir(catalog, base))
+
+
 def audit_key(catalog: Catalog, base: Path) -> bytes:
     """The key of the audit chain: configured, else a file in the data directory."""
     configured = catalog.config.monitor.audit_key
@@ -83,11 +99,6 @@ def _build_channel(name: str, options: Any, http: aiohttp.ClientSession, base: P
     return build_channel(name, options, http)
 
 
-def _retry_policy(catalog: Catalog) -> RetryPolicy:
-    retry = catalog.config.notifications.retry
-    return RetryPolicy(retry.initial, retry.max_delay, retry.max_attempts)
-
-
 def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
     settings = catalog.config.notifications
     directories = []
@@ -98,6 +109,14 @@ def renderer_for(catalog: Catalog, base: Path) -> TemplateRenderer:
 
 
 class Alerting:
+    """The store, and the duties that run once (see duties.py) fed with status changes.
+
+    Alone, a daemon runs the duties from start to stop and feeds them through
+    an in-memory queue. In a cluster (``start(..., node_id=…)``) every node
+    queues its changes in the store (cluster/changes.py) and only the leader
+    runs the duties, for the term of its lease (``lead``/``step_down``).
+    """
+
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -108,39 +127,68 @@ class Alerting:
         self.vendor = vendor or VendorBoard()
         self._wall = wall
         self._notifier_metrics = NotifierMetrics(registry)
-        self._open_incidents = Gauge(
-            "csp_monitor_incidents_open",
-            "Open incidents by severity",
-            ["severity"],
-            registry=registry,
-        )
-        self._incident_opened = Gauge(
-            "csp_monitor_incident_opened_timestamp_seconds",
-            "Unix time each open incident opened (customer * for a vendor-side incident)",
-            ["customer", "service", "severity", "incident"],
-            registry=registry,
-        )
-        self._incident_events = Counter(
+        events = Counter(
             "csp_monitor_incident_events",
             "Incident timeline events stored: opened, escalated, acknowledged, resolved, …",
             ["event"],
             registry=registry,
         )
         for event in _COUNTED_FROM_START:
-            self._incident_events.labels(event)
+            events.labels(event)
+        self._incident_metrics = IncidentMetrics(
+            Gauge(
+                "csp_monitor_incidents_open",
+                "Open incidents by severity",
+                ["severity"],
+                registry=registry,
+            ),
+            Gauge(
+                "csp_monitor_incident_opened_timestamp_seconds",
+                "Unix time each open incident opened (customer * for a vendor-side incident)",
+                ["customer", "service", "severity", "incident"],
+                registry=registry,
+            ),
+            events,
+        )
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._first_statuses = False  # a subscription got its first status since the start
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
         self.store: Store | None = None
-        self.manager: IncidentManager | None = None
-        self.notifier: Notifier | None = None
-        self.housekeeping: Housekeeping | None = None
-        self._catalog: Catalog | None = None
+        self.duties: Duties | None = None
+        self._settings: DutySettings | None = None
+        self._url = ""
+        self._application_name = "csp-monitor"
+        self._audit_key = b""
         self._http: aiohttp.ClientSession | None = None
         self._base = Path(".")
         # in a cluster: subscriptions whose status history other live nodes keep writing
         self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
+        self._writer: ChangeWriter | None = None
+        self._term: _Term | None = None
+        self.step_down_grace = _STOP_GRACE  # set by the daemon from the lease in a cluster
+
+    # ------------------------------------------------------------------ what runs once
+
+    @property
+    def manager(self) -> IncidentManager | None:
+        """The incident manager: None on a cluster node that does not lead."""
+        return self.duties.manager if self.duties is not None else None
+
+    @property
+    def notifier(self) -> Notifier | None:
+        return self.duties.notifier if self.duties is not None else None
+
+    @property
+    def housekeeping(self) -> Housekeeping | None:
+        return self.duties.housekeeping if self.duties is not None else None
+
+    def wake(self) -> None:
+        """Messages were queued: the notifier (wherever it runs here) looks now."""
+        if self.duties is not None:
+            self.duties.notifier.wake()
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def start(
         self,
@@ -150,56 +198,52 @@ class Alerting:
         failing_checks: FailingChecks,
         set_sla: SetSla = lambda customer, service, value: None,
         renderer: TemplateRenderer | None = None,
+        *,
+        node_id: str | None = None,
     ) -> None:
-        """Open the store and start the loops; ``renderer``: the one start-up checked."""
-        self._catalog, self._http, self._base = catalog, http, base
-        self.store = await Store.open(store_url(catalog, base), audit_key=audit_key(catalog, base))
+        """Open the store; alone, start the duties too. ``renderer``: the one start-up
+        checked; ``node_id``: this node's id in a cluster (the duties wait for the lease)."""
+        self._http, self._base = http, base
+        self._url, self._audit_key = store_url(catalog, base), audit_key(catalog, base)
+        self._application_name = f"csp-monitor {node_id}" if node_id else "csp-monitor"
+        self.store = await Store.open(
+            self._url, audit_key=self._audit_key, application_name=self._application_name
+        )
         self.store.kept_open = self.kept_open
-        signer = LinkSigner.from_data_dir(data_dir(catalog, base))
-        self.notifier = self._build_notifier(catalog, http, base)
-        self.manager = IncidentManager(
-            self.store,
-            renderer or renderer_for(catalog, base),
-            signer,
+        self._settings = DutySettings(
+            catalog=catalog,
+            renderer=renderer or renderer_for(catalog, base),
+            channels=build_channels(catalog, http, base),
+            signer=link_signer(catalog, base),
             failing_checks=failing_checks,
-            wake=self.notifier.wake,
-            on_events=self._count_events,
-            wall=self._wall,
+            set_sla=set_sla,
+            base=base,
             vendor=self.vendor,
         )
-        self.manager.configure(catalog)
-        await self.manager.start(self._wall())
-        self.housekeeping = Housekeeping(self.store, set_sla, self.notifier.wake, base, self._wall)
-        self.housekeeping.start(catalog)
-        settings = catalog.config
-        self._tasks = [
-            asyncio.create_task(self._consume(), name="status-changes"),
-            asyncio.create_task(self._ticker(settings.incidents.tick_interval), name="ticker"),
-            asyncio.create_task(
-                self.notifier.run(self._stop, settings.notifications.poll_interval), name="notifier"
-            ),
-        ]
+        if node_id is not None:
+            self._writer = ChangeWriter(self.store, node_id)
+            self._writer.start()
+        else:
+            self.duties = self._duties(self.store, leader=False)
+            await self.duties.start()
+            self._consumer = asyncio.create_task(self._consume(), name="status-changes")
+        self._started.set()
         log.info(
-            "event=alerting_started store=%s channels=%d",
+            "event=alerting_started store=%s channels=%d cluster=%s",
             self.store.url,
-            len(self.notifier.channels),
+            len(self._settings.channels),
+            node_id is not None,
         )
 
-    def _build_notifier(
-        self, catalog: Catalog, http: aiohttp.ClientSession, base: Path
-    ) -> Notifier:
-        assert self.store is not None
-        settings = catalog.config.notifications
-        return Notifier(
-            self.store,
-            build_channels(catalog, http, base),
+    def _duties(self, store: Store, *, leader: bool) -> Duties:
+        assert self._settings is not None
+        return Duties(
+            store,
+            self._settings,
             self._notifier_metrics,
-            retry=_retry_policy(catalog),
-            rate_limits=settings.rate_limit_per_minute,
-            wall=self._wall,
-            undelivered=UndeliveredNote(
-                renderer_for(catalog, base), sms_max_segments=settings.sms_max_segments
-            ),
+            self._incident_metrics,
+            self._wall,
+            leader=leader,
         )
 
     async def record_config(self, source: str, digest: str, result: str, **detail: object) -> None:
@@ -234,22 +278,107 @@ class Alerting:
         self, catalog: Catalog, renderer: TemplateRenderer, channels: dict[str, Channel]
     ) -> None:
         """A reload whose catalog, templates and channels were all built and checked
-        first: swapped in together. Open incidents keep the policy they opened with."""
-        self._catalog = catalog
-        if self.housekeeping is not None:
-            self.housekeeping.configure(catalog)
-        if self.manager is not None:
-            self.manager.configure(catalog)
-            self.manager.set_renderer(renderer)
-        if self.notifier is not None:
-            self.notifier.undelivered = UndeliveredNote(
-                renderer, sms_max_segments=catalog.config.notifications.sms_max_segments
-            )
-            self.notifier.configure(
-                channels,
-                _retry_policy(catalog),
-                catalog.config.notifications.rate_limit_per_minute,
-            )
+        first: swapped in together (and kept for the next term in a cluster). Open
+        incidents keep the policy they opened with."""
+        if self._settings is not None:
+            self._settings.catalog = catalog
+            self._settings.renderer = renderer
+            self._settings.channels = channels
+        if self.duties is not None:
+            self.duties.configure(catalog, renderer, channels)
+
+    # ------------------------------------------------------------------ a leader's term
+
+    def lead(self, node_id: str, epoch: int) -> None:
+        """This node gained the lease in ``epoch``: run the duties on a store fenced with
+        it until ``step_down``."""
+        if self._term is not None:
+            self._term.stop.set()
+        self._term = _Term(epoch)
+        self._term.task = asyncio.create_task(
+            self._run_term(node_id, self._term), name=f"leader-term-{epoch}"
+        )
+
+    def step_down(self) -> None:
+        """The lease is lost (or given up): stop sending now, before another can lead."""
+        if self._term is not None:
+            self._term.stop.set()
+
+    async def _run_term(self, node_id: str, term: _Term) -> None:
+        while not self._started.is_set():  # gained while the daemon was still starting
+            if term.stop.is_set():
+                return
+            await _wait(self._started, 0.1)
+        store: Store | None = None
+        duties: Duties | None = None
+        try:
+            while store is None and not term.stop.is_set():
+                try:
+                    store = await Store.open(
+                        self._url,
+                        audit_key=self._audit_key,
+                        fence=(node_id, term.epoch),
+                        application_name=self._application_name,
+                    )
+                    store.kept_open = self.kept_open
+                    duties = self._duties(store, leader=True)
+                    await duties.start()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("event=leader_duties_start_failed epoch=%d", term.epoch)
+                    if store is not None:
+                        await store.close()
+                    store = duties = None
+                    await _wait(term.stop, _RETRY_TERM)
+            if store is None or duties is None:
+                return
+            self.duties = duties
+            log.info("event=leader_duties_started node=%s epoch=%d", node_id, term.epoch)
+            reader = ChangeReader(store, self._apply_changes)
+            await reader.run(term.stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=leader_duties_failed epoch=%d", term.epoch)
+        finally:
+            if self.duties is duties:
+                self.duties = None
+            if duties is not None:
+                await duties.stop(self.step_down_grace if not term.closing else _STOP_GRACE)
+                if term.closing:
+                    await _close_history(duties.manager, self._wall())
+            self._incident_metrics.clear()
+            if store is not None:
+                await store.close()
+            log.info("event=leader_duties_stopped node=%s epoch=%d", node_id, term.epoch)
+
+    async def _apply_changes(self, changes: list[QueuedChange]) -> None:
+        """The leader applies changes queued by any node, in their order."""
+        manager = self.manager
+        if manager is None:
+            raise RuntimeError("no incident manager in this term")
+        async with manager.history_batch():
+            for index, change in enumerate(changes, 1):
+                if isinstance(change, StatusChange):
+                    if change.previous is Status.UNKNOWN and change.current is not Status.UNKNOWN:
+                        self._first_statuses = True
+                    await self._apply((str(change), _status_change(change)))
+                else:
+                    # the leader's board follows every node's feed: messages quote it
+                    self.vendor.update(change.customer, [change.state])
+                    vendor = VendorChange(change.customer, change.previous, change.state)
+                    await self._apply(
+                        (
+                            f"vendor {change.customer}/{change.state.service}",
+                            _vendor_change(vendor, change.at, change.notify, change.maintenance),
+                        )
+                    )
+                if index % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        self._refresh_sla_if_new()
+
+    # ------------------------------------------------------------------ status changes
 
     def subscription_changed(
         self,
@@ -263,38 +392,41 @@ class Alerting:
     ) -> None:
         """A confirmed change at ``at``; the new status began at ``since`` (the first
         probe of the streak that confirmed it)."""
+        change = StatusChange(customer, service, previous, current, reason, at, since)
+        if self._writer is not None:
+            self._writer.put(change)
+            return
         if previous is Status.UNKNOWN and current is not Status.UNKNOWN:
             self._first_statuses = True  # its SLA series can exist now: see _consume
-        self._queue.put_nowait(
-            (
-                f"{customer}/{service} {previous}→{current}",
-                lambda m: m.status_changed(
-                    customer, service, previous, current, reason, at, since=since
-                ),
-            )
-        )
+        self._queue.put_nowait((str(change), _status_change(change)))
 
     def vendor_changed(
         self, change: VendorChange, at: float, *, notify: bool = False, maintenance: bool = False
     ) -> None:
+        if self._writer is not None:
+            self._writer.put(
+                VendorReport(
+                    change.customer, change.previous, change.current, at, notify, maintenance
+                )
+            )
+            return
         self._queue.put_nowait(
             (
                 f"vendor {change.customer}/{change.current.service}",
-                lambda m: m.vendor_changed(
-                    change, at, notify_advisory=notify, feed_maintenance=maintenance
-                ),
+                _vendor_change(change, at, notify, maintenance),
             )
         )
 
     async def _consume(self) -> None:
         while True:
             change = await self._queue.get()
-            assert self.manager is not None
+            manager = self.manager
+            assert manager is not None
             taken = 1
             try:
                 # what piled up meanwhile is applied as one batch: its history is written in
                 # one transaction (10,000 status changes at start-up took a minute one by one)
-                async with self.manager.history_batch():
+                async with manager.history_batch():
                     await self._apply(change)
                     while not self._queue.empty() and taken < _BATCH:
                         taken += 1
@@ -311,16 +443,21 @@ class Alerting:
             finally:
                 for _ in range(taken):
                     self._queue.task_done()
-            if self._first_statuses and self.housekeeping is not None:
-                # their history is written: the month's SLA figure exists for them now
-                self._first_statuses = False
-                self.housekeeping.refresh_soon()
+            self._refresh_sla_if_new()
+
+    def _refresh_sla_if_new(self) -> None:
+        housekeeping = self.housekeeping
+        if self._first_statuses and housekeeping is not None:
+            # their history is written: the month's SLA figure exists for them now
+            self._first_statuses = False
+            housekeeping.refresh_soon()
 
     async def _apply(self, change: Change) -> None:
         what, apply = change
         try:
-            assert self.manager is not None
-            await apply(self.manager)
+            manager = self.manager
+            assert manager is not None
+            await apply(manager)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -328,70 +465,76 @@ class Alerting:
             # brings the incident up to date
             log.exception("event=incident_update_failed change=%r", what)
 
-    async def _ticker(self, interval: float) -> None:
-        while not self._stop.is_set():
-            try:
-                assert self.manager is not None
-                await self.manager.tick(self._wall())
-                self._export_open()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event=tick_failed action=%r", "check the store; ticks retry")
-            try:
-                async with asyncio.timeout(interval):
-                    await self._stop.wait()
-            except TimeoutError:
-                pass
-
-    def _count_events(self, events: Sequence[IncidentEvent]) -> None:
-        for event in events:
-            self._incident_events.labels(event.kind).inc()
-
-    def _export_open(self) -> None:
-        if self.manager is None:
-            return
-        counts = {"minor": 0, "major": 0, "critical": 0}
-        self._incident_opened.clear()
-        for incident in self.manager.open_incidents():
-            counts[incident.severity.value] += 1
-            self._incident_opened.labels(
-                incident.customer, incident.service, incident.severity.value, incident.id
-            ).set(incident.opened_at)
-        for severity, count in counts.items():
-            self._open_incidents.labels(severity).set(count)
-
     async def drain(self) -> None:
-        """Wait until queued status changes are applied (tests, shutdown)."""
+        """Wait until status changes are applied (alone) or queued in the store (cluster)."""
+        if self._writer is not None:
+            await self._writer.drain(30.0)
         await self._queue.join()
 
     async def close(self) -> None:
-        self._stop.set()
-        if self.housekeeping is not None:
-            await self.housekeeping.close()
+        """Apply what is queued, stop the duties after their step, end the history."""
+        if self._writer is not None:
+            await self._writer.close()
         try:
-            await asyncio.wait_for(self.drain(), 5.0)
+            await asyncio.wait_for(self._queue.join(), 5.0)
         except TimeoutError:
             log.warning("event=shutdown_incomplete pending_changes=%d", self._queue.qsize())
-        # The ticker and the notifier see _stop and end after the step they are in: let
-        # them finish it. A task cancelled inside a SQLite transaction leaves the database
-        # locked past this process's end (the next start fails); the consumer, idle once
-        # drained, is the only one cancelled at once.
-        loops = [task for task in self._tasks if task.get_name() != "status-changes"]
-        if loops:
-            await asyncio.wait(loops, timeout=_STOP_GRACE)
-        for task in self._tasks:
-            if not task.done():
-                task.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in stuck:  # never let shutdown hang on one of them
-                log.warning("event=shutdown_task_stuck task=%s", task.get_name())
-        if self.manager is not None:
-            try:
-                await self.manager.close(self._wall())
-            except Exception:
-                log.exception("event=history_close_failed")
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        term = self._term
+        if term is not None and term.task is not None:
+            term.closing = True
+            term.stop.set()
+            await asyncio.gather(term.task, return_exceptions=True)
+        elif self.duties is not None:
+            await self.duties.stop()
+            await _close_history(self.duties.manager, self._wall())
         if self.store is not None:
             await self.store.close()
         log.info("event=alerting_stopped at=%s", datetime.fromtimestamp(self._wall(), UTC))
+
+
+class _Term:
+    """One leader's term: its epoch, the task running its duties, and its end."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.stop = asyncio.Event()
+        self.closing = False  # the daemon stops: end the history it owns too
+        self.task: asyncio.Task[None] | None = None
+
+
+def _status_change(change: StatusChange) -> Callable[[IncidentManager], Awaitable[None]]:
+    return lambda m: m.status_changed(
+        change.customer,
+        change.service,
+        change.previous,
+        change.current,
+        change.reason,
+        change.at,
+        since=change.since,
+    )
+
+
+def _vendor_change(
+    change: VendorChange, at: float, notify: bool, maintenance: bool
+) -> Callable[[IncidentManager], Awaitable[None]]:
+    return lambda m: m.vendor_changed(
+        change, at, notify_advisory=notify, feed_maintenance=maintenance
+    )
+
+
+async def _close_history(manager: IncidentManager, now: float) -> None:
+    try:
+        await manager.close(now)
+    except Exception:
+        log.exception("event=history_close_failed")
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass

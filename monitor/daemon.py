@@ -163,18 +163,18 @@ class Daemon:
             self.failing_checks,
             self._set_sla,
             checked.renderer,
+            node_id=self.cluster.node_id if self.cluster is not None else None,
         )
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
         self._restore_statuses(catalog)
-        assert self.alerting.notifier is not None
         await self.sight.start(
             catalog,
             checked.renderer,
             self._http,
             self.alerting.store,
-            self.alerting.notifier.wake,
+            self.alerting.wake,
             self.board,
             self.handle_result,
         )
@@ -259,12 +259,14 @@ class Daemon:
         await self.sight.close()
         if self._site is not None:
             await self._site.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        # a leader ends its duties while its lease (which fences their writes) still holds,
+        # then gives the lease up so that another node takes over at once
+        await self.alerting.close()
         if self.cluster is not None:
             await self.cluster.close()
             await self.cluster.store.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.alerting.close()
         if self._http is not None:
             await self._http.close()
         log.info("event=stopped")
@@ -408,19 +410,30 @@ class Daemon:
         """With ``monitor.cluster``: the first heartbeat, so the shard is known before
         anything is scheduled, and the shard's last statuses from the store."""
         settings = catalog.config.monitor
-        if settings.cluster is None or not settings.cluster.enabled or self.cluster is not None:
+        cluster = settings.cluster
+        if cluster is None or not cluster.enabled or self.cluster is not None:
             return
+        node_id = cluster.node_id
         # its own connections: heartbeats and the leader's lease never queue behind history
-        store = await Store.open(store_url(catalog, self.config_path.resolve().parent))
+        store = await Store.open(
+            store_url(catalog, self.config_path.resolve().parent),
+            application_name=f"csp-monitor {node_id}",
+        )
         self.cluster = ClusterNode(
             store,
-            settings.cluster,
+            cluster,
             self.registry,
-            listen=self._listen_override or settings.listen,
+            listen=cluster.advertise or self._listen_override or settings.listen,
             version=__version__,
             started_at=self.wall(),
             on_shard_changed=self._shard_changed,
+            on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
+            on_step_down=lambda epoch: self.alerting.step_down(),
+            blind=lambda: self.sight.sight.blind,
         )
+        # a leader that cannot renew stops at two thirds of its lease; the others wait for
+        # all of it: its notifier gets half of the third between to finish its step
+        self.alerting.step_down_grace = cluster.lease_seconds / 6
         self.alerting.kept_open = self._kept_open
         try:
             await self.cluster.start(catalog.digest)
@@ -447,21 +460,58 @@ class Daemon:
             return set()
         return set(self.catalog.subscriptions)
 
-    async def _seed(self, catalog: Catalog, keys: Collection[tuple[str, str]]) -> None:
-        """Targets taken over start from their subscription's last recorded status."""
+    async def _seed(
+        self, catalog: Catalog, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, float]]:
+        """Targets taken over start from their subscription's last recorded status;
+        returns the statuses they started from."""
         assert self.cluster is not None
         fresh = [key for key in keys if key not in self._subscriptions_shown]
         if not fresh:
-            return
+            return {}
         try:
             statuses = await self.cluster.store.latest_statuses(fresh)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("event=cluster_seed_failed subscriptions=%d", len(fresh))
-            return
+            return {}
         seeded = seed_board(self.board, catalog, statuses, self.wall())
         log.info("event=cluster_taken_over subscriptions=%d seeded=%d", len(fresh), len(seeded))
+        return {key: statuses[key] for key in seeded}
+
+    def _record_unwatched(
+        self, catalog: Catalog, seeded: Mapping[tuple[str, str], tuple[str, float]]
+    ) -> None:
+        """Subscriptions taken from a node that died were watched by nobody from its last
+        heartbeat until now: that time is a gap (unknown) in their history, and they go
+        on from now in the status they had (the next probe confirms or changes it)."""
+        assert self.cluster is not None
+        dead = self.cluster.taken_from_the_dead(subscription_key(*key) for key in seeded)
+        now = self.wall()
+        resumed: dict[tuple[str, str], tuple[str, float]] = {}
+        for (customer, service), (status, since) in seeded.items():
+            found = dead.get(subscription_key(customer, service))
+            if found is None:
+                continue
+            node, last_heartbeat = found
+            held = Status(status)
+            gap_from = min(max(last_heartbeat, since), now)
+            self.alerting.subscription_changed(
+                customer,
+                service,
+                held,
+                Status.UNKNOWN,
+                f"not probed: node {node} stopped at its last heartbeat",
+                now,
+                since=gap_from,
+            )
+            self.alerting.subscription_changed(
+                customer, service, Status.UNKNOWN, held, f"probed by {self.cluster.node_id}", now
+            )
+            resumed[(customer, service)] = (status, now)
+        # known again from now, here as in the history every node reads
+        seed_board(self.board, catalog, resumed, now)
 
     def _shard_changed(self) -> None:
         task = asyncio.ensure_future(self._reshard())
@@ -476,7 +526,8 @@ class Daemon:
                 catalog = self.catalog
                 if catalog is None or self._stop.is_set():
                     return
-                await self._seed(catalog, self._owned_subscriptions(catalog))
+                seeded = await self._seed(catalog, self._owned_subscriptions(catalog))
+                self._record_unwatched(catalog, seeded)
                 added, _, removed = self._apply(catalog)
                 log.info(
                     "event=cluster_reshard node=%s added=%d removed=%d targets=%d",

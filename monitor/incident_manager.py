@@ -130,8 +130,10 @@ class IncidentManager:
     def _correlation(self) -> CorrelationSettings:
         return self._settings.correlation.settings()
 
-    async def start(self, now: float) -> None:
-        """Rebuild memory from the store; end history the previous run left open."""
+    async def start(self, now: float, *, adopt_statuses: bool = False) -> None:
+        """Rebuild memory from the store; end history the previous run left open.
+        ``adopt_statuses``: a cluster's new leader takes every subscription's last
+        recorded status as its own (other nodes went on probing meanwhile)."""
         await self.maintenance.load()
         for incident in await self._store.open_incidents():
             self._open[(incident.customer, incident.service)] = incident
@@ -139,11 +141,15 @@ class IncidentManager:
         for incident in await self._store.list_incidents(since=cooldown_start, limit=1000):
             if incident.state is IncidentState.RESOLVED:
                 self._recent.setdefault((incident.customer, incident.service), incident)
+        statuses = await self._store.last_statuses()
         self.restored = {
             key: Status(status)
-            for key, status in (await self._store.last_statuses()).items()
+            for key, status in statuses.items()
             if status in (Status.DOWN, Status.DEGRADED)
         }
+        if adopt_statuses:
+            confirmed = (Status.UP, Status.DOWN, Status.DEGRADED)
+            self._status.update({k: Status(s) for k, s in statuses.items() if s in confirmed})
         last_seen = await self._store.last_seen()
         async with self._store.transaction() as tx:
             # what a crashed run left open ends at its last heartbeat: the rest is a gap

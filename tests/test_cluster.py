@@ -23,6 +23,8 @@ from tests.conftest import PG_SERVER, pg_admin, wait_until
 CONFIG = """
 monitor:
   store: {store}
+  audit_key: test-audit-key
+  link_key: test-link-signing-key
   cluster: {cluster}
 services:
   portal:
@@ -62,6 +64,22 @@ def test_a_cluster_on_sqlite_is_refused_naming_the_setting(tmp_path: Path, store
     [issue] = caught.value.issues
     assert issue.path == "monitor.cluster"
     assert "needs a PostgreSQL store" in issue.message
+
+
+def test_a_cluster_without_shared_keys_is_refused_naming_each(tmp_path: Path) -> None:
+    # each node would make its own: an ack link signed by one leader fails on the next
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        CONFIG.format(store="postgresql://postgres@127.0.0.1/x", cluster="{node_id: a}")
+        .replace("  audit_key: test-audit-key\n", "")
+        .replace("  link_key: test-link-signing-key\n", "")
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    assert [(i.path, "must share one" in i.message) for i in caught.value.issues] == [
+        ("monitor.audit_key", True),
+        ("monitor.link_key", True),
+    ]
 
 
 def test_a_disabled_cluster_runs_on_sqlite(tmp_path: Path) -> None:
@@ -391,3 +409,36 @@ async def _waiting_on_a_lock(database: str) -> bool:
     finally:
         await connection.close()
     return bool(waiting)
+
+
+def test_a_short_link_key_is_refused_without_showing_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        CONFIG.format(store="postgresql://postgres@127.0.0.1/x", cluster="{node_id: a}").replace(
+            "link_key: test-link-signing-key", "link_key: short-secret"
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    [issue] = caught.value.issues
+    assert issue.path == "monitor.link_key" and "at least 16 bytes" in issue.message
+    assert "short-secret" not in str(caught.value)
+
+
+def test_the_shipped_cluster_config_is_valid_and_takes_its_secrets_from_the_environment() -> None:
+    env = {
+        "CSP_MONITOR_STORE": "postgresql://csp:secret@postgres:5432/csp_monitor",
+        "CSP_MONITOR_AUDIT_KEY": "a" * 32,
+        "CSP_MONITOR_LINK_KEY": "b" * 32,
+        "CSP_MONITOR_ONCALL_TOKEN": "t" * 24,
+        "CSP_MONITOR_NODE_ID": "csp-monitor-1",
+        "CSP_MONITOR_ADVERTISE": "csp-monitor-1:9700",
+    }
+    path = Path(__file__).parent.parent / "deploy" / "cluster" / "config.yaml"
+    monitor = load_catalog(path, env=env).config.monitor
+    assert monitor.cluster is not None and monitor.cluster.node_id == "csp-monitor-1"
+    with pytest.raises(ConfigError) as caught:  # without them: each one named
+        load_catalog(path, env={})
+    assert {"monitor.audit_key", "monitor.link_key", "monitor.store"} <= {
+        issue.path for issue in caught.value.issues
+    }

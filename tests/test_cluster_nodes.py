@@ -87,7 +87,13 @@ monitor:
   store: {store}
   data_dir: ./data-${{CSP_TEST_NODE}}  # own key files: three processes start at once
   audit_key: cluster-test-audit-key
+  link_key: cluster-test-link-key
   cluster: {{node_id: "${{CSP_TEST_NODE}}", heartbeat_interval: 0.3s, dead_after: 2s}}
+  # each node's own view of the world: a port given to it at start (open: it sees)
+  canaries:
+    - {{name: gateway, type: tcp, host: 127.0.0.1, port: "${{CSP_TEST_CANARY_PORT}}",
+       timeout: 300ms}}
+  blindness: {{interval: 500ms, retry_interval: 200ms, rounds: 2}}
 defaults: {{interval: 1s, retry_interval: 0.5s, timeout: 2s}}
 services:
   portal:
@@ -110,8 +116,8 @@ def write_config(path: Path, store: str, port: int) -> None:
     path.write_text(CONFIG.format(store=store, port=port, customers=customers))
 
 
-async def start_node(node: Node, config: Path) -> None:
-    with node.log_path.open("wb") as log:
+async def start_node(node: Node, config: Path, env: dict[str, str] | None = None) -> None:
+    with node.log_path.open("ab") as log:
         node.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -123,7 +129,7 @@ async def start_node(node: Node, config: Path) -> None:
             f"127.0.0.1:{node.port}",
             stdout=log,
             stderr=log,
-            env={**os.environ, "CSP_TEST_NODE": node.name},
+            env={**os.environ, "CSP_TEST_NODE": node.name, **(env or {})},
         )
 
 
@@ -212,7 +218,7 @@ async def cluster(
     ]
     try:
         for node in nodes:
-            await start_node(node, config)
+            await start_node(node, config, {"CSP_TEST_CANARY_PORT": str(probe_log.port)})
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
 
             async def all_see_three() -> bool:
@@ -315,6 +321,8 @@ async def test_targets_split_and_a_killed_followers_targets_move_without_inciden
 
         await wait_until(sick_incident, SETTLE_WITHIN, f"an incident for {sick}")
         before = await incidents(session, cluster[0])
+        # each subscription's interval open at the kill: where its new owner starts from
+        rows = {r["customer"]: r for r in await _history_rows(pg_database, moved)}
 
         kill_9(follower)
         survivors = [n for n in cluster if n is not follower]
@@ -327,8 +335,15 @@ async def test_targets_split_and_a_killed_followers_targets_move_without_inciden
             assert node != follower.name and customer in after[node]
         # no incident opened or closed because of the move
         assert await incidents(session, survivors[0]) == before
-        # the new owners started from the recorded status and since: no unknown in between
-        rows = {r["customer"]: r for r in await _history_rows(pg_database, moved)}
+        # the history of every moved subscription goes on, still open, after a gap from the
+        # killed node's last heartbeat to the takeover: nobody probed it then
+        expected = {c: [("up", False), ("unknown", False), ("up", True)] for c in moved}
+        expected[sick] = [("up", False), ("down", False), ("unknown", False), ("down", True)]
+        await wait_until(
+            lambda: _history_is(pg_database, moved, expected), SETTLE_WITHIN, "the gaps recorded"
+        )
+        latest = {r["customer"]: r for r in await _history_rows(pg_database, moved)}
+        # the new owners went on in the recorded status, known again since the takeover
         for node in survivors:
             status = await get_json(session, f"{node.url}/api/v1/status")
             # any node answers for every subscription, naming who probes it
@@ -338,15 +353,21 @@ async def test_targets_split_and_a_killed_followers_targets_move_without_inciden
             }
             for row in status["subscriptions"]:
                 if row["customer"] in moved:
-                    recorded = rows[row["customer"]]
+                    recorded = latest[row["customer"]]
                     assert (row["status"], row["since"]) == (
                         recorded["status"],
                         recorded["started_at"],
                     ), row["customer"]
-    # the history of every moved subscription goes on, still open, with no gap
-    expected = {c: [("up", True)] for c in moved}
-    expected[sick] = [("up", False), ("down", True)]
-    assert await history(pg_database, moved) == expected
+    gaps = [r for r in await _history_rows(pg_database, moved) if r["status"] == "unknown"]
+    for gap in gaps:  # from the last heartbeat, about when it was killed, to the takeover
+        assert gap["started_at"] >= rows[gap["customer"]]["started_at"]
+        assert gap["ended_at"] > gap["started_at"]
+
+
+async def _history_is(
+    database: str, customers: Iterable[str], expected: dict[str, list[tuple[str, bool]]]
+) -> bool:
+    return await history(database, customers) == expected
 
 
 async def test_one_leader_and_a_successor_in_a_higher_epoch_when_it_is_killed(
@@ -391,6 +412,40 @@ async def test_one_leader_and_a_successor_in_a_higher_epoch_when_it_is_killed(
         second = next(iter(views.values()))["leader"]
         assert second["epoch"] > first["epoch"]
         assert second["node"] in {n.name for n in survivors}
+
+
+async def test_a_blind_node_leaves_the_shard_to_the_nodes_that_see(
+    cluster: list[Node], probe_log: ProbeLog, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await settled_split(session, cluster)
+        blind = cluster[2]
+        await stop_nodes([blind])
+        # back with a canary nobody answers: it cannot see the world
+        await start_node(
+            blind, tmp_path / "config.yaml", {"CSP_TEST_CANARY_PORT": str(unused_port())}
+        )
+
+        async def is_blind() -> bool:
+            try:
+                return "csp_monitor_blind 1.0" in await _metrics(session, blind)
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(is_blind, START_WITHIN, f"{blind.name} to find itself blind")
+        seeing = cluster[:2]
+
+        async def only_the_seeing_probe() -> bool:
+            shares = await split(session, seeing)
+            return shares is not None and await owned(session, blind) == set()
+
+        try:
+            await wait_until(only_the_seeing_probe, SETTLE_WITHIN, "the blind node's targets moved")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n" + "\n".join(n.log_tail() for n in cluster)) from None
+        probers = await probed_once_each(probe_log)
+        assert set().union(*probers.values()) <= {n.name for n in seeing}
+        assert await incidents(session, seeing[0]) == []  # nothing went down meanwhile
 
 
 async def _metrics(session: aiohttp.ClientSession, node: Node) -> str:

@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +54,10 @@ from tests.test_grafana import Query, dashboards, queries, selectors, variable_q
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+# The rules a single daemon can provoke; the cluster's are run live against three nodes
+# in tests/test_cluster_failover.py.
+CLUSTER_RULES = PROMETHEUS_DIR / "rules" / "cluster.alerts.yml"
+SINGLE_NODE_RULE_FILES = [path for path in RULE_FILES if path != CLUSTER_RULES]
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 
 WAIT_FOR_DATA = 40.0  # seconds the stack gets until every expression returns data
@@ -86,10 +90,10 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def rules() -> list[dict[str, Any]]:
-    """Every rule of every rule file, with the group it belongs to."""
+def rules(files: Sequence[Path] = RULE_FILES) -> list[dict[str, Any]]:
+    """Every rule of every rule file (of ``files``), with the group it belongs to."""
     found = []
-    for path in RULE_FILES:
+    for path in files:
         for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
             for rule in group["rules"]:
                 found.append({**rule, "group": group["name"], "file": path.name})
@@ -103,11 +107,28 @@ def alert_names() -> set[str]:
 # ------------------------------------------------------------------ promtool
 
 
-def test_promtool_accepts_the_example_scrape_config() -> None:
-    checked = run_tool("promtool", "check", "config", "prometheus/prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "cluster.yml"])
+def test_promtool_accepts_the_example_scrape_config(config: str) -> None:
+    checked = run_tool("promtool", "check", "config", f"prometheus/{config}")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # it loads every rule file through rule_files
     assert f"{len(RULE_FILES)} rule files found" in checked.stdout + checked.stderr
+
+
+def test_the_cluster_scrape_config_is_the_single_one_with_every_node() -> None:
+    single = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    cluster = yaml.safe_load((PROMETHEUS_DIR / "cluster.yml").read_text(encoding="utf-8"))
+    compose = yaml.safe_load(
+        (PROMETHEUS_DIR.parent / "deploy" / "docker-compose.cluster.yml").read_text("utf-8")
+    )
+    nodes = sorted(name for name in compose["services"] if name.startswith("csp-monitor-"))
+    [job] = [j for j in cluster["scrape_configs"] if j["job_name"] == "csp-monitor"]
+    assert job["static_configs"][0]["targets"] == [f"{name}:9700" for name in nodes]
+    # apart from the targets, the same: relabelling, timeouts, rules
+    for document in (single, cluster):
+        for scrape in document["scrape_configs"]:
+            scrape.pop("static_configs")
+    assert single == cluster
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -341,11 +362,13 @@ class Prometheus:
         return list(answer["data"])
 
 
-def start_prometheus(tmp: Path, targets: list[str]) -> Prometheus:
+def start_prometheus(
+    tmp: Path, targets: list[str], rule_files: Sequence[Path] = SINGLE_NODE_RULE_FILES
+) -> Prometheus:
     """The real prometheus binary: 1 s scrapes, the project's rules evaluated every second."""
     rules = tmp / "rules"
     rules.mkdir()
-    for path in RULE_FILES:
+    for path in rule_files:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         for group in document["groups"]:
             group.pop("interval", None)  # every group every second here
@@ -490,7 +513,7 @@ def report(failed: list[Check], total: int) -> str:
 
 def rule_checks() -> list[Check]:
     checks = []
-    for rule in rules():
+    for rule in rules(SINGLE_NODE_RULE_FILES):
         name = rule.get("record") or rule["alert"]
         checks.append(Check(f"{rule['file']} / {rule['group']} / {name}", rule["expr"]))
         if "record" in rule:  # and the recorded series is stored
@@ -505,7 +528,7 @@ def test_every_rule_expression_returns_data(stack: Stack) -> None:
 
 
 def test_every_rule_evaluates_without_error_and_every_alert_is_active(stack: Stack) -> None:
-    expected = {rule.get("record") or rule["alert"] for rule in rules()}
+    expected = {rule.get("record") or rule["alert"] for rule in rules(SINGLE_NODE_RULE_FILES)}
     while True:  # an alert is active from the evaluation after its data arrives
         answer = stack.prometheus.get("/api/v1/rules")
         assert answer["status"] == "success"

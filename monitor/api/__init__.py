@@ -12,6 +12,7 @@ from aiohttp import web
 
 from monitor.api import cluster, core, incidents, maintenance, reports
 from monitor.api.auth import count_refusals
+from monitor.api.forward import add_forwarding
 from monitor.api.services import SERVICES, ApiServices
 
 
@@ -20,6 +21,7 @@ def build_app(services: ApiServices) -> web.Application:
     app = web.Application()
     app[SERVICES] = services
     count_refusals(app)
+    add_forwarding(app)
     core.add_routes(app)
     incidents.add_routes(app)
     maintenance.add_routes(app)

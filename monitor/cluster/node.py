@@ -59,6 +59,13 @@ class ClusterMetrics:
             ["node"],
             registry=registry,
         )
+        self.member_up = Gauge(
+            "csp_monitor_cluster_member_up",
+            "1 for each member alive by the database's clock, 0 for one that stopped beating "
+            "(a clean stop removes the member)",
+            ["node"],
+            registry=registry,
+        )
         self.config_mismatch = Gauge(
             "csp_monitor_cluster_config_mismatch",
             "Live members running a config whose digest differs from this node's",
@@ -103,6 +110,9 @@ class ClusterNode:
         version: str,
         started_at: float,
         on_shard_changed: ShardChanged = lambda: None,
+        on_lead: Callable[[int], None] = lambda epoch: None,
+        on_step_down: Callable[[int], None] = lambda epoch: None,
+        blind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -115,8 +125,12 @@ class ClusterNode:
         self.metrics.leader.labels(self.node_id).set(0)
         self.view = ClusterView()
         self.peers: tuple[str, ...] = (self.node_id,)  # live members with this config
+        self.previous_peers: tuple[str, ...] = self.peers  # before the last change
+        self.stopped_beating: dict[str, float] = {}  # dead members: their last heartbeat
         self._mismatched: tuple[str, ...] = ()
         self._on_shard_changed = on_shard_changed
+        self._on_lead, self._on_step_down = on_lead, on_step_down
+        self._blind = blind
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.leadership = Leadership(
@@ -136,6 +150,29 @@ class ClusterNode:
     def shares(self, keys: Iterable[str]) -> dict[str, set[str]]:
         """Every peer's share of ``keys`` (members on another config are not in it)."""
         return assign(keys, self.peers)
+
+    def taken_from_the_dead(self, keys: Iterable[str]) -> dict[str, tuple[str, float]]:
+        """Of ``keys`` this node just took over, those whose previous owner died: each with
+        that node and its last heartbeat (after which nobody probed the key)."""
+        found: dict[str, tuple[str, float]] = {}
+        for key in keys:
+            before = owner(key, self.previous_peers)
+            if before is not None and before in self.stopped_beating:
+                found[key] = (before, self.stopped_beating[before])
+        return found
+
+    def leader_address(self) -> str | None:
+        """Where the leader's API listens (its member row), as last read; None while no
+        node holds an unexpired lease."""
+        view = self.view
+        if view.lease_holder is None or view.lease_expires_at is None:
+            return None
+        if view.lease_expires_at < view.database_time:
+            return None
+        for member in view.members:
+            if member.node_id == view.lease_holder and member.alive:
+                return member.listen
+        return None
 
     def set_targets(self, count: int) -> None:
         self.metrics.targets.labels(self.node_id).set(count)
@@ -178,6 +215,7 @@ class ClusterNode:
                     started_at=self.started_at,
                     version=self.version,
                     config_digest=self.config_digest,
+                    blind=self._blind(),
                 )
                 members, now = await self.store.members(self.settings.dead_after)
         except asyncio.CancelledError:
@@ -213,10 +251,22 @@ class ClusterNode:
 
     def _update_peers(self, members: Collection[Member]) -> None:
         live = [m for m in members if m.alive]
-        same = sorted({m.node_id for m in live if m.config_digest == self.config_digest})
-        peers = tuple(sorted({*same, self.node_id}))  # this node is alive: it just beat
+        same = {m.node_id for m in live if m.config_digest == self.config_digest}
+        same.add(self.node_id)  # this node is alive: it just beat
+        # a blind node leaves the shard, so that nodes that can see probe its targets;
+        # when every node is blind, each keeps its share (nobody could do better)
+        blind = {m.node_id for m in live if m.blind}
+        if self._blind():
+            blind.add(self.node_id)
+        else:
+            blind.discard(self.node_id)
+        peers = tuple(sorted(same - blind)) or tuple(sorted(same))
         mismatched = tuple(sorted(m.node_id for m in live if m.config_digest != self.config_digest))
         self.metrics.members.set(len({*(m.node_id for m in live), self.node_id}))
+        self.metrics.member_up.clear()  # a member that left cleanly leaves the series too
+        for member in members:
+            self.metrics.member_up.labels(member.node_id).set(1 if member.alive else 0)
+        self.metrics.member_up.labels(self.node_id).set(1)
         self.metrics.config_mismatch.set(len(mismatched))
         if mismatched != self._mismatched:
             if mismatched:
@@ -241,7 +291,8 @@ class ClusterNode:
                 ",".join(self.peers),
                 ",".join(peers),
             )
-            self.peers = peers
+            self.previous_peers, self.peers = self.peers, peers
+            self.stopped_beating = {m.node_id: m.heartbeat_at for m in members if not m.alive}
             self._on_shard_changed()
 
     # ------------------------------------------------------------------ leadership
@@ -251,10 +302,12 @@ class ClusterNode:
         self.metrics.epoch.set(epoch)
         self.metrics.leader_changes.labels("gained").inc()
         self.view.lease_holder, self.view.lease_epoch = self.node_id, epoch
+        self._on_lead(epoch)
 
     def _lost(self, epoch: int) -> None:
         self.metrics.leader.labels(self.node_id).set(0)
         self.metrics.leader_changes.labels("lost").inc()
+        self._on_step_down(epoch)
 
     async def close(self) -> None:
         """Stop beating, hand leadership over and leave the member list."""

@@ -111,6 +111,11 @@ class ClusterSettings(StrictModel):
     dead_after: Duration = Field(
         20.0, description="A node silent for this long is dead: its targets move to the others"
     )
+    advertise: str | None = Field(
+        None,
+        description="Where the other nodes reach this node's API (host:port or URL; default: "
+        "the listen address): requests for the leader are passed there",
+    )
     leader_lease: Duration | None = Field(
         None,
         description="How long leadership lasts without renewal (default: dead_after); the "
@@ -158,6 +163,11 @@ class MonitorSettings(StrictModel):
         description="Key of the audit log's hash chain (default: data_dir/audit.key); "
         "replicas sharing a database need the same one",
     )
+    link_key: SecretStr | None = Field(
+        None,
+        description="Key that signs acknowledge links (default: data_dir/link-signing.key); "
+        "replicas sharing a database need the same one",
+    )
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="Tokens for the HTTP API; reload needs role admin"
     )
@@ -192,6 +202,14 @@ class MonitorSettings(StrictModel):
         _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("link_key")
+    @classmethod
+    def _link_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # never the value in the message: it is a secret
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("a link-signing key needs at least 16 bytes; use a long random one")
         return value
 
 

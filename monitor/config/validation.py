@@ -228,19 +228,31 @@ def _cluster_issues(monitor: dict[str, Any]) -> list[ConfigIssue]:
     cluster = monitor.get("cluster")
     if cluster is None or (isinstance(cluster, dict) and cluster.get("enabled") is False):
         return []
+    issues = [
+        # each node would make its own key: links signed by one leader would be refused by
+        # the next, and the audit chain would change keys with every change of leader
+        ConfigIssue(
+            f"monitor.{key}",
+            f"a cluster's nodes must share one {what}: set monitor.{key} (e.g. "
+            f'"${{CSP_MONITOR_{key.upper()}}}") to the same secret on every node',
+        )
+        for key, what in (("link_key", "link-signing key"), ("audit_key", "audit chain key"))
+        if monitor.get(key) is None
+    ]
     store = monitor.get("store")
     if isinstance(store, str) and store.split("://", 1)[0].split("+", 1)[0] in (
         "postgresql",
         "postgres",
     ):
-        return []
+        return issues
     found = f"the store is {store!r}" if isinstance(store, str) else "the store is SQLite"
     return [
         ConfigIssue(
             "monitor.cluster",
             f"a cluster needs a PostgreSQL store shared by its nodes ({found}): set "
             "monitor.store to postgresql://user@host:5432/db, or remove monitor.cluster",
-        )
+        ),
+        *issues,
     ]
 
 

@@ -34,6 +34,7 @@ class Member:
     version: str
     config_digest: str
     alive: bool
+    blind: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ async def heartbeat(
     started_at: float,
     version: str,
     config_digest: str,
+    blind: bool = False,
 ) -> float:
     """Upsert the node's row with a fresh heartbeat; returns the database's time."""
     now = db_now()
@@ -72,6 +74,7 @@ async def heartbeat(
         "heartbeat_at": now,
         "version": version,
         "config_digest": config_digest,
+        "blind": blind,
     }
     statement = (
         postgresql.insert(_members)
@@ -95,6 +98,7 @@ async def members(connection: AsyncConnection, dead_after: float) -> tuple[list[
             version=row.version,
             config_digest=row.config_digest,
             alive=now - row.heartbeat_at <= dead_after,
+            blind=bool(row.blind),
         )
         for row in rows
     ]
@@ -207,3 +211,47 @@ async def check_fence(connection: AsyncConnection, node_id: str, epoch: int) -> 
         .with_for_update(read=True)
     )
     return row.first() is not None
+
+
+# ---------------------------------------------------------------------- status changes
+
+CHANGES_CHANNEL = "csp_monitor_status_changes"  # NOTIFY channel: a change was queued
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedChange:
+    """A status change a node queued for the leader."""
+
+    id: int
+    node_id: str
+    queued_at: float
+    payload: str
+
+
+async def queue_changes(connection: AsyncConnection, node_id: str, payloads: list[str]) -> None:
+    """Queue changes for the leader, in order, and wake it when the transaction commits."""
+    if not payloads:
+        return
+    table = schema.status_changes
+    await connection.execute(
+        table.insert().values(node_id=node_id, queued_at=db_now()),
+        [{"payload": payload} for payload in payloads],
+    )
+    await connection.execute(select(func.pg_notify(CHANGES_CHANNEL, node_id)))
+
+
+async def queued_changes(connection: AsyncConnection, limit: int) -> list[QueuedChange]:
+    """The oldest queued changes first (ids grow with each insert)."""
+    table = schema.status_changes
+    rows = await connection.execute(select(table).order_by(table.c.id).limit(limit))
+    return [QueuedChange(r.id, r.node_id, float(r.queued_at), r.payload) for r in rows]
+
+
+async def forget_changes(connection: AsyncConnection, ids: Collection[int]) -> None:
+    """Applied changes leave the queue (by id: one committed late is not skipped)."""
+    table = schema.status_changes
+    wanted = list(ids)
+    for start in range(0, len(wanted), _CHUNK):
+        await connection.execute(
+            delete(table).where(table.c.id.in_(wanted[start : start + _CHUNK]))
+        )

@@ -67,8 +67,9 @@ def _safe(text: str) -> str:
     return f"{scheme}://…{rest.rpartition('@')[2]}" if "@" in rest else text
 
 
-def create_engine(url: URL) -> AsyncEngine:
-    """An async engine for ``url`` (from async_url); SQLite's directory is created if needed."""
+def create_engine(url: URL, application_name: str | None = None) -> AsyncEngine:
+    """An async engine for ``url`` (from async_url); SQLite's directory is created if needed.
+    ``application_name``: how PostgreSQL lists the connections (which node holds which)."""
     if url.get_backend_name() == "sqlite":
         assert url.database is not None  # async_url refuses in-memory databases
         _private_database_file(Path(url.database))
@@ -76,7 +77,8 @@ def create_engine(url: URL) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     # pre_ping: a PostgreSQL restart or failover must not break the first query after it.
-    return create_async_engine(url, pool_pre_ping=True)
+    settings = {"application_name": application_name} if application_name else {}
+    return create_async_engine(url, pool_pre_ping=True, connect_args={"server_settings": settings})
 
 
 def _private_database_file(path: Path) -> None:

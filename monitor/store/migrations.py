@@ -75,12 +75,22 @@ def _outbox_recipient(connection: Connection) -> None:
         )
 
 
-_CLUSTER_TABLES = (schema.members.name, schema.leader_lease.name)
+_CLUSTER_TABLES = (schema.members.name, schema.leader_lease.name, schema.status_changes.name)
 
 
 def _cluster(connection: Connection) -> None:
     schema.members.create(connection)
     schema.leader_lease.create(connection)
+
+
+def _status_changes(connection: Connection) -> None:
+    schema.status_changes.create(connection)
+    # version 5 created members from the schema of its day, or (replayed on a new
+    # database) from today's, which has the column already
+    if "blind" not in {column["name"] for column in inspect(connection).get_columns("members")}:
+        connection.execute(
+            text("ALTER TABLE members ADD COLUMN blind BOOLEAN NOT NULL DEFAULT false")
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -95,6 +105,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
     ),
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
+    Migration(6, "cluster: status changes queued for the leader; blind members", _status_changes),
 )
 
 

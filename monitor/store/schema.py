@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -224,6 +225,8 @@ members = Table(
     Column("heartbeat_at", Double, nullable=False),
     Column("version", String(50), nullable=False),
     Column("config_digest", String(64), nullable=False),
+    # a blind node (its canaries fail) leaves the shard: its targets go to nodes that see
+    Column("blind", Boolean, nullable=False, server_default=text("false")),
 )
 
 # One row: who leads, until when, and the fencing epoch (incremented on every takeover).
@@ -235,4 +238,19 @@ leader_lease = Table(
     Column("epoch", Integer, nullable=False),
     Column("acquired_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
+)
+
+# Status changes a node hands to the leader (cluster): queued by whichever node probes the
+# subscription, applied and deleted by the leader in id order. A table, not only NOTIFY:
+# a change queued while no node leads (or while the leader changes) waits here.
+status_changes = Table(
+    "status_changes",
+    metadata,
+    # 64 bits on PostgreSQL: the queue's ids are never reused; SQLite's integer key is 64-bit
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("node_id", String(200), nullable=False),
+    Column("queued_at", Double, nullable=False),
+    Column("payload", Text, nullable=False),
 )

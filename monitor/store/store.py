@@ -14,12 +14,13 @@ interval closes it there and records the gap as unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -50,6 +51,7 @@ class Store:
         self._url = url
         self._audit_key = audit_key
         self._fence = fence
+        self._application_name: str | None = None
         # Subscriptions whose status intervals close_all_open() must leave open: in a
         # cluster, those other live nodes go on watching (set by the daemon).
         self.kept_open: Callable[[], Collection[tuple[str, str]]] = lambda: ()
@@ -62,6 +64,7 @@ class Store:
         migrations: Sequence[Migration] = MIGRATIONS,
         audit_key: bytes | None = None,
         fence: tuple[str, int] | None = None,
+        application_name: str | None = None,
     ) -> Store:
         """Open (and create, for SQLite) the database at ``url`` and apply pending
         ``migrations`` (the code's own unless a test brings others). Raises StoreError
@@ -69,14 +72,16 @@ class Store:
 
         ``fence``: (node id, epoch) of a cluster leader's term (PostgreSQL): every
         transaction first checks that the node still holds the leader's lease in that
-        epoch and raises Fenced, writing nothing, when it does not."""
+        epoch and raises Fenced, writing nothing, when it does not. ``application_name``:
+        how PostgreSQL names the connections (``pg_stat_activity``)."""
         engine_url = async_url(url)
         where = display_url(engine_url)
         try:
-            engine = create_engine(engine_url)
+            engine = create_engine(engine_url, application_name)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {where}: {exc}") from exc
         store = cls(engine, engine_url, audit_key, fence)
+        store._application_name = application_name
         try:
             async with store._connection(write=True) as connection, connection.begin():
                 await migrate(connection, where, migrations)
@@ -123,12 +128,15 @@ class Store:
             yield connection
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, *, fenced: bool = True) -> AsyncIterator[Transaction]:
         """``async with store.transaction() as tx:`` — committed when the block ends,
-        rolled back (nothing written) when it raises or is cancelled."""
+        rolled back (nothing written) when it raises or is cancelled. ``fenced=False``
+        skips the leader's fence: for facts that hold whoever leads (a message that was
+        sent was sent)."""
         async with self._connection(write=True) as connection, connection.begin():
-            if self._fence is not None and not await cluster.check_fence(connection, *self._fence):
-                raise Fenced(*self._fence)
+            fence = self._fence if fenced else None
+            if fence is not None and not await cluster.check_fence(connection, *fence):
+                raise Fenced(*fence)
             yield Transaction(connection, self._audit_key, self.kept_open)
 
     @asynccontextmanager
@@ -245,18 +253,19 @@ class Store:
             return await tx.claim_due(now, limit, lease_seconds, channels)
 
     async def mark_sent(self, outbox_id: int, receipt: DeliveryReceipt, at: float) -> bool:
-        """Record a delivery and its receipt."""
-        async with self.transaction() as tx:
+        """Record a delivery and its receipt. Not fenced: a leader deposed while sending
+        records what it sent, or its successor would send it again."""
+        async with self.transaction(fenced=False) as tx:
             return await tx.mark_sent(outbox_id, receipt, at)
 
     async def mark_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> bool:
-        """Record a retryable failure; due again at ``next_attempt_at``."""
-        async with self.transaction() as tx:
+        """Record a retryable failure; due again at ``next_attempt_at`` (not fenced)."""
+        async with self.transaction(fenced=False) as tx:
             return await tx.mark_retry(outbox_id, error, next_attempt_at)
 
     async def mark_failed(self, outbox_id: int, error: str, at: float) -> bool:
-        """Record a permanent failure."""
-        async with self.transaction() as tx:
+        """Record a permanent failure (not fenced)."""
+        async with self.transaction(fenced=False) as tx:
             return await tx.mark_failed(outbox_id, error, at)
 
     async def record_status(self, customer: str, service: str, status: str, at: float) -> bool:
@@ -296,7 +305,14 @@ class Store:
     # ------------------------------------------------------------------ cluster (PostgreSQL)
 
     async def heartbeat(
-        self, node_id: str, *, listen: str, started_at: float, version: str, config_digest: str
+        self,
+        node_id: str,
+        *,
+        listen: str,
+        started_at: float,
+        version: str,
+        config_digest: str,
+        blind: bool = False,
     ) -> float:
         """Upsert this node's member row; returns the database's time (cluster.heartbeat)."""
         async with self.transaction() as tx:
@@ -307,6 +323,7 @@ class Store:
                 started_at=started_at,
                 version=version,
                 config_digest=config_digest,
+                blind=blind,
             )
 
     async def members(self, dead_after: float) -> tuple[list[cluster.Member], float]:
@@ -341,6 +358,36 @@ class Store:
         see cluster.last_statuses): what a node taking them over starts from."""
         async with self._connection(write=False) as connection:
             return await cluster.last_statuses(connection, keys)
+
+    async def queue_changes(self, node_id: str, payloads: list[str]) -> None:
+        """Hand status changes to the leader (PostgreSQL; see cluster.queue_changes).
+        Not fenced: any node may queue, whoever leads."""
+        async with self.transaction(fenced=False) as tx:
+            await cluster.queue_changes(tx.connection, node_id, payloads)
+
+    async def queued_changes(self, limit: int) -> list[cluster.QueuedChange]:
+        """The oldest changes waiting for the leader."""
+        async with self._connection(write=False) as connection:
+            return await cluster.queued_changes(connection, limit)
+
+    async def forget_changes(self, ids: Collection[int]) -> None:
+        """Applied changes leave the queue; fenced like every write only the leader makes."""
+        async with self.transaction() as tx:
+            await cluster.forget_changes(tx.connection, ids)
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``wake()`` on every NOTIFY on ``channel`` (PostgreSQL), over a connection of
+        its own (a pooled one would be handed to other queries); returns its close."""
+        url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        settings = {"application_name": self._application_name} if self._application_name else {}
+        connection = await asyncpg.connect(url, timeout=10, server_settings=settings)
+        try:
+            await connection.add_listener(channel, lambda *_: wake())
+        except BaseException:
+            await connection.close()
+            raise
+        close: Callable[[], Awaitable[None]] = connection.close
+        return close
 
     # ------------------------------------------------------------------ audit log
 
