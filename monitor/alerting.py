@@ -29,6 +29,7 @@ from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.templates import TemplateRenderer
 from monitor.notify.undelivered import UndeliveredNote
+from monitor.oncall_book import OnCallBook, gap_gauge
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
@@ -128,6 +129,7 @@ class Alerting:
         )
         for event in _COUNTED_FROM_START:
             self._incident_events.labels(event)
+        self._oncall_gaps = gap_gauge(registry)
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._first_statuses = False  # a subscription got its first status since the start
         self._stop = asyncio.Event()
@@ -166,6 +168,7 @@ class Alerting:
             on_events=self._count_events,
             wall=self._wall,
             vendor=self.vendor,
+            oncall=OnCallBook(self.store, self._wall, self._oncall_gaps),
         )
         self.manager.configure(catalog)
         await self.manager.start(self._wall())

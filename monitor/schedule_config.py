@@ -19,11 +19,8 @@ from monitor.channels import CHANNEL_TYPES
 from monitor.channels.base import PhoneNumber
 from monitor.config.errors import ConfigIssue
 from monitor.config_types import StrictModel
-from monitor.engine.oncall import Layer, Schedule
+from monitor.engine.oncall import Layer, Schedule, schedule_name
 from monitor.timezones import TimeZoneName
-
-SCHEDULE_PREFIX = "schedule:"
-"""A step recipient ``schedule:primary`` stands for whoever is on call in ``primary``."""
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -81,7 +78,9 @@ class LayerSpec(StrictModel):
     @classmethod
     def _turn(cls, value: str) -> str:
         if not _TURN.match(value):
-            raise ValueError(f"expected daily, weekly or a number of days such as 3d, got {value!r}")
+            raise ValueError(
+                f"expected daily, weekly or a number of days such as 3d, got {value!r}"
+            )
         return value
 
     @field_validator("handoff")
@@ -158,11 +157,6 @@ class ScheduleSpec(StrictModel):
         )
 
 
-def schedule_name(recipient: str) -> str | None:
-    """``primary`` for the step recipient ``schedule:primary``; None for an address."""
-    return recipient.removeprefix(SCHEDULE_PREFIX) if recipient.startswith(SCHEDULE_PREFIX) else None
-
-
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -198,16 +192,17 @@ def schedule_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
         for index, step in enumerate(_list(_mapping(spec).get("steps"))):
             step = _mapping(step)
             for position, recipient in enumerate(_list(step.get("recipients"))):
-                name = schedule_name(recipient) if isinstance(recipient, str) else None
-                if name is None:
+                wanted = schedule_name(recipient) if isinstance(recipient, str) else None
+                if wanted is None:
                     continue
                 path = f"escalation_policies.{policy}.steps[{index}].recipients[{position}]"
-                if name not in schedules:
+                if wanted not in schedules:
                     allowed = ", ".join(sorted(schedules)) or "none defined under schedules"
-                    issues.append(ConfigIssue(path, f"unknown schedule {name!r} (allowed: {allowed})"))
+                    problem = f"unknown schedule {wanted!r} (allowed: {allowed})"
+                    issues.append(ConfigIssue(path, problem))
                     continue
                 issues += _missing_addresses(
-                    path, name, sorted(members_of.get(name, ())), people, step, channels
+                    path, wanted, sorted(members_of.get(wanted, ())), people, step, channels
                 )
     return issues
 

@@ -11,8 +11,9 @@ An override puts one person on call for a period above every layer; one that
 Handoffs are local wall-clock times: across a DST change a turn is 23 or 25 hours
 long, and the handoff stays at 09:00 local. A handoff at a time the clock skips
 (01:30 on a spring-forward night in London) happens as if the clock had not jumped
-(01:30 GMT, which the clock shows as 02:30 summer time); one inside the hour a fall-back repeats happens once, at its first
-occurrence. Times are compared as instants, so a turn never goes back and forth.
+(01:30 GMT, which the clock shows as 02:30 summer time); one inside the hour a
+fall-back repeats happens once, at its first occurrence. Times are compared as
+instants, so a turn never goes back and forth.
 
 No I/O and no clock: every function takes the time (Unix seconds) it is asked about,
 so tests walk through months of rotations in milliseconds.
@@ -20,6 +21,7 @@ so tests walk through months of rotations in milliseconds.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,6 +30,10 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 DAY = 86400.0
+SCHEDULE_PREFIX = "schedule:"
+"""A step recipient ``schedule:primary`` stands for whoever is on call in ``primary``."""
+PERSON_PREFIX = "person:"
+"""A page recipient ``person:wang.wei``: that person, at the address of each channel's kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,13 @@ class Shift:
     end: float
     person: str | None
     source: str | None
+
+
+def schedule_name(recipient: str) -> str | None:
+    """``primary`` for the step recipient ``schedule:primary``; None for an address."""
+    if recipient.startswith(SCHEDULE_PREFIX):
+        return recipient.removeprefix(SCHEDULE_PREFIX)
+    return None
 
 
 @lru_cache(maxsize=64)
@@ -199,7 +212,7 @@ def shifts(
     with ``person`` None); neighbours with the same person and source are merged."""
     result: list[Shift] = []
     edges = [start, *_boundaries(schedule, overrides, start, end), end]
-    for begin, finish in zip(edges, edges[1:], strict=False):
+    for begin, finish in itertools.pairwise(edges):
         current = on_call(schedule, overrides, begin)
         person = current.person if current else None
         source = current.source if current else None
@@ -228,4 +241,3 @@ def gaps(
 ) -> list[Shift]:
     """The stretches between ``start`` and ``end`` with nobody on call."""
     return [shift for shift in shifts(schedule, overrides, start, end) if shift.person is None]
-
