@@ -136,15 +136,18 @@ class OnCallBook:
             if self._gap_seconds is not None:
                 self._gap_seconds.labels(name).set(sum(s.end - s.start for s in stretches))
                 self._exported.add(name)
-            for stretch in stretches:
+            if stretches:  # one line a schedule: a nights-only rota has a gap every day
+                first = stretches[0]
                 log.warning(
-                    "event=oncall_gap schedule=%s start=%s end=%s hours=%.1f action=%r",
+                    "event=oncall_gap schedule=%s first_start=%s first_end=%s gaps=%d "
+                    "hours=%.1f action=%r",
                     name,
-                    _iso(stretch.start),
-                    _iso(stretch.end),
-                    (stretch.end - stretch.start) / 3600,
-                    "nobody is on call then: add an override (csp-monitor oncall override "
-                    "add) or extend the rotation",
+                    _iso(first.start),
+                    _iso(first.end),
+                    len(stretches),
+                    sum(s.end - s.start for s in stretches) / 3600,
+                    "nobody is on call then in the next 7 days: add an override "
+                    "(csp-monitor oncall override add) or another layer",
                 )
         return found
 

@@ -155,7 +155,8 @@ async def delete_override(request: web.Request) -> web.Response:
 
 async def calendar_feed(request: web.Request) -> web.Response:
     """The schedule's shifts as an iCalendar feed (RFC 5545) for people's calendars: one
-    event per shift, two weeks back and eight ahead, times in UTC."""
+    event per shift, two weeks back and eight ahead (the first and last cut at those
+    ends), times in UTC. Calendars subscribed to it replace it whole at each refresh."""
     require_read(request)
     book = _book(request)
     name = request.match_info["name"]
@@ -168,7 +169,9 @@ async def calendar_feed(request: web.Request) -> web.Response:
     calendar.add("calscale", "GREGORIAN")
     calendar.add("x-wr-calname", f"On call: {name}")
     stamp = datetime.fromtimestamp(now, UTC)
-    for shift in book.shifts(name, now - FEED_PAST, now + FEED_AHEAD):
+    # whole UTC days: the feed's first and last events change once a day, not per request
+    today = now - now % DAY
+    for shift in book.shifts(name, today - FEED_PAST, today + FEED_AHEAD):
         if shift.person is None:
             continue
         person = _person(book, shift.person) or {}
