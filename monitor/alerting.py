@@ -30,6 +30,7 @@ from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.templates import TemplateRenderer
 from monitor.notify.undelivered import UndeliveredNote
 from monitor.oncall_book import OnCallBook, gap_gauge
+from monitor.oncall_messages import gap_messages
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
@@ -172,7 +173,9 @@ class Alerting:
         )
         self.manager.configure(catalog)
         await self.manager.start(self._wall())
-        self.housekeeping = Housekeeping(self.store, set_sla, self.notifier.wake, base, self._wall)
+        self.housekeeping = Housekeeping(
+            self.store, set_sla, self.notifier.wake, base, self._wall, self.oncall_daily
+        )
         self.housekeeping.start(catalog)
         settings = catalog.config
         self._tasks = [
@@ -204,6 +207,26 @@ class Alerting:
                 renderer_for(catalog, base), sms_max_segments=settings.sms_max_segments
             ),
         )
+
+    async def oncall_daily(self) -> int:
+        """The daily on-call check: gaps of the next 7 days logged, exported and, when
+        there is one, told to ``monitor.ops_channels``; the messages queued."""
+        manager, store, catalog = self.manager, self.store, self._catalog
+        if manager is None or store is None or catalog is None:
+            return 0
+        now = self._wall()
+        try:
+            await manager.oncall.refresh()
+            gaps = manager.oncall.check_gaps(now)
+            messages = gap_messages(manager.renderer, catalog, gaps, manager.oncall.zones, now)
+            queued = await store.enqueue(messages, now)
+        except Exception:
+            log.exception("event=oncall_check_failed action=%r", "it runs again tomorrow")
+            return 0
+        log.info("event=oncall_checked gaps=%d queued=%d", sum(map(len, gaps.values())), queued)
+        if queued and self.notifier is not None:
+            self.notifier.wake()
+        return queued
 
     async def record_config(self, source: str, digest: str, result: str, **detail: object) -> None:
         """Evidence of which configuration ran when: every load, reload and rejection."""

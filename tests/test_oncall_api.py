@@ -13,12 +13,14 @@ import pytest
 from icalendar import Calendar
 
 from monitor.daemon import Daemon
-from tests.conftest import WebTarget, run_cli, unused_port
+from tests.conftest import WebTarget, run_cli, unused_port, wait_until
+from tests.test_alerting import files
 
 CONFIG = """
 monitor:
   listen: 127.0.0.1:{port}
   shutdown_grace: 1s
+  ops_channels: [ops]
   api_tokens:
     - {{name: noc, token: noc-token, roles: [operate]}}
     - {{name: wall, token: wall-token, roles: [read]}}
@@ -30,6 +32,7 @@ escalation_policies:
       - {{after: 15m, notify: [outbox], recipients: ["schedule:nights"]}}
 channels:
   outbox: {{type: file, directory: outbox}}
+  ops: {{type: file, directory: ops}}
 people:
   wang.wei: {{name: 王伟 (Wang Wei)}}
   li.na: {{name: 李娜 (Li Na), language: en}}
@@ -70,7 +73,7 @@ async def daemon(
 
 
 async def test_who_is_on_call_the_feed_and_gaps(
-    daemon: Daemon, caplog: pytest.LogCaptureFixture
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     base = f"http://127.0.0.1:{daemon.bound_port}"
     # the nights-only schedule leaves the days uncovered: warned at start, and a metric
@@ -87,6 +90,14 @@ async def test_who_is_on_call_the_feed_and_gaps(
             if line.startswith('csp_monitor_oncall_gap_seconds{schedule="nights"}')
         )
         assert 7 * 12 * 3600 - 3600 <= nights_gap <= 7 * 12 * 3600 + 3600  # 12 h a day
+
+        # the daily check tells the operators, once a day however often it runs
+        assert await daemon.alerting.oncall_daily() == 1
+        assert await daemon.alerting.oncall_daily() == 0
+        await wait_until(lambda: files(tmp_path / "ops"), what="the ops message")
+        [told] = files(tmp_path / "ops")
+        assert "[值班空缺 ON-CALL GAP] nights" in told and "Europe/London" in told
+        assert "primary" not in told.split("Subject:")[1].splitlines()[0]
 
         # at another time: 24 December 2026 23:30 Beijing (15:30 in London, daytime)
         christmas_eve = {"at": "2026-12-24T23:30+08:00"}
