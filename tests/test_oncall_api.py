@@ -4,6 +4,7 @@ next seven days warned in the log and exported as a metric."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import aiohttp
 import pytest
 from icalendar import Calendar
 
+from monitor.cli import main
 from monitor.daemon import Daemon
-from tests.conftest import WebTarget, run_cli, unused_port, wait_until
+from tests.conftest import WebTarget, unused_port, wait_until
 from tests.test_alerting import files
 
 CONFIG = """
@@ -55,6 +57,17 @@ customers:
      subscriptions: [exchange-online]}}
 """
 OPERATOR = {"Authorization": "Bearer noc-token"}
+
+
+async def run_cli(
+    capsys: pytest.CaptureFixture[str], *args: str, token: str | None = None
+) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``csp-monitor *args``, in a thread of this process
+    (its own event loop; a child process would spend seconds importing under load)."""
+    argv = [*args, *(["--token", token] if token else [])]
+    code = await asyncio.to_thread(main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture
@@ -135,8 +148,25 @@ async def test_who_is_on_call_the_feed_and_gaps(
         assert start.utcoffset().total_seconds() == 0 and (end - start).total_seconds() == 86400
         assert start.hour == 16  # midnight Beijing
 
+    # a reload: a bad schedule is refused and the old ones keep working; a good one applies
+    config = daemon.config_path
+    text = config.read_text()
+    config.write_text(text.replace('hours: "20:00-08:00"', 'hours: "20:00-08:00", days: []'))
+    ok, message = await daemon.reload()
+    assert not ok and "schedules.nights.layers[0].days: list at least one day" in message
+    config.write_text(text.replace(', hours: "20:00-08:00"', ""))  # nights all day long
+    caplog.clear()
+    ok, message = await daemon.reload()
+    assert ok, message
+    assert not [r for r in caplog.records if "event=oncall_gap" in r.getMessage()]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/metrics") as metrics:
+            assert 'csp_monitor_oncall_gap_seconds{schedule="nights"} 0.0' in await metrics.text()
 
-async def test_overrides_through_the_api_and_the_cli(daemon: Daemon) -> None:
+
+async def test_overrides_through_the_api_and_the_cli(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = f"http://127.0.0.1:{daemon.bound_port}"
     cover = {
         "schedule": "primary",
@@ -167,26 +197,28 @@ async def test_overrides_through_the_api_and_the_cli(daemon: Daemon) -> None:
         async with session.delete(f"{url}/OV-nothing", headers=OPERATOR) as missing:
             assert missing.status == 404
 
-    env = {"CSP_MONITOR_TOKEN": "noc-token"}
     code, out, err = await run_cli(
+        capsys,
         "oncall", "override", "add", "primary", "--person", "zhang.min", "--covers", "li.na",
-        "--start", "2026-12-24 20:00", "--end", "2026-12-25 08:00", "--url", base, env=env,
+        "--start", "2026-12-24 20:00", "--end", "2026-12-25 08:00", "--url", base,
+        token="noc-token",
     )  # fmt: skip
     assert code == 0, err
     override_id = out.split()[1].rstrip(":")
     assert "张敏 (Zhang Min) (zhang.min) covering 李娜 (Li Na) (li.na)" in out
-    code, out, err = await run_cli("oncall", "--at", "2026-12-24 21:00", "--url", base)
+    code, out, err = await run_cli(capsys, "oncall", "--at", "2026-12-24 21:00", "--url", base)
     assert code == 0, err
     assert "primary: on call 张敏 (Zhang Min) (zhang.min) until" in out
     assert f"[override:{override_id}]" in out
     # the CLI checks a request before sending it and names the option
     code, _, err = await run_cli(
+        capsys,
         "oncall", "override", "add", "primary", "--person", "li.na",
-        "--start", "2026-12-24 20:00", "--end", "soon", "--url", base, env=env,
+        "--start", "2026-12-24 20:00", "--end", "soon", "--url", base, token="noc-token",
     )  # fmt: skip
     assert code == 2 and "--end:" in err
     code, out, err = await run_cli(
-        "oncall", "override", "delete", override_id, "--url", base, env=env
+        capsys, "oncall", "override", "delete", override_id, "--url", base, token="noc-token"
     )
     assert code == 0, err
     async with aiohttp.ClientSession() as session:

@@ -112,6 +112,7 @@ async def test_a_step_to_a_schedule_pages_the_person_on_call(
         # the person on call, at their e-mail; not the channel's own list, not wang.wei
         assert recipients(mailbox, "[DOWN") == ["li.na@reseller.example.cn"]
         # a file channel (no addresses) names the person
+        await wait_until(lambda: files(tmp_path / "outbox"), what="the page in the outbox")
         [page_file] = files(tmp_path / "outbox")
         assert "Recipients: li.na" in page_file
 
@@ -129,6 +130,11 @@ async def test_a_step_to_a_schedule_pages_the_person_on_call(
     _, timeline = await daemon.alerting.manager.get(incident_id)
     [paged] = [event for event in timeline if event.kind == "paged"]
     assert paged.detail["oncall"] == {"primary": "li.na"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/api/v1/incidents/{incident_id}") as shown:
+            assert (await shown.json())["oncall"] == [
+                {"level": 1, "schedule": "primary", "person": "li.na"}
+            ]
 
     # with the override gone, the rotation's person is on call again (the CLI says so)
     code, out, err = await run_cli("oncall", "--url", base)
