@@ -125,9 +125,10 @@ async def test_who_is_on_call_the_feed_and_gaps(
         assert nights["on_call"] is None
         assert nights["next"]["person"]["id"] == "zhang.min"
         assert nights["next"]["starts_at"] == "2026-12-24T20:00:00+00:00"  # 20:00 London
-        async with session.get(f"{base}/api/v1/oncall?at=yesterday") as bad:
-            assert bad.status == 400
-            assert (await bad.json())["errors"][0]["field"] == "at"
+        for bad_time in ("yesterday", "0001-01-01", "9999-12-31 23:00", "1e300"):
+            async with session.get(f"{base}/api/v1/oncall", params={"at": bad_time}) as bad:
+                assert bad.status == 400, bad_time
+                assert (await bad.json())["errors"][0]["field"] == "at"
 
         # the calendar feed: valid iCalendar, one event per shift, UTC times
         async with session.get(f"{base}/api/v1/oncall/primary.ics") as feed:

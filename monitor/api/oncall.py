@@ -21,7 +21,7 @@ from monitor.api.input import json_object
 from monitor.api.services import SERVICES
 from monitor.config import ConfigIssue
 from monitor.engine.oncall import DAY, Override, Shift
-from monitor.maintenance_request import InvalidRequest
+from monitor.maintenance_request import EARLIEST, LATEST, InvalidRequest
 from monitor.oncall_book import OnCallBook, OverrideRefused
 from monitor.oncall_request import parse_moment, parse_override, to_seconds
 
@@ -103,10 +103,12 @@ def _asked_time(request: web.Request) -> float | None:
     if value is None:
         return None
     try:
-        moment = parse_moment(value)
+        at = to_seconds(parse_moment(value), "Asia/Shanghai")
     except ValueError as exc:
         raise bad_request("at", str(exc)) from None
-    return to_seconds(moment, "Asia/Shanghai")
+    if not EARLIEST <= at < LATEST:
+        raise bad_request("at", "must be a time between 1970 and 9000")
+    return at
 
 
 def override_json(book: OnCallBook, override: Override) -> dict[str, Any]:
