@@ -37,6 +37,7 @@ from monitor.incident_manager import FailingChecks, IncidentManager
 from monitor.links import LinkSigner, key_file
 from monitor.notify.notifier import Notifier, NotifierMetrics
 from monitor.notify.templates import TemplateRenderer
+from monitor.oncall_book import gap_gauge
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
@@ -135,6 +136,7 @@ class Alerting:
         )
         for event in _COUNTED_FROM_START:
             events.labels(event)
+        self._oncall_gaps = gap_gauge(registry)
         self._incident_metrics = IncidentMetrics(
             Gauge(
                 "csp_monitor_incidents_open",
@@ -219,6 +221,7 @@ class Alerting:
             set_sla=set_sla,
             base=base,
             vendor=self.vendor,
+            oncall_gaps=self._oncall_gaps,
         )
         if node_id is not None:
             self._writer = ChangeWriter(self.store, node_id)

@@ -15,6 +15,7 @@ from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError, ConfigIssue
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
+from monitor.oncall_messages import check_gap_templates
 from monitor.ops_messages import check_ops_templates
 from monitor.reports.render import check_templates as check_report_templates
 
@@ -66,6 +67,7 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
     problems = [
         *renderer.check_all(sample_context),
         *check_ops_templates(renderer),
+        *check_gap_templates(renderer),
         *check_report_templates(catalog, directories),
     ]
     if problems:

@@ -27,6 +27,8 @@ from monitor.links import LinkSigner
 from monitor.notify.notifier import Notifier, NotifierMetrics, RetryPolicy
 from monitor.notify.templates import TemplateRenderer
 from monitor.notify.undelivered import UndeliveredNote
+from monitor.oncall_book import OnCallBook
+from monitor.oncall_messages import gap_messages
 from monitor.store import Store
 from monitor.vendor import VendorBoard
 
@@ -76,6 +78,7 @@ class DutySettings:
     set_sla: SetSla
     base: Path
     vendor: VendorBoard
+    oncall_gaps: Gauge  # csp_monitor_oncall_gap_seconds, kept by whoever runs the duties
 
 
 def retry_policy(catalog: Catalog) -> RetryPolicy:
@@ -123,10 +126,11 @@ class Duties:
             on_events=incident_metrics.count,
             wall=wall,
             vendor=settings.vendor,
+            oncall=OnCallBook(store, wall, settings.oncall_gaps),
         )
         self.manager.configure(catalog)
         self.housekeeping = Housekeeping(
-            store, settings.set_sla, self.notifier.wake, settings.base, wall
+            store, settings.set_sla, self.notifier.wake, settings.base, wall, self.oncall_daily
         )
         self._catalog = catalog
         self._leader = leader  # a cluster's leader: see IncidentManager.start
@@ -159,6 +163,24 @@ class Duties:
         self.notifier.configure(
             channels, retry_policy(catalog), notifications.rate_limit_per_minute
         )
+
+    async def oncall_daily(self) -> int:
+        """The daily on-call check: gaps of the next 7 days logged, exported and, when
+        there is one, told to ``monitor.ops_channels``; the messages queued."""
+        manager, catalog = self.manager, self._catalog
+        now = self._wall()
+        try:
+            await manager.oncall.refresh()
+            gaps = manager.oncall.check_gaps(now)
+            messages = gap_messages(manager.renderer, catalog, gaps, manager.oncall.zones, now)
+            queued = await self.store.enqueue(messages, now)
+        except Exception:
+            log.exception("event=oncall_check_failed action=%r", "it runs again tomorrow")
+            return 0
+        log.info("event=oncall_checked gaps=%d queued=%d", sum(map(len, gaps.values())), queued)
+        if queued:
+            self.notifier.wake()
+        return queued
 
     async def _ticker(self, interval: float) -> None:
         while not self._stop.is_set():

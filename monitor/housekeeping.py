@@ -1,4 +1,5 @@
-"""Scheduled housekeeping: the month's SLA metric, retention, the monthly report.
+"""Scheduled housekeeping: the month's SLA metric, retention, the monthly report, the
+daily on-call check.
 
 Cron jobs on an APScheduler of their own (probing has its own), in the
 reports' time zone. Each job logs what it did and never stops the daemon.
@@ -26,6 +27,7 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
+ONCALL_CHECK_CRON = "0 9 * * *"  # the daily on-call gap check, in reports.timezone
 _SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
 
 SetSla = Callable[[str, str, float | None], None]
@@ -73,8 +75,10 @@ class Housekeeping:
         wake: Callable[[], None],
         base: Path,
         wall: Callable[[], float] = time.time,
+        oncall_check: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._store = store
+        self._oncall_check = oncall_check
         self._set_sla = set_sla
         self._wake = wake
         self._base = base
@@ -110,6 +114,14 @@ class Housekeeping:
             args=(self.retention,),
             id="retention",
         )
+        if catalog.config.schedules and self._oncall_check is not None:
+            # every morning, Beijing time by default: who is missing in the next 7 days
+            self._scheduler.add_job(
+                self._tracked,
+                CronTrigger.from_crontab(ONCALL_CHECK_CRON, zone),
+                args=(self._oncall_check,),
+                id="oncall-gaps",
+            )
         if reports.monthly.enabled:
             self._scheduler.add_job(
                 self._tracked,

@@ -21,7 +21,8 @@ class EscalationStepSpec(StrictModel):
     notify: list[str] = Field(default_factory=list, description="Channel names")
     recipients: list[str] = Field(
         default_factory=list,
-        description="Addresses or numbers for this step; empty: each channel's own `to`",
+        description="Addresses or numbers for this step, or schedule:NAME for whoever is on "
+        "call in that schedule when the step fires; empty: each channel's own `to`",
     )
     action: Literal["vendor_ticket"] | None = Field(
         None, description="vendor_ticket: draft a ticket for 21Vianet support with evidence"

@@ -43,6 +43,7 @@ from monitor.maintenance_book import MaintenanceBook
 from monitor.notify.compose import FailingChecks, MessageComposer
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import TemplateRenderer
+from monitor.oncall_book import OnCallBook
 from monitor.probe import Status
 from monitor.status_history import StatusHistory
 from monitor.store import (
@@ -78,13 +79,16 @@ class IncidentManager:
         on_events: Callable[[Sequence[IncidentEvent]], None] = lambda events: None,
         wall: Callable[[], float] = time.time,
         vendor: VendorBoard | None = None,
+        oncall: OnCallBook | None = None,
     ) -> None:
         self._store = store
+        self.oncall = oncall or OnCallBook(store, wall)
         self._signer = signer
         self._vendor_side = VendorSide(self, vendor or VendorBoard())
         self._composer = MessageComposer(
             renderer, signer, self._vendor_side, failing_checks=failing_checks, wall=wall
         )
+        self._started = False
         self._wake = wake
         self._on_events = on_events  # what was stored: counted in csp_monitor_incident_events
         self._wall = wall
@@ -117,6 +121,9 @@ class IncidentManager:
             self._reasons.pop(key, None)
         self._settings = config.incidents
         self._composer.configure(catalog)
+        self.oncall.configure(config)
+        if self._started:  # at start, once the overrides are read (see start())
+            self.oncall.check_gaps(self._wall())
         self._policies = {
             name: spec.snapshot(name, config.incidents.escalate_after)
             for name, spec in config.escalation_policies.items()
@@ -135,6 +142,9 @@ class IncidentManager:
         ``adopt_statuses``: a cluster's new leader takes every subscription's last
         recorded status as its own (other nodes went on probing meanwhile)."""
         await self.maintenance.load()
+        await self.oncall.refresh()
+        self.oncall.check_gaps(now)
+        self._started = True
         for incident in await self._store.open_incidents():
             self._open[(incident.customer, incident.service)] = incident
         cooldown_start = now - self._settings.cooldown
@@ -245,7 +255,10 @@ class IncidentManager:
             return
         recent = self._recent.get(key)
         if recent is not None and rules.reopens(recent, now, self._settings.cooldown):
-            await self._apply(recent, lambda i: engine.reopen(i, current, reason, now))
+            await self._apply(
+                recent,
+                lambda i: engine.reopen(i, current, reason, now, oncall=self.oncall.lookup),
+            )
             return
         await self._open_new(
             customer,
@@ -350,6 +363,7 @@ class IncidentManager:
                 why=held or "",
                 hold=hold,
                 started_at=since,
+                oncall=self.oncall.lookup,
             )
             try:
                 messages = await self._store_decision(tx, incident, decision, None, now)
@@ -466,6 +480,7 @@ class IncidentManager:
         """Escalation, reminders, ack timeouts, maintenance windows, heartbeat."""
         now = self._wall() if now is None else now
         async with self._lock:
+            await self.oncall.refresh()
             await self._maintenance_history(now)
             for key, incident in list(self._open.items()):
                 held = self._held_by(key, now)
@@ -487,10 +502,14 @@ class IncidentManager:
             await self._store.beat(self._instance, self._started_at, now)
 
     async def _set_muted(self, incident: Incident, muted: bool, now: float, why: str) -> None:
-        await self._apply(incident, lambda i: engine.set_muted(i, muted, now, why))
+        await self._apply(
+            incident, lambda i: engine.set_muted(i, muted, now, why, oncall=self.oncall.lookup)
+        )
 
     async def _tick_one(self, incident: Incident, now: float, stable: bool) -> None:
-        await self._apply(incident, lambda i: engine.tick(i, now, stable=stable))
+        await self._apply(
+            incident, lambda i: engine.tick(i, now, stable=stable, oncall=self.oncall.lookup)
+        )
 
     async def _maintenance_history(self, now: float) -> None:
         """Windows start and end with time, not with probe results: record that."""

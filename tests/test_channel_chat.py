@@ -528,3 +528,29 @@ async def test_a_connection_error_is_retryable_and_hides_the_token(
         await feishu_channel(http).send(MESSAGE)
     assert caught.value.retryable
     assert_no_secret(caught.value)
+
+
+# ------------------------------------------------------------------- on-call mentions
+
+
+async def test_the_person_on_call_is_mentioned_by_chat_user_id(
+    http: aiohttp.ClientSession, mock: aioresponses
+) -> None:
+    """A step paging a schedule sends the person's chat user id as the recipient: WeCom
+    and Feishu mention it next to the channel's own mentions; an e-mail address or a
+    phone number among the recipients is not taken for a user id."""
+    mock.post(WECOM_URL, payload={"errcode": 0, "errmsg": "ok"}, repeat=True)
+    mock.post(FEISHU_URL, payload={"code": 0, "msg": "success"})
+    paged = RenderedMessage(**{**_fields(MESSAGE), "recipients": ("lina",)})
+    await wecom_channel(http, mention_user_ids=["zhangsan"]).send(paged)
+    await wecom_channel(http, msgtype="text").send(paged)
+    await feishu_channel(http).send(paged)
+    addressed = RenderedMessage(**{**_fields(MESSAGE), "recipients": ("li.na@example.cn",)})
+    await wecom_channel(http).send(addressed)
+    bodies = [body for _, body in sent(mock)]
+    [card] = [body for body in bodies if "card" in body]
+    markdown, text, plain = [body for body in bodies if "card" not in body]
+    assert markdown["markdown"]["content"].endswith("<@zhangsan><@lina>")
+    assert text["text"]["mentioned_list"] == ["lina"]
+    assert "<at id=lina></at>" in json.dumps(card, ensure_ascii=False)
+    assert "<@" not in plain["markdown"]["content"]

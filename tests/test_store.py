@@ -20,10 +20,12 @@ from monitor.engine.model import (
     IncidentEvent,
     IncidentState,
     MaintenanceWindow,
+    OnCallPick,
     PolicySnapshot,
     Severity,
     StatusInterval,
 )
+from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import (
     MIGRATIONS,
@@ -196,11 +198,11 @@ async def test_a_database_from_a_newer_version_is_refused(store_url: str) -> Non
     async with await Store.open(store_url) as store, store.transaction() as tx:
         await tx._conn.exec_driver_sql(
             "INSERT INTO schema_version (version, description, applied_at) "
-            "VALUES (7, 'from the future', 0)"
+            "VALUES (99, 'from the future', 0)"
         )
     with pytest.raises(
         SchemaTooNew,
-        match="schema version 7, but this csp-monitor only knows "
+        match="schema version 99, but this csp-monitor only knows "
         f"versions up to {latest_version()}: upgrade csp-monitor",
     ):
         await Store.open(store_url)
@@ -838,3 +840,42 @@ async def test_an_upgraded_outbox_keeps_the_order_of_messages_queued_before(
     async with await Store.open(store_url) as store:
         assert await store.version() == latest_version()
         assert [r.dedup_key for r in await store.claim_due(T0 + 5, 10, 120)] == ["open"]
+
+
+# --------------------------------------------------------------------------- on call
+
+
+async def test_an_upgraded_database_keeps_its_incidents_and_records_who_was_paged(
+    store_url: str,
+) -> None:
+    """Version 5 had no on-call column and no overrides table: both are added, and the
+    incidents stored before read back with nobody recorded."""
+    async with await Store.open(store_url, migrations=MIGRATIONS[:5]) as old:
+        async with old.transaction() as tx:
+            incident = new_incident(id=await tx.allocate_incident_id(T0))
+            await tx.open_incident(incident)
+            await tx._conn.exec_driver_sql("ALTER TABLE incidents DROP COLUMN oncall")
+    async with await Store.open(store_url) as store:
+        assert await store.version() == latest_version()
+        before = await store.get_incident(incident.id)
+        assert before is not None and before.oncall == ()
+        paged = dataclasses.replace(
+            before,
+            oncall=(OnCallPick(1, "primary", "li.na"), OnCallPick(2, "secondary", None)),
+            updated_at=T0 + 60,
+        )
+        async with store.transaction() as tx:
+            await tx.save_incident(paged, expected_updated_at=before.updated_at)
+        after = await store.get_incident(incident.id)
+        assert after is not None and after.oncall == paged.oncall
+
+        cover = Override("", "primary", "li.na", T0, T0 + 3600, covers="wang.wei", created_at=T0)
+        stored = await store.add_override(cover)
+        assert stored.id.startswith("OV-")
+        assert await store.list_overrides() == [stored]
+        assert await store.list_overrides(ending_after=T0 + 3600) == []  # it has ended
+        with pytest.raises(ValueError, match="must end after it starts"):
+            await store.add_override(dataclasses.replace(cover, ends_at=T0))
+        assert await store.delete_override(stored.id, actor="noc", at=T0 + 10)
+        assert not await store.delete_override(stored.id, actor="noc", at=T0 + 11)
+        assert await store.list_overrides() == []

@@ -1,4 +1,4 @@
-"""The HTTP API: metrics, health, status, reload, incidents, maintenance, reports.
+"""The HTTP API: metrics, health, status, reload, incidents, maintenance, on-call, reports.
 
 Reads of the API are open unless ``monitor.protect_reads`` is set; anything
 that changes state needs a bearer token with the right role
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from monitor.api import cluster, core, incidents, maintenance, reports
+from monitor.api import cluster, core, incidents, maintenance, oncall, reports
 from monitor.api.auth import count_refusals
 from monitor.api.forward import add_forwarding
 from monitor.api.services import SERVICES, ApiServices
@@ -25,6 +25,7 @@ def build_app(services: ApiServices) -> web.Application:
     core.add_routes(app)
     incidents.add_routes(app)
     maintenance.add_routes(app)
+    oncall.add_routes(app)
     reports.add_routes(app)
     cluster.add_routes(app)
     return app

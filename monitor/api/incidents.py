@@ -88,6 +88,8 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "muted": incident.muted,
         "vendor_case": incident.vendor_case,
         "vendor_incident": incident.vendor_group,
+        # who steps paged through schedules (person None: nobody was on call)
+        "oncall": [pick.to_json() for pick in incident.oncall],
     }
 
 

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.oncall_book import OnCallBook
 from monitor.status import StatusBoard
 from monitor.store import Store
 from monitor.vendor import VendorBoard
@@ -60,6 +61,10 @@ class IncidentOperations(Protocol):
     async def add_maintenance(self, window: MaintenanceWindow) -> MaintenanceWindow: ...
 
     async def delete_maintenance(self, window_id: str, actor: str) -> bool: ...
+
+    @property
+    def oncall(self) -> OnCallBook:
+        """The schedules, their overrides, who is on call."""
 
 
 class ApiServices(Protocol):

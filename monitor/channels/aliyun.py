@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -59,6 +59,7 @@ RETRYABLE_PREFIXES = ("isv.BUSINESS_LIMIT_CONTROL", "Throttling", "ServiceUnavai
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "phone"
     type: Literal["aliyun"] = Field("aliyun", description="Channel type")
     access_key_id: str = Field(min_length=1, description="AccessKey ID of a RAM user with SMS")
     access_key_secret: SecretStr = Field(description="AccessKey secret")

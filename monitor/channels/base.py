@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -30,6 +30,11 @@ class ChannelOptions(BaseModel):
     """Base of every channel type's options; ``type`` is the discriminator in the config."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipient_kind: ClassVar[str | None] = None
+    """The field of an on-call person (``monitor/schedule_config.py``) this channel type
+    sends to: ``email``, ``phone`` or ``chat_user_id``; None for a channel that sends to
+    no one in particular (a webhook, a file), which gets the person's id."""
 
     type: str
 

@@ -89,6 +89,14 @@ def mentioned_mobiles(message: RenderedMessage, configured: Iterable[str]) -> li
     return list(dict.fromkeys(strip_country(person) for person in people))
 
 
+def mentioned_user_ids(message: RenderedMessage, configured: Iterable[str]) -> list[str]:
+    """The channel's user-id mentions plus a message recipient that is neither a phone
+    number nor an e-mail address (the chat user id of the person on call, paged through
+    a schedule), each once."""
+    ids = [r for r in message.recipients if not r.lstrip("+").isdigit() and "@" not in r]
+    return list(dict.fromkeys(person for person in (*configured, *ids) if person))
+
+
 def chat_markdown(message: RenderedMessage) -> str:
     """The rendered chat template, or the text when an operator's template set has none."""
     return message.chat or message.text or message.subject

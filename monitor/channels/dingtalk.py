@@ -78,6 +78,7 @@ def sign(timestamp_ms: int, secret: str) -> str:
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "phone"
     type: Literal["dingtalk"] = Field("dingtalk", description="Channel type")
     access_token: SecretStr = Field(description="The access_token of the robot's webhook URL")
     secret: SecretStr | None = Field(

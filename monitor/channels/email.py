@@ -14,7 +14,7 @@ import hashlib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Literal
+from typing import ClassVar, Literal
 
 import aiohttp
 import aiosmtplib
@@ -27,6 +27,7 @@ Address = str  # "noc@example.cn" or "NOC <noc@example.cn>"
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "email"
     type: Literal["email"] = Field("email", description="Channel type")
     host: str = Field(description="SMTP server (submission relay), e.g. smtp.example.cn")
     port: int = Field(587, ge=1, le=65535, description="587 for STARTTLS, 465 for TLS, 25 plain")

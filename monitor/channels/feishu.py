@@ -29,7 +29,14 @@ import aiohttp
 from pydantic import Field, HttpUrl, SecretStr
 
 from monitor.channels.base import ChannelOptions, Clock, RateLimit
-from monitor.channels.chat import Robot, VendorCode, chat_markdown, fit_bytes, json_len
+from monitor.channels.chat import (
+    Robot,
+    VendorCode,
+    chat_markdown,
+    fit_bytes,
+    json_len,
+    mentioned_user_ids,
+)
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 
 BODY_LIMIT = 20000
@@ -55,6 +62,7 @@ def sign(timestamp_s: int, secret: str) -> str:
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "chat_user_id"
     type: Literal["feishu"] = Field("feishu", description="Channel type")
     token: SecretStr = Field(description="The token at the end of the bot's webhook URL")
     secret: SecretStr | None = Field(
@@ -123,7 +131,8 @@ class FeishuChannel:
         """The signed request body, its card text cut to the body limit."""
         opts = self.options
         text = _without_link_lines(message, chat_markdown(message))
-        mentions = " ".join(f"<at id={user}></at>" for user in opts.mention_user_ids)
+        users = mentioned_user_ids(message, opts.mention_user_ids)
+        mentions = " ".join(f"<at id={user}></at>" for user in users)
         tail = f"\n\n{mentions}" if mentions else ""
         body: dict[str, Any] = {}
         if opts.secret is not None:

@@ -15,7 +15,7 @@ import hmac
 import json
 import time
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import Field, HttpUrl, SecretStr
@@ -55,6 +55,7 @@ RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError")
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "phone"
     type: Literal["tencent"] = Field("tencent", description="Channel type")
     secret_id: str = Field(min_length=1, description="SecretId of a CAM user allowed to send SMS")
     secret_key: SecretStr = Field(description="SecretKey")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import Field, HttpUrl, SecretStr, model_validator
@@ -46,6 +46,7 @@ PERMANENT_CODES = MappingProxyType(
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "phone"
     type: Literal["twilio"] = Field("twilio", description="Channel type")
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="Account SID (AC…)")
     auth_token: SecretStr = Field(description="Auth token of the account")

@@ -28,6 +28,7 @@ from monitor.channels.chat import (
     chat_markdown,
     fit_bytes,
     mentioned_mobiles,
+    mentioned_user_ids,
     plain_text,
     utf8_len,
 )
@@ -49,6 +50,7 @@ CODES = MappingProxyType(
 
 
 class Options(ChannelOptions):
+    recipient_kind: ClassVar[str | None] = "chat_user_id"
     type: Literal["wecom"] = Field("wecom", description="Channel type")
     key: SecretStr = Field(
         description="The robot's webhook key (the key= value of its URL; a secret)"
@@ -99,14 +101,15 @@ class WeComChannel:
         opts = self.options
         markdown = chat_markdown(message)
         if opts.msgtype == "markdown":
-            mentions = "".join(f"<@{user}>" for user in opts.mention_user_ids)
+            users = mentioned_user_ids(message, opts.mention_user_ids)
+            mentions = "".join(f"<@{user}>" for user in users)
             # The mentions follow the cut text (which keeps its last line, the ack link).
             room = MARKDOWN_LIMIT - (utf8_len(mentions) + 2 if mentions else 0)
             content = fit_bytes(markdown, room) + (f"\n\n{mentions}" if mentions else "")
             return {"msgtype": "markdown", "markdown": {"content": content}}
         text: dict[str, Any] = {"content": fit_bytes(plain_text(markdown), TEXT_LIMIT)}
-        if opts.mention_user_ids:
-            text["mentioned_list"] = list(opts.mention_user_ids)
+        if users := mentioned_user_ids(message, opts.mention_user_ids):
+            text["mentioned_list"] = users
         if mobiles := mentioned_mobiles(message, opts.mention_mobiles):
             text["mentioned_mobile_list"] = mobiles
         return {"msgtype": "text", "text": text}

@@ -1,7 +1,7 @@
 """CLI commands that act on the running daemon through its HTTP API.
 
-``csp-monitor incidents …``, ``csp-monitor maintenance …`` and
-``csp-monitor cluster status``. The daemon's
+``csp-monitor incidents …``, ``csp-monitor maintenance …``, ``csp-monitor oncall …``
+and ``csp-monitor cluster status``. The daemon's
 address comes from ``--url``, else the config's ``monitor.listen``; the token
 from ``--token`` or ``$CSP_MONITOR_TOKEN`` (never from a command line in
 shell history, if you can help it).
@@ -16,12 +16,14 @@ import os
 import sys
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from monitor.catalog import load_catalog
 from monitor.config import ConfigError
 from monitor.maintenance_request import InvalidRequest, parse_request
+from monitor.oncall_request import parse_override
 
 
 class RemoteError(Exception):
@@ -172,7 +174,69 @@ async def _cluster(args: argparse.Namespace) -> None:
         )
 
 
-_OPTIONS = {"starts_at": "--start"}  # request fields whose option has another name
+async def _oncall(args: argparse.Namespace) -> None:
+    if args.action == "override":
+        await _override(args)
+        return
+    query = f"?at={quote(args.at)}" if args.at else ""
+    found = await _call(args, "GET", f"/api/v1/oncall{query}")
+    if not found["schedules"]:
+        print("no schedules configured")
+    for schedule in found["schedules"]:
+        current, coming = schedule["on_call"], schedule["next"]
+        now_text = (
+            f"{_who(current)} until {_when(current['until'])} [{current['source']}]"
+            if current
+            else "NOBODY"
+        )
+        print(f"{schedule['schedule']}: on call {now_text}")
+        if coming is not None:
+            who = _who(coming["person"]) if coming["person"] else "NOBODY"
+            print(f"  next: {who} from {_when(coming['starts_at'])}")
+        for gap in schedule["gaps_next_7_days"]:
+            print(f"  GAP: nobody on call {_when(gap['starts_at'])} → {_when(gap['ends_at'])}")
+
+
+def _who(person: dict[str, Any]) -> str:
+    return f"{person['name']} ({person['id']})" if person["name"] != person["id"] else person["id"]
+
+
+async def _override(args: argparse.Namespace) -> None:
+    if args.override_action == "list":
+        found = await _call(args, "GET", "/api/v1/oncall/overrides")
+        for override in found["overrides"]:
+            covers = f" covering {_who(override['covers'])}" if override["covers"] else ""
+            print(
+                f"{override['id']}  {override['schedule']}: {_who(override['person'])}{covers} "
+                f"{_when(override['starts_at'])} → {_when(override['ends_at'])} "
+                f"{override['reason']}"
+            )
+        if not found["overrides"]:
+            print("no overrides")
+        return
+    if args.override_action == "delete":
+        await _call(args, "DELETE", f"/api/v1/oncall/overrides/{args.id}")
+        print(f"deleted {args.id}")
+        return
+    body = {
+        "schedule": args.schedule,
+        "person": args.person,
+        "covers": args.covers,
+        "starts_at": args.start,
+        "ends_at": args.end,
+        "reason": args.reason,
+    }
+    parse_override(body)  # checked here first: a clear error, and nothing sent
+    made = await _call(args, "POST", "/api/v1/oncall/overrides", body)
+    covers = f" covering {_who(made['covers'])}" if made["covers"] else ""
+    print(
+        f"created {made['id']}: {_who(made['person'])}{covers} on call in {made['schedule']} "
+        f"{_when(made['starts_at'])} → {_when(made['ends_at'])}"
+    )
+
+
+# request fields whose option has another name
+_OPTIONS = {"starts_at": "--start", "ends_at": "--end"}
 
 
 def _run(handler: Any) -> Any:
@@ -240,6 +304,34 @@ def add_remote_commands(commands: Any, default_config: str) -> None:
     delete.add_argument("id")
     common(delete)
     maintenance.set_defaults(func=_run(_maintenance))
+
+    oncall = commands.add_parser(
+        "oncall", help="who is on call now and next per schedule; overrides"
+    )
+    oncall.add_argument(
+        "--at", help="another time: 2026-12-24T21:00+08:00, or 2026-12-24 21:00 (Beijing time)"
+    )
+    common(oncall)
+    oncall_actions = oncall.add_subparsers(dest="action")
+    override = oncall_actions.add_parser("override", help="list, add and delete overrides")
+    override_actions = override.add_subparsers(dest="override_action", required=True)
+    common(override_actions.add_parser("list", help="the overrides in force and recent"))
+    add_override = override_actions.add_parser(
+        "add", help='someone covers a schedule: "li.na covers wang.wei tonight"'
+    )
+    add_override.add_argument("schedule")
+    add_override.add_argument("--person", required=True, help="who is on call instead")
+    add_override.add_argument("--covers", help="only while the rota has this person")
+    add_override.add_argument(
+        "--start", required=True, help="2026-12-24 20:00 (the schedule's zone) or with offset"
+    )
+    add_override.add_argument("--end", required=True, help="2026-12-25 08:00")
+    add_override.add_argument("--reason", default="")
+    common(add_override)
+    delete_override = override_actions.add_parser("delete", help="delete an override")
+    delete_override.add_argument("id")
+    common(delete_override)
+    oncall.set_defaults(func=_run(_oncall), at=None)
 
     cluster = commands.add_parser("cluster", help="the nodes sharing the store")
     cluster_actions = cluster.add_subparsers(dest="action", required=True)

@@ -30,6 +30,7 @@ from monitor.incident_config import (
     NotificationSettingsSpec,
 )
 from monitor.report_config import ReportSettingsSpec, RetentionSpec
+from monitor.schedule_config import PersonSpec, ScheduleSpec
 from monitor.sight_config import BlindnessSettings, CanarySpec
 
 
@@ -302,6 +303,14 @@ class ConfigBase(StrictModel):
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     channels: dict[str, Any] = Field(
         default_factory=dict, description="Where notifications go, by name"
+    )
+    people: dict[Annotated[str, Field(pattern=SLUG)], PersonSpec] = Field(
+        default_factory=dict, description="Who can be on call, by id (used by schedules)"
+    )
+    schedules: dict[Annotated[str, Field(pattern=SLUG)], ScheduleSpec] = Field(
+        default_factory=dict,
+        description="Who is on call when; an escalation step pages one with "
+        "recipients: [schedule:NAME]",
     )
     services: dict[Annotated[str, Field(pattern=SLUG)], ServiceSpec]
     customers: list[CustomerSpec]

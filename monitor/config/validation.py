@@ -31,6 +31,7 @@ from monitor.config.models import (
 )
 from monitor.config.references import resolve_secrets
 from monitor.placeholders import fill, values_for
+from monitor.schedule_config import schedule_reference_issues
 
 
 def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
@@ -426,6 +427,7 @@ def _parse_config(raw: Any, source: str, env: Mapping[str, str], revealed: set[s
     issues: list[ConfigIssue] = []
     resolved = resolve_secrets(raw, env, issues, (), revealed)
     issues += cross_reference_issues(resolved) + policy_reference_issues(resolved)
+    issues += schedule_reference_issues(resolved)
     # Check options are validated with each type's model for a representative customer;
     # the rest of the file with the model that keeps options as written.
     strict = config_model()

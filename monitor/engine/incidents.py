@@ -16,7 +16,7 @@ away, once.
 from __future__ import annotations
 
 import copy
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,11 @@ from monitor.engine.model import (
     Incident,
     IncidentEvent,
     IncidentState,
+    OnCallPick,
     PolicySnapshot,
     Severity,
 )
+from monitor.engine.oncall import PERSON_PREFIX, schedule_name
 from monitor.probe import Status
 
 VENDOR_TICKET = "vendor_ticket"
@@ -99,28 +101,68 @@ CHANNEL_RECIPIENTS = ""
 that names nobody pages them, and they stay in the audience when steps are merged."""
 
 
-def _targets(steps: Iterable[EscalationStep]) -> dict[str, tuple[str, ...]]:
-    """Channel → recipients over some steps, each recipient once; a step without
-    ``recipients`` contributes the channel's own (``CHANNEL_RECIPIENTS``)."""
+OnCallLookup = Callable[[str, float], str | None]
+"""Who is on call in a schedule at a time (a person id), or None: see ``engine/oncall.py``."""
+
+
+def nobody_on_call(schedule: str, at: float) -> str | None:
+    """The lookup when no schedule is configured."""
+    return None
+
+
+def _step_people(incident: Incident, level: int, step: EscalationStep) -> tuple[str, ...]:
+    """A step's recipients with each ``schedule:X`` replaced by the person it paged
+    (``person:ID``), or by the channel's own recipients when nobody was on call."""
+    picked = {pick.schedule: pick.person for pick in incident.oncall if pick.level == level}
+    people: list[str] = []
+    for recipient in step.recipients or (CHANNEL_RECIPIENTS,):
+        schedule = schedule_name(recipient)
+        if schedule is None:
+            people.append(recipient)
+        elif picked.get(schedule) is None:
+            people.append(CHANNEL_RECIPIENTS)
+        else:
+            people.append(f"{PERSON_PREFIX}{picked[schedule]}")
+    return tuple(people)
+
+
+def _targets(incident: Incident, levels: Iterable[int]) -> dict[str, tuple[str, ...]]:
+    """Channel → recipients over some steps (1-based levels), each recipient once; a step
+    without ``recipients`` contributes the channel's own (``CHANNEL_RECIPIENTS``)."""
     merged: dict[str, dict[str, None]] = {}
-    for step in steps:
+    for level in levels:
+        step = incident.policy.steps[level - 1]
+        people = _step_people(incident, level, step)
         for channel in step.notify:
-            people = step.recipients or (CHANNEL_RECIPIENTS,)
             merged.setdefault(channel, {}).update(dict.fromkeys(people))
     return {channel: tuple(people) for channel, people in merged.items()}
 
 
 def notified_channels(incident: Incident) -> dict[str, tuple[str, ...]]:
     """Everyone a step already reached: they all hear about ack and resolution."""
-    return _targets(incident.policy.steps[: incident.escalation_level])
+    return _targets(incident, range(1, incident.escalation_level + 1))
 
 
 def _current_channels(incident: Incident) -> dict[str, tuple[str, ...]]:
     """The people of the highest step reached (a vendor ticket desk gets no reminders)."""
-    for step in reversed(incident.policy.steps[: incident.escalation_level]):
-        if step.action != VENDOR_TICKET:
-            return _targets([step])
+    for level in range(incident.escalation_level, 0, -1):
+        if incident.policy.steps[level - 1].action != VENDOR_TICKET:
+            return _targets(incident, [level])
     return {}
+
+
+def _pick_oncall(
+    incident: Incident, level: int, step: EscalationStep, now: float, oncall: OnCallLookup
+) -> dict[str, str | None]:
+    """Who each of the step's schedules has on call now, recorded on the incident."""
+    picks = {
+        name: oncall(name, now)
+        for name in dict.fromkeys(schedule_name(r) for r in step.recipients)
+        if name is not None
+    }
+    kept = tuple(pick for pick in incident.oncall if pick.level != level)
+    incident.oncall = kept + tuple(OnCallPick(level, s, p) for s, p in picks.items())
+    return picks
 
 
 def open_incident(
@@ -136,6 +178,7 @@ def open_incident(
     why: str = "",
     hold: float = 0.0,
     started_at: float | None = None,
+    oncall: OnCallLookup = nobody_on_call,
 ) -> tuple[Incident, Decision]:
     """A subscription left ``up``: open an incident and send what is due at once.
 
@@ -172,7 +215,7 @@ def open_incident(
         muted=muted,
         **({"why": why} if muted and why else {}),
     )
-    return incident, decision.merge(tick(incident, now))
+    return incident, decision.merge(tick(incident, now, oncall=oncall))
 
 
 def missing_incidents(
@@ -249,7 +292,14 @@ def resolve(
     return decision
 
 
-def reopen(incident: Incident, status: Status, reason: str, now: float) -> Decision:
+def reopen(
+    incident: Incident,
+    status: Status,
+    reason: str,
+    now: float,
+    *,
+    oncall: OnCallLookup = nobody_on_call,
+) -> Decision:
     """A relapse within the cool-down: the same incident again, not a new one."""
     decision = Decision()
     incident.state = IncidentState.OPEN
@@ -270,7 +320,7 @@ def reopen(incident: Incident, status: Status, reason: str, now: float) -> Decis
     steps = incident.policy.steps
     if incident.escalation_level < len(steps):
         incident.next_escalation_at = now + _gap(incident.policy, incident.escalation_level)
-    return decision.merge(tick(incident, now))
+    return decision.merge(tick(incident, now, oncall=oncall))
 
 
 def acknowledge(incident: Incident, actor: str, now: float) -> Decision:
@@ -292,7 +342,14 @@ def acknowledge(incident: Incident, actor: str, now: float) -> Decision:
     return decision
 
 
-def set_muted(incident: Incident, muted: bool, now: float, why: str = "") -> Decision:
+def set_muted(
+    incident: Incident,
+    muted: bool,
+    now: float,
+    why: str = "",
+    *,
+    oncall: OnCallLookup = nobody_on_call,
+) -> Decision:
     """A maintenance window or a failing dependency started or stopped holding back
     this subscription's pages."""
     decision = Decision()
@@ -304,7 +361,7 @@ def set_muted(incident: Incident, muted: bool, now: float, why: str = "") -> Dec
         # the policy starts over from the step it had reached, now
         if incident.escalation_level < len(incident.policy.steps):
             incident.next_escalation_at = now
-        decision.merge(tick(incident, now))
+        decision.merge(tick(incident, now, oncall=oncall))
     return decision
 
 
@@ -384,12 +441,19 @@ def _arm_reminder(incident: Incident, now: float) -> None:
     incident.next_reminder_at = now + repeat if repeat else None
 
 
-def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
+def tick(
+    incident: Incident,
+    now: float,
+    *,
+    stable: bool = True,
+    oncall: OnCallLookup = nobody_on_call,
+) -> Decision:
     """Everything time makes due: ack timeout, severity, escalation steps, reminders.
 
     ``stable`` is false while the subscription is still flapping; a flapping
     incident that recovered resolves on the first tick after it is stable
     for the policy's cool-down (the caller decides the cool-down).
+    ``oncall`` says who a step's ``schedule:X`` pages when the step fires.
     """
     decision = Decision()
     if incident.state is IncidentState.RESOLVED:
@@ -458,6 +522,8 @@ def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
             else ("opened" if level == 0 else "escalated")
         )
         incident.escalation_level = level + 1
+        picks = _pick_oncall(incident, level + 1, step, now, oncall)
+        who: dict[str, Any] = {"oncall": picks} if picks else {}  # the timeline says who
         decision.event(
             incident,
             now,
@@ -465,8 +531,9 @@ def tick(incident: Incident, now: float, *, stable: bool = True) -> Decision:
             level=level + 1,
             channels=list(step.notify),
             action=step.action,
+            **who,
         )
-        decision.page(incident, event, _targets([step]), f"step:{level}")
+        decision.page(incident, event, _targets(incident, [level + 1]), f"step:{level}")
         incident.next_escalation_at = (
             due_at + _gap(policy, level + 1) if level + 1 < len(policy.steps) else None
         )

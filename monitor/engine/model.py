@@ -39,7 +39,24 @@ class EscalationStep:
     after: float  # seconds after the incident opened
     notify: tuple[str, ...]  # channel names
     action: str | None = None  # "vendor_ticket" drafts a ticket for 21Vianet
-    recipients: tuple[str, ...] = ()  # overrides each channel's own recipients
+    recipients: tuple[str, ...] = ()  # overrides each channel's own; may name schedule:X
+
+
+@dataclass(frozen=True, slots=True)
+class OnCallPick:
+    """Who a step paged through a schedule: resolved when the step fired, kept so that
+    the same person (not whoever is on call later) hears of the ack and the resolution."""
+
+    level: int  # the step (1-based, as in the timeline)
+    schedule: str
+    person: str | None  # None: nobody was on call; the channels' own recipients were paged
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "schedule": self.schedule, "person": self.person}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OnCallPick:
+        return cls(int(data["level"]), str(data["schedule"]), data.get("person"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +129,7 @@ class Incident:
     vendor_group: str | None = None  # correlation group id (vendor-side incident)
     vendor_issue: str | None = None  # the vendor's own issue id once it confirms the outage
     updated_at: float = 0.0
+    oncall: tuple[OnCallPick, ...] = ()  # people steps paged through schedules
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from monitor.catalog import Catalog
 from monitor.engine import incidents as engine
 from monitor.engine.correlation import VENDOR_CUSTOMER
 from monitor.engine.model import Incident, IncidentEvent, PolicySnapshot
+from monitor.engine.oncall import PERSON_PREFIX
 from monitor.links import LinkSigner
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import (
@@ -221,15 +222,40 @@ class MessageComposer:
 
     def _people(self, page: engine.Page, channel: str) -> list[str]:
         """Who gets ``page`` on ``channel``, each once: the step's recipients, with the
-        channel's own list in place of ``CHANNEL_RECIPIENTS``; ``""`` when the channel
+        channel's own list in place of ``CHANNEL_RECIPIENTS`` and a schedule's person
+        (``person:ID``) at their address of the channel's kind; ``""`` when the channel
         has no list of its own (a webhook, a file)."""
         people: dict[str, None] = {}
         for person in page.recipients.get(channel) or (engine.CHANNEL_RECIPIENTS,):
+            if person.startswith(PERSON_PREFIX):
+                person = self._address(person.removeprefix(PERSON_PREFIX), channel, page)
             if person == engine.CHANNEL_RECIPIENTS:
                 people.update(dict.fromkeys(self._channel_recipients(channel) or ("",)))
             else:
                 people[person] = None
         return list(people)
+
+    def _address(self, person_id: str, channel: str, page: engine.Page) -> str:
+        """The on-call person's address for ``channel`` (their e-mail for e-mail, phone for
+        SMS, chat user id for a chat robot; their id for a webhook or a file); the
+        channel's own recipients when the config no longer has it (changed since)."""
+        config = self.catalog.config if self.catalog else None
+        person = config.people.get(person_id) if config else None
+        options = config.channels.get(channel) if config else None
+        kind = getattr(options, "recipient_kind", None)
+        address = getattr(person, kind, None) if person is not None and kind else person_id
+        if person is None or not address:
+            log.warning(
+                "event=oncall_address_missing incident=%s person=%s channel=%s kind=%s action=%r",
+                page.incident.id,
+                person_id,
+                channel,
+                kind,
+                "paged the channel's own recipients instead; give the person this address "
+                "under people",
+            )
+            return engine.CHANNEL_RECIPIENTS
+        return str(address)
 
     def _channel_recipients(self, channel: str) -> tuple[str, ...]:
         options = self.catalog.config.channels.get(channel) if self.catalog else None

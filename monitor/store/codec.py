@@ -12,10 +12,12 @@ from monitor.engine.model import (
     IncidentEvent,
     IncidentState,
     MaintenanceWindow,
+    OnCallPick,
     PolicySnapshot,
     Severity,
     StatusInterval,
 )
+from monitor.engine.oncall import Override
 from monitor.notify.message import RenderedMessage
 from monitor.probe import Status
 from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus
@@ -89,6 +91,7 @@ def incident_values(incident: Incident) -> dict[str, Any]:
         "vendor_group": incident.vendor_group,
         "vendor_issue": incident.vendor_issue,
         "updated_at": incident.updated_at,
+        "oncall": [pick.to_json() for pick in incident.oncall],
     }
 
 
@@ -117,6 +120,7 @@ def incident_from_row(row: Row) -> Incident:
         vendor_group=row["vendor_group"],
         vendor_issue=row.get("vendor_issue"),
         updated_at=row["updated_at"],
+        oncall=tuple(OnCallPick.from_json(pick) for pick in row.get("oncall") or ()),
     )
 
 
@@ -176,6 +180,34 @@ def maintenance_from_row(row: Row) -> MaintenanceWindow:
         timezone=row["timezone"],
         reason=row["reason"],
         created_by=row["created_by"],
+    )
+
+
+def override_values(override: Override) -> dict[str, Any]:
+    return {
+        "id": override.id,
+        "schedule": override.schedule,
+        "person": override.person,
+        "covers": override.covers,
+        "starts_at": override.starts_at,
+        "ends_at": override.ends_at,
+        "reason": override.reason,
+        "created_by": override.created_by,
+        "created_at": override.created_at,
+    }
+
+
+def override_from_row(row: Row) -> Override:
+    return Override(
+        id=row["id"],
+        schedule=row["schedule"],
+        person=row["person"],
+        covers=row["covers"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
     )
 
 

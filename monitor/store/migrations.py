@@ -39,7 +39,12 @@ class Migration:
 
 def _initial_schema(connection: Connection) -> None:
     # the tables of version 1 only; schema_version exists already
-    later = {schema.audit_log.name, schema.schema_version.name, *_CLUSTER_TABLES}
+    later = {
+        schema.audit_log.name,
+        schema.schema_version.name,
+        *_CLUSTER_TABLES,
+        schema.schedule_overrides.name,
+    }
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
 
@@ -93,6 +98,15 @@ def _status_changes(connection: Connection) -> None:
         )
 
 
+def _oncall(connection: Connection) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns("incidents")}
+    if "oncall" not in columns:  # step 1 creates today's table, which has it already
+        # JSON is text on SQLite and json on PostgreSQL, as schema.py declares it
+        kind = "JSON" if connection.dialect.name == "postgresql" else "TEXT"
+        connection.exec_driver_sql(f"ALTER TABLE incidents ADD COLUMN oncall {kind}")
+    schema.schedule_overrides.create(connection)  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -106,6 +120,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
     Migration(6, "cluster: status changes queued for the leader; blind members", _status_changes),
+    Migration(7, "on-call: who steps paged through schedules; schedule overrides", _oncall),
 )
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.engine.oncall import Override
 from monitor.store import codec, schema
 from monitor.store.records import MonitorRun, OutboxRow, OutboxStatus
 
@@ -155,6 +156,16 @@ class Reader:
         query = select(table).order_by(table.c.starts_at, table.c.id)
         return [
             codec.maintenance_from_row(row) for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def list_overrides(self, ending_after: float | None = None) -> list[Override]:
+        """On-call overrides by start time (those ending after ``ending_after``)."""
+        table = schema.schedule_overrides
+        query = select(table).order_by(table.c.starts_at, table.c.id)
+        if ending_after is not None:
+            query = query.where(table.c.ends_at > ending_after)
+        return [
+            codec.override_from_row(row) for row in (await self._conn.execute(query)).mappings()
         ]
 
     async def list_outbox(

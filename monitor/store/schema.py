@@ -77,6 +77,7 @@ incidents = Table(
     Column("vendor_group", String(100)),
     Column("vendor_issue", String(100)),  # version 3
     Column("updated_at", Double, nullable=False),
+    Column("oncall", JSON),  # version 6: who steps paged through schedules
 )
 Index(
     "uq_incidents_open_subscription",
@@ -198,6 +199,22 @@ maintenance_windows = Table(
     Column("created_at", Double, nullable=False),
 )
 
+# On-call overrides (version 6): someone covers a schedule for a while. The schedules
+# themselves are config; only these changes made through the API and CLI are stored.
+schedule_overrides = Table(
+    "schedule_overrides",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("schedule", String(100), nullable=False),
+    Column("person", String(100), nullable=False),
+    Column("covers", String(100)),
+    Column("starts_at", Double, nullable=False),
+    Column("ends_at", Double, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_by", String(200)),
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_schedule_overrides_ends_at", schedule_overrides.c.ends_at)
 
 # The audit log (see audit.py): append-only, each entry chained to the one before by an HMAC.
 audit_log = Table(

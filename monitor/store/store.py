@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import cluster
@@ -204,6 +205,11 @@ class Store:
         async with self._reader() as reader:
             return await reader.list_maintenance()
 
+    async def list_overrides(self, ending_after: float | None = None) -> list[Override]:
+        """On-call overrides by start time (those ending after ``ending_after``)."""
+        async with self._reader() as reader:
+            return await reader.list_overrides(ending_after)
+
     async def list_outbox(
         self, status: OutboxStatus | None = None, incident_id: str | None = None, limit: int = 100
     ) -> list[OutboxRow]:
@@ -301,6 +307,16 @@ class Store:
         """Delete a maintenance window; False if there was none."""
         async with self.transaction() as tx:
             return await tx.delete_maintenance(window_id, actor=actor, at=at)
+
+    async def add_override(self, override: Override) -> Override:
+        """Store an on-call override; returns it with its id."""
+        async with self.transaction() as tx:
+            return await tx.add_override(override)
+
+    async def delete_override(self, override_id: str, *, actor: str | None, at: float) -> bool:
+        """Delete an on-call override; False if there was none."""
+        async with self.transaction() as tx:
+            return await tx.delete_override(override_id, actor=actor, at=at)
 
     # ------------------------------------------------------------------ cluster (PostgreSQL)
 

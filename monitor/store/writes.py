@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import codec, schema
@@ -518,6 +519,52 @@ class Transaction(Reader):
             await self.audit(
                 time.time() if at is None else at, "maintenance", window_id, actor, change="deleted"
             )
+        return deleted
+
+    # ------------------------------------------------------------------ on-call overrides
+
+    async def add_override(self, override: Override) -> Override:
+        """Store an on-call override (an id ``OV-…`` is made up when it has none)."""
+        if override.ends_at <= override.starts_at:
+            raise ValueError("an override must end after it starts")
+        stored = (
+            override
+            if override.id
+            else dataclasses.replace(override, id=f"OV-{secrets.token_hex(5)}")
+        )
+        table = schema.schedule_overrides
+        result = await self._conn.execute(
+            self._insert(table)
+            .values(codec.override_values(stored))
+            .on_conflict_do_nothing(index_elements=[table.c.id])
+            .returning(table.c.id)
+        )
+        if result.first() is None:
+            raise StoreError(f"an override {stored.id} exists already")
+        await self.audit(
+            stored.created_at,
+            "oncall_override",
+            stored.id,
+            stored.created_by,
+            change="added",
+            schedule=stored.schedule,
+            person=stored.person,
+            covers=stored.covers,
+            starts_at=stored.starts_at,
+            ends_at=stored.ends_at,
+            reason=stored.reason,
+        )
+        return stored
+
+    async def delete_override(self, override_id: str, *, actor: str | None, at: float) -> bool:
+        """Remove an override; False when there was none with that id."""
+        table = schema.schedule_overrides
+        result = await self._conn.execute(
+            delete(table).where(table.c.id == override_id).returning(table.c.id)
+        )
+        deleted = result.first() is not None
+        if deleted:
+            await self.audit(at, "oncall_override", override_id, actor, change="deleted")
         return deleted
 
     # ------------------------------------------------------------------ retention
