@@ -148,7 +148,7 @@ class Alerting:
         http: aiohttp.ClientSession,
         base: Path,
         failing_checks: FailingChecks,
-        set_sla: SetSla = lambda customer, service, value: None,
+        set_sla: SetSla = lambda customer, service, value, coverage: None,
         renderer: TemplateRenderer | None = None,
     ) -> None:
         """Open the store and start the loops; ``renderer``: the one start-up checked."""

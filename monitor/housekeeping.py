@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 _SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
 
-SetSla = Callable[[str, str, float | None], None]
+SetSla = Callable[[str, str, float | None, float | None], None]  # availability, coverage
 
 
 def monthly_messages(
@@ -165,7 +165,8 @@ class Housekeeping:
                 self._running.discard(task)
 
     async def refresh_sla(self) -> None:
-        """``csp_monitor_sla_availability_ratio``: this month so far, as the report has it."""
+        """``csp_monitor_sla_availability_ratio`` and ``csp_monitor_sla_coverage_ratio``: this
+        month so far, as the report has it."""
         if self._catalog is None:
             return
         try:
@@ -173,8 +174,8 @@ class Housekeeping:
         except Exception:
             log.exception("event=sla_metric_failed action=%r", "check the store")
             return
-        for (customer, service), value in figures.items():
-            self._set_sla(customer, service, value)
+        for (customer, service), (value, coverage) in figures.items():
+            self._set_sla(customer, service, value, coverage)
 
     async def retention(self) -> None:
         catalog = self._catalog

@@ -44,6 +44,13 @@ class ReportSettingsSpec(StrictModel):
     timezone: TimeZoneName = Field(
         "Asia/Shanghai", description="Months and days of reports begin at midnight in this zone"
     )
+    min_coverage: float = Field(
+        99.0,
+        ge=0,
+        le=100,
+        description="Percent of a period that must be measured for an SLA verdict: below it "
+        "a subscription's SLA is 'not determinable', never 'met'",
+    )
     monthly: MonthlyReportSpec = Field(default_factory=MonthlyReportSpec)
     sla_metric_interval: Duration = Field(
         300.0, description="How often csp_monitor_sla_availability_ratio is recomputed"

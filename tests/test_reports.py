@@ -264,8 +264,11 @@ async def test_the_metric_is_the_reports_figure(month: tuple[Store, Catalog]) ->
     report = await build_report(store, catalog, PERIOD, now=now)
     for customer in report.customers:
         for item in customer.subscriptions:
-            assert figures[(customer.id, item.service)] == item.availability.sla_availability
-    assert figures[("contoso", "web-app")] == pytest.approx(44445 / 44475, abs=1e-6)
+            assert figures[(customer.id, item.service)] == (
+                item.availability.sla_availability,
+                item.availability.coverage,
+            )
+    assert figures[("contoso", "web-app")][0] == pytest.approx(44445 / 44475, abs=1e-6)
 
 
 async def test_monthly_report_is_queued_to_its_channels(
@@ -286,7 +289,7 @@ channels:
     catalog = load_catalog(tmp_path / "monthly.yaml", env={})
     woken = []
     housekeeping = Housekeeping(
-        store, lambda c, s, v: None, lambda: woken.append(1), tmp_path, wall=lambda: T + 40 * 86400
+        store, lambda c, s, v, cover: None, lambda: woken.append(1), tmp_path, wall=lambda: T + 40 * 86400
     )  # in November: report October
     housekeeping.configure(catalog)
     assert await housekeeping.monthly_report() == 2  # one per customer

@@ -58,6 +58,7 @@ def _subscription_json(item: SubscriptionFigures) -> dict[str, Any]:
         "raw_availability_ratio": _round(a.raw_availability),
         "sla_availability_ratio": _round(a.sla_availability),
         "sla_met": a.met,
+        "sla_verdict": a.verdict,
         "downtime_budget_minutes": _minutes(a.budget_seconds),
         "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
         "coverage_gaps": [
@@ -161,6 +162,10 @@ def _customer_json(c: CustomerSection) -> dict[str, Any]:
             "resolve_within_minutes": _minutes(c.resolve_within),
         },
         "response": _stats_json(c.response),
+        "coverage_ratio": _round(c.coverage),
+        "sla_met": c.count("met"),
+        "sla_missed": c.count("missed"),
+        "sla_not_determinable": c.count("not determinable"),
         "subscriptions": [_subscription_json(s) for s in c.subscriptions],
         "incidents": [_incident_json(i) for i in c.incidents],
         "maintenance_windows": [
@@ -200,6 +205,7 @@ _CSV_COLUMNS = (
     "raw_availability_percent",
     "sla_availability_percent",
     "sla_met",
+    "sla_verdict",
     "downtime_budget_minutes",
     "downtime_budget_left_minutes",
     "incident",
@@ -248,6 +254,7 @@ def to_csv(report: Report) -> str:
                     "raw_availability_percent": _percent(a.raw_availability),
                     "sla_availability_percent": _percent(a.sla_availability),
                     "sla_met": a.met,
+                    "sla_verdict": a.verdict,
                     "downtime_budget_minutes": _minutes(a.budget_seconds),
                     "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
                 }
@@ -292,7 +299,11 @@ def to_csv(report: Report) -> str:
 
 DEFINITIONS = {
     "measured": "period minus unknown time (the monitor was not running or could not probe); "
-    "unknown is never counted as up",
+    "unknown is never counted as up, nor as down",
+    "coverage": "measured / period (a period not over yet: up to the time of the report)",
+    "sla_verdict": "met or missed only where coverage is at least reports.min_coverage "
+    "(99 % unless configured); below it 'not determinable (coverage N %)': the figures "
+    "are shown, but a share of a partly measured period is no evidence for the rest of it",
     "raw_availability": "(measured - downtime - maintenance) / measured",
     "sla_availability": "(measured - maintenance - downtime) / (measured - maintenance): the "
     "vendor's monthly uptime percentage, approved maintenance excluded",
