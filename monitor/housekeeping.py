@@ -7,6 +7,7 @@ reports' time zone. Each job logs what it did and never stops the daemon.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from monitor.catalog import Catalog
 from monitor.notify.message import RenderedMessage
 from monitor.reports.build import month_to_date, report_in_worker
 from monitor.reports.model import Report, month_of
+from monitor.reports.pdf import PDF_TYPE, html_to_pdf
 from monitor.reports.render import to_html, to_text
 from monitor.store import Store
 
@@ -38,12 +40,18 @@ def monthly_messages(
     period: str,
     customer: str | None,
     customer_name: str,
+    report_pdf: bytes | None = None,
 ) -> list[RenderedMessage]:
-    """One message per channel and recipient of ``reports.monthly``."""
+    """One message per channel and recipient of ``reports.monthly`` (the PDF attached)."""
     settings = catalog.config.reports.monthly
     messages = []
     scope = customer or "all"
     subject = f"Uptime and SLA report {period}: {customer_name}"
+    attachments = (
+        ((f"uptime-{period}-{scope}.pdf", PDF_TYPE, base64.b64encode(report_pdf).decode()),)
+        if report_pdf is not None
+        else ()
+    )
     for channel in settings.channels:
         options = catalog.config.channels.get(channel)
         people = settings.recipients or [str(p) for p in getattr(options, "to", []) or []]
@@ -60,6 +68,7 @@ def monthly_messages(
                     html=report_html,
                     sms=subject,
                     payload={"event": "report", "period": period, "customer": scope},
+                    attachments=attachments,
                 )
             )
     return messages
@@ -215,14 +224,15 @@ class Housekeeping:
         )
         messages: list[RenderedMessage] = []
 
-        def html_and_text(report: Report) -> tuple[str, str]:
-            return to_html(report, directories), to_text(report, directories)
+        def rendered(report: Report) -> tuple[str, str, bytes]:
+            html = to_html(report, directories)
+            return html, to_text(report, directories), html_to_pdf(html)
 
         for customer, name in scopes:
-            html, text = await report_in_worker(
-                self._store, catalog, period, html_and_text, now=now, customer=customer
+            html, text, pdf = await report_in_worker(
+                self._store, catalog, period, rendered, now=now, customer=customer
             )
-            messages += monthly_messages(catalog, html, text, period.label, customer, name)
+            messages += monthly_messages(catalog, html, text, period.label, customer, name, pdf)
         queued = await self._store.enqueue(messages, now)
         log.info(
             "event=monthly_report period=%s messages=%d queued=%d",

@@ -166,9 +166,7 @@ async def test_subscription_sla_and_vendor_series() -> None:
     metrics = TargetMetrics()
     metrics.set_subscription("contoso", "exchange", Status.DOWN, 1_700_000_100.0)
     metrics.set_subscription("fabrikam", "exchange", Status.UP, 1_700_000_000.0)
-    metrics.set_sla(
-        "contoso", "exchange", target_percent=99.9, availability=0.998, coverage=0.4
-    )
+    metrics.set_sla("contoso", "exchange", target_percent=99.9, availability=0.998, coverage=0.4)
     metrics.set_sla("nobody", "exchange", target_percent=99.0)  # not a subscription: ignored
     metrics.set_vendor("contoso", "exchange", "m365", 3.0)
 

@@ -143,7 +143,8 @@ def test_burn_rate_alerts_use_the_sre_workbook_windows() -> None:
     for rule in rules():
         if rule.get("alert", "").startswith("CspSubscriptionErrorBudgetBurn"):
             pairs = re.findall(
-                r"ratio_(?:floor|ceiling)(\w+) > \(([\d.]+) \* \(1 - csp_monitor_sla_target_ratio\)\)",
+                r"ratio_(?:floor|ceiling)(\w+) > "
+                r"\(([\d.]+) \* \(1 - csp_monitor_sla_target_ratio\)\)",
                 rule["expr"],
             )
             windows[rule["alert"]] = pairs

@@ -18,11 +18,11 @@ from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError
 from monitor.reports.build import build_report
 from monitor.reports.model import parse_period
-from monitor.reports.render import render
+from monitor.reports.render import FORMATS, render
 from monitor.store import Store, StoreError
 
 
-async def _report(catalog: Catalog, base: Path, args: argparse.Namespace) -> str:
+async def _report(catalog: Catalog, base: Path, args: argparse.Namespace) -> str | bytes:
     period = parse_period(args.period, catalog.config.reports.timezone)
     if args.customer and args.customer not in catalog.customers:
         raise ValueError(
@@ -51,11 +51,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (ValueError, StoreError) as exc:
         print(f"csp-monitor: {exc}", file=sys.stderr)
         return 2
+    data = body.encode() if isinstance(body, str) else body
     if args.output:
-        Path(args.output).write_text(body, encoding="utf-8")
+        Path(args.output).write_bytes(data)
         print(f"wrote {args.output}")
     else:
-        sys.stdout.write(body)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     return 0
 
 
@@ -107,7 +109,7 @@ def add_report_commands(commands: Any, default_config: str) -> None:
     report = commands.add_parser("report", help="uptime and SLA report for auditors")
     report.add_argument("--period", required=True, help="2026-10, or 2026-10-01..2026-10-15")
     report.add_argument("--customer", help="one customer (default: all)")
-    report.add_argument("--format", default="html", choices=["html", "csv", "json"])
+    report.add_argument("--format", default="html", choices=list(FORMATS))
     report.add_argument("--output", "-o", help="file to write (default: standard output)")
     report.add_argument("--config", default=default_config)
     report.set_defaults(func=cmd_report)

@@ -29,6 +29,7 @@ from monitor.reports.model import (
     compose,
     month_of,
 )
+from monitor.reports.pdf import PDF_TYPE, html_to_pdf
 from monitor.sla import STATUSES, IncidentTimes, ResponseStats
 
 
@@ -385,15 +386,20 @@ def _day_color(
     return "#c62828"
 
 
-def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[str, str]:
-    """(content type, body) for ``fmt`` html, csv or json."""
+FORMATS = ("html", "pdf", "csv", "json")
+
+
+def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[str, str | bytes]:
+    """(content type, body) for ``fmt`` html, pdf (bytes), csv or json."""
+    if fmt == "pdf":
+        return PDF_TYPE, html_to_pdf(to_html(report, directories))
     if fmt == "json":
         return "application/json", to_json(report)
     if fmt == "csv":
         return "text/csv", to_csv(report)
     if fmt == "html":
         return "text/html", to_html(report, directories)
-    raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+    raise ValueError(f"unknown format {fmt!r} (html, pdf, csv, json)")
 
 
 _CHUNK = 256 * 1024
@@ -402,12 +408,15 @@ _CHUNK = 256 * 1024
 def render_chunks(
     report: Report, fmt: str, directories: Sequence[Path] = ()
 ) -> tuple[str, list[bytes]]:
-    """(content type, body as UTF-8 chunks of about 256 KB) for ``fmt`` html, csv or json.
+    """(content type, body as UTF-8 chunks of about 256 KB) for ``fmt`` html, pdf, csv or
+    json (a PDF is one chunk: WeasyPrint lays out the whole document at once).
 
     What the API sends: a year's report for thousands of customers is hundreds of
     megabytes, and it is never joined into one string (each copy of one would hold the
     interpreter lock, stalling the event loop, and double the memory).
     """
+    if fmt == "pdf":
+        return PDF_TYPE, [html_to_pdf(to_html(report, directories))]
     if fmt == "csv":
         return "text/csv", [to_csv(report).encode()]
     if fmt == "json":
@@ -415,7 +424,7 @@ def render_chunks(
     elif fmt == "html":
         content_type, parts = "text/html", html_parts(report, directories)
     else:
-        raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+        raise ValueError(f"unknown format {fmt!r} (html, pdf, csv, json)")
     chunks: list[bytes] = []
     pending: list[str] = []
     size = 0
