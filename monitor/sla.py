@@ -190,6 +190,7 @@ class IncidentTimes:
     vendor_case: str | None = None
     acknowledged_by: str | None = None
     silent: bool = False  # opened and closed inside maintenance, nobody paged: no response due
+    status: str = "down"  # what the service was: down, or degraded (slow, partly failing)
 
     @property
     def time_to_acknowledge(self) -> float | None:

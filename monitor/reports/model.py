@@ -201,6 +201,7 @@ def incident_times(incident: Incident, timeline: Sequence[IncidentEvent]) -> Inc
         vendor_case=incident.vendor_case,
         acknowledged_by=_first_actor(timeline, "acknowledged") or incident.acknowledged_by,
         silent=incident.muted and not incident.notified,
+        status=str(incident.status.value),
     )
 
 

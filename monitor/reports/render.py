@@ -333,6 +333,11 @@ def _environment(directories: Sequence[Path]) -> Environment:
     return environment
 
 
+def report_environment(directories: Sequence[Path] = ()) -> Environment:
+    """The sandboxed environment of report templates (the auditor's and the customer's)."""
+    return _environment(directories)
+
+
 def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
     return "".join(html_parts(report, directories))
 
