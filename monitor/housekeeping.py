@@ -1,4 +1,5 @@
-"""Scheduled housekeeping: the month's SLA metric, retention, the monthly report.
+"""Scheduled housekeeping: the month's SLA metric, retention, the monthly reports (the
+auditors' and each customer's).
 
 Cron jobs on an APScheduler of their own (probing has its own), in the
 reports' time zone. Each job logs what it did and never stops the daemon.
@@ -19,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.catalog import Catalog
+from monitor.customer_reports import queue_customer_reports
 from monitor.notify.message import RenderedMessage
 from monitor.reports.build import month_to_date, report_in_worker
 from monitor.reports.model import Report, month_of
@@ -119,6 +121,14 @@ class Housekeeping:
             args=(self.retention,),
             id="retention",
         )
+        if reports.customer_monthly.enabled:
+            self._scheduler.add_job(  # hourly, and at start: a restart catches up
+                self._tracked,
+                IntervalTrigger(hours=1),
+                args=(self.customer_reports,),
+                id="customer-reports",
+                next_run_time=soon,
+            )
         if reports.monthly.enabled:
             self._scheduler.add_job(
                 self._tracked,
@@ -205,6 +215,26 @@ class Housekeeping:
             "event=retention_done %s",
             " ".join(f"{table}={count}" for table, count in counts.items()),
         )
+
+    def _template_directories(self, catalog: Catalog) -> list[Path]:
+        templates = catalog.config.notifications.templates_dir
+        return [self._base / templates] if templates else []
+
+    async def customer_reports(self) -> int:
+        """Queue each customer's monthly service report when due (see customer_reports)."""
+        catalog = self._catalog
+        if catalog is None:
+            return 0
+        try:
+            queued = await queue_customer_reports(
+                self._store, catalog, self._template_directories(catalog), self._wall()
+            )
+        except Exception:
+            log.exception("event=customer_reports_failed action=%r", "it tries again in an hour")
+            return 0
+        if queued:
+            self._wake()
+        return queued
 
     async def monthly_report(self) -> int:
         """Render last month's report and queue it to the configured channels."""
