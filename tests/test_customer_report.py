@@ -215,3 +215,15 @@ def test_an_operator_previews_the_customer_report(tmp_path: Path) -> None:
     assert "康索科技 Contoso" in html and PUBLIC in html and INTERNAL not in html
     assert main(["report", "--audience", "customer", "--period", "2026-10", *config]) == 2
     assert main([*base, "--format", "csv", *config]) == 2
+
+
+def test_a_broken_customer_report_template_is_named_by_validate(tmp_path: Path) -> None:
+    from monitor.reports.render import check_templates
+
+    (tmp_path / "config.yaml").write_text(CUSTOMER_CONFIG)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    assert check_templates(catalog) == []
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "customer.txt.j2").write_text("{{ c.name }}\n{{ c.no_such_thing.x }}\n")
+    problems = [str(p) for p in check_templates(catalog, [tmp_path])]
+    assert len(problems) == 1 and "report/customer.txt.j2:2" in problems[0], problems

@@ -475,4 +475,21 @@ def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[
             renderer(sample, environment)
         except Exception as exc:  # an operator's template must not crash validate or reload
             problems.append(template_problem(exc, search_path, f"report/{name}"))
+    if catalog.config.customers:  # and the customer's monthly report, for the first customer
+        from monitor.reports.customer import compose_customer_report
+        from monitor.reports.customer_render import customer_html, customer_text
+
+        first = catalog.config.customers[0].id
+        one = compose(
+            catalog, period, [], [], [], now=time.time(), audit_head=(0, ""), customer=first
+        )
+        customer_sample = compose_customer_report(catalog, one, [], {}, time.time())
+        for name, render_customer in (
+            ("customer.html.j2", customer_html),
+            ("customer.txt.j2", customer_text),
+        ):
+            try:
+                render_customer(customer_sample, directories)
+            except Exception as exc:  # reported like the auditor's templates
+                problems.append(template_problem(exc, search_path, f"report/{name}"))
     return problems
