@@ -92,7 +92,7 @@ async def test_forty_percent_coverage_is_not_determinable_in_every_format(
     assert "counted neither as up nor as down" in html
 
     pdf = PdfReader(io.BytesIO(render(built, "pdf")[1]))  # type: ignore[arg-type]
-    text = "\n".join(page.extract_text() for page in pdf.pages)
+    text = re.sub(r"\s+", " ", "\n".join(page.extract_text() for page in pdf.pages))
     assert "not determinable (coverage 40.00 %)" in text
     assert "(missed)" not in text
 
