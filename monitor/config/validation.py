@@ -331,14 +331,15 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
         channel(f"reports.monthly.channels[{k}]", channel_name)
     customer_monthly = _mapping(_mapping(raw.get("reports")).get("customer_monthly"))
     if customer_monthly.get("channel") is not None:
-        name = customer_monthly.get("channel")
-        channel("reports.customer_monthly.channel", name)
-        kind = _mapping(channels.get(name) if isinstance(name, str) else None).get("type")
+        report_channel = customer_monthly.get("channel")
+        channel("reports.customer_monthly.channel", report_channel)
+        named = channels.get(report_channel) if isinstance(report_channel, str) else None
+        kind = _mapping(named).get("type")
         if kind is not None and kind not in ("email", "file"):
             issues.append(
                 ConfigIssue(
                     "reports.customer_monthly.channel",
-                    f"channel {name!r} is a {kind} channel: the customers' reports go by "
+                    f"channel {report_channel!r} is a {kind} channel: the customers' reports go by "
                     "e-mail (type email; file for a dry run)",
                 )
             )
