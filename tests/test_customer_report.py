@@ -21,6 +21,7 @@ import pytest
 from pypdf import PdfReader
 
 from monitor.catalog import Catalog, load_catalog
+from monitor.channels.email import build_mail
 from monitor.cli import main
 from monitor.customer_reports import due_period, first_working_day
 from monitor.housekeeping import Housekeeping
@@ -187,6 +188,11 @@ async def test_each_customer_report_is_queued_once_across_a_restart(
     assert INTERNAL not in message.text and INTERNAL not in (message.html or "")
     [(name, kind, _)] = message.attachments
     assert (name, kind) == ("service-report-2026-10-contoso.pdf", "application/pdf")
+    mail = build_mail(message, "noc@partner.cn", message.recipients)  # as the channel sends it
+    [attached] = list(mail.iter_attachments())
+    assert attached.get_filename() == "service-report-2026-10-contoso.pdf"
+    assert attached.get_content_type() == "application/pdf"
+    assert attached.get_content().startswith(b"%PDF-")
     # a daemon that was down on the 3rd catches up when it starts; a week on it stops
     assert due_period(catalog, beijing("2026-11-05 08:00")) is not None
     assert due_period(catalog, beijing("2026-11-10 09:30")) is None
