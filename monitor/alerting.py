@@ -198,7 +198,7 @@ class Alerting:
         http: aiohttp.ClientSession,
         base: Path,
         failing_checks: FailingChecks,
-        set_sla: SetSla = lambda customer, service, value: None,
+        set_sla: SetSla = lambda customer, service, value, coverage: None,
         renderer: TemplateRenderer | None = None,
         *,
         node_id: str | None = None,

@@ -541,8 +541,10 @@ class Daemon:
         except Exception:
             log.exception("event=cluster_reshard_failed")
 
-    def _set_sla(self, customer: str, service: str, availability: float | None) -> None:
-        self.target_metrics.set_sla(customer, service, availability=availability)
+    def _set_sla(
+        self, customer: str, service: str, availability: float | None, coverage: float | None
+    ) -> None:
+        self.target_metrics.set_sla(customer, service, availability=availability, coverage=coverage)
 
     def _record_vendor(self, customer: str, statuses: list[Any], now: float, options: Any) -> None:
         """A vendor health check's view: exported, and joined to incidents."""

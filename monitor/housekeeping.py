@@ -1,5 +1,5 @@
-"""Scheduled housekeeping: the month's SLA metric, retention, the monthly report, the
-daily on-call check.
+"""Scheduled housekeeping: the month's SLA metric, retention, the monthly reports (the
+auditors' and each customer's), the daily on-call check.
 
 Cron jobs on an APScheduler of their own (probing has its own), in the
 reports' time zone. Each job logs what it did and never stops the daemon.
@@ -8,6 +8,7 @@ reports' time zone. Each job logs what it did and never stops the daemon.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.catalog import Catalog
+from monitor.customer_reports import queue_customer_reports
 from monitor.notify.message import RenderedMessage
 from monitor.reports.build import month_to_date, report_in_worker
 from monitor.reports.model import Report, month_of
+from monitor.reports.pdf import PDF_TYPE, html_to_pdf
 from monitor.reports.render import to_html, to_text
 from monitor.store import Store
 
@@ -30,7 +33,7 @@ DAY = 86400.0
 ONCALL_CHECK_CRON = "0 9 * * *"  # the daily on-call gap check, in reports.timezone
 _SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
 
-SetSla = Callable[[str, str, float | None], None]
+SetSla = Callable[[str, str, float | None, float | None], None]  # availability, coverage
 
 
 def monthly_messages(
@@ -40,12 +43,18 @@ def monthly_messages(
     period: str,
     customer: str | None,
     customer_name: str,
+    report_pdf: bytes | None = None,
 ) -> list[RenderedMessage]:
-    """One message per channel and recipient of ``reports.monthly``."""
+    """One message per channel and recipient of ``reports.monthly`` (the PDF attached)."""
     settings = catalog.config.reports.monthly
     messages = []
     scope = customer or "all"
     subject = f"Uptime and SLA report {period}: {customer_name}"
+    attachments = (
+        ((f"uptime-{period}-{scope}.pdf", PDF_TYPE, base64.b64encode(report_pdf).decode()),)
+        if report_pdf is not None
+        else ()
+    )
     for channel in settings.channels:
         options = catalog.config.channels.get(channel)
         people = settings.recipients or [str(p) for p in getattr(options, "to", []) or []]
@@ -62,6 +71,7 @@ def monthly_messages(
                     html=report_html,
                     sms=subject,
                     payload={"event": "report", "period": period, "customer": scope},
+                    attachments=attachments,
                 )
             )
     return messages
@@ -122,6 +132,14 @@ class Housekeeping:
                 args=(self._oncall_check,),
                 id="oncall-gaps",
             )
+        if reports.customer_monthly.enabled:
+            self._scheduler.add_job(  # hourly, and at start: a restart catches up
+                self._tracked,
+                IntervalTrigger(hours=1),
+                args=(self.customer_reports,),
+                id="customer-reports",
+                next_run_time=soon,
+            )
         if reports.monthly.enabled:
             self._scheduler.add_job(
                 self._tracked,
@@ -177,7 +195,8 @@ class Housekeeping:
                 self._running.discard(task)
 
     async def refresh_sla(self) -> None:
-        """``csp_monitor_sla_availability_ratio``: this month so far, as the report has it."""
+        """``csp_monitor_sla_availability_ratio`` and ``csp_monitor_sla_coverage_ratio``: this
+        month so far, as the report has it."""
         if self._catalog is None:
             return
         try:
@@ -185,8 +204,8 @@ class Housekeeping:
         except Exception:
             log.exception("event=sla_metric_failed action=%r", "check the store")
             return
-        for (customer, service), value in figures.items():
-            self._set_sla(customer, service, value)
+        for (customer, service), (value, coverage) in figures.items():
+            self._set_sla(customer, service, value, coverage)
 
     async def retention(self) -> None:
         catalog = self._catalog
@@ -208,6 +227,26 @@ class Housekeeping:
             " ".join(f"{table}={count}" for table, count in counts.items()),
         )
 
+    def _template_directories(self, catalog: Catalog) -> list[Path]:
+        templates = catalog.config.notifications.templates_dir
+        return [self._base / templates] if templates else []
+
+    async def customer_reports(self) -> int:
+        """Queue each customer's monthly service report when due (see customer_reports)."""
+        catalog = self._catalog
+        if catalog is None:
+            return 0
+        try:
+            queued = await queue_customer_reports(
+                self._store, catalog, self._template_directories(catalog), self._wall()
+            )
+        except Exception:
+            log.exception("event=customer_reports_failed action=%r", "it tries again in an hour")
+            return 0
+        if queued:
+            self._wake()
+        return queued
+
     async def monthly_report(self) -> int:
         """Render last month's report and queue it to the configured channels."""
         catalog = self._catalog
@@ -226,14 +265,15 @@ class Housekeeping:
         )
         messages: list[RenderedMessage] = []
 
-        def html_and_text(report: Report) -> tuple[str, str]:
-            return to_html(report, directories), to_text(report, directories)
+        def rendered(report: Report) -> tuple[str, str, bytes]:
+            html = to_html(report, directories)
+            return html, to_text(report, directories), html_to_pdf(html)
 
         for customer, name in scopes:
-            html, text = await report_in_worker(
-                self._store, catalog, period, html_and_text, now=now, customer=customer
+            html, text, pdf = await report_in_worker(
+                self._store, catalog, period, rendered, now=now, customer=customer
             )
-            messages += monthly_messages(catalog, html, text, period.label, customer, name)
+            messages += monthly_messages(catalog, html, text, period.label, customer, name, pdf)
         queued = await self._store.enqueue(messages, now)
         log.info(
             "event=monthly_report period=%s messages=%d queued=%d",

@@ -77,6 +77,12 @@ _SUBSCRIPTION_FAMILIES = (
         "SLA availability of the current calendar month so far: the figure the uptime report shows",
         ',window="month"',
     ),
+    (
+        "csp_monitor_sla_coverage_ratio",
+        "Share of the current calendar month so far that was measured: below "
+        "reports.min_coverage the month's SLA verdict is not determinable",
+        ',window="month"',
+    ),
 )
 _VENDOR_FAMILY = "csp_monitor_vendor_status"
 _VENDOR_HELP = (
@@ -163,8 +169,9 @@ class TargetMetrics:
         *,
         target_percent: float | None = None,
         availability: float | None = None,
+        coverage: float | None = None,
     ) -> None:
-        """The subscription's SLA target and its availability this month (ratios)."""
+        """The subscription's SLA target, its availability and coverage this month (ratios)."""
         row = self._subscription_table.row((customer, service))
         if row is None:
             return
@@ -172,6 +179,8 @@ class TargetMetrics:
             self._subscription_columns[2].set(row, round(target_percent / 100.0, 9))
         if availability is not None:
             self._subscription_columns[3].set(row, availability)
+        if coverage is not None:
+            self._subscription_columns[4].set(row, coverage)
 
     def set_vendor(self, customer: str, service: str, source: str, value: float) -> None:
         """What the vendor's health feed says of the service for this customer."""

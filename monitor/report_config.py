@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic import Field, field_validator
 
 from monitor.config_types import Duration, StrictModel
@@ -40,11 +42,41 @@ class MonthlyReportSpec(StrictModel):
     _cron = field_validator("cron")(lambda cls, value: _valid_cron(value))
 
 
+class CustomerReportSpec(StrictModel):
+    """The monthly service report each customer gets (customer-facing, zh-CN and English)."""
+
+    enabled: bool = False
+    channel: str | None = Field(
+        None,
+        description="E-mail channel that sends it to each customer's contacts with "
+        "reports: true (required when enabled)",
+    )
+    hour: int = Field(
+        9, ge=0, le=23, description="Hour (reports.timezone) on the first working day of the month"
+    )
+    holidays: list[date] = Field(
+        default_factory=list,
+        description="Weekdays that are not working days (public holidays, e.g. 2026-10-01)",
+    )
+    working_days: list[date] = Field(
+        default_factory=list,
+        description="Weekend days that are working days (make-up days, e.g. 2026-10-10)",
+    )
+
+
 class ReportSettingsSpec(StrictModel):
     timezone: TimeZoneName = Field(
         "Asia/Shanghai", description="Months and days of reports begin at midnight in this zone"
     )
+    min_coverage: float = Field(
+        99.0,
+        ge=0,
+        le=100,
+        description="Percent of a period that must be measured for an SLA verdict: below it "
+        "a subscription's SLA is 'not determinable', never 'met'",
+    )
     monthly: MonthlyReportSpec = Field(default_factory=MonthlyReportSpec)
+    customer_monthly: CustomerReportSpec = Field(default_factory=CustomerReportSpec)
     sla_metric_interval: Duration = Field(
         300.0, description="How often csp_monitor_sla_availability_ratio is recomputed"
     )

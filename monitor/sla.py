@@ -12,6 +12,10 @@ Definitions (the report states them too):
   (available minutes − downtime) ÷ available minutes, with approved
   maintenance excluded from both: (measured − maintenance − down) ÷
   (measured − maintenance).
+* **coverage** = measured ÷ period. A **verdict** (met or missed) needs coverage
+  of at least ``min_coverage`` (``reports.min_coverage``, 99 % by default): below
+  it the figures are shown but the verdict is *not determinable*, because a
+  percentage of a few measured minutes says nothing of the rest of the period.
 * **downtime budget** for the whole period: (1 − target) × (period −
   maintenance); what is left of it = budget − downtime so far. A period not
   over yet (this month) is measured up to now.
@@ -48,6 +52,7 @@ class Availability:
     gaps: tuple[Gap, ...]
     target: float | None = None  # percent, e.g. 99.9
     window_seconds: float = 0.0  # the whole period (the budget's), even if not over yet
+    min_coverage: float = 0.0  # ratio: below it there is no verdict (reports.min_coverage)
 
     @property
     def period_seconds(self) -> float:
@@ -93,11 +98,32 @@ class Availability:
         return None if budget is None else budget - self.downtime
 
     @property
+    def determinable(self) -> bool:
+        """Enough of the period was measured for a verdict (coverage ≥ min_coverage)."""
+        coverage = self.coverage
+        return (
+            coverage is not None
+            and self.sla_availability is not None
+            and coverage >= self.min_coverage - 1e-12
+        )
+
+    @property
     def met(self) -> bool | None:
+        """True or False only with a target and enough coverage; None otherwise."""
         availability = self.sla_availability
-        if self.target is None or availability is None:
+        if self.target is None or availability is None or not self.determinable:
             return None
         return availability * 100 >= self.target - 1e-9
+
+    @property
+    def verdict(self) -> str | None:
+        """``met``, ``missed``, ``not determinable`` (too little measured), or None
+        (no SLA target)."""
+        if self.target is None:
+            return None
+        if not self.determinable:
+            return "not determinable"
+        return "met" if self.met else "missed"
 
 
 def availability(
@@ -108,6 +134,7 @@ def availability(
     now: float | None = None,
     degraded_is_down: bool = False,
     target: float | None = None,
+    min_coverage: float = 0.0,
 ) -> Availability:
     """Figures for ``[start, end)`` from a subscription's status intervals.
 
@@ -129,7 +156,9 @@ def availability(
             covered.append((lo, hi))
     gaps = tuple(_gaps(covered, start, horizon))
     seconds["unknown"] = sum(gap.seconds for gap in gaps)
-    return Availability(start, horizon, seconds, degraded_is_down, gaps, target, end - start)
+    return Availability(
+        start, horizon, seconds, degraded_is_down, gaps, target, end - start, min_coverage
+    )
 
 
 def _gaps(covered: Sequence[tuple[float, float]], start: float, end: float) -> list[Gap]:
@@ -161,6 +190,7 @@ class IncidentTimes:
     vendor_case: str | None = None
     acknowledged_by: str | None = None
     silent: bool = False  # opened and closed inside maintenance, nobody paged: no response due
+    status: str = "down"  # what the service was: down, or degraded (slow, partly failing)
 
     @property
     def time_to_acknowledge(self) -> float | None:

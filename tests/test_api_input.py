@@ -446,7 +446,7 @@ async def test_every_refusal_of_a_request_has_one_json_shape(
         ("POST", "/api/v1/maintenance", {"duration": "2h"}, 400, "starts_at", "required"),
         ("DELETE", "/api/v1/maintenance/MW-nope", None, 404, "id", "no such maintenance"),
         ("GET", "/api/v1/reports/uptime?period=0001-01", None, 400, "period", "0001-01"),
-        ("GET", "/api/v1/reports/uptime?period=2026-10&format=pdf", None, 400, "format", "csv"),
+        ("GET", "/api/v1/reports/uptime?period=2026-10&format=docx", None, 400, "format", "pdf"),
         ("GET", "/api/v1/reports/uptime?period=2026-10&customer=x", None, 404, "customer", "'x'"),
     ]
     for method, path, body, expected_status, field, words in refused:

@@ -166,7 +166,7 @@ async def test_subscription_sla_and_vendor_series() -> None:
     metrics = TargetMetrics()
     metrics.set_subscription("contoso", "exchange", Status.DOWN, 1_700_000_100.0)
     metrics.set_subscription("fabrikam", "exchange", Status.UP, 1_700_000_000.0)
-    metrics.set_sla("contoso", "exchange", target_percent=99.9, availability=0.998)
+    metrics.set_sla("contoso", "exchange", target_percent=99.9, availability=0.998, coverage=0.4)
     metrics.set_sla("nobody", "exchange", target_percent=99.0)  # not a subscription: ignored
     metrics.set_vendor("contoso", "exchange", "m365", 3.0)
 
@@ -178,6 +178,7 @@ async def test_subscription_sla_and_vendor_series() -> None:
     )
     assert value(text, "csp_monitor_sla_target_ratio", **sub) == 0.999
     assert value(text, "csp_monitor_sla_availability_ratio", **sub, window="month") == 0.998
+    assert value(text, "csp_monitor_sla_coverage_ratio", **sub, window="month") == 0.4
     assert value(text, "csp_monitor_vendor_status", **sub, source="m365") == 3.0
     assert value(text, "csp_monitor_sla_target_ratio", customer="fabrikam", service="exchange") is (
         None

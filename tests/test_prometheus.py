@@ -164,7 +164,8 @@ def test_burn_rate_alerts_use_the_sre_workbook_windows() -> None:
     for rule in rules():
         if rule.get("alert", "").startswith("CspSubscriptionErrorBudgetBurn"):
             pairs = re.findall(
-                r"ratio_avg(\w+) > \(([\d.]+) \* \(1 - csp_monitor_sla_target_ratio\)\)",
+                r"ratio_(?:floor|ceiling)(\w+) > "
+                r"\(([\d.]+) \* \(1 - csp_monitor_sla_target_ratio\)\)",
                 rule["expr"],
             )
             windows[rule["alert"]] = pairs
@@ -372,6 +373,10 @@ def start_prometheus(
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         for group in document["groups"]:
             group.pop("interval", None)  # every group every second here
+            for rule in group["rules"]:
+                # windows sampled every minute (subqueries [W:1m]) every second here: on
+                # minute boundaries their first value could take a minute to come
+                rule["expr"] = rule["expr"].replace(":1m])", ":1s])")
         (rules / path.name).write_text(yaml.safe_dump(document), encoding="utf-8")
     config = tmp / "prometheus.yml"
     config.write_text(

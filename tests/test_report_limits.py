@@ -183,3 +183,34 @@ async def test_the_chunks_the_api_sends_are_the_report(tmp_path: Path) -> None:
         content_type, chunks = render_chunks(report, fmt)
         assert (content_type, b"".join(chunks).decode()) == render(report, fmt), fmt
     assert json.loads(render(report, "json")[1])["customers"][1]["name"] == "法布里坎"
+
+
+async def test_the_api_gives_a_pdf(daemon: Daemon) -> None:
+    import io
+
+    import aiohttp
+    from pypdf import PdfReader
+
+    url = f"http://127.0.0.1:{daemon.bound_port}/api/v1/reports/uptime?period=2026-10&format=pdf"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": "Bearer noc-token"}) as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "application/pdf"
+        assert 'filename="uptime-2026-10-all.pdf"' in response.headers["Content-Disposition"]
+        body = await response.read()
+    text = PdfReader(io.BytesIO(body)).pages[0].extract_text()
+    assert "Uptime and SLA report — 2026-10" in text and "Page 1 of" in text
+
+
+def test_the_cli_writes_a_pdf(tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    (tmp_path / "config.yaml").write_text(REPORT_CONFIG)
+    output = tmp_path / "october.pdf"
+    config = str(tmp_path / "config.yaml")
+    args = ["report", "--period", "2026-10", "--format", "pdf", "-o", str(output)]
+    assert main([*args, "--config", config]) == 0
+    assert output.read_bytes().startswith(b"%PDF-")
+    assert "Audit chain head" in PdfReader(output).pages[0].extract_text()

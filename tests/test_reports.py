@@ -17,6 +17,7 @@ Contoso's tier must acknowledge within 15 min.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from monitor.catalog import Catalog, load_catalog
 from monitor.engine.model import MaintenanceWindow
@@ -264,8 +266,11 @@ async def test_the_metric_is_the_reports_figure(month: tuple[Store, Catalog]) ->
     report = await build_report(store, catalog, PERIOD, now=now)
     for customer in report.customers:
         for item in customer.subscriptions:
-            assert figures[(customer.id, item.service)] == item.availability.sla_availability
-    assert figures[("contoso", "web-app")] == pytest.approx(44445 / 44475, abs=1e-6)
+            assert figures[(customer.id, item.service)] == (
+                item.availability.sla_availability,
+                item.availability.coverage,
+            )
+    assert figures[("contoso", "web-app")][0] == pytest.approx(44445 / 44475, abs=1e-6)
 
 
 async def test_monthly_report_is_queued_to_its_channels(
@@ -286,7 +291,11 @@ channels:
     catalog = load_catalog(tmp_path / "monthly.yaml", env={})
     woken = []
     housekeeping = Housekeeping(
-        store, lambda c, s, v: None, lambda: woken.append(1), tmp_path, wall=lambda: T + 40 * 86400
+        store,
+        lambda c, s, v, cover: None,
+        lambda: woken.append(1),
+        tmp_path,
+        wall=lambda: T + 40 * 86400,
     )  # in November: report October
     housekeeping.configure(catalog)
     assert await housekeeping.monthly_report() == 2  # one per customer
@@ -299,6 +308,10 @@ channels:
     assert contoso.subject == "Uptime and SLA report 2026-10: Contoso"
     assert "Uptime and SLA report — 2026-10" in (contoso.html or "")
     assert "Exchange Online" in contoso.text and "MISSED" in contoso.text
+    [(name, kind, body)] = contoso.attachments  # the same report as a PDF
+    assert (name, kind) == ("uptime-2026-10-contoso.pdf", "application/pdf")
+    pdf = PdfReader(io.BytesIO(base64.b64decode(body)))
+    assert "Contoso" in pdf.pages[1].extract_text()
     assert woken
     assert await housekeeping.monthly_report() == 0  # the same month is never sent twice
 

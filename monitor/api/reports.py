@@ -1,4 +1,5 @@
-"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``.
+"""HTTP API for reports: ``GET /api/v1/reports/uptime?period=2026-10[&customer=][&format=]``
+(format json, html, csv or pdf).
 
 A period is a month or a range of at most 400 days (``parse_period``); anything
 else is a 400. The report is composed and rendered off the event loop.
@@ -16,7 +17,7 @@ from monitor.api.services import SERVICES
 from monitor.config import ConfigIssue
 from monitor.reports.build import report_in_worker
 from monitor.reports.model import Report, parse_period
-from monitor.reports.render import render_chunks
+from monitor.reports.render import FORMATS, render_chunks
 
 
 def add_routes(app: web.Application) -> None:
@@ -38,8 +39,8 @@ async def uptime_report(request: web.Request) -> web.StreamResponse:
     if customer is not None and customer not in catalog.customers:
         raise refusal(web.HTTPNotFound, [ConfigIssue("customer", f"unknown customer {customer!r}")])
     fmt = query.get("format", "json")
-    if fmt not in ("html", "csv", "json"):
-        raise bad_request("format", "html, csv or json")
+    if fmt not in FORMATS:
+        raise bad_request("format", "html, pdf, csv or json")
     templates = catalog.config.notifications.templates_dir
     directories = [services.config_path.resolve().parent / Path(templates)] if templates else []
 
@@ -54,7 +55,8 @@ async def uptime_report(request: web.Request) -> web.StreamResponse:
         headers={"Content-Disposition": f'inline; filename="{name}"'},
     )
     response.content_type = content_type
-    response.charset = "utf-8"
+    if content_type.startswith("text/") or content_type.endswith("json"):
+        response.charset = "utf-8"
     response.content_length = sum(len(chunk) for chunk in chunks)
     await response.prepare(request)
     for chunk in chunks:

@@ -9,6 +9,7 @@ vacation responders from answering the NOC mailbox.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import ssl
@@ -121,6 +122,11 @@ def build_mail(message: RenderedMessage, sender: Address, to: tuple[str, ...]) -
     mail.set_content(message.text, charset="utf-8")
     if message.html is not None:
         mail.add_alternative(message.html, subtype="html", charset="utf-8")
+    for name, kind, body in message.attachments:
+        maintype, _, subtype = kind.partition("/")
+        mail.add_attachment(
+            base64.b64decode(body), maintype=maintype, subtype=subtype, filename=name
+        )
     return mail
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import time
 from pathlib import Path
@@ -17,28 +18,46 @@ from monitor.alerting import audit_key, store_url
 from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError
 from monitor.reports.build import build_report
-from monitor.reports.model import parse_period
-from monitor.reports.render import render
+from monitor.reports.customer import customer_report_in_worker
+from monitor.reports.customer_render import render_customer
+from monitor.reports.model import month_of, parse_period
+from monitor.reports.render import FORMATS, render
 from monitor.store import Store, StoreError
 
 
-async def _report(catalog: Catalog, base: Path, args: argparse.Namespace) -> str:
-    period = parse_period(args.period, catalog.config.reports.timezone)
+async def _report(catalog: Catalog, base: Path, args: argparse.Namespace) -> str | bytes:
+    zone = catalog.config.reports.timezone
+    period = parse_period(args.period, zone) if args.period else month_of(time.time(), zone, -1)
     if args.customer and args.customer not in catalog.customers:
         raise ValueError(
             f"unknown customer {args.customer!r} (known: {', '.join(sorted(catalog.customers))})"
         )
-    store = await Store.open(store_url(catalog, base))
-    try:
-        report = await build_report(store, catalog, period, now=time.time(), customer=args.customer)
-    finally:
-        await store.close()
+    if args.audience == "customer" and not args.customer:
+        raise ValueError("--audience customer previews one customer's report: give --customer")
+    fmt = args.format or ("html" if args.audience == "auditor" else "text")
+    allowed = FORMATS if args.audience == "auditor" else ("html", "pdf", "text")
+    if fmt not in allowed:
+        raise ValueError(f"--format {fmt} is not one of {', '.join(allowed)} for this audience")
     directories = (
         [base / catalog.config.notifications.templates_dir]
         if catalog.config.notifications.templates_dir
         else []
     )
-    return render(report, args.format, directories)[1]
+    store = await Store.open(store_url(catalog, base))
+    try:
+        if args.audience == "customer":  # the preview of what the customer will be sent
+            return await customer_report_in_worker(
+                store,
+                catalog,
+                period,
+                args.customer,
+                functools.partial(render_customer, fmt=fmt, directories=directories),
+                now=time.time(),
+            )
+        report = await build_report(store, catalog, period, now=time.time(), customer=args.customer)
+    finally:
+        await store.close()
+    return render(report, fmt, directories)[1]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -51,11 +70,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (ValueError, StoreError) as exc:
         print(f"csp-monitor: {exc}", file=sys.stderr)
         return 2
+    data = body.encode() if isinstance(body, str) else body
     if args.output:
-        Path(args.output).write_text(body, encoding="utf-8")
+        Path(args.output).write_bytes(data)
         print(f"wrote {args.output}")
     else:
-        sys.stdout.write(body)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     return 0
 
 
@@ -104,10 +125,22 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def add_report_commands(commands: Any, default_config: str) -> None:
-    report = commands.add_parser("report", help="uptime and SLA report for auditors")
-    report.add_argument("--period", required=True, help="2026-10, or 2026-10-01..2026-10-15")
+    report = commands.add_parser(
+        "report", help="uptime and SLA report for auditors, or a customer's monthly report"
+    )
+    report.add_argument("--period", help="2026-10, or 2026-10-01..2026-10-15 (default: last month)")
     report.add_argument("--customer", help="one customer (default: all)")
-    report.add_argument("--format", default="html", choices=["html", "csv", "json"])
+    report.add_argument(
+        "--audience",
+        default="auditor",
+        choices=["auditor", "customer"],
+        help="customer: preview the monthly service report the customer's contacts get",
+    )
+    report.add_argument(
+        "--format",
+        choices=sorted({*FORMATS, "text"}),
+        help="auditor: html (default), pdf, csv, json; customer: text (default), html, pdf",
+    )
     report.add_argument("--output", "-o", help="file to write (default: standard output)")
     report.add_argument("--config", default=default_config)
     report.set_defaults(func=cmd_report)

@@ -230,6 +230,15 @@ class Contact(StrictModel):
     role: str | None = None
     email: str | None = None
     phone: str | None = None
+    reports: bool = Field(
+        False, description="Receives the customer's monthly service report (needs email)"
+    )
+
+    @model_validator(mode="after")
+    def _reports_need_email(self) -> Contact:
+        if self.reports and not self.email:
+            raise ValueError("reports: true needs an email address to send the report to")
+        return self
 
 
 def subscription_shorthand(value: Any) -> Any:

@@ -342,6 +342,27 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     report_channels = monthly.get("channels")
     for k, channel_name in enumerate(report_channels if isinstance(report_channels, list) else []):
         channel(f"reports.monthly.channels[{k}]", channel_name)
+    customer_monthly = _mapping(_mapping(raw.get("reports")).get("customer_monthly"))
+    if customer_monthly.get("channel") is not None:
+        report_channel = customer_monthly.get("channel")
+        channel("reports.customer_monthly.channel", report_channel)
+        named = channels.get(report_channel) if isinstance(report_channel, str) else None
+        kind = _mapping(named).get("type")
+        if kind is not None and kind not in ("email", "file"):
+            issues.append(
+                ConfigIssue(
+                    "reports.customer_monthly.channel",
+                    f"channel {report_channel!r} is a {kind} channel: the customers' reports go by "
+                    "e-mail (type email; file for a dry run)",
+                )
+            )
+    elif customer_monthly.get("enabled") is True:
+        issues.append(
+            ConfigIssue(
+                "reports.customer_monthly.channel",
+                "give the e-mail channel that sends the customers' monthly reports",
+            )
+        )
     ops_channels = _mapping(raw.get("monitor")).get("ops_channels")
     for k, channel_name in enumerate(ops_channels if isinstance(ops_channels, list) else []):
         channel(f"monitor.ops_channels[{k}]", channel_name)

@@ -424,6 +424,18 @@ def add_note(incident: Incident, text: str, actor: str, now: float) -> Decision:
     return decision
 
 
+CUSTOMER_UPDATE = "customer_update"
+
+
+def add_customer_update(incident: Incident, text: str, actor: str, now: float) -> Decision:
+    """A public update written for the customer (their monthly service report shows it),
+    unlike a ``note``, which stays internal. Allowed on resolved incidents too: the
+    root cause is often written after recovery."""
+    decision = Decision()
+    decision.event(incident, now, CUSTOMER_UPDATE, actor, text=text)
+    return decision
+
+
 def _silenced(incident: Incident) -> bool:
     """Muted by maintenance or represented by its vendor-side group."""
     return incident.muted or incident.vendor_group is not None

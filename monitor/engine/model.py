@@ -138,7 +138,9 @@ class IncidentEvent:
 
     incident_id: str
     at: float
-    kind: str  # opened, severity, escalated, reminder, acknowledged, note, resolved, …
+    # opened, severity, escalated, reminder, acknowledged, note (internal), customer_update
+    # (public: the customer's report shows its text), resolved, …
+    kind: str
     detail: dict[str, Any] = field(default_factory=dict)
     actor: str | None = None
 

@@ -30,6 +30,8 @@ class RenderedMessage:
     status: str = ""  # the incident's status (down, degraded) for a chat card's colour
     ack_url: str | None = None  # for chat buttons; None when the event needs no ack
     incident_url: str | None = None
+    # (file name, content type, base64 body): the monthly report's PDF, for e-mail
+    attachments: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,19 +96,18 @@ async def report_in_worker(
 
 async def month_to_date(
     store: Store, catalog: Catalog, now: float
-) -> dict[tuple[str, str], float | None]:
-    """Each subscription's SLA availability this month so far: the metric's value, computed
-    by the very functions the report uses."""
+) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """Each subscription's SLA availability and coverage this month so far: the metrics'
+    values, computed by the very functions the report uses."""
     period = month_of(now, catalog.config.reports.timezone)
     intervals = await store.status_intervals(start=period.start, end=period.end)
     by_subscription: dict[tuple[str, str], list[StatusInterval]] = {}
     for interval in intervals:
         by_subscription.setdefault((interval.customer, interval.service), []).append(interval)
-    figures: dict[tuple[str, str], float | None] = {}
+    figures: dict[tuple[str, str], tuple[float | None, float | None]] = {}
     for count, key in enumerate(catalog.subscriptions, 1):
-        figures[key] = subscription_whole(
-            catalog, *key, period, by_subscription.get(key, []), now
-        ).sla_availability
+        whole = subscription_whole(catalog, *key, period, by_subscription.get(key, []), now)
+        figures[key] = (whole.sla_availability, whole.coverage)
         if count % _YIELD_EVERY == 0:  # probes run in this loop too: ≈ 0.2 s for 10,000
             await asyncio.sleep(0)
     return figures

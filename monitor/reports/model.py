@@ -161,6 +161,17 @@ class CustomerSection:
     ack_within: float | None
     resolve_within: float | None
 
+    @property
+    def coverage(self) -> float | None:
+        """Measured time of all its subscriptions ÷ their time in the period."""
+        figures = [s.availability for s in self.subscriptions]
+        total = sum(a.period_seconds for a in figures)
+        return sum(a.measured for a in figures) / total if total > 0 else None
+
+    def count(self, verdict: str) -> int:
+        """How many of its subscriptions have this verdict (met, missed, not determinable)."""
+        return sum(1 for s in self.subscriptions if s.availability.verdict == verdict)
+
 
 @dataclass(frozen=True, slots=True)
 class Report:
@@ -190,6 +201,7 @@ def incident_times(incident: Incident, timeline: Sequence[IncidentEvent]) -> Inc
         vendor_case=incident.vendor_case,
         acknowledged_by=_first_actor(timeline, "acknowledged") or incident.acknowledged_by,
         silent=incident.muted and not incident.notified,
+        status=str(incident.status.value),
     )
 
 
@@ -215,7 +227,13 @@ def subscription_whole(
     degraded = service_spec.sla_counts_degraded if service_spec else False
     target = subscription.sla_target if subscription else None
     return availability(
-        intervals, period.start, period.end, now=now, degraded_is_down=degraded, target=target
+        intervals,
+        period.start,
+        period.end,
+        now=now,
+        degraded_is_down=degraded,
+        target=target,
+        min_coverage=catalog.config.reports.min_coverage / 100,
     )
 
 
@@ -333,5 +351,10 @@ def compose(
         tuple(sorted(vendor, key=lambda t: t.opened_at)),
         audit_head,
         catalog.digest,
-        {"period": period.label, "timezone": period.timezone, "customer": customer or "all"},
+        {
+            "period": period.label,
+            "timezone": period.timezone,
+            "customer": customer or "all",
+            "min_coverage_percent": f"{catalog.config.reports.min_coverage:g}",
+        },
     )

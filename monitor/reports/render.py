@@ -29,6 +29,7 @@ from monitor.reports.model import (
     compose,
     month_of,
 )
+from monitor.reports.pdf import PDF_TYPE, html_to_pdf
 from monitor.sla import STATUSES, IncidentTimes, ResponseStats
 
 
@@ -58,6 +59,7 @@ def _subscription_json(item: SubscriptionFigures) -> dict[str, Any]:
         "raw_availability_ratio": _round(a.raw_availability),
         "sla_availability_ratio": _round(a.sla_availability),
         "sla_met": a.met,
+        "sla_verdict": a.verdict,
         "downtime_budget_minutes": _minutes(a.budget_seconds),
         "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
         "coverage_gaps": [
@@ -161,6 +163,10 @@ def _customer_json(c: CustomerSection) -> dict[str, Any]:
             "resolve_within_minutes": _minutes(c.resolve_within),
         },
         "response": _stats_json(c.response),
+        "coverage_ratio": _round(c.coverage),
+        "sla_met": c.count("met"),
+        "sla_missed": c.count("missed"),
+        "sla_not_determinable": c.count("not determinable"),
         "subscriptions": [_subscription_json(s) for s in c.subscriptions],
         "incidents": [_incident_json(i) for i in c.incidents],
         "maintenance_windows": [
@@ -200,6 +206,7 @@ _CSV_COLUMNS = (
     "raw_availability_percent",
     "sla_availability_percent",
     "sla_met",
+    "sla_verdict",
     "downtime_budget_minutes",
     "downtime_budget_left_minutes",
     "incident",
@@ -248,6 +255,7 @@ def to_csv(report: Report) -> str:
                     "raw_availability_percent": _percent(a.raw_availability),
                     "sla_availability_percent": _percent(a.sla_availability),
                     "sla_met": a.met,
+                    "sla_verdict": a.verdict,
                     "downtime_budget_minutes": _minutes(a.budget_seconds),
                     "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
                 }
@@ -292,7 +300,11 @@ def to_csv(report: Report) -> str:
 
 DEFINITIONS = {
     "measured": "period minus unknown time (the monitor was not running or could not probe); "
-    "unknown is never counted as up",
+    "unknown is never counted as up, nor as down",
+    "coverage": "measured / period (a period not over yet: up to the time of the report)",
+    "sla_verdict": "met or missed only where coverage is at least reports.min_coverage "
+    "(99 % unless configured); below it 'not determinable (coverage N %)': the figures "
+    "are shown, but a share of a partly measured period is no evidence for the rest of it",
     "raw_availability": "(measured - downtime - maintenance) / measured",
     "sla_availability": "(measured - maintenance - downtime) / (measured - maintenance): the "
     "vendor's monthly uptime percentage, approved maintenance excluded",
@@ -319,6 +331,11 @@ def _environment(directories: Sequence[Path]) -> Environment:
         "—" if seconds is None else f"{seconds / 60:,.1f} min"
     )
     return environment
+
+
+def report_environment(directories: Sequence[Path] = ()) -> Environment:
+    """The sandboxed environment of report templates (the auditor's and the customer's)."""
+    return _environment(directories)
 
 
 def to_html(report: Report, directories: Sequence[Path] = ()) -> str:
@@ -374,15 +391,20 @@ def _day_color(
     return "#c62828"
 
 
-def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[str, str]:
-    """(content type, body) for ``fmt`` html, csv or json."""
+FORMATS = ("html", "pdf", "csv", "json")
+
+
+def render(report: Report, fmt: str, directories: Sequence[Path] = ()) -> tuple[str, str | bytes]:
+    """(content type, body) for ``fmt`` html, pdf (bytes), csv or json."""
+    if fmt == "pdf":
+        return PDF_TYPE, html_to_pdf(to_html(report, directories))
     if fmt == "json":
         return "application/json", to_json(report)
     if fmt == "csv":
         return "text/csv", to_csv(report)
     if fmt == "html":
         return "text/html", to_html(report, directories)
-    raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+    raise ValueError(f"unknown format {fmt!r} (html, pdf, csv, json)")
 
 
 _CHUNK = 256 * 1024
@@ -391,12 +413,15 @@ _CHUNK = 256 * 1024
 def render_chunks(
     report: Report, fmt: str, directories: Sequence[Path] = ()
 ) -> tuple[str, list[bytes]]:
-    """(content type, body as UTF-8 chunks of about 256 KB) for ``fmt`` html, csv or json.
+    """(content type, body as UTF-8 chunks of about 256 KB) for ``fmt`` html, pdf, csv or
+    json (a PDF is one chunk: WeasyPrint lays out the whole document at once).
 
     What the API sends: a year's report for thousands of customers is hundreds of
     megabytes, and it is never joined into one string (each copy of one would hold the
     interpreter lock, stalling the event loop, and double the memory).
     """
+    if fmt == "pdf":
+        return PDF_TYPE, [html_to_pdf(to_html(report, directories))]
     if fmt == "csv":
         return "text/csv", [to_csv(report).encode()]
     if fmt == "json":
@@ -404,7 +429,7 @@ def render_chunks(
     elif fmt == "html":
         content_type, parts = "text/html", html_parts(report, directories)
     else:
-        raise ValueError(f"unknown format {fmt!r} (html, csv, json)")
+        raise ValueError(f"unknown format {fmt!r} (html, pdf, csv, json)")
     chunks: list[bytes] = []
     pending: list[str] = []
     size = 0
@@ -450,4 +475,21 @@ def check_templates(catalog: Catalog, directories: Sequence[Path] = ()) -> list[
             renderer(sample, environment)
         except Exception as exc:  # an operator's template must not crash validate or reload
             problems.append(template_problem(exc, search_path, f"report/{name}"))
+    if catalog.config.customers:  # and the customer's monthly report, for the first customer
+        from monitor.reports.customer import compose_customer_report
+        from monitor.reports.customer_render import customer_html, customer_text
+
+        first = catalog.config.customers[0].id
+        one = compose(
+            catalog, period, [], [], [], now=time.time(), audit_head=(0, ""), customer=first
+        )
+        customer_sample = compose_customer_report(catalog, one, [], {}, time.time())
+        for name, render_customer in (
+            ("customer.html.j2", customer_html),
+            ("customer.txt.j2", customer_text),
+        ):
+            try:
+                render_customer(customer_sample, directories)
+            except Exception as exc:  # reported like the auditor's templates
+                problems.append(template_problem(exc, search_path, f"report/{name}"))
     return problems

@@ -42,6 +42,7 @@ def message_to_json(message: RenderedMessage) -> dict[str, Any]:
         "status": message.status,
         "ack_url": message.ack_url,
         "incident_url": message.incident_url,
+        "attachments": [list(a) for a in message.attachments],
     }
 
 
@@ -62,6 +63,9 @@ def message_from_json(data: Mapping[str, Any]) -> RenderedMessage:
         status=data.get("status", ""),
         ack_url=data.get("ack_url"),
         incident_url=data.get("incident_url"),
+        attachments=tuple(
+            (str(name), str(kind), str(body)) for name, kind, body in data.get("attachments") or ()
+        ),
     )
 
 

@@ -183,6 +183,16 @@ class Reader:
         query = select(_outbox).where(and_(true(), *conditions)).order_by(_outbox.c.id).limit(limit)
         return [codec.outbox_from_row(row) for row in (await self._conn.execute(query)).mappings()]
 
+    async def outbox_keys(self, keys: list[str]) -> set[str]:
+        """Which of these dedup keys are in the outbox already (in any state)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            query = select(_outbox.c.dedup_key).where(
+                _outbox.c.dedup_key.in_(keys[start : start + 500])
+            )
+            found.update(row[0] for row in await self._conn.execute(query))
+        return found
+
     async def latest_outbox(self, events: list[str], limit: int = 50) -> list[OutboxRow]:
         """The newest messages of these events, newest first (the ops messages' state)."""
         query = (

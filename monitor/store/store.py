@@ -217,6 +217,11 @@ class Store:
         async with self._reader() as reader:
             return await reader.list_outbox(status, incident_id, limit)
 
+    async def outbox_keys(self, keys: list[str]) -> set[str]:
+        """Which of these dedup keys were queued already (a job that must queue once)."""
+        async with self._reader() as reader:
+            return await reader.outbox_keys(keys)
+
     async def latest_outbox(self, events: list[str], limit: int = 50) -> list[OutboxRow]:
         """The newest messages of these events, newest first."""
         async with self._reader() as reader:
