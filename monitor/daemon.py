@@ -370,7 +370,8 @@ class Daemon:
             self.target_metrics.remove_subscription(customer, service)
         for target_id in changed + added:
             spec = catalog.targets[target_id]
-            self.target_metrics.add_target(spec.target)
+            address = check_types()[spec.target.type].address(spec.options)
+            self.target_metrics.add_target(spec.target, address)
             state = self.board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
         for key, subscription in owned.items():
