@@ -360,6 +360,7 @@ class Stack:
     deadline: float  # time.monotonic() by which every expression should return data
     loop: Loop
     daemon_address: str  # host:port Prometheus scrapes it at
+    services: Services
 
 
 @contextlib.contextmanager
@@ -393,7 +394,7 @@ def open_stack(tmp: Path, recipe: bool = True) -> Iterator[Stack]:
         config.write_text("monitor: [this is not a mapping\n")
         accepted, _ = loop.run(daemon.reload())
         assert not accepted
-        yield Stack(prometheus, daemon, time.monotonic() + WAIT_FOR_DATA, loop, address)
+        yield Stack(prometheus, daemon, time.monotonic() + WAIT_FOR_DATA, loop, address, services)
 
 
 def wait_for_data(stack: Stack, checks: list[Check]) -> list[Check]:

@@ -26,13 +26,16 @@ panel or an alert that can never fire. The tests list every such expression.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.blackbox_compat import judge
 from tests.prometheus_stack import (
     PROMETHEUS_DIR,
     RULE_FILES,
@@ -43,6 +46,7 @@ from tests.prometheus_stack import (
     open_stack,
     report,
     run_tool,
+    tool,
     wait_for_data,
     with_selectors,
 )
@@ -304,3 +308,68 @@ def test_prometheus_logged_no_error(stack: Stack) -> None:
         line for line in stack.prometheus.log.read_text().splitlines() if "level=error" in line
     ]
     assert not errors, "\n".join(errors)
+
+
+# ------------------------------------------------------------------ blackbox compatibility
+
+
+def test_community_blackbox_dashboards_and_alerts_work_with_the_recipe(stack: Stack) -> None:
+    """grafana.com 7587 and 13659, the blackbox-exporter mixin and awesome-prometheus-alerts
+    (their queries in tests/testdata/blackbox/community.yaml): one line per target, per-target
+    variables that list the targets, alerts firing on the broken targets only."""
+    wait_for_data(stack, rule_checks())
+    while True:  # ranges such as [1m] fill as scrapes come
+        summary = judge(stack.prometheus)
+        if not summary.broken() or time.monotonic() > stack.deadline:
+            break
+        time.sleep(1.0)
+    assert not summary.broken(), (
+        f"panels working: {summary.count(summary.panels)}, "
+        f"alerts right: {summary.count(summary.alerts)}\n"
+        + "\n".join(f"{verdict.where}: {verdict.why}" for verdict in summary.broken())
+    )
+
+
+def test_every_blackbox_metric_is_exported_per_target(stack: Stack) -> None:
+    """The series blackbox dashboards read, each with an instance of its own and the
+    `target` it probes (the URL or host:port a link column opens)."""
+    wait_for_data(stack, rule_checks())
+    wanted = {
+        'probe_tls_version_info{version="TLS 1.3"}': "woodgrove/edge/cert",
+        "probe_ssl_last_chain_info": "woodgrove/edge/cert",
+        "probe_ssl_last_chain_expiry_timestamp_seconds": "woodgrove/exchange-online/owa",
+        "probe_ip_protocol": "woodgrove/edge/port",
+        "probe_ip_addr_hash": "woodgrove/exchange-online/owa",
+        "probe_failed_due_to_regex": "woodgrove/exchange-online/owa",
+        "probe_http_uncompressed_body_length": "woodgrove/exchange-online/owa",
+        "probe_dns_query_succeeded": "woodgrove/edge/dns",
+        "probe_dns_lookup_time_seconds": "woodgrove/exchange-online/owa",
+    }
+    checks = [Check(f"{selector} of {instance}", selector) for selector, instance in wanted.items()]
+    failed = wait_for_data(stack, checks)
+    assert not failed, report(failed, len(checks))
+    for selector, instance in wanted.items():
+        result, _ = stack.prometheus.query(selector)
+        labels = {item["metric"]["instance"]: item["metric"] for item in result}
+        assert instance in labels, (selector, sorted(labels))
+        assert labels[instance]["monitor_instance"] == stack.daemon_address
+    owa, _ = stack.prometheus.query('probe_success{instance="woodgrove/exchange-online/owa"}')
+    # the probed URL without its query string (which could carry a secret)
+    assert [item["metric"]["target"] for item in owa] == [
+        f"https://127.0.0.1:{stack.services.long_port}/ok"
+    ]
+    unlabelled, _ = stack.prometheus.query('{__name__=~"probe_.+", target=""}')
+    assert unlabelled == []
+
+
+def test_promtool_finds_no_problem_in_the_daemons_exposition(stack: Stack) -> None:
+    """Every check type of the scenario (http, tcp, tls, dns), info series included."""
+    wait_for_data(stack, rule_checks())
+    with urllib.request.urlopen(f"http://{stack.daemon_address}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert "probe_ssl_last_chain_info{" in text and "probe_dns_query_succeeded{" in text
+    checked = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
