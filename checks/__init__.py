@@ -25,6 +25,7 @@ BUILTIN_CHECKS: Mapping[str, str] = {
     "http": "checks.http",
     "tcp": "checks.tcp",
     "tls": "checks.tls",
+    "icmp": "checks.icmp",
     "dns": "checks.dns",
     "smtp": "checks.smtp",
     "token": "checks.token",

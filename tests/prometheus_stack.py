@@ -205,6 +205,7 @@ services:
     checks:
       - {{name: page, type: http, url: "https://127.0.0.1:{long}/ok", ca_file: "{ca}"}}
       - {{name: port, type: tcp, host: 127.0.0.1, port: {short}}}
+      - {{name: ping, type: icmp, host: 127.0.0.1, interval: 50ms}}
       - {{name: cert, type: tls, host: 127.0.0.1, port: {long}, ca_file: "{ca}"}}
       - {{name: dns, type: dns, query: portal.example.cn, resolver: "127.0.0.1:{services.dns_port}",
          expect: ["42.159.0.1"]}}
