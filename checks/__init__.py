@@ -30,6 +30,7 @@ BUILTIN_CHECKS: Mapping[str, str] = {
     "smtp": "checks.smtp",
     "token": "checks.token",
     "m365_health": "checks.m365_health",
+    "m365_messages": "checks.m365_messages",
     "azure_resource_health": "checks.azure_resource_health",
 }
 ENTRY_POINT_GROUP = "csp_monitor.checks"

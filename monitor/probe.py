@@ -116,6 +116,8 @@ class ProbeResult:
     started_at: float = 0.0
     # what a vendor health feed says, per catalog service (checks/vendor_common.VendorStatus)
     vendor: list[Any] | None = None
+    # Message Center posts a tenant lists (monitor/message_center.VendorMessage)
+    messages: list[Any] | None = None
     # the probe could not judge the service (a vendor API down): unknown, never down
     inconclusive: bool = False
     # the failure is this host's (out of file descriptors, no resolver): see local_failures
