@@ -306,7 +306,8 @@ class TargetMetrics:
 
 
 class DaemonMetrics:
-    """The daemon's own health: scheduler, reloads, probes in flight."""
+    """The daemon's own health: scheduler, reloads, probes in flight; and the vendor's
+    Message Center posts per customer (few label sets: customers × 3 × 3)."""
 
     def __init__(self, registry: CollectorRegistry, version: str) -> None:
         self.registry = registry
@@ -351,9 +352,24 @@ class DaemonMetrics:
             ["status"],
             registry=registry,
         )
+        self.vendor_messages = Gauge(
+            "csp_monitor_vendor_messages",
+            "Microsoft 365 Message Center posts the customer's tenant lists now",
+            ["customer", "category", "severity"],
+            registry=registry,
+        )
+        self._vendor_message_keys: set[tuple[str, str, str]] = set()
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for reason in ("misfire", "still_running"):
             self.missed_runs.labels(reason)
         for status in Status:
             self.transitions.labels(status.value)
+
+    def set_vendor_messages(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Posts per (customer, category, severity); a combination gone is removed."""
+        for key in self._vendor_message_keys - set(counts):
+            self.vendor_messages.remove(*key)
+        for key, count in counts.items():
+            self.vendor_messages.labels(*key).set(count)
+        self._vendor_message_keys = set(counts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from monitor.api import cluster, core, incidents, maintenance, reports
+from monitor.api import cluster, core, incidents, maintenance, reports, vendor_messages
 from monitor.api.auth import count_refusals
 from monitor.api.services import SERVICES, ApiServices
 
@@ -25,4 +25,5 @@ def build_app(services: ApiServices) -> web.Application:
     maintenance.add_routes(app)
     reports.add_routes(app)
     cluster.add_routes(app)
+    vendor_messages.add_routes(app)
     return app
