@@ -13,7 +13,7 @@ import pytest
 from monitor.daemon import Daemon
 from monitor.message_center import VendorMessage
 from monitor.probe import ProbeResult
-from tests.conftest import WebTarget
+from tests.conftest import WebTarget, run_cli
 from tests.test_maintenance import call
 
 DAY = 86400.0
@@ -157,3 +157,23 @@ async def test_confirming_names_what_is_wrong(daemon: Daemon) -> None:
     assert status == 400 and answer["errors"][0]["field"] == "customers"
     _, _, windows = await call(daemon, "GET", "/api/v1/maintenance")
     assert windows == {"maintenance": []}  # nothing written by a refused request
+
+
+async def test_the_cli_lists_and_confirms_proposed_windows(daemon: Daemon) -> None:
+    feed(daemon, "contoso", [post("MC900001", daemon.wall() + DAY)])
+    url = f"http://127.0.0.1:{daemon.bound_port}"
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        return await run_cli(*args, "--url", url, env={"CSP_MONITOR_TOKEN": "noc-token"})
+
+    code, out, _ = await cli("maintenance", "proposed")
+    assert (
+        code == 0
+        and "MC900001" in out
+        and "1 to confirm" in out
+        and "contoso/exchange-online" in out
+    )
+    code, out, _ = await cli("maintenance", "confirm", "MC900001", "--customer", "contoso")
+    assert code == 0 and "contoso/exchange-online" in out
+    code, out, _ = await cli("maintenance", "proposed")
+    assert "confirmed: Exchange Online maintenance" in out
