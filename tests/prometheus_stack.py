@@ -214,6 +214,25 @@ customers:
 """)
 
 
+def write_second_daemon_config(path: Path, services: Services) -> None:
+    """A second daemon in the same job, probing one target the first probes too (as nodes
+    at two locations would): with the recipe, both its series share the target's
+    `instance` and differ by `monitor_instance`."""
+    path.write_text(f"""
+monitor: {{listen: 127.0.0.1:0, shutdown_grace: 1s}}
+defaults: {{interval: 300ms, timeout: 1s}}
+services:
+  exchange-online:
+    name: Exchange Online (operated by 21Vianet)
+    checks:
+      - {{name: owa, type: http, url: "https://127.0.0.1:{services.long_port}/ok?c=woodgrove",
+         ca_file: "{services.ca_file}", body_regex: healthy}}
+customers:
+  - {{id: woodgrove, name: Woodgrove, tenant_domain: woodgrove.partner.onmschina.cn,
+     subscriptions: [exchange-online]}}
+""")
+
+
 class Loop:
     """An event loop in a thread: the daemon and the local services run there for the module."""
 
@@ -362,6 +381,7 @@ class Stack:
     loop: Loop
     daemon_address: str  # host:port Prometheus scrapes it at
     services: Services
+    second_address: str  # a second daemon, probing one of the same targets
 
 
 @contextlib.contextmanager
@@ -373,15 +393,20 @@ def open_stack(tmp: Path, recipe: bool = True) -> Iterator[Stack]:
         services = Services(tmp)
         loop.run(services.start())
         cleanup.callback(lambda: loop.run(services.stop()))
-        daemon_port, replica_down_port, webhook_gone_port = (unused_port() for _ in range(3))
+        ports = [unused_port() for _ in range(4)]
+        daemon_port, second_port, replica_down_port, webhook_gone_port = ports
         config = tmp / "config.yaml"
         write_daemon_config(config, services, daemon_port, webhook_gone_port)
+        (tmp / "second").mkdir()
+        second_config = tmp / "second" / "config.yaml"
+        write_second_daemon_config(second_config, services)
         # Prometheus first, so it sees the daemon's counters from their first value.
-        address = f"127.0.0.1:{daemon_port}"
+        address, second_address = f"127.0.0.1:{daemon_port}", f"127.0.0.1:{second_port}"
         prometheus = start_prometheus(
             tmp,
             [
                 address,
+                second_address,
                 f"127.0.0.1:{services.flaky_port}",
                 f"127.0.0.1:{replica_down_port}",
             ],
@@ -391,11 +416,22 @@ def open_stack(tmp: Path, recipe: bool = True) -> Iterator[Stack]:
         daemon = Daemon(config, listen=address)
         loop.run(daemon.start())
         cleanup.callback(lambda: loop.run(daemon.close()))
+        second = Daemon(second_config, listen=second_address)
+        loop.run(second.start())
+        cleanup.callback(lambda: loop.run(second.close()))
         # an operator saves a broken file and reloads: refused, the old config runs on
         config.write_text("monitor: [this is not a mapping\n")
         accepted, _ = loop.run(daemon.reload())
         assert not accepted
-        yield Stack(prometheus, daemon, time.monotonic() + WAIT_FOR_DATA, loop, address, services)
+        yield Stack(
+            prometheus,
+            daemon,
+            time.monotonic() + WAIT_FOR_DATA,
+            loop,
+            address,
+            services,
+            second_address,
+        )
 
 
 def wait_for_data(stack: Stack, checks: list[Check]) -> list[Check]:

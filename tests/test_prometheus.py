@@ -4,14 +4,17 @@ promtool checks the example scrape config and the rules and runs the rules' unit
 tests (prometheus/tests/). Then one stack runs for the whole module:
 
 * local HTTPS services (a certificate from a test CA that expires in 10 days, another in
-  90 days), a DNS server:
-  `/ok`, `/fail` (500) and `/slow` (0.45 s, slower than the probe interval);
+  90 days): `/ok`, `/fail` (500) and `/slow` (0.45 s, slower than the probe interval),
+  and a DNS server; woodgrove's `edge` service checks them by http, tcp, tls, dns and
+  icmp (127.0.0.1);
 * the daemon probing them for three customers: sharepoint down for contoso and
   fabrikam (a service failing for several customers), contoso's portal degraded
   and too slow for its interval (skipped runs), everything else up; incidents
   open and page a file channel and a webhook whose receiver is gone (retries,
   then failures); then a reload with a broken file (refused);
-* the real `prometheus` binary scraping the daemon every second, with a replica
+* a second daemon probing one of the same targets (woodgrove's exchange);
+* the real `prometheus` binary scraping the daemons every second with the shipped
+  scrape config's relabelling (the blackbox recipe), with a replica
   that is down and one whose scrapes fail every other time in the same job (and which
   is blind), and
   evaluating the rules every second.
@@ -21,6 +24,8 @@ included, has something to return. Each expression of every rule and of every
 dashboard panel (Grafana variables replaced by values Prometheus itself
 resolves) must parse and return data: one that returns nothing is a broken
 panel or an alert that can never fire. The tests list every such expression.
+Community blackbox dashboards and alerts (tests/testdata/blackbox/community.yaml) are
+judged on the same stack (tests/blackbox_compat.py).
 """
 
 from __future__ import annotations
@@ -299,7 +304,10 @@ def test_the_scenario_is_what_the_panels_are_about(stack: Stack) -> None:
     expiry = values("min(probe_ssl_earliest_cert_expiry) - time()")
     assert (SHORT_CERT_DAYS - 1) * 86400 < expiry[""] < SHORT_CERT_DAYS * 86400
     assert values('min(up{job="csp-monitor"})') == {"": 0.0}  # the replica that is down
-    assert values("max(csp_monitor_config_last_reload_successful)") == {"": 0.0}
+    # the first daemon refused its reload; the second never reloaded
+    reloaded = values("csp_monitor_config_last_reload_successful")
+    assert reloaded[f"instance={stack.daemon_address},job=csp-monitor"] == 0.0
+    assert reloaded[f"instance={stack.second_address},job=csp-monitor"] == 1.0
 
 
 def test_prometheus_logged_no_error(stack: Stack) -> None:
@@ -350,14 +358,18 @@ def test_every_blackbox_metric_is_exported_per_target(stack: Stack) -> None:
     assert not failed, report(failed, len(checks))
     for selector, instance in wanted.items():
         result, _ = stack.prometheus.query(selector)
-        labels = {item["metric"]["instance"]: item["metric"] for item in result}
-        assert instance in labels, (selector, sorted(labels))
-        assert labels[instance]["monitor_instance"] == stack.daemon_address
+        daemons: dict[str, set[str]] = {}
+        for item in result:
+            daemons.setdefault(item["metric"]["instance"], set()).add(
+                item["metric"]["monitor_instance"]
+            )
+        assert instance in daemons, (selector, sorted(daemons))
+        assert stack.daemon_address in daemons[instance]
     owa, _ = stack.prometheus.query('probe_success{instance="woodgrove/exchange-online/owa"}')
     # the probed URL without its query string (which could carry a secret)
-    assert [item["metric"]["target"] for item in owa] == [
+    assert {item["metric"]["target"] for item in owa} == {
         f"https://127.0.0.1:{stack.services.long_port}/ok"
-    ]
+    }
     unlabelled, _ = stack.prometheus.query('{__name__=~"probe_.+", target=""}')
     assert unlabelled == []
 
@@ -373,3 +385,16 @@ def test_promtool_finds_no_problem_in_the_daemons_exposition(stack: Stack) -> No
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+
+
+def test_two_daemons_probing_one_target_keep_apart(stack: Stack) -> None:
+    """Several daemons in one job: the recipe gives their series of one target the same
+    `instance` and keeps them apart by `monitor_instance` (no collision, both kept)."""
+    selector = 'probe_success{instance="woodgrove/exchange-online/owa"}'
+    failed = wait_for_data(stack, [Check("both daemons' series", f"count({selector}) == 2")])
+    assert not failed, report(failed, 1)
+    result, _ = stack.prometheus.query(selector)
+    assert {item["metric"]["monitor_instance"] for item in result} == {
+        stack.daemon_address,
+        stack.second_address,
+    }
