@@ -45,6 +45,11 @@ def http_result(rng: random.Random) -> ProbeResult:
         "http_ssl": 0.0,
         "http_version": 1.1,
         "http_content_length": 3.0,
+        "http_uncompressed_body_length": 3.0,
+        "failed_due_to_regex": 0.0,
+        "dns_lookup_time_seconds": rng.uniform(0.0, 0.002),
+        "ip_protocol": 4.0,
+        "ip_addr_hash": 144_953_630.0,
     }
     return ProbeResult(True, sum(phases.values()), phases=phases, facts=facts)
 
@@ -55,7 +60,8 @@ def build(targets: int, rng: random.Random) -> tuple[TargetMetrics, list[str]]:
     now = time.time()
     for i in range(1, targets + 1):
         target = Target(f"c{i:05d}", "web", "ok", "http")
-        metrics.add_target(target)
+        # the `target` label, as the daemon sets it: the URL probed
+        metrics.add_target(target, f"https://{target.customer}.partner.onmschina.cn/owa/")
         metrics.set_target_status(target.id, Status.UP, now - rng.uniform(0, 3600))
         metrics.set_subscription(target.customer, target.service, Status.UP, now)
         metrics.set_sla(target.customer, target.service, target_percent=99.9, availability=1.0)

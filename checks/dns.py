@@ -37,7 +37,9 @@ from monitor.probe import (
 )
 
 METRIC_HELP = {
-    "dns_lookup_time_seconds": "Time the DNS lookup took, in seconds",
+    "dns_lookup_time_seconds": "Time spent resolving the target's own name: 0, the resolver "
+    'is an address (the query\'s time is probe_dns_duration_seconds{phase="request"})',
+    "dns_query_succeeded": "1 if the resolver answered the query (any response code)",
     "dns_answer_rrs": "Number of records in the answer section",
     "dns_authority_rrs": "Number of records in the authority section",
     "dns_additional_rrs": "Number of records in the additional section",
@@ -134,16 +136,23 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         reason = describe_error(exc)
     else:
         reason = ""
-    lookup_time = ctx.monotonic() - asked
+    query_time = ctx.monotonic() - asked
     if reason:
         note_network()
-        return failure(reason, started, ctx, resolve=lookup_time)
+        result = failure(reason, started, ctx, request=query_time)
+        # an NXDOMAIN is an answer: the query itself went through, as blackbox counts it
+        answered = reason.startswith("NXDOMAIN")
+        result.facts = {"dns_lookup_time_seconds": 0.0, "dns_query_succeeded": float(answered)}
+        return result
 
     response = answer.response
     # Sorted, so that the same answer always gives the same reason.
     records = sorted((_render(rdata) for rdata in answer.rrset or ()), key=_natural_order)
     facts = {
-        "dns_lookup_time_seconds": lookup_time,
+        # blackbox's meaning: the time to resolve the target (the resolver), here an
+        # address; the query's own time is the "request" phase, as in blackbox
+        "dns_lookup_time_seconds": 0.0,
+        "dns_query_succeeded": 1.0,
         "dns_answer_rrs": float(_count(response.answer)),
         "dns_authority_rrs": float(_count(response.authority)),
         "dns_additional_rrs": float(_count(response.additional)),
@@ -153,7 +162,7 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         success=not reason,
         reason=reason,
         duration=ctx.monotonic() - started,
-        phases={"resolve": lookup_time},
+        phases={"request": query_time},
         facts=facts,
     )
 

@@ -7,6 +7,7 @@ stamps each TLS handshake's start: aiohttp's "connection create" span covers TCP
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -23,20 +24,19 @@ from multidict import CIMultiDict
 from pydantic import AfterValidator, Field, HttpUrl, SecretStr, model_validator
 from yarl import URL
 
+from checks import connection_facts
 from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target, describe_error, failure
 
-try:  # reads the certificate when verification is off and getpeercert() is empty
-    from cryptography import x509
-except ImportError:  # pragma: no cover - a dependency of trustme, not of aiohttp
-    x509 = None  # type: ignore[assignment]
-
 METRIC_HELP = {
+    **connection_facts.METRIC_HELP,
     "http_status_code": "HTTP status code of the final response",
     "http_content_length": "Content-Length of the response, or the bytes read without one",
     "http_redirects": "Number of redirects followed",
     "http_ssl": "1 if the final response came over TLS",
     "http_version": "HTTP version of the final response",
-    "ssl_earliest_cert_expiry": "Unix time when the server certificate expires",
+    "http_uncompressed_body_length": "Length of the response body after decompression "
+    "(at most max_body_bytes)",
+    "failed_due_to_regex": "1 if body_regex or body_not_regex failed the probe",
 }
 JsonScalar = str | bool | int | float
 _NAME, _INDEX = r"[^.\[\]]+", r"\[-?\d+\]"
@@ -139,6 +139,7 @@ class _Timeline:
     connect_start: float = 0.0
     tls_start: float = 0.0
     ssl_object: ssl.SSLObject | None = None
+    peername: Any = None  # the last connection's peer address, from ProbeConnector
 
 
 _TIMELINE: ContextVar[_Timeline | None] = ContextVar("csp_monitor_http_timeline", default=None)
@@ -184,6 +185,21 @@ async def _on_connect(_: object, trace: SimpleNamespace, params: object) -> None
             timeline.connect += now - timeline.connect_start
 
 
+class ProbeConnector(aiohttp.TCPConnector):
+    """The shared session's connector: notes each new connection's peer address on the
+    probe's timeline (``probe_ip_protocol``, ``probe_ip_addr_hash``). The response no longer
+    holds its connection once a short body has arrived, and no trace hook carries it."""
+
+    async def _wrap_create_connection(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[asyncio.Transport, Any]:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        timeline = _TIMELINE.get()
+        if timeline is not None:
+            timeline.peername = transport.get_extra_info("peername")
+        return transport, protocol
+
+
 def trace_config() -> aiohttp.TraceConfig:
     """The tracing the shared session needs for the phases: four hooks that only stamp time."""
     config = aiohttp.TraceConfig()
@@ -217,21 +233,30 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
                 "http_redirects": float(len(resp.history)),
                 "http_ssl": 1.0 if https else 0.0,
                 "http_version": version.major + version.minor / 10,
+                # blackbox sets it on every probe that resolves (0 for an address, or a
+                # name the session's DNS cache still held)
+                "dns_lookup_time_seconds": timeline.resolve,
             }
-            if https and (expiry := _cert_expiry(timeline, opts.tls_verify)) is not None:
-                facts["ssl_earliest_cert_expiry"] = expiry
+            facts.update(connection_facts.address_facts(timeline.peername))
+            info: dict[str, dict[str, str]] = {}
+            if https and timeline.ssl_object is not None:  # the TLS hook saw the handshake
+                tls, info = connection_facts.tls_facts(timeline.ssl_object, opts.tls_verify)
+                facts.update(tls)
             # Read the body even without assertions: it is the transfer phase, and a
             # server that stalls mid-body is down. max_body_bytes bounds the cost.
             body = await _read_body(resp.content, opts.max_body_bytes)
             phases = _phases(timeline, headers_at - started, ctx.monotonic() - headers_at)
             facts["http_content_length"] = float(resp.content_length or len(body))
+            facts["http_uncompressed_body_length"] = float(len(body))
     except (aiohttp.ClientError, OSError) as exc:
         return failure(plan.redact(_describe(exc, opts)), started, ctx)
     finally:
         _TIMELINE.reset(token)
-    reason = plan.redact(_assert_response(plan, resp.status, body, opts))
+    reason, by_regex = _assert_response(plan, resp.status, body, opts)
+    facts["failed_due_to_regex"] = 1.0 if by_regex else 0.0
+    reason = plan.redact(reason)
     duration = ctx.monotonic() - started
-    return ProbeResult(not reason, duration, reason, phases=phases, facts=facts)
+    return ProbeResult(not reason, duration, reason, phases=phases, facts=facts, info=info)
 
 
 def _phases(timeline: _Timeline, to_headers: float, transfer: float) -> dict[str, float]:
@@ -263,16 +288,21 @@ async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)  # a single chunk is returned as is, not copied
 
 
-def _assert_response(plan: _Plan, status: int, body: bytes, opts: Options) -> str:
-    """Why the response fails the check's assertions, or "" when it passes."""
+def _assert_response(plan: _Plan, status: int, body: bytes, opts: Options) -> tuple[str, bool]:
+    """Why the response fails the check's assertions ("" when it passes), and whether a
+    body regex is what failed it (blackbox's ``probe_failed_due_to_regex``)."""
     expected = opts.expect_status
     if status not in expected and f"{status // 100}xx" not in expected:
-        return f"status {status} (expected {', '.join(map(str, expected))})"
+        return f"status {status} (expected {', '.join(map(str, expected))})", False
     text = body.decode("utf-8", errors="replace") if opts.body_regex or opts.body_not_regex else ""
     if opts.body_regex is not None and not opts.body_regex.search(text):
-        return f"body does not match {opts.body_regex.pattern!r}"
+        return f"body does not match {opts.body_regex.pattern!r}", True
     if opts.body_not_regex is not None and opts.body_not_regex.search(text):
-        return f"body matches {opts.body_not_regex.pattern!r}"
+        return f"body matches {opts.body_not_regex.pattern!r}", True
+    return _assert_json(plan, body, opts), False
+
+
+def _assert_json(plan: _Plan, body: bytes, opts: Options) -> str:
     if plan.json_path is None:
         return ""
     try:
@@ -304,16 +334,3 @@ def _json_equal(value: Any, expected: JsonScalar) -> bool:
     if isinstance(expected, str) and not isinstance(value, str):
         return json.dumps(value) == expected  # YAML "200" accepts 200, "true" accepts true
     return bool(value == expected) and isinstance(value, bool) == isinstance(expected, bool)
-
-
-def _cert_expiry(timeline: _Timeline, verified: bool) -> float | None:
-    """notAfter of the last handshake's leaf certificate (3.11 cannot see the chain)."""
-    if (ssl_object := timeline.ssl_object) is None:  # the TLS hook did not see the handshake
-        return None
-    if x509 is not None and (der := ssl_object.getpeercert(binary_form=True)):
-        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()  # ~3 µs
-    if (
-        verified and x509 is None
-    ):  # without cryptography only the verified, decoded form is available
-        return float(ssl.cert_time_to_seconds(ssl_object.getpeercert()["notAfter"]))
-    return None

@@ -13,6 +13,7 @@ import re
 
 from pydantic import Field, field_validator
 
+from checks import connection_facts
 from monitor.probe import (
     CheckOptions,
     ProbeContext,
@@ -23,7 +24,7 @@ from monitor.probe import (
     failure,
 )
 
-METRIC_HELP = {"tcp_tls": "1 if the connection used TLS"}
+METRIC_HELP = {**connection_facts.METRIC_HELP, "tcp_tls": "1 if the connection used TLS"}
 
 
 class Options(CheckOptions):
@@ -84,11 +85,20 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
                 return failure(
                     f"reply {shown!r} does not match {opts.expect!r}", started, ctx, **phases
                 )
+        facts = {
+            "tcp_tls": 1.0 if opts.tls else 0.0,
+            **connection_facts.address_facts(writer.get_extra_info("peername")),
+        }
+        info: dict[str, dict[str, str]] = {}
+        if (ssl_object := writer.get_extra_info("ssl_object")) is not None:
+            tls, info = connection_facts.tls_facts(ssl_object, opts.tls_verify)
+            facts.update(tls)
         return ProbeResult(
             success=True,
             duration=ctx.monotonic() - started,
             phases=phases,
-            facts={"tcp_tls": 1.0 if opts.tls else 0.0},
+            facts=facts,
+            info=info,
         )
     except OSError as exc:
         return failure(describe_error(exc), started, ctx, **phases)

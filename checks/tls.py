@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from pydantic import Field, model_validator
 
+from checks import connection_facts
+from checks.connection_facts import chain as _chain
 from monitor.probe import (
     CheckOptions,
     ProbeContext,
@@ -34,17 +36,13 @@ from monitor.probe import (
     failure,
 )
 
-METRIC_HELP = {
-    "ssl_earliest_cert_expiry": "Earliest notAfter (unix seconds) of the certificates sent",
-    "ssl_last_chain_expiry_timestamp_seconds": "Earliest notAfter (unix seconds) in the verified "
-    "chain",
-    "ssl_days_left": "Whole days until the first certificate the client relies on expires",
-}
+# ssl_days_left is gone: days are not a base unit (promtool check metrics); dashboards
+# compute them from probe_ssl_earliest_cert_expiry - time(), as they do for blackbox.
+METRIC_HELP = connection_facts.METRIC_HELP
 
 _DAY = 86400.0
 _HOUR = 3600.0
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
-_ENCODING_DER = 2  # _ssl.ENCODING_DER, for the private chain API of Python < 3.13
 
 
 class Options(CheckOptions):
@@ -78,6 +76,8 @@ class _Peer:
 
     sent: list[x509.Certificate]
     verified: list[x509.Certificate]
+    version: str  # "TLS 1.3", blackbox's probe_tls_version_info
+    peername: object  # the address connected to
 
 
 async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult:
@@ -108,10 +108,14 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
     seconds_left = expiry - now
     facts = {
         "ssl_earliest_cert_expiry": min(c.not_valid_after_utc.timestamp() for c in peer.sent),
-        "ssl_days_left": float(math.trunc(seconds_left / _DAY)),
+        **connection_facts.address_facts(peer.peername),
     }
     if peer.verified:
         facts["ssl_last_chain_expiry_timestamp_seconds"] = expiry
+    info = {
+        "tls_version_info": {"version": peer.version},
+        "ssl_last_chain_info": connection_facts.leaf_info(relied_on[0]),
+    }
 
     reason = ""
     degraded = False
@@ -137,6 +141,7 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
         reason=reason,
         phases=phases,
         facts=facts,
+        info=info,
         duration=ctx.monotonic() - started,
     )
 
@@ -173,6 +178,8 @@ async def _handshake(
         return _Peer(
             [x509.load_der_x509_certificate(der) for der in sent],
             [x509.load_der_x509_certificate(der) for der in verified],
+            connection_facts.tls_version_label(ssl_object),
+            writer.get_extra_info("peername"),
         )
     finally:
         # Abort rather than close: only the handshake matters, and a server that
@@ -180,18 +187,6 @@ async def _handshake(
         writer.transport.abort()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-
-
-def _chain(ssl_object: ssl.SSLObject, verified: bool) -> list[bytes]:
-    """The peer chain as DER, leaf first: public API from Python 3.13, private before."""
-    name = "get_verified_chain" if verified else "get_unverified_chain"
-    public = getattr(ssl_object, name, None)
-    if public is not None:
-        return [bytes(der) for der in public() or []]
-    private = getattr(getattr(ssl_object, "_sslobj", None), name, None)
-    if private is None:
-        return []
-    return [bytes(cert.public_bytes(_ENCODING_DER)) for cert in private() or []]
 
 
 def _names(cert: x509.Certificate, server_name: str) -> bool:

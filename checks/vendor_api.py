@@ -221,13 +221,19 @@ class VendorApi:
         self.pages = 0
 
     async def collect(
-        self, url: str, where: str, link_field: str, max_pages: int
+        self,
+        url: str,
+        where: str,
+        link_field: str,
+        max_pages: int,
+        headers: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Every item of a paged ``value`` list, and whether ``max_pages`` cut it short."""
+        """Every item of a paged ``value`` list, and whether ``max_pages`` cut it short
+        (``headers``, e.g. ``Prefer: odata.maxpagesize``, go with every page's request)."""
         items: list[dict[str, Any]] = []
         origin = URL(url).origin()
         for _ in range(max_pages):
-            document = await self.get(url, where)
+            document = await self.get(url, where, headers)
             value = document.get("value")
             if not isinstance(value, list):
                 raise VendorApiError(
@@ -242,25 +248,31 @@ class VendorApi:
             url = link
         return items, True
 
-    async def get(self, url: str, where: str) -> dict[str, Any]:
+    async def get(
+        self, url: str, where: str, extra: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """A JSON object from an encoded ``url``; else VendorApiError, Throttled, RequestRefused."""
         token, cached = await self._token()
-        status, headers, body = await self._request(url, token, where)
+        status, headers, body = await self._request(url, token, where, extra)
         if status == 401 and cached:
             # A cached token can be expired or revoked early (clock skew, secret rotated):
             # drop it and sign in once more before calling the token rejected.
             if self._cache.tokens.get(self._credentials.key) is token:
                 del self._cache.tokens[self._credentials.key]
             token, _ = await self._token()
-            status, headers, body = await self._request(url, token, where)
+            status, headers, body = await self._request(url, token, where, extra)
         self.pages += 1
         return self._document(status, headers, body, where)
 
-    async def _request(self, url: str, token: _Token, where: str) -> tuple[int, Headers, bytes]:
+    async def _request(
+        self, url: str, token: _Token, where: str, extra: dict[str, str] | None = None
+    ) -> tuple[int, Headers, bytes]:
+        headers = {**(extra or {}), "Accept": "application/json"}
+        headers["Authorization"] = f"Bearer {token.value}"
         try:
             async with self._ctx.http.get(
                 URL(url, encoded=True),  # built encoded, and next links arrive encoded
-                headers={"Authorization": f"Bearer {token.value}", "Accept": "application/json"},
+                headers=headers,
                 allow_redirects=False,
             ) as response:
                 return response.status, CIMultiDict(response.headers), await response.read()

@@ -33,6 +33,7 @@ from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
 from monitor.incident_manager import IncidentManager
+from monitor.message_center import MessageBoard
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
@@ -86,6 +87,7 @@ class Daemon:
         self.board = StatusBoard()
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
         self.vendor = VendorBoard()
+        self.messages = MessageBoard()  # Message Center posts, across tenants
         self.alerting = Alerting(self.registry, wall, self.vendor)
         self.sight = SightKeeper(self.registry, wall)
         self._probe_cache: dict[str, Any] = {}  # tokens and shared vendor reads
@@ -372,7 +374,8 @@ class Daemon:
             self.target_metrics.remove_subscription(customer, service)
         for target_id in changed + added:
             spec = catalog.targets[target_id]
-            self.target_metrics.add_target(spec.target)
+            address = check_types()[spec.target.type].address(spec.options)
+            self.target_metrics.add_target(spec.target, address)
             state = self.board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
         for key, subscription in owned.items():
@@ -624,6 +627,9 @@ class Daemon:
         self.target_metrics.record(target_id, result)
         if result.vendor:
             self._record_vendor(spec.target.customer, result.vendor, now, spec.options)
+        if result.messages is not None:
+            self.messages.update(spec.target.customer, result.messages)
+            self.metrics.set_vendor_messages(self.messages.counts())
         if transition is not None:
             began = transition.at  # the first result of the streak that confirmed it
             self.target_metrics.set_target_status(target_id, transition.current, began)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,6 +92,10 @@ _VENDOR_HELP = (
 _PROBES_FAMILY = "csp_monitor_probes_total"
 _PROBES_HELP = "Probes run, by what they observed (before thresholds)"
 _PHASE_HELP = "Duration of each phase of the last probe, in seconds"
+_INFO_HELP = {
+    "tls_version_info": "TLS version of the last probe's connection, as a label",
+    "ssl_last_chain_info": "The leaf certificate of the last probe's chain, in labels",
+}
 # blocks of rows rendered between two yields to the event loop: a few ms each
 _BLOCKS_PER_CHUNK = 8
 
@@ -100,7 +104,10 @@ _BLOCKS_PER_CHUNK = 8
 class _TargetRow:
     row: int
     phase_family: str
+    labels: str  # customer, service, check and target, between the braces
     phases: tuple[str, ...] = ()  # the phases the last result reported
+    # info family → the labels its series has now (see TargetMetrics._record_info)
+    info: dict[str, str] = field(default_factory=dict)
 
 
 def _header(name: str, help_text: str, kind: str = "gauge") -> bytes:
@@ -116,6 +123,12 @@ class TargetMetrics:
         self._target_table = SeriesTable()
         self._subscription_table = SeriesTable()
         self._vendor_table = SeriesTable()
+        # Info series (blackbox's probe_tls_version_info, probe_ssl_last_chain_info) carry
+        # their facts in labels that differ per target (a certificate's fingerprint): a
+        # column per label value would grow with targets × certificates, so each target's
+        # info series is a row of its own here, re-made when its labels change.
+        self._info_table = SeriesTable()
+        self._info_columns: dict[str, Column] = {}
         self._fact_help = dict(_FACT_HELP)
         self._fact_help.update(fact_help or {})
         table = self._target_table
@@ -139,21 +152,28 @@ class TargetMetrics:
     def __len__(self) -> int:
         return len(self._targets)
 
-    def add_target(self, target: Target) -> None:
+    def add_target(self, target: Target, address: str = "") -> None:
+        """Starts the target's series. ``address`` is what it probes (a URL, host:port), the
+        ``target`` label blackbox dashboards link to and list (see prometheus/README.md)."""
         if target.id in self._targets:
             return
         labels = (
             f'customer="{_escape(target.customer)}",service="{_escape(target.service)}",'
             f'check="{_escape(target.check)}"'
         )
+        if address:
+            labels += f',target="{_escape(address)}"'
         phase_family = f"probe_{target.type}_duration_seconds"
         self._phases.setdefault(phase_family, {})
         row = self._target_table.add(target.id, labels)
-        self._targets[target.id] = _TargetRow(row, phase_family)
+        self._targets[target.id] = _TargetRow(row, phase_family, labels)
 
     def remove_target(self, target_id: str) -> None:
-        if self._targets.pop(target_id, None) is not None:
+        target = self._targets.pop(target_id, None)
+        if target is not None:
             self._target_table.remove(target_id)
+            for family in target.info:
+                self._info_table.remove((target_id, family))
 
     def set_subscription(self, customer: str, service: str, status: Status, since: float) -> None:
         row = self._subscription_table.add(
@@ -215,6 +235,8 @@ class TargetMetrics:
             column.set(row, value)
         if result.phases:
             self._record_phases(target, result.phases)
+        if result.info:
+            self._record_info(target_id, target, result.info)
         self._results[observed_status(result).value].add(row)
 
     def _record_phases(self, target: _TargetRow, phases: Mapping[str, float]) -> None:
@@ -235,6 +257,24 @@ class TargetMetrics:
                 )
             column.set(row, value)
 
+    def _record_info(
+        self, target_id: str, target: _TargetRow, info: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        table = self._info_table
+        for family, labels in info.items():
+            text = "".join(f',{name}="{_escape(value)}"' for name, value in labels.items())
+            if target.info.get(family) == text:
+                continue
+            key = (target_id, family)
+            table.remove(key)  # the labels changed (a new certificate): a new series
+            row = table.add(key, target.labels + text)
+            column = self._info_columns.get(family)
+            if column is None:
+                name = "probe_" + family
+                column = self._info_columns[family] = table.column(family, name)
+            column.set(row, 1)
+            target.info[family] = text
+
     def _families(self) -> list[tuple[bytes, list[Column], SeriesTable]]:
         """Every family in exposition order: its header, its columns, their table."""
         targets = self._target_table
@@ -249,6 +289,10 @@ class TargetMetrics:
             families.append(
                 (_header(name, _PHASE_HELP), list(self._phases[name].values()), targets)
             )
+        for family in sorted(self._info_columns):
+            help_text = _INFO_HELP.get(family) or self._fact_help.get(family, "Information")
+            header = _header("probe_" + family, help_text)
+            families.append((header, [self._info_columns[family]], self._info_table))
         results = list(self._results.values())
         families.append((_header(_PROBES_FAMILY, _PROBES_HELP, "counter"), results, targets))
         if len(self._vendor_table):
@@ -271,7 +315,8 @@ class TargetMetrics:
 
 
 class DaemonMetrics:
-    """The daemon's own health: scheduler, reloads, probes in flight."""
+    """The daemon's own health: scheduler, reloads, probes in flight; and the vendor's
+    Message Center posts per customer (few label sets: customers × 3 × 3)."""
 
     def __init__(self, registry: CollectorRegistry, version: str) -> None:
         self.registry = registry
@@ -316,9 +361,24 @@ class DaemonMetrics:
             ["status"],
             registry=registry,
         )
+        self.vendor_messages = Gauge(
+            "csp_monitor_vendor_messages",
+            "Microsoft 365 Message Center posts the customer's tenant lists now",
+            ["customer", "category", "severity"],
+            registry=registry,
+        )
+        self._vendor_message_keys: set[tuple[str, str, str]] = set()
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for reason in ("misfire", "still_running"):
             self.missed_runs.labels(reason)
         for status in Status:
             self.transitions.labels(status.value)
+
+    def set_vendor_messages(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Posts per (customer, category, severity); a combination gone is removed."""
+        for key in self._vendor_message_keys - set(counts):
+            self.vendor_messages.remove(*key)
+        for key, count in counts.items():
+            self.vendor_messages.labels(*key).set(count)
+        self._vendor_message_keys = set(counts)

@@ -109,10 +109,15 @@ class ProbeResult:
     degraded: bool = False
     phases: dict[str, float] = field(default_factory=dict)
     facts: dict[str, float] = field(default_factory=dict)
+    # blackbox's info series (value 1, the facts in labels): family without its probe_
+    # prefix → labels, e.g. {"tls_version_info": {"version": "TLS 1.3"}}
+    info: dict[str, dict[str, str]] = field(default_factory=dict)
     plugin_error: bool = False
     started_at: float = 0.0
     # what a vendor health feed says, per catalog service (checks/vendor_common.VendorStatus)
     vendor: list[Any] | None = None
+    # Message Center posts a tenant lists (monitor/message_center.VendorMessage)
+    messages: list[Any] | None = None
     # the probe could not judge the service (a vendor API down): unknown, never down
     inconclusive: bool = False
     # the failure is this host's (out of file descriptors, no resolver): see local_failures
@@ -129,6 +134,7 @@ class ProbeResult:
             "reason": self.reason,
             "phases": {k: round(v, 6) for k, v in self.phases.items()},
             "facts": self.facts,
+            "info": self.info,
             "plugin_error": self.plugin_error,
             "inconclusive": self.inconclusive,
             "started_at": self.started_at,

@@ -29,7 +29,7 @@ def new_http_session() -> aiohttp.ClientSession:
     keep-alive connection cannot hide. No connection limit: the scheduler caps
     concurrency. DNS answers are cached briefly; the ``dns`` check measures DNS.
     """
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=10)
+    connector = checks.http.ProbeConnector(force_close=True, limit=0, ttl_dns_cache=10)
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),

@@ -31,6 +31,7 @@ class Server:
     tls_port: int
     ca_file: str
     cert_not_after: float
+    cert_serial: int
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def url(self, path: str = "/") -> str:
@@ -115,6 +116,7 @@ async def server(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[Server]:
             tls_port=tls_port,
             ca_file=str(ca_file),
             cert_not_after=leaf.not_valid_after_utc.timestamp(),
+            cert_serial=leaf.serial_number,
             requests=seen,
         )
     finally:
@@ -137,7 +139,13 @@ async def test_ok_with_phases_and_facts(server: Server, probe_ctx: ProbeContext)
         "http_ssl": 0,
         "http_version": 1.1,
         "http_content_length": 20,
+        "http_uncompressed_body_length": 20,
+        "dns_lookup_time_seconds": 0.0,  # an address: nothing to resolve
+        "ip_protocol": 4,
+        "ip_addr_hash": 144_953_630,  # blackbox's FNV-1a of "127.0.0.1"
+        "failed_due_to_regex": 0,
     }
+    assert result.info == {}  # no TLS: no tls_version_info, no certificate
 
 
 async def test_wrong_status(server: Server, probe_ctx: ProbeContext) -> None:
@@ -157,8 +165,12 @@ async def test_body_regex(server: Server, probe_ctx: ProbeContext) -> None:
     assert (await check(probe_ctx, url=server.url(), body_regex=r"service is \w+")).success
     result = await check(probe_ctx, url=server.url(), body_regex="healthy")
     assert result.reason == "body does not match 'healthy'"
+    assert result.facts["failed_due_to_regex"] == 1
     result = await check(probe_ctx, url=server.url(), body_not_regex="hello")
     assert result.reason == "body matches 'hello'"
+    assert result.facts["failed_due_to_regex"] == 1
+    result = await check(probe_ctx, url=server.url("/status/503"), body_regex="hello")
+    assert result.facts["failed_due_to_regex"] == 0  # the status failed it, not the regex
 
 
 async def test_body_read_is_capped(server: Server, probe_ctx: ProbeContext) -> None:
@@ -323,12 +335,21 @@ async def test_https_with_trusted_ca(server: Server, probe_ctx: ProbeContext) ->
     assert result.phases["tls"] > 0 and result.phases["connect"] > 0
     assert result.facts["http_ssl"] == 1
     assert result.facts["ssl_earliest_cert_expiry"] == server.cert_not_after
+    # the verified chain ends at the test CA, which outlives the leaf
+    assert result.facts["ssl_last_chain_expiry_timestamp_seconds"] == server.cert_not_after
+    assert result.info["tls_version_info"] == {"version": "TLS 1.3"}
+    chain_info = result.info["ssl_last_chain_info"]
+    assert chain_info["subjectalternative"] == "127.0.0.1"
+    assert chain_info["serialnumber"] == format(server.cert_serial, "x")
+    assert len(chain_info["fingerprint_sha256"]) == 64
 
 
 async def test_https_without_verification(server: Server, probe_ctx: ProbeContext) -> None:
     result = await check(probe_ctx, url=server.tls_url(), tls_verify=False)
     assert result.success, result.reason
     assert result.facts["ssl_earliest_cert_expiry"] == server.cert_not_after
+    # nothing was verified: no verified chain to report on (as in blackbox)
+    assert "ssl_last_chain_expiry_timestamp_seconds" not in result.facts
 
 
 async def test_https_untrusted_ca(server: Server, probe_ctx: ProbeContext) -> None:

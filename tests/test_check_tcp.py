@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -84,7 +85,8 @@ async def test_connect(probe_ctx: ProbeContext) -> None:
     async with serve(until_closed) as port:
         result = await probe(port, probe_ctx)
     assert result.success, result.reason
-    assert result.facts == {"tcp_tls": 0.0}
+    assert result.facts == {"tcp_tls": 0.0, "ip_protocol": 4.0, "ip_addr_hash": 144_953_630.0}
+    assert result.info == {}
     assert set(result.phases) == {"connect"}
 
 
@@ -128,7 +130,10 @@ async def test_tls(ca: trustme.CA, ca_file: str, probe_ctx: ProbeContext) -> Non
             port, probe_ctx, tls=True, ca_file=ca_file, send="PING\\r\\n", expect=r"^\+PONG"
         )
     assert result.success, result.reason
-    assert result.facts == {"tcp_tls": 1.0}
+    assert result.facts["tcp_tls"] == 1.0
+    assert result.facts["ssl_last_chain_expiry_timestamp_seconds"] > time.time()
+    assert result.info["tls_version_info"] == {"version": "TLS 1.3"}
+    assert "fingerprint_sha256" in result.info["ssl_last_chain_info"]
 
 
 async def test_tls_untrusted(ca: trustme.CA, probe_ctx: ProbeContext) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +66,11 @@ async def tls_server(cert: trustme.LeafCert) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+def days_left(result: ProbeResult) -> float:
+    """Whole days to the earliest expiry, as a dashboard computes them from the metric."""
+    return float(math.trunc((result.facts["ssl_earliest_cert_expiry"] - time.time()) / 86400))
+
+
 async def run(cert: trustme.LeafCert, ctx: ProbeContext, **options: object) -> ProbeResult:
     async with tls_server(cert) as port:
         opts = tls.Options.model_validate(
@@ -77,12 +84,16 @@ async def test_valid_certificate(ca: trustme.CA, ca_file: str, probe_ctx: ProbeC
     result = await run(cert, probe_ctx, ca_file=ca_file)
     assert result.success and not result.degraded, result.reason
     assert result.reason == ""
-    assert result.facts["ssl_days_left"] in (89.0, 90.0)
+    assert days_left(result) in (89.0, 90.0)
     expected = (datetime.now(UTC) + timedelta(days=90)).timestamp()
     assert abs(result.facts["ssl_earliest_cert_expiry"] - expected) < 86400
     # The verified chain (leaf + trustme root) was read, not just the leaf.
     assert "ssl_last_chain_expiry_timestamp_seconds" in result.facts
     assert set(result.phases) == {"connect", "tls"}
+    assert "ssl_days_left" not in result.facts  # not in base units: promtool refuses it
+    assert result.facts["ip_protocol"] == 4
+    assert result.info["tls_version_info"] == {"version": "TLS 1.3"}
+    assert result.info["ssl_last_chain_info"]["subjectalternative"] == NAME
 
 
 async def test_chain_with_intermediate(
@@ -93,7 +104,7 @@ async def test_chain_with_intermediate(
     ca.cert_pem.write_to_path(str(tmp_path / "root.pem"))
     result = await run(cert, probe_ctx, ca_file=str(tmp_path / "root.pem"))
     assert result.success and not result.degraded, result.reason
-    assert result.facts["ssl_days_left"] in (59.0, 60.0)
+    assert days_left(result) in (59.0, 60.0)
 
 
 async def test_expiring_within_warn_days_is_degraded(
@@ -103,7 +114,7 @@ async def test_expiring_within_warn_days_is_degraded(
     result = await run(cert, probe_ctx, ca_file=ca_file, warn_days=21)
     assert result.success and result.degraded
     assert result.reason == "certificate expires in 10 days"
-    assert result.facts["ssl_days_left"] == 10.0
+    assert days_left(result) == 10.0
 
 
 async def test_expiring_within_critical_days_fails(
@@ -113,7 +124,7 @@ async def test_expiring_within_critical_days_fails(
     result = await run(cert, probe_ctx, ca_file=ca_file, critical_days=7)
     assert not result.success
     assert result.reason == "certificate expires in 3 days"
-    assert result.facts["ssl_days_left"] == 3.0
+    assert days_left(result) == 3.0
 
 
 async def test_expiring_within_hours(ca: trustme.CA, ca_file: str, probe_ctx: ProbeContext) -> None:
@@ -129,7 +140,7 @@ async def test_expired_certificate(ca: trustme.CA, ca_file: str, probe_ctx: Prob
     assert not result.success
     assert result.reason == "certificate expired 5 days ago"
     # The dates are read even though verification failed.
-    assert result.facts["ssl_days_left"] == -5.0
+    assert days_left(result) == -5.0
     assert result.facts["ssl_earliest_cert_expiry"] < datetime.now(UTC).timestamp()
 
 
@@ -147,7 +158,7 @@ async def test_wrong_hostname(ca: trustme.CA, ca_file: str, probe_ctx: ProbeCont
     result = await run(cert, probe_ctx, ca_file=ca_file)
     assert not result.success
     assert result.reason == f"certificate does not match {NAME}"
-    assert result.facts["ssl_days_left"] in (89.0, 90.0)
+    assert days_left(result) in (89.0, 90.0)
 
 
 async def test_wrong_hostname_allowed(
@@ -173,7 +184,7 @@ async def test_untrusted_ca(ca: trustme.CA, ca_file: str, probe_ctx: ProbeContex
     assert not result.success
     assert result.reason.startswith("certificate verification failed: ")
     assert "issuer" in result.reason
-    assert result.facts["ssl_days_left"] in (89.0, 90.0)
+    assert days_left(result) in (89.0, 90.0)
 
 
 async def test_untrusted_ca_without_chain_verification(probe_ctx: ProbeContext) -> None:

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import start_smtp_server, stop_smtp_server, unused_port, wait_until
+from tests.prometheus_stack import CLUSTER_RULES, start_prometheus
 from tests.test_cluster_nodes import (
     START_WITHIN,
     Node,
@@ -35,7 +36,6 @@ from tests.test_cluster_nodes import (
     start_node,
     stop_nodes,
 )
-from tests.test_prometheus import CLUSTER_RULES, start_prometheus
 
 CUSTOMERS = [f"cust{i}" for i in range(4)]
 WAIT = 45.0  # bounded waits, generous for a busy 2-core machine; never a measure of speed
@@ -384,7 +384,7 @@ async def test_the_cluster_rules_see_one_leader_and_report_a_killed_node(
     prometheus = start_prometheus(
         _fresh(tmp_path / "prometheus"),
         [f"127.0.0.1:{n.port}" for n in cluster.nodes],
-        [CLUSTER_RULES],
+        rule_files=[CLUSTER_RULES],
     )
     try:
 

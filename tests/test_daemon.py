@@ -93,11 +93,15 @@ def subscription_status(daemon: Daemon, customer: str = "contoso") -> str:
     return daemon.board.subscriptions[(customer, "web-app")].status.value
 
 
-async def test_probes_run_and_a_scrape_shows_them(daemon: Daemon) -> None:
+async def test_probes_run_and_a_scrape_shows_them(daemon: Daemon, web_target: WebTarget) -> None:
     await wait_until(lambda: subscription_status(daemon) == "up", what="contoso up")
     status, text = await get(daemon, "/metrics")
     assert status == 200
-    labels = 'customer="contoso",service="web-app",check="health"'
+    # `target`: what the check probes, without its query string (it may hold a secret)
+    labels = (
+        'customer="contoso",service="web-app",check="health",'
+        f'target="http://127.0.0.1:{web_target.port}/healthz"'
+    )
     assert f"probe_success{{{labels}}} 1" in text
     assert f"probe_http_status_code{{{labels}}} 200" in text
     assert f'probe_http_duration_seconds{{{labels},phase="connect"}}' in text

@@ -196,11 +196,13 @@ async def test_promtool_accepts_a_large_exposition() -> None:
     assert promtool, "promtool is missing: install the Debian package prometheus (.ci/run does)"
     metrics = TargetMetrics()
     for i in range(BLOCK_ROWS + 10):
-        t = target(f"c{i:05d}", kind="http" if i % 3 else "tcp")
-        metrics.add_target(t)
+        t = target(f"c{i:05d}", kind="http" if i % 3 else "tls")
+        metrics.add_target(t, f'https://{t.customer}.example.cn/"quoted"\\path')
         metrics.set_target_status(t.id, Status.UP, 1_700_000_000.0)
         metrics.set_subscription(t.customer, t.service, Status.UP, 1_700_000_000.0)
         metrics.record(t.id, http_result(0.001 * (i % 17 + 1)))
+        if i % 3 == 0:  # info series, with a certificate of its own per target
+            metrics.record(t.id, tls_result(f"{i:064x}"))
     text = await scrape(metrics)
     checked = await asyncio.to_thread(
         subprocess.run,
@@ -235,3 +237,40 @@ async def test_rendering_many_targets_lets_other_tasks_run() -> None:
     task.cancel()
     # the probes' tasks get a turn many times while one scrape is rendered
     assert ticks - before >= 10
+
+
+def tls_result(fingerprint: str, version: str = "TLS 1.3") -> ProbeResult:
+    return ProbeResult(
+        True,
+        0.01,
+        facts={"ssl_earliest_cert_expiry": 1_800_000_000.0},
+        info={
+            "tls_version_info": {"version": version},
+            "ssl_last_chain_info": {"fingerprint_sha256": fingerprint, "subject": 'CN="x"'},
+        },
+    )
+
+
+async def test_target_label_and_info_series_follow_the_last_result() -> None:
+    metrics = TargetMetrics()
+    a = target("contoso", kind="tls")
+    metrics.add_target(a, "portal.contoso.cn:443")
+    labels = {**labels_of(a), "target": "portal.contoso.cn:443"}
+    metrics.record(a.id, tls_result("aa"))
+    text = await scrape(metrics)
+    assert value(text, "probe_success", **labels) == 1.0
+    assert value(text, "probe_tls_version_info", **labels, version="TLS 1.3") == 1.0
+    chain = {**labels, "fingerprint_sha256": "aa", "subject": 'CN="x"'}
+    assert value(text, "probe_ssl_last_chain_info", **chain) == 1.0
+
+    # a new certificate: its series replaces the old one, not beside it
+    metrics.record(a.id, tls_result("bb", version="TLS 1.2"))
+    text = await scrape(metrics)
+    assert value(text, "probe_ssl_last_chain_info", **chain) is None
+    assert value(text, "probe_ssl_last_chain_info", **{**chain, "fingerprint_sha256": "bb"}) == 1.0
+    assert value(text, "probe_tls_version_info", **labels, version="TLS 1.3") is None
+    assert value(text, "probe_tls_version_info", **labels, version="TLS 1.2") == 1.0
+
+    metrics.remove_target(a.id)
+    text = await scrape(metrics)
+    assert "contoso" not in text

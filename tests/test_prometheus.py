@@ -3,14 +3,18 @@
 promtool checks the example scrape config and the rules and runs the rules' unit
 tests (prometheus/tests/). Then one stack runs for the whole module:
 
-* local HTTPS services (a certificate from a test CA that expires in 20 days):
-  `/ok`, `/fail` (500) and `/slow` (0.45 s, slower than the probe interval);
+* local HTTPS services (a certificate from a test CA that expires in 10 days, another in
+  90 days): `/ok`, `/fail` (500) and `/slow` (0.45 s, slower than the probe interval),
+  and a DNS server; woodgrove's `edge` service checks them by http, tcp, tls, dns and
+  icmp (127.0.0.1);
 * the daemon probing them for three customers: sharepoint down for contoso and
   fabrikam (a service failing for several customers), contoso's portal degraded
   and too slow for its interval (skipped runs), everything else up; incidents
   open and page a file channel and a webhook whose receiver is gone (retries,
   then failures); then a reload with a broken file (refused);
-* the real `prometheus` binary scraping the daemon every second, with a replica
+* a second daemon probing one of the same targets (woodgrove's exchange);
+* the real `prometheus` binary scraping the daemons every second with the shipped
+  scrape config's relabelling (the blackbox recipe), with a replica
   that is down and one whose scrapes fail every other time in the same job (and which
   is blind), and
   evaluating the rules every second.
@@ -20,47 +24,43 @@ included, has something to return. Each expression of every rule and of every
 dashboard panel (Grafana variables replaced by values Prometheus itself
 resolves) must parse and return data: one that returns nothing is a broken
 panel or an alert that can never fire. The tests list every such expression.
+Community blackbox dashboards and alerts (tests/testdata/blackbox/community.yaml) are
+judged on the same stack (tests/blackbox_compat.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import re
-import shutil
-import ssl
 import subprocess
-import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trustme
 import yaml
-from aiohttp import web
 
-from monitor.daemon import Daemon
-from tests.conftest import unused_port
-from tests.test_grafana import Query, dashboards, queries, selectors, variable_query, variables
+from tests.blackbox_compat import judge
+from tests.prometheus_stack import (
+    PROMETHEUS_DIR,
+    RULE_FILES,
+    SHORT_CERT_DAYS,
+    SINGLE_NODE_RULE_FILES,
+    Check,
+    Prometheus,
+    Stack,
+    open_stack,
+    report,
+    run_tool,
+    tool,
+    wait_for_data,
+    with_selectors,
+)
+from tests.test_grafana import Query, dashboards, queries, variable_query, variables
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMETHEUS_DIR = ROOT / "prometheus"
-RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
-# The rules a single daemon can provoke; the cluster's are run live against three nodes
-# in tests/test_cluster_failover.py.
-CLUSTER_RULES = PROMETHEUS_DIR / "rules" / "cluster.alerts.yml"
-SINGLE_NODE_RULE_FILES = [path for path in RULE_FILES if path != CLUSTER_RULES]
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 
-WAIT_FOR_DATA = 40.0  # seconds the stack gets until every expression returns data
 # What Grafana would put in place of its interval variables on a short time range.
 GRAFANA_INTERVALS = {
     "__rate_interval": "1m",
@@ -71,27 +71,9 @@ GRAFANA_INTERVALS = {
     "__range_ms": "3600000",
 }
 
-T = TypeVar("T")
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is missing: install the Debian package prometheus (.ci/test does)",
-            pytrace=False,
-        )
-    return path
-
-
-def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [tool(args[0]), *args[1:]], capture_output=True, text=True, check=False, cwd=ROOT
-    )
-
 
 def rules(files: Sequence[Path] = RULE_FILES) -> list[dict[str, Any]]:
-    """Every rule of every rule file (of ``files``), with the group it belongs to."""
+    """Every rule of every rule file, with the group it belongs to."""
     found = []
     for path in files:
         for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
@@ -180,337 +162,10 @@ def test_burn_rate_alerts_use_the_sre_workbook_windows() -> None:
     }
 
 
-# ------------------------------------------------------------------ the stack
-
-
-class Services:
-    """Local HTTPS endpoints the daemon probes, and a flaky /metrics for Prometheus."""
-
-    def __init__(self, tmp: Path) -> None:
-        ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1", not_after=datetime.now(UTC) + timedelta(days=20))
-        self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        leaf.configure_cert(self.ssl)
-        self.ca_file = tmp / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        self.scrapes = 0
-        self.https_port = 0
-        self.flaky_port = 0
-        self._runners: list[web.AppRunner] = []
-
-    async def _ok(self, request: web.Request) -> web.Response:
-        return web.Response(text="healthy")
-
-    async def _fail(self, request: web.Request) -> web.Response:
-        return web.Response(status=500, text="internal error")
-
-    async def _slow(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(0.45)
-        return web.Response(text="healthy")
-
-    async def _flaky_metrics(self, request: web.Request) -> web.Response:
-        self.scrapes += 1
-        if self.scrapes % 2:
-            return web.Response(status=503, text="overloaded")
-        # ... and is blind (its canaries fail): CspMonitorBlind
-        return web.Response(
-            text="# a replica that answers every other scrape\n"
-            "# TYPE csp_monitor_blind gauge\ncsp_monitor_blind 1\n"
-        )
-
-    async def _serve(self, app: web.Application, context: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        self._runners.append(runner)
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/ok", self._ok)
-        app.router.add_get("/fail", self._fail)
-        app.router.add_get("/slow", self._slow)
-        self.https_port = await self._serve(app, self.ssl)
-        flaky = web.Application()
-        flaky.router.add_get("/metrics", self._flaky_metrics)
-        self.flaky_port = await self._serve(flaky, None)
-
-    async def stop(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
-
-
-def write_daemon_config(path: Path, services: Services, listen_port: int, gone_port: int) -> None:
-    base = f"https://127.0.0.1:{services.https_port}"
-    ca = services.ca_file
-    customers = (
-        # id, tier, what its sharepoint and portal answer
-        ("contoso", "gold", "fail", "slow"),
-        ("fabrikam", "silver", "fail", "ok"),
-        ("woodgrove", "silver", "ok", "ok"),
-    )
-    entries = "\n".join(
-        f"  - {{id: {c}, name: {c.title()} (China) Ltd., tenant_domain: {c}.partner.onmschina.cn, "
-        f"tier: {tier}, vars: {{sharepoint: {sharepoint}, portal: {portal}}}, "
-        f"subscriptions: [exchange-online, sharepoint, portal]}}"
-        for c, tier, sharepoint, portal in customers
-    )
-    path.write_text(f"""
-monitor:
-  listen: 127.0.0.1:{listen_port}
-  public_url: http://127.0.0.1:{listen_port}
-  shutdown_grace: 1s
-defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_threshold: 2,
-           success_threshold: 2}}
-tiers:
-  gold: {{sla_target: 99.95}}
-  silver: {{sla_target: 99.9}}
-incidents:
-  default_policy: standard
-  tick_interval: 100ms
-  cooldown: 100ms
-  escalate_after: 2s
-  correlation: {{enabled: false}}
-escalation_policies:
-  standard:
-    steps:
-      - {{after: 0s, notify: [outbox, pager]}}
-    repeat_interval: 1s
-notifications:
-  poll_interval: 100ms
-  retry: {{initial: 100ms, max_delay: 200ms, max_attempts: 2}}
-channels:
-  outbox: {{type: file, directory: outbox}}
-  pager: {{type: webhook, url: "http://127.0.0.1:{gone_port}/page", timeout: 1}}
-services:
-  exchange-online:
-    name: Exchange Online (operated by 21Vianet)
-    checks:
-      - {{name: owa, type: http, url: "{base}/ok?c={{customer.id}}", ca_file: "{ca}",
-         body_regex: healthy}}
-  sharepoint:
-    name: SharePoint Online (operated by 21Vianet)
-    checks:
-      - {{name: site, type: http, url: "{base}/{{customer.sharepoint}}?c={{customer.id}}",
-         ca_file: "{ca}"}}
-  portal:
-    name: Customer portal
-    checks:
-      - {{name: home, type: http, url: "{base}/{{customer.portal}}?c={{customer.id}}",
-         ca_file: "{ca}", degraded_latency: 200ms}}
-customers:
-{entries}
-""")
-
-
-class Loop:
-    """An event loop in a thread: the daemon and the local services run there for the module."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="stack", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@dataclass
-class Prometheus:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def get(self, path: str, **params: Any) -> Any:
-        query = urllib.parse.urlencode(params, doseq=True)
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:  # 400/422: the expression is wrong
-            return json.loads(exc.read())
-
-    def query(self, expr: str, instant: bool = True) -> tuple[list[Any], str | None]:
-        """(result, error) of an instant query, or of a range query over the last 30 s."""
-        if instant:
-            answer = self.get("/api/v1/query", query=expr)
-        else:
-            now = time.time()
-            answer = self.get("/api/v1/query_range", query=expr, start=now - 30, end=now, step=1)
-        if answer.get("status") != "success":
-            return [], f"{answer.get('errorType')}: {answer.get('error')}"
-        return list(answer["data"]["result"]), None
-
-    def label_values(self, label: str, selector: str | None) -> list[str]:
-        params: dict[str, Any] = {"start": time.time() - 300}
-        if selector:
-            params["match[]"] = selector
-        answer = self.get(f"/api/v1/label/{label}/values", **params)
-        assert answer.get("status") == "success", answer
-        return list(answer["data"])
-
-
-def start_prometheus(
-    tmp: Path, targets: list[str], rule_files: Sequence[Path] = SINGLE_NODE_RULE_FILES
-) -> Prometheus:
-    """The real prometheus binary: 1 s scrapes, the project's rules evaluated every second."""
-    rules = tmp / "rules"
-    rules.mkdir()
-    for path in rule_files:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for group in document["groups"]:
-            group.pop("interval", None)  # every group every second here
-            for rule in group["rules"]:
-                # windows sampled every minute (subqueries [W:1m]) every second here: on
-                # minute boundaries their first value could take a minute to come
-                rule["expr"] = rule["expr"].replace(":1m])", ":1s])")
-        (rules / path.name).write_text(yaml.safe_dump(document), encoding="utf-8")
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "rule_files": [str(rules / "*.yml")],
-                "scrape_configs": [
-                    {"job_name": "csp-monitor", "static_configs": [{"targets": targets}]}
-                ],
-            }
-        ),
-        encoding="utf-8",
-    )
-    port = unused_port()
-    log = tmp / "prometheus.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                tool("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited: {log.read_text()}", pytrace=False)
-        try:
-            with urllib.request.urlopen(f"{prometheus.url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return prometheus
-        except OSError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    process.wait()  # reaped: not left running (and warned about) once the test has failed
-    pytest.fail(f"prometheus did not become ready: {log.read_text()}", pytrace=False)
-
-
-@dataclass
-class Check:
-    """One expression to run, and what it returned the last time."""
-
-    where: str
-    expr: str
-    instant: bool = True
-    error: str | None = None
-    series: int = 0
-
-    def describe(self) -> str:
-        what = self.error or "returned nothing"
-        return f"{self.where}: {what}\n    {' '.join(self.expr.split())}"
-
-
-@dataclass
-class Stack:
-    prometheus: Prometheus
-    daemon: Daemon
-    deadline: float  # time.monotonic() by which every expression should return data
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
-    with contextlib.ExitStack() as cleanup:  # undone in reverse, whatever failed
-        loop = Loop()
-        cleanup.callback(loop.close)
-        services = Services(tmp)
-        loop.run(services.start())
-        cleanup.callback(lambda: loop.run(services.stop()))
-        daemon_port, replica_down_port, webhook_gone_port = (unused_port() for _ in range(3))
-        config = tmp / "config.yaml"
-        write_daemon_config(config, services, daemon_port, webhook_gone_port)
-        # Prometheus first, so it sees the daemon's counters from their first value.
-        prometheus = start_prometheus(
-            tmp,
-            [
-                f"127.0.0.1:{daemon_port}",
-                f"127.0.0.1:{services.flaky_port}",
-                f"127.0.0.1:{replica_down_port}",
-            ],
-        )
-        cleanup.callback(prometheus.stop)
-        daemon = Daemon(config, listen=f"127.0.0.1:{daemon_port}")
-        loop.run(daemon.start())
-        cleanup.callback(lambda: loop.run(daemon.close()))
-        # an operator saves a broken file and reloads: refused, the old config runs on
-        config.write_text("monitor: [this is not a mapping\n")
-        accepted, _ = loop.run(daemon.reload())
-        assert not accepted
-        yield Stack(prometheus, daemon, time.monotonic() + WAIT_FOR_DATA)
-
-
-def wait_for_data(stack: Stack, checks: list[Check]) -> list[Check]:
-    """Run every check until each returns data or the stack's time is up (one deadline
-    for the module, so a missing metric costs the wait once); the ones that did not."""
-    pending = list(checks)
-    while True:
-        for check in pending:
-            result, check.error = stack.prometheus.query(check.expr, check.instant)
-            check.series = len(result)
-        pending = [check for check in pending if check.error or not check.series]
-        if not pending or time.monotonic() > stack.deadline:
-            return pending
-        time.sleep(1.0)
-
-
-def with_selectors(checks: list[Check]) -> list[Check]:
-    """The checks, and each vector selector in them on its own: an expression can return
-    data while one of its parts selects nothing (a misspelt metric in an `or` branch)."""
-    seen = {check.expr for check in checks}
-    parts = []
-    for check in checks:
-        for selector in selectors(check.expr):
-            if selector not in seen:
-                seen.add(selector)
-                parts.append(Check(f"{check.where}: selector {selector}", selector))
-    return checks + parts
-
-
-def report(failed: list[Check], total: int) -> str:
-    return f"{len(failed)} of {total} expressions failed or returned nothing:\n" + "\n".join(
-        check.describe() for check in failed
-    )
+    with open_stack(tmp_path_factory.mktemp("stack")) as opened:
+        yield opened
 
 
 # ------------------------------------------------------------------ rules, live
@@ -667,9 +322,12 @@ def test_the_scenario_is_what_the_panels_are_about(stack: Stack) -> None:
     degraded = values("csp_monitor_subscription_status == 2")
     assert [key for key in degraded if "customer=contoso" in key and "service=portal" in key]
     expiry = values("min(probe_ssl_earliest_cert_expiry) - time()")
-    assert 19 * 86400 < expiry[""] < 20 * 86400
+    assert (SHORT_CERT_DAYS - 1) * 86400 < expiry[""] < SHORT_CERT_DAYS * 86400
     assert values('min(up{job="csp-monitor"})') == {"": 0.0}  # the replica that is down
-    assert values("max(csp_monitor_config_last_reload_successful)") == {"": 0.0}
+    # the first daemon refused its reload; the second never reloaded
+    reloaded = values("csp_monitor_config_last_reload_successful")
+    assert reloaded[f"instance={stack.daemon_address},job=csp-monitor"] == 0.0
+    assert reloaded[f"instance={stack.second_address},job=csp-monitor"] == 1.0
 
 
 def test_prometheus_logged_no_error(stack: Stack) -> None:
@@ -678,3 +336,85 @@ def test_prometheus_logged_no_error(stack: Stack) -> None:
         line for line in stack.prometheus.log.read_text().splitlines() if "level=error" in line
     ]
     assert not errors, "\n".join(errors)
+
+
+# ------------------------------------------------------------------ blackbox compatibility
+
+
+def test_community_blackbox_dashboards_and_alerts_work_with_the_recipe(stack: Stack) -> None:
+    """grafana.com 7587 and 13659, the blackbox-exporter mixin and awesome-prometheus-alerts
+    (their queries in tests/testdata/blackbox/community.yaml): one line per target, per-target
+    variables that list the targets, alerts firing on the broken targets only."""
+    wait_for_data(stack, rule_checks())
+    while True:  # ranges such as [1m] fill as scrapes come
+        summary = judge(stack.prometheus)
+        if not summary.broken() or time.monotonic() > stack.deadline:
+            break
+        time.sleep(1.0)
+    assert not summary.broken(), (
+        f"panels working: {summary.count(summary.panels)}, "
+        f"alerts right: {summary.count(summary.alerts)}\n"
+        + "\n".join(f"{verdict.where}: {verdict.why}" for verdict in summary.broken())
+    )
+
+
+def test_every_blackbox_metric_is_exported_per_target(stack: Stack) -> None:
+    """The series blackbox dashboards read, each with an instance of its own and the
+    `target` it probes (the URL or host:port a link column opens)."""
+    wait_for_data(stack, rule_checks())
+    wanted = {
+        'probe_tls_version_info{version="TLS 1.3"}': "woodgrove/edge/cert",
+        "probe_ssl_last_chain_info": "woodgrove/edge/cert",
+        "probe_ssl_last_chain_expiry_timestamp_seconds": "woodgrove/exchange-online/owa",
+        "probe_ip_protocol": "woodgrove/edge/port",
+        "probe_ip_addr_hash": "woodgrove/exchange-online/owa",
+        "probe_failed_due_to_regex": "woodgrove/exchange-online/owa",
+        "probe_http_uncompressed_body_length": "woodgrove/exchange-online/owa",
+        "probe_dns_query_succeeded": "woodgrove/edge/dns",
+        "probe_dns_lookup_time_seconds": "woodgrove/exchange-online/owa",
+    }
+    checks = [Check(f"{selector} of {instance}", selector) for selector, instance in wanted.items()]
+    failed = wait_for_data(stack, checks)
+    assert not failed, report(failed, len(checks))
+    for selector, instance in wanted.items():
+        result, _ = stack.prometheus.query(selector)
+        daemons: dict[str, set[str]] = {}
+        for item in result:
+            daemons.setdefault(item["metric"]["instance"], set()).add(
+                item["metric"]["monitor_instance"]
+            )
+        assert instance in daemons, (selector, sorted(daemons))
+        assert stack.daemon_address in daemons[instance]
+    owa, _ = stack.prometheus.query('probe_success{instance="woodgrove/exchange-online/owa"}')
+    # the probed URL without its query string (which could carry a secret)
+    assert {item["metric"]["target"] for item in owa} == {
+        f"https://127.0.0.1:{stack.services.long_port}/ok"
+    }
+    unlabelled, _ = stack.prometheus.query('{__name__=~"probe_.+", target=""}')
+    assert unlabelled == []
+
+
+def test_promtool_finds_no_problem_in_the_daemons_exposition(stack: Stack) -> None:
+    """Every check type of the scenario (http, tcp, tls, dns), info series included."""
+    wait_for_data(stack, rule_checks())
+    with urllib.request.urlopen(f"http://{stack.daemon_address}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert "probe_ssl_last_chain_info{" in text and "probe_dns_query_succeeded{" in text
+    checked = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+
+
+def test_two_daemons_probing_one_target_keep_apart(stack: Stack) -> None:
+    """Several daemons in one job: the recipe gives their series of one target the same
+    `instance` and keeps them apart by `monitor_instance` (no collision, both kept)."""
+    selector = 'probe_success{instance="woodgrove/exchange-online/owa"}'
+    failed = wait_for_data(stack, [Check("both daemons' series", f"count({selector}) == 2")])
+    assert not failed, report(failed, 1)
+    result, _ = stack.prometheus.query(selector)
+    assert {item["metric"]["monitor_instance"] for item in result} == {
+        stack.daemon_address,
+        stack.second_address,
+    }

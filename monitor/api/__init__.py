@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from monitor.api import cluster, core, incidents, maintenance, oncall, reports
+from monitor.api import (
+    cluster,
+    core,
+    incidents,
+    maintenance,
+    oncall,
+    reports,
+    vendor_messages,
+)
 from monitor.api.auth import count_refusals
 from monitor.api.forward import add_forwarding
 from monitor.api.services import SERVICES, ApiServices
@@ -28,4 +36,5 @@ def build_app(services: ApiServices) -> web.Application:
     oncall.add_routes(app)
     reports.add_routes(app)
     cluster.add_routes(app)
+    vendor_messages.add_routes(app)
     return app

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
 from monitor.status import StatusBoard
 from monitor.store import Store
@@ -89,6 +90,10 @@ class ApiServices(Protocol):
     @property
     def vendor(self) -> VendorBoard:
         """The vendor's own view of each subscription, for the status document."""
+
+    @property
+    def messages(self) -> MessageBoard:
+        """Microsoft 365 Message Center posts across tenants, and the windows they propose."""
 
     @property
     def incidents(self) -> IncidentOperations | None:

@@ -134,6 +134,26 @@ async def _maintenance(args: argparse.Namespace) -> None:
         await _call(args, "DELETE", f"/api/v1/maintenance/{args.id}")
         print(f"deleted {args.id}")
         return
+    if args.action == "proposed":
+        found = await _call(args, "GET", "/api/v1/vendor-messages")
+        for proposal in found["proposed_windows"]:
+            waiting = [s for s in proposal["subscriptions"] if not s["confirmed"]]
+            state = f"{len(waiting)} to confirm" if waiting else "confirmed"
+            print(
+                f"{proposal['message_id']}  {_when(proposal['starts_at'])} → "
+                f"{_when(proposal['ends_at'])}  {state}: {proposal['title']}"
+            )
+            for subscription in waiting:
+                print(f"    {subscription['customer']}/{subscription['service']}")
+        if not found["proposed_windows"]:
+            print("no windows proposed by Message Center posts")
+        return
+    if args.action == "confirm":
+        body = {"customers": args.customer} if args.customer else {}
+        done = await _call(args, "POST", f"/api/v1/vendor-messages/{args.id}/confirm", body)
+        for window in done["maintenance"]:
+            print(f"created {window['id']}: {window['customer']}/{window['service']}")
+        return
     body = {
         "starts_at": args.start,
         "duration": args.duration,
@@ -303,6 +323,11 @@ def add_remote_commands(commands: Any, default_config: str) -> None:
     delete = windows.add_parser("delete", help="delete a window")
     delete.add_argument("id")
     common(delete)
+    common(windows.add_parser("proposed", help="windows Message Center posts propose"))
+    confirm = windows.add_parser("confirm", help="make a proposed window maintenance")
+    confirm.add_argument("id", help="the post, e.g. MC900001")
+    confirm.add_argument("--customer", action="append", help="only for this customer (repeatable)")
+    common(confirm)
     maintenance.set_defaults(func=_run(_maintenance))
 
     oncall = commands.add_parser(
