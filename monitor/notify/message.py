@@ -30,6 +30,8 @@ class RenderedMessage:
     status: str = ""  # the incident's status (down, degraded) for a chat card's colour
     ack_url: str | None = None  # for chat buttons; None when the event needs no ack
     incident_url: str | None = None
+    voice: str = ""  # text-to-speech for a voice call; "" when the event has no voice template
+    language: str = "en"  # the language it was rendered in (en, zh-CN)
 
 
 @dataclass(frozen=True, slots=True)
