@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -32,6 +32,11 @@ class ChannelOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
+    language: Literal["en", "zh-CN"] | None = Field(
+        None,
+        description="Language of this channel's messages when the recipient has none "
+        "(default: notifications.language)",
+    )
 
     def warnings(self) -> list[str]:
         """Settings that work but put something at risk (``validate`` prints them)."""

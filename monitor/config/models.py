@@ -211,6 +211,11 @@ class Contact(StrictModel):
     role: str | None = None
     email: str | None = None
     phone: str | None = None
+    language: Literal["en", "zh-CN"] | None = Field(
+        None,
+        description="Language of messages to this contact's e-mail and phone (default: the "
+        "channel's, else notifications.language)",
+    )
 
 
 def subscription_shorthand(value: Any) -> Any:

@@ -40,6 +40,8 @@ def message_to_json(message: RenderedMessage) -> dict[str, Any]:
         "status": message.status,
         "ack_url": message.ack_url,
         "incident_url": message.incident_url,
+        "voice": message.voice,
+        "language": message.language,
     }
 
 
@@ -60,6 +62,8 @@ def message_from_json(data: Mapping[str, Any]) -> RenderedMessage:
         status=data.get("status", ""),
         ack_url=data.get("ack_url"),
         incident_url=data.get("incident_url"),
+        voice=data.get("voice", ""),
+        language=data.get("language", "en"),
     )
 
 

@@ -39,7 +39,12 @@ class Migration:
 
 def _initial_schema(connection: Connection) -> None:
     # the tables of version 1 only; schema_version exists already
-    later = {schema.audit_log.name, schema.schema_version.name, *_CLUSTER_TABLES}
+    later = {
+        schema.audit_log.name,
+        schema.schema_version.name,
+        schema.voice_calls.name,
+        *_CLUSTER_TABLES,
+    }
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
 
@@ -83,6 +88,10 @@ def _cluster(connection: Connection) -> None:
     schema.leader_lease.create(connection)
 
 
+def _voice_calls(connection: Connection) -> None:
+    schema.voice_calls.create(connection)  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -95,6 +104,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "outbox recipient: one incident's messages to one person in order", _outbox_recipient
     ),
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
+    Migration(6, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
 )
 
 

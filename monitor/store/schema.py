@@ -236,3 +236,16 @@ leader_lease = Table(
     Column("acquired_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
 )
+
+# Voice calls placed (version 6): each provider allows only a few calls per callee (per
+# minute, hour, day, night), so the calls are counted here, across restarts and nodes.
+voice_calls = Table(
+    "voice_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(100), nullable=False),
+    Column("callee", String(40), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("incident_id", String(40)),
+)
+Index("ix_voice_calls_callee", voice_calls.c.channel, voice_calls.c.callee, voice_calls.c.at)
