@@ -269,7 +269,8 @@ def _utc(value: datetime | float | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str
 @pass_context
 def _both(context: Context, value: datetime | float | None, tz: str | None = None) -> str:
     """``2025-11-24 07:12 Asia/Shanghai (2025-11-23 23:12 UTC)``; the UTC date is left
-    out when it is the same day. In Chinese: ``北京时间 2025-11-24 07:12（UTC 2025-11-23 23:12）``."""
+    out when it is the same day. In Chinese:
+    ``北京时间 2025-11-24 07:12（UTC 2025-11-23 23:12）``."""
     if value is None:
         return "n/a"
     name = tz or context["timezone"]
