@@ -547,7 +547,7 @@ def test_the_commented_examples_in_the_shipped_config_validate(
     path.write_text(SHIPPED.read_text().replace("channels:\n", "channels:\n" + "\n".join(
         examples) + "\n", 1))  # fmt: skip
     assert main(["validate", str(path)]) == 0
-    assert "8 channels" in capsys.readouterr().out
+    assert "10 channels" in capsys.readouterr().out
 
 
 async def test_a_connection_error_is_retryable_and_hides_the_token(

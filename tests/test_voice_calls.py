@@ -162,3 +162,14 @@ async def test_acknowledgements_and_resolutions_place_no_call(
     clock.now += 5 * MIN
     await manager.acknowledge(incident, "li.wei", clock.now)
     assert await calls(store, incident) == [("tencent-call", (ONCALL,))]  # the page's only
+
+
+def test_the_shipped_config_calls_after_ten_minutes_without_credentials() -> None:
+    """Voice is a later step ("call if nobody acknowledged in 10 minutes"), and the shipped
+    file loads with no provider credentials in the environment."""
+    shipped = load_catalog(Path(__file__).resolve().parents[1] / "config.yaml", env={})
+    config = shipped.config
+    [step] = [s for s in config.escalation_policies["gold"].steps if s.after == 10 * MIN]
+    kinds = [config.channels[name].type for name in step.notify]
+    assert kinds == ["file", "tencent_voice", "aliyun_voice"]
+    assert config.escalation_policies["gold"].steps[0].after == 0
