@@ -167,3 +167,14 @@ async def test_validate_renders_the_chinese_templates_too(tmp_path: Path) -> Non
     code, out, err = await run_cli("validate", str(tmp_path / "config.yaml"))
     assert code != 0
     assert "opened/sms.zh-CN.txt.j2:1" in out + err and "no_such_field" in out + err
+
+
+def test_the_undelivered_note_is_in_the_messages_language() -> None:
+    from monitor.notify.undelivered import UndeliveredNote
+
+    note = UndeliveredNote(renderer_with())
+    missed = [{"event": "opened", "at": sample_context()["incident"]["opened_at"]}]
+    assert note._render("resolved", missed, "zh-CN") == (
+        "新事件通知：北京时间 2025-11-24 07:12（UTC 2025-11-23 23:12），此前未能送达。"
+    )
+    assert note._render("resolved", missed, "en").startswith("Opened at 2025-11-24 07:12")
