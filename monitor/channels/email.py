@@ -120,6 +120,8 @@ def build_mail(message: RenderedMessage, sender: Address, to: tuple[str, ...]) -
     mail.set_content(message.text, charset="utf-8")
     if message.html is not None:
         mail.add_alternative(message.html, subtype="html", charset="utf-8")
+    # RFC 3282: zh-CN or en, as rendered (after the content: set_content clears Content-*)
+    mail["Content-Language"] = message.language
     return mail
 
 
