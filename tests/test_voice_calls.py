@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.catalog import Catalog, load_catalog
+from monitor.engine import incidents as engine
 from monitor.incident_manager import IncidentManager
+from monitor.notify.voice_plan import plan_calls
 from monitor.probe import Status
 from monitor.store import Store
 from tests.conftest import FakeClock, started_manager
@@ -173,3 +175,28 @@ def test_the_shipped_config_calls_after_ten_minutes_without_credentials() -> Non
     kinds = [config.channels[name].type for name in step.notify]
     assert kinds == ["file", "tencent_voice", "aliyun_voice"]
     assert config.escalation_policies["gold"].steps[0].after == 0
+
+
+async def test_a_page_decided_twice_places_one_call(store: Store, catalog: Catalog) -> None:
+    """The same escalation decided again (dedup keys make it one page) must not count a
+    second call, nor fail over to the next provider and call twice."""
+    clock = FakeClock(DAY)
+    manager = await started_manager(store, catalog, clock)
+    clock.now = DAY + 10 * MIN
+    incident_id = await escalate(manager, "contoso", DAY)
+    [incident] = manager.open_incidents()
+    channels = ("tencent-call", "aliyun-call")
+    page = engine.Page("escalated", incident, channels, f"{incident_id}:step:1", "",
+                       dict.fromkeys(channels, (ONCALL,)))  # fmt: skip
+    decision = engine.Decision(pages=[page])
+    composer = manager._composer
+    async with store.transaction() as tx:
+        messages = await composer.messages(decision, tx)
+        planned = await plan_calls(
+            messages, decision, catalog.config.channels, tx, clock.now + 20,
+            composer.voice_unavailable_messages,
+        )  # fmt: skip
+        assert [m.channel for m in planned] == ["tencent-call"]  # the one queued already
+        assert decision.events == []  # no failover
+        assert len(await tx.voice_calls("tencent-call", ONCALL, 0)) == 1
+        assert await tx.voice_calls("aliyun-call", ONCALL, 0) == []

@@ -39,6 +39,8 @@ class CallLog(Protocol):
 
     async def voice_calls(self, channel: str, callee: str, since: float) -> list[float]: ...
 
+    async def queued(self, dedup_key: str) -> bool: ...
+
     async def record_voice_call(
         self, channel: str, callee: str, at: float, incident_id: str | None
     ) -> None: ...
@@ -92,6 +94,11 @@ async def plan_calls(
             by_callee.setdefault(_callee(message), []).append(message)
         unreachable: list[Unreachable] = []
         for callee, candidates in by_callee.items():
+            if already := [m for m in candidates if await calls.queued(m.dedup_key)]:
+                # The page was decided before (a retried write, a restart): its call is
+                # queued; deciding again must neither count nor place a second one.
+                planned += already
+                continue
             chosen, refusals = await _first_allowed(candidates, voice, calls, at)
             if chosen is not None:
                 await calls.record_voice_call(chosen.channel, callee, at, page.incident.id)

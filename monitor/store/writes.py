@@ -331,6 +331,13 @@ class Transaction(Reader):
         )
         return [float(at) for (at,) in rows]
 
+    async def queued(self, dedup_key: str) -> bool:
+        """Whether a message with ``dedup_key`` is in the outbox already (in any state)."""
+        found = await self._conn.execute(
+            select(_outbox.c.id).where(_outbox.c.dedup_key == dedup_key).limit(1)
+        )
+        return found.first() is not None
+
     async def record_voice_call(
         self, channel: str, callee: str, at: float, incident_id: str | None
     ) -> None:
