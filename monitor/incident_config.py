@@ -141,3 +141,8 @@ class NotificationSettingsSpec(StrictModel):
         default_factory=dict, description="Per channel name: messages a minute at most"
     )
     poll_interval: Duration = Field(2.0, description="How often the outbox is checked")
+    language: Literal["en", "zh-CN"] = Field(
+        "en",
+        description="Language of messages for a recipient whose contact and channel name "
+        "none (en or zh-CN)",
+    )

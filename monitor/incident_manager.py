@@ -43,6 +43,7 @@ from monitor.maintenance_book import MaintenanceBook
 from monitor.notify.compose import FailingChecks, MessageComposer
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import TemplateRenderer
+from monitor.notify.voice_plan import plan_calls
 from monitor.oncall_book import OnCallBook
 from monitor.probe import Status
 from monitor.status_history import StatusHistory
@@ -444,6 +445,12 @@ class IncidentManager:
         """The incident (new when ``expected_updated_at`` is None), its timeline events and
         the messages its pages become, in ``tx``."""
         messages = await self._composer.messages(decision, tx)
+        # Voice calls: one per callee from the first provider whose budget allows it
+        # (counted in this transaction); nobody callable is in the timeline and told.
+        channels = self.catalog.config.channels if self.catalog else {}
+        messages = await plan_calls(
+            messages, decision, channels, tx, at, self._composer.voice_unavailable_messages
+        )
         if expected_updated_at is None:
             await tx.open_incident(incident)
         else:

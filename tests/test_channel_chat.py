@@ -178,6 +178,36 @@ async def test_wecom_error_codes_in_http_200(
     assert KEY not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("robot", "answer"),
+    [
+        ("wecom", {"errcode": 93004, "errmsg": "robot removed"}),
+        ("dingtalk", {"errcode": 300001, "errmsg": "token is not exist"}),
+        ("dingtalk", {"errcode": -1, "errmsg": "system busy"}),
+        ("feishu", {"code": -1, "msg": "system busy"}),
+    ],
+)
+async def test_codes_the_reference_does_not_list_are_unknown_and_permanent(
+    http: aiohttp.ClientSession, mock: aioresponses, robot: str, answer: dict[str, Any]
+) -> None:
+    """Only the codes china-oncall.md (or a copy of the vendor's list, cited in the module)
+    names are mapped; a guess would mislabel a refusal in the log."""
+    channel: Any
+    if robot == "wecom":
+        mock.post(WECOM_URL, payload=answer)
+        channel = wecom_channel(http)
+    elif robot == "dingtalk":
+        mock.post(dingtalk_url(int(NOW * 1000)), payload=answer)
+        channel = dingtalk_channel(http)
+    else:
+        mock.post(FEISHU_URL, payload=answer)
+        channel = feishu_channel(http)
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(MESSAGE)
+    assert caught.value.retryable is False
+    assert "unknown code" in str(caught.value)
+
+
 async def test_wecom_cuts_long_chinese_by_bytes_keeping_the_ack_link(
     http: aiohttp.ClientSession, mock: aioresponses
 ) -> None:
@@ -517,7 +547,7 @@ def test_the_commented_examples_in_the_shipped_config_validate(
     path.write_text(SHIPPED.read_text().replace("channels:\n", "channels:\n" + "\n".join(
         examples) + "\n", 1))  # fmt: skip
     assert main(["validate", str(path)]) == 0
-    assert "8 channels" in capsys.readouterr().out
+    assert "10 channels" in capsys.readouterr().out
 
 
 async def test_a_connection_error_is_retryable_and_hides_the_token(

@@ -132,6 +132,7 @@ async def test_plain_delivery_with_text_html_and_headers(
     assert mail["X-CSP-Monitor-Incident"] == "INC-20261123-0007"
     assert mail["X-CSP-Monitor-Dedup"] == MESSAGE.dedup_key
     assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["Content-Language"] == "en"
     assert mail.get_content_type() == "multipart/alternative"
     text = mail.get_body(("plain",))
     html = mail.get_body(("html",))
@@ -334,3 +335,30 @@ def crlf(text: str) -> str:
 
 def _fields(message: RenderedMessage) -> dict[str, Any]:
     return {name: getattr(message, name) for name in message.__slots__}
+
+
+async def test_a_chinese_incident_mail_arrives_readable(
+    smtpd: Callable[..., Mailbox], free_port: int
+) -> None:
+    """The escalation e-mail rendered in zh-CN, through a real SMTP server."""
+    from monitor.notify.sample import sample_context
+    from monitor.notify.templates import TemplateRenderer
+
+    parts = TemplateRenderer().render("escalated", sample_context("escalated", "zh-CN"))
+    message = RenderedMessage(
+        **{**{n: getattr(MESSAGE, n) for n in MESSAGE.__dataclass_fields__},
+           "subject": parts.subject, "text": parts.text, "html": parts.html,
+           "language": "zh-CN"},
+    )  # fmt: skip
+    mailbox = smtpd()
+    await channel(free_port).send(message)
+    [mail] = mailbox.mails()
+    assert mail["Subject"] == parts.subject and mail["Subject"].startswith("[已升级 L2][中断]")
+    assert mail["Content-Language"] == "zh-CN"
+    text = mail.get_body(("plain",))
+    html = mail.get_body(("html",))
+    assert text is not None and html is not None
+    assert "开始于：  北京时间 2025-11-24 07:12（UTC 2025-11-23 23:12）" in text.get_content()
+    assert '<html lang="zh-CN">' in html.get_content() and "确认 INC-20251123-0007" in (
+        html.get_content()
+    )

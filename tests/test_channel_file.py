@@ -105,7 +105,8 @@ def test_default_directory() -> None:
 
 def test_every_channel_type_follows_the_contract() -> None:
     assert set(CHANNEL_TYPES) == {"file", "email", "webhook", "twilio", "aliyun", "tencent",
-                                  "wecom", "dingtalk", "feishu"}  # fmt: skip
+                                  "wecom", "dingtalk", "feishu", "aliyun_voice",
+                                  "tencent_voice"}  # fmt: skip
     for name, channel_type in CHANNEL_TYPES.items():
         options = channel_type.options
         assert options.model_config.get("extra") == "forbid", name

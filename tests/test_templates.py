@@ -25,7 +25,8 @@ from monitor.reports.model import compose, month_of
 from monitor.reports.render import to_html
 
 INCIDENT_EVENTS = list(EVENTS)
-NEEDS_ACK_LINK = {"opened", "escalated", "severity", "reminder", "updated", "vendor_ticket"}
+NEEDS_ACK_LINK = {"opened", "escalated", "severity", "reminder", "updated", "vendor_ticket",
+                  "voice_unavailable"}  # fmt: skip
 CUSTOMER = "Contoso (China) Ltd."
 SERVICE = "Exchange Online (operated by 21Vianet)"
 REASON = "status 503 (expected 200, 302)"
@@ -206,7 +207,7 @@ def test_webhook_json_survives_quotes_newlines_and_unicode(renderer: TemplateRen
     payload = renderer.render("escalated", context).payload
     assert payload["incident"]["reason"] == context["incident"]["reason"]
     assert payload["incident"]["customer"]["name"] == "北京天空科技有限公司"
-    assert payload["step"] == {"level": 2, "after_text": "after 15 min"}
+    assert payload["step"] == {"level": 2, "after_text": "after 15 min", "after_seconds": 900.0}
     assert payload["incident"]["failing_checks"][0]["since"] == "2025-11-23T23:11:20+00:00"
 
 

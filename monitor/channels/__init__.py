@@ -35,7 +35,19 @@ from typing import Annotated, Any, Union
 import aiohttp
 from pydantic import Field
 
-from monitor.channels import aliyun, dingtalk, email, feishu, file, tencent, twilio, webhook, wecom
+from monitor.channels import (
+    aliyun,
+    aliyun_voice,
+    dingtalk,
+    email,
+    feishu,
+    file,
+    tencent,
+    tencent_voice,
+    twilio,
+    webhook,
+    wecom,
+)
 from monitor.channels.base import Channel, ChannelOptions
 
 __all__ = [
@@ -67,6 +79,8 @@ CHANNEL_TYPES: Mapping[str, ChannelType] = MappingProxyType(
         "wecom": ChannelType(wecom.Options, wecom.WeComChannel),
         "dingtalk": ChannelType(dingtalk.Options, dingtalk.DingTalkChannel),
         "feishu": ChannelType(feishu.Options, feishu.FeishuChannel),
+        "aliyun_voice": ChannelType(aliyun_voice.Options, aliyun_voice.AliyunVoiceChannel),
+        "tencent_voice": ChannelType(tencent_voice.Options, tencent_voice.TencentVoiceChannel),
     }
 )
 

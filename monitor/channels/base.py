@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -37,6 +37,11 @@ class ChannelOptions(BaseModel):
     no one in particular (a webhook, a file), which gets the person's id."""
 
     type: str
+    language: Literal["en", "zh-CN"] | None = Field(
+        None,
+        description="Language of this channel's messages when the recipient has none "
+        "(default: notifications.language)",
+    )
 
     def warnings(self) -> list[str]:
         """Settings that work but put something at risk (``validate`` prints them)."""

@@ -127,6 +127,8 @@ def build_mail(message: RenderedMessage, sender: Address, to: tuple[str, ...]) -
         mail.add_attachment(
             base64.b64decode(body), maintype=maintype, subtype=subtype, filename=name
         )
+    # RFC 3282: zh-CN or en, as rendered (after the content: set_content clears Content-*)
+    mail["Content-Language"] = message.language
     return mail
 
 

@@ -68,20 +68,23 @@ class Options(ChannelOptions):
     timeout: float = Field(10.0, gt=0, le=120, description="Seconds allowed per request")
 
 
-def authorization(secret_id: str, secret_key: str, host: str, body: bytes, timestamp: int) -> str:
-    """The TC3-HMAC-SHA256 ``Authorization`` header over content-type and host."""
+def authorization(
+    secret_id: str, secret_key: str, host: str, body: bytes, timestamp: int, service: str = SERVICE
+) -> str:
+    """The TC3-HMAC-SHA256 ``Authorization`` header over content-type and host, for
+    ``service`` (``sms``; ``vms`` for voice calls)."""
     date = time.strftime("%Y-%m-%d", time.gmtime(timestamp))
     canonical_request = "\n".join(
         ["POST", "/", "", f"content-type:{CONTENT_TYPE}", f"host:{host}", "",
          "content-type;host", hashlib.sha256(body).hexdigest()]
     )  # fmt: skip
-    scope = f"{date}/{SERVICE}/tc3_request"
+    scope = f"{date}/{service}/tc3_request"
     string_to_sign = "\n".join(
         ["TC3-HMAC-SHA256", str(timestamp), scope,
          hashlib.sha256(canonical_request.encode()).hexdigest()]
     )  # fmt: skip
     key = _hmac(f"TC3{secret_key}".encode(), date)
-    key = _hmac(_hmac(key, SERVICE), "tc3_request")
+    key = _hmac(_hmac(key, service), "tc3_request")
     signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     return (
         f"TC3-HMAC-SHA256 Credential={secret_id}/{scope}, "

@@ -36,15 +36,17 @@ from monitor.notify.message import DeliveryReceipt, RenderedMessage
 
 MARKDOWN_LIMIT = 4096
 TEXT_LIMIT = 2048
-# WeCom's codes (work.weixin.qq.com/api/doc/90000/90136/91770 and the global error list).
+# WeCom's codes. From china-oncall.md (the robot doc, work.weixin.qq.com/api/doc/90000/
+# 90136/91770): 93000 and 45009. From a copy of WeCom's global error-code list
+# (developer.work.weixin.qq.com/document/path/90313, read in a third-party mirror, so
+# unconfirmed): -1 "system busy, retry later" and 40008 "invalid msgtype". Any other
+# code is named "unknown code" and treated as permanent: a person looks at it.
 CODES = MappingProxyType(
     {
         -1: VendorCode("system busy", retryable=True),
         45009: VendorCode("api freq out of limit (20 messages a minute)", True, 60.0),
         93000: VendorCode("invalid webhook key: check the channel's key", retryable=False),
-        93004: VendorCode("the robot was removed from the group", retryable=False),
         40008: VendorCode("invalid message type", retryable=False),
-        44004: VendorCode("empty content", retryable=False),
     }
 )
 

@@ -230,6 +230,11 @@ class Contact(StrictModel):
     role: str | None = None
     email: str | None = None
     phone: str | None = None
+    language: Literal["en", "zh-CN"] | None = Field(
+        None,
+        description="Language of messages to this contact's e-mail and phone (default: the "
+        "channel's, else notifications.language)",
+    )
     reports: bool = Field(
         False, description="Receives the customer's monthly service report (needs email)"
     )

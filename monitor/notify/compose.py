@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from monitor.engine.oncall import PERSON_PREFIX
 from monitor.links import LinkSigner
 from monitor.notify.message import RenderedMessage
 from monitor.notify.templates import (
+    DEFAULT_LANGUAGE,
     AffectedContext,
     FailingCheckContext,
     IncidentContext,
@@ -32,6 +33,7 @@ from monitor.notify.templates import (
     TemplateRenderError,
     VendorContext,
 )
+from monitor.notify.voice_plan import Unreachable
 from monitor.probe import Status
 from monitor.status import StatusBoard
 from monitor.vendor import VendorChange, VendorState
@@ -164,7 +166,10 @@ class MessageComposer:
             for channel in page.channels:
                 # one message per recipient: a retry or a failure concerns one person only
                 for person in self._people(page, channel):
-                    context = self._template_context(page, incident_context, person or channel)
+                    language = self.language(channel, person)
+                    context = self._template_context(
+                        page, incident_context, person or channel, language
+                    )
                     parts = self._render_parts(page, context)
                     key = f"{page.dedup_key}:{channel}" + (f":{person}" if person else "")
                     messages.append(
@@ -183,8 +188,68 @@ class MessageComposer:
                             status=page.incident.status,
                             ack_url=context["ack_url"] if _offers_ack(page.event) else None,
                             incident_url=context["incident_url"],
+                            voice=parts.voice,
+                            language=language,
                         )
                     )
+        return messages
+
+    def language(self, channel: str, person: str) -> str:
+        """The recipient's language: their contact's (matched by e-mail or phone), else
+        the channel's, else ``notifications.language``."""
+        if self.catalog is None:
+            return DEFAULT_LANGUAGE
+        config = self.catalog.config
+        if person:
+            for customer in config.customers:
+                for contact in customer.contacts:
+                    if contact.language and person in (contact.email, contact.phone):
+                        return contact.language
+        options = config.channels.get(channel)
+        return getattr(options, "language", None) or config.notifications.language
+
+    def voice_unavailable_messages(
+        self, page: engine.Page, unreachable: Sequence[Unreachable]
+    ) -> list[RenderedMessage]:
+        """The NOC lead's notice (``monitor.ops_channels``): nobody of ``page``'s step
+        could be called, and why; one message per ops channel and recipient."""
+        if self.catalog is None:
+            return []
+        incident_context = self.incident_context(page.incident, [], page)
+        event = "voice_unavailable"
+        notice = engine.Page(event, page.incident, (), f"{page.dedup_key}:{event}")
+        messages = []
+        for channel in self.catalog.config.monitor.ops_channels:
+            for person in self._channel_recipients(channel) or ("",):
+                language = self.language(channel, person)
+                context = self._template_context(
+                    notice, incident_context, person or channel, language
+                )
+                context["unreachable"] = [
+                    {"callee": u.callee, "skipped": [f"{c}: {r.reason}" for c, r in u.refusals]}
+                    for u in unreachable
+                ]
+                parts = self._render_parts(notice, context)
+                messages.append(
+                    RenderedMessage(
+                        dedup_key=f"{notice.dedup_key}:{channel}"
+                        + (f":{person}" if person else ""),
+                        channel=channel,
+                        event=event,
+                        recipients=(person,) if person else (),
+                        subject=parts.subject,
+                        text=parts.text,
+                        html=parts.html,
+                        sms=parts.sms,
+                        payload=parts.payload,
+                        incident_id=page.incident.id,
+                        chat=parts.chat,
+                        status=page.incident.status,
+                        ack_url=context["ack_url"],
+                        incident_url=context["incident_url"],
+                        language=language,
+                    )
+                )
         return messages
 
     def _render_parts(self, page: engine.Page, context: TemplateContext) -> RenderedParts:
@@ -262,7 +327,7 @@ class MessageComposer:
         return tuple(str(person) for person in getattr(options, "to", ()) or ())
 
     def _template_context(
-        self, page: engine.Page, incident: IncidentContext, recipient: str
+        self, page: engine.Page, incident: IncidentContext, recipient: str, language: str
     ) -> TemplateContext:
         public_url = self.catalog.config.monitor.public_url if self.catalog else None
         ack_url = incident_url = None
@@ -281,6 +346,8 @@ class MessageComposer:
             "monitor": {"public_url": public_url, "name": "csp-monitor"},
             "now": datetime.fromtimestamp(self._wall(), UTC),
             "timezone": "Asia/Shanghai",
+            "language": language,
+            "unreachable": [],
         }
 
     def incident_context(
@@ -298,6 +365,7 @@ class MessageComposer:
             step = {
                 "level": level,
                 "after_text": "immediately" if after == 0 else f"after {duration_text(after)}",
+                "after_seconds": after,
             }
         end = incident.resolved_at or self._wall()
         blast: list[str] = []
@@ -308,7 +376,9 @@ class MessageComposer:
                 name = self.customer_name(member.customer)
                 blast.append(name)
                 lasted = (member.resolved_at or end) - member.opened_at
-                affected.append({"name": name, "duration_text": duration_text(lasted)})
+                affected.append(
+                    {"name": name, "duration_text": duration_text(lasted), "seconds": lasted}
+                )
             announced = self._view.announced_customers(incident)
         return {
             "id": incident.id,
@@ -333,6 +403,7 @@ class MessageComposer:
             "state": incident.state.value,
             "opened_at": at(incident.opened_at, UTC),
             "since_text": f"for {duration_text(end - incident.opened_at)}",
+            "since_seconds": end - incident.opened_at,
             "reason": incident.reason,
             "failing_checks": self._failing_checks(incident.customer, incident.service),
             "escalation_level": level,
@@ -345,6 +416,7 @@ class MessageComposer:
             "duration_text": duration_text(end - incident.opened_at)
             if incident.resolved_at
             else None,
+            "duration_seconds": end - incident.opened_at if incident.resolved_at else None,
             "flapping": incident.flapping,
             "muted": incident.muted,
             "vendor_case": incident.vendor_case,

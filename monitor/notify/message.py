@@ -32,6 +32,8 @@ class RenderedMessage:
     incident_url: str | None = None
     # (file name, content type, base64 body): the monthly report's PDF, for e-mail
     attachments: tuple[tuple[str, str, str], ...] = ()
+    voice: str = ""  # text-to-speech for a voice call; "" when the event has no voice template
+    language: str = "en"  # the language it was rendered in (en, zh-CN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from monitor.notify.templates import (
     StepContext,
     TemplateContext,
     TimelineEntryContext,
+    UnreachableContext,
 )
 
 # 07:12 Beijing time on 24 Nov is still 23 Nov in UTC: the sample shows both dates.
@@ -33,6 +34,7 @@ _MINUTES_AT = {
     "opened": 0,
     "updated": 9,
     "escalated": 17,
+    "voice_unavailable": 17,
     "acknowledged": 21,
     "severity": 31,
     "reminder": 47,
@@ -40,9 +42,10 @@ _MINUTES_AT = {
     "resolved": 84,
 }
 _STEPS = {
-    "opened": StepContext(level=1, after_text="immediately"),
-    "escalated": StepContext(level=2, after_text="after 15 min"),
-    "vendor_ticket": StepContext(level=3, after_text="after 60 min"),
+    "opened": StepContext(level=1, after_text="immediately", after_seconds=0.0),
+    "escalated": StepContext(level=2, after_text="after 15 min", after_seconds=900.0),
+    "voice_unavailable": StepContext(level=2, after_text="after 15 min", after_seconds=900.0),
+    "vendor_ticket": StepContext(level=3, after_text="after 60 min", after_seconds=3600.0),
 }
 
 
@@ -89,9 +92,8 @@ def _incident(event: str, now: datetime) -> IncidentContext:
     acknowledged = event == "acknowledged"
     resolved = event == "resolved"
     step = _STEPS.get(event)
-    level = {"opened": 1, "updated": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}.get(
-        event, 3
-    )
+    levels = {"opened": 1, "updated": 1, "escalated": 2, "acknowledged": 2, "reminder": 2}
+    level = levels.get(event, 2 if event == "voice_unavailable" else 3)
     return IncidentContext(
         id=INCIDENT_ID,
         customer={
@@ -114,6 +116,7 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         state="resolved" if resolved else "acknowledged" if acknowledged else "open",
         opened_at=OPENED_AT,
         since_text=f"for {_minutes_text(max(minutes, 1))}",
+        since_seconds=max(minutes, 1) * 60.0,
         reason=OWA_REASON,
         failing_checks=[]
         if resolved
@@ -132,6 +135,7 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         acknowledged_at=OPENED_AT + timedelta(minutes=21) if acknowledged else None,
         resolved_at=now if resolved else None,
         duration_text=_minutes_text(minutes) if resolved else None,
+        duration_seconds=minutes * 60.0 if resolved else None,
         flapping=False,
         muted=False,
         vendor_case=None,
@@ -143,7 +147,11 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         },
         blast_radius=list(_AFFECTED),
         affected=[
-            {"name": name, "duration_text": _minutes_text(max(minutes - offset, 1))}
+            {
+                "name": name,
+                "duration_text": _minutes_text(max(minutes - offset, 1)),
+                "seconds": max(minutes - offset, 1) * 60.0,
+            }
             for name, offset in _AFFECTED.items()
         ],
         announced_customers=2 if event == "updated" else None,
@@ -151,8 +159,9 @@ def _incident(event: str, now: datetime) -> IncidentContext:
     )
 
 
-def sample_context(event: str = "opened") -> TemplateContext:
-    """A fresh template context for ``event`` (any of ``EVENTS``): safe to modify."""
+def sample_context(event: str = "opened", language: str = "en") -> TemplateContext:
+    """A fresh template context for ``event`` (any of ``EVENTS``) in ``language``: safe to
+    modify."""
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
     now = OPENED_AT + timedelta(minutes=_MINUTES_AT[event], seconds=20)
@@ -166,4 +175,16 @@ def sample_context(event: str = "opened") -> TemplateContext:
         monitor={"public_url": PUBLIC_URL, "name": "csp-monitor"},
         now=now,
         timezone="Asia/Shanghai",
+        language=language,
+        unreachable=[
+            UnreachableContext(
+                callee="+8613800138000",
+                skipped=[
+                    "tencent-call: 1 of 1 calls between 22:00 and 08:00 (Asia/Shanghai) used",
+                    "aliyun-call: 1 of 1 calls per 1 min used",
+                ],
+            )
+        ]
+        if event == "voice_unavailable"
+        else [],
     )

@@ -50,17 +50,24 @@ EVENTS = (
     "updated",
     "resolved",
     "vendor_ticket",
+    "voice_unavailable",
 )
-SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT = (
+SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT, VOICE = (
     "subject.txt.j2",
     "body.txt.j2",
     "body.html.j2",
     "sms.txt.j2",
     "webhook.json.j2",
     "chat.md.j2",
+    "voice.txt.j2",
 )
-FORMATS = (SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT)
+FORMATS = (SUBJECT, TEXT, HTML, SMS, WEBHOOK, CHAT, VOICE)
 REQUIRED_FORMATS = (SUBJECT, TEXT)  # the others may be absent
+# Formats people read (or hear): each has a template per language. The webhook JSON is
+# for machines and has one.
+WORDED_FORMATS = (SUBJECT, TEXT, HTML, SMS, CHAT, VOICE)
+LANGUAGES = ("en", "zh-CN")
+DEFAULT_LANGUAGE = "en"
 
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -100,6 +107,7 @@ class FailingCheckContext(TypedDict):
 class StepContext(TypedDict):
     level: int  # 1-based escalation step being notified
     after_text: str  # "immediately", "after 15 min"
+    after_seconds: float  # 900.0 (for the span filter, in any language)
 
 
 class VendorContext(TypedDict):
@@ -116,6 +124,7 @@ class AffectedContext(TypedDict):
 
     name: str
     duration_text: str  # "42 min 10 s"; so far, while its incident is open
+    seconds: float  # the same, for the span filter
 
 
 class TimelineEntryContext(TypedDict):
@@ -133,6 +142,7 @@ class IncidentContext(TypedDict):
     state: str  # open, acknowledged, resolved
     opened_at: datetime  # aware
     since_text: str  # "for 17 min"
+    since_seconds: float  # how long so far (to the resolution once resolved)
     reason: str  # the first failing check's reason
     failing_checks: list[FailingCheckContext]
     escalation_level: int  # steps notified so far
@@ -141,6 +151,7 @@ class IncidentContext(TypedDict):
     acknowledged_at: datetime | None
     resolved_at: datetime | None
     duration_text: str | None  # "1 h 24 min", once resolved
+    duration_seconds: float | None  # the same, for the span filter
     flapping: bool
     muted: bool
     vendor_case: str | None  # 21Vianet case number, once an operator recorded it
@@ -156,6 +167,13 @@ class MonitorContext(TypedDict):
     name: str  # "csp-monitor"
 
 
+class UnreachableContext(TypedDict):
+    """A number no voice channel of a step could call (``voice_unavailable``)."""
+
+    callee: str  # "+8613800000000"
+    skipped: list[str]  # "tencent-call: 1 of 1 calls between 22:00 and 08:00 … used"
+
+
 class TemplateContext(TypedDict):
     """Everything a template may use; ``event`` is set by the renderer."""
 
@@ -167,6 +185,17 @@ class TemplateContext(TypedDict):
     monitor: MonitorContext
     now: datetime  # aware
     timezone: str  # IANA name the messages show next to UTC, e.g. "Asia/Shanghai"
+    language: str  # "en" or "zh-CN": the recipient's
+    unreachable: list[UnreachableContext]  # voice_unavailable: who could not be called; else []
+
+
+def localized(name: str, language: str) -> str:
+    """``opened/sms.txt.j2`` in ``language``: ``opened/sms.zh-CN.txt.j2`` (English is the
+    unmarked name). The two sit side by side in the event's directory."""
+    if language == DEFAULT_LANGUAGE:
+        return name
+    stem, dot, rest = name.partition(".")
+    return f"{stem}.{language}.{rest}" if dot else f"{name}.{language}"
 
 
 # ------------------------------------------------------------------------------ results
@@ -182,6 +211,7 @@ class RenderedParts:
     sms: str  # cleaned for GSM-7 and fitted to the configured segments; "" if no template
     payload: dict[str, Any]  # the webhook JSON, parsed; {} if no template
     chat: str = ""  # group-chat markdown (WeCom, DingTalk, Feishu); "" if no template
+    voice: str = ""  # text-to-speech for a voice call, one paragraph; "" if no template
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +269,8 @@ def _utc(value: datetime | float | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str
 @pass_context
 def _both(context: Context, value: datetime | float | None, tz: str | None = None) -> str:
     """``2025-11-24 07:12 Asia/Shanghai (2025-11-23 23:12 UTC)``; the UTC date is left
-    out when it is the same day."""
+    out when it is the same day. In Chinese:
+    ``北京时间 2025-11-24 07:12（UTC 2025-11-23 23:12）``."""
     if value is None:
         return "n/a"
     name = tz or context["timezone"]
@@ -247,7 +278,29 @@ def _both(context: Context, value: datetime | float | None, tz: str | None = Non
     local = moment.astimezone(ZoneInfo(name))
     utc = moment.astimezone(UTC)
     utc_text = utc.strftime("%H:%M" if utc.date() == local.date() else "%Y-%m-%d %H:%M")
+    if context.get("language") == "zh-CN":
+        zone = "北京时间" if name == "Asia/Shanghai" else name
+        return f"{zone} {local:%Y-%m-%d %H:%M}（UTC {utc_text}）"
     return f"{local:%Y-%m-%d %H:%M} {name} ({utc_text} UTC)"
+
+
+_SPAN_UNITS = {"en": ("s", "min", "h"), "zh-CN": ("秒", "分钟", "小时")}
+
+
+@pass_context
+def _span(context: Context, seconds: float | None) -> str:
+    """A duration in the message's language: ``1 h 24 min`` / ``1 小时 24 分钟``; seconds
+    count while it is under an hour."""
+    if seconds is None:
+        return ""
+    sec, minute, hour = _SPAN_UNITS.get(context.get("language") or "en", _SPAN_UNITS["en"])
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    if minutes < 1:
+        return f"{secs} {sec}"
+    if minutes < 60:
+        return f"{minutes} {minute} {secs} {sec}" if secs else f"{minutes} {minute}"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} {hour} {minutes} {minute}" if minutes else f"{hours} {hour}"
 
 
 def _iso(value: datetime | float | None) -> str | None:
@@ -306,7 +359,7 @@ class TemplateRenderer:
             ),
         )
         self.env.filters.update(
-            local=_local, utc=_utc, both=_both, iso=_iso, short_name=_short_name
+            local=_local, utc=_utc, both=_both, iso=_iso, short_name=_short_name, span=_span
         )
         # tojson: datetimes as ISO 8601 UTC, Chinese names readable rather than \uXXXX.
         self.env.policies["json.dumps_kwargs"] = {
@@ -316,14 +369,21 @@ class TemplateRenderer:
         }
 
     def render(self, event: str, context: Mapping[str, Any]) -> RenderedParts:
-        """Every format of ``event``; raises :class:`TemplateRenderError`."""
-        values = {**context, "event": event}
+        """Every format of ``event`` in the context's ``language`` (English when it names
+        none); raises :class:`TemplateRenderError`."""
+        language = context.get("language") or DEFAULT_LANGUAGE
+        if language not in LANGUAGES:
+            raise TemplateRenderError(
+                TemplateProblem(event, None, f"unknown language {language!r}: en or zh-CN")
+            )
+        values = {**context, "event": event, "language": language}
         subject = self._render_part(event, SUBJECT, values) or ""  # required: never None
         text = self._render_part(event, TEXT, values) or ""
         html = self._render_part(event, HTML, values)
         sms = self._render_part(event, SMS, values)
         webhook = self._render_part(event, WEBHOOK, values)
         chat = self._render_part(event, CHAT, values)
+        voice = self._render_part(event, VOICE, values)
         return RenderedParts(
             subject=self._finish_subject(event, subject),
             text=_tidy_text(text),
@@ -331,6 +391,7 @@ class TemplateRenderer:
             sms=self._finish_sms(sms) if sms is not None else "",
             payload=self._finish_webhook(event, webhook) if webhook is not None else {},
             chat=_tidy_text(chat).rstrip("\n") if chat is not None else "",
+            voice=" ".join(voice.split()) if voice is not None else "",
         )
 
     def check_all(
@@ -346,11 +407,18 @@ class TemplateRenderer:
             except Exception as exc:  # every problem is reported, none raised
                 problems.append(self._problem(name, exc))
                 seen.add(name)
-        for event in EVENTS:
-            values = {**(context(event) if callable(context) else context), "event": event}
+        for event, language in ((e, lang) for e in EVENTS for lang in LANGUAGES):
+            values = {
+                **(context(event) if callable(context) else context),
+                "event": event,
+                "language": language,
+            }
             for fmt in FORMATS:
                 name = f"{event}/{fmt}"
-                if name in seen:
+                if name in seen or localized(name, language) in seen:
+                    continue
+                if missing := self._missing_translation(event, fmt, language):
+                    problems.append(missing)
                     continue
                 try:
                     raw = self._render_part(event, fmt, values)
@@ -365,10 +433,35 @@ class TemplateRenderer:
 
     # ------------------------------------------------------------------------- helpers
 
+    def _missing_translation(self, event: str, fmt: str, language: str) -> TemplateProblem | None:
+        """A worded format that exists in English but not in ``language``."""
+        if language == DEFAULT_LANGUAGE or fmt not in WORDED_FORMATS:
+            return None
+        name = f"{event}/{fmt}"
+        if not self._exists(name) or self._exists(localized(name, language)):
+            return None
+        return TemplateProblem(
+            self._file_of(event, fmt), None,
+            f"has no {language} version: add {localized(name, language)} beside it",
+        )  # fmt: skip
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.env.get_template(name)
+        except TemplateNotFound:
+            return False
+        except Exception:  # a syntax error: it exists (and is reported elsewhere)
+            return True
+        return True
+
     def _render_part(self, event: str, fmt: str, values: Mapping[str, Any]) -> str | None:
         if not _EVENT_NAME.match(event):
             raise TemplateRenderError(TemplateProblem(event, None, "invalid event name"))
         name = f"{event}/{fmt}"
+        language = values.get("language") or DEFAULT_LANGUAGE
+        # The recipient's language where a template exists in it, else English.
+        if language != DEFAULT_LANGUAGE and self._exists(localized(name, language)):
+            name = localized(name, language)
         try:
             template = self.env.get_template(name)
         except TemplateNotFound:

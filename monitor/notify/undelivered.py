@@ -24,7 +24,7 @@ from jinja2 import TemplateNotFound
 
 from monitor.notify.message import RenderedMessage
 from monitor.notify.sms import clean_for_sms, fit
-from monitor.notify.templates import TemplateRenderer
+from monitor.notify.templates import TemplateRenderer, localized
 from monitor.store.records import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class UndeliveredNote:
             for row in missed
         ]
         try:
-            note = self._render(message.event, undelivered)
+            note = self._render(message.event, undelivered, message.language)
         except Exception as exc:  # an operator's broken template must not lose the page
             log.error(
                 "event=template_failed template=%r incident=%s action=%r",
@@ -85,9 +85,16 @@ class UndeliveredNote:
             payload=_into_payload(message.payload, undelivered),
         )
 
-    def _render(self, event: str, undelivered: list[dict[str, Any]]) -> str:
-        template = self._renderer.env.get_template(f"{event}/{TEMPLATE}")
-        raw = template.render(event=event, undelivered=undelivered, timezone=self._timezone)
+    def _render(self, event: str, undelivered: list[dict[str, Any]], language: str) -> str:
+        """The note in the message's language (its zh-CN file when there is one)."""
+        name = f"{event}/{TEMPLATE}"
+        try:
+            template = self._renderer.env.get_template(localized(name, language))
+        except TemplateNotFound:
+            template = self._renderer.env.get_template(name)
+        raw = template.render(
+            event=event, undelivered=undelivered, timezone=self._timezone, language=language
+        )
         lines = (line.rstrip() for line in raw.strip().splitlines())
         return "\n".join(line for line in lines if line)
 

@@ -43,6 +43,8 @@ def message_to_json(message: RenderedMessage) -> dict[str, Any]:
         "ack_url": message.ack_url,
         "incident_url": message.incident_url,
         "attachments": [list(a) for a in message.attachments],
+        "voice": message.voice,
+        "language": message.language,
     }
 
 
@@ -66,6 +68,8 @@ def message_from_json(data: Mapping[str, Any]) -> RenderedMessage:
         attachments=tuple(
             (str(name), str(kind), str(body)) for name, kind, body in data.get("attachments") or ()
         ),
+        voice=data.get("voice", ""),
+        language=data.get("language", "en"),
     )
 
 

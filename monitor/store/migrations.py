@@ -44,6 +44,7 @@ def _initial_schema(connection: Connection) -> None:
         schema.schema_version.name,
         *_CLUSTER_TABLES,
         schema.schedule_overrides.name,
+        schema.voice_calls.name,
     }
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
@@ -107,6 +108,10 @@ def _oncall(connection: Connection) -> None:
     schema.schedule_overrides.create(connection)  # with its index
 
 
+def _voice_calls(connection: Connection) -> None:
+    schema.voice_calls.create(connection)  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -121,6 +126,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "cluster: members with heartbeats, the leader's lease and epoch", _cluster),
     Migration(6, "cluster: status changes queued for the leader; blind members", _status_changes),
     Migration(7, "on-call: who steps paged through schedules; schedule overrides", _oncall),
+    Migration(8, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
 )
 
 

@@ -271,3 +271,16 @@ status_changes = Table(
     Column("queued_at", Double, nullable=False),
     Column("payload", Text, nullable=False),
 )
+
+# Voice calls placed (version 8): each provider allows only a few calls per callee (per
+# minute, hour, day, night), so the calls are counted here, across restarts and nodes.
+voice_calls = Table(
+    "voice_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(100), nullable=False),
+    Column("callee", String(40), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("incident_id", String(40)),
+)
+Index("ix_voice_calls_callee", voice_calls.c.channel, voice_calls.c.callee, voice_calls.c.at)

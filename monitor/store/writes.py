@@ -320,6 +320,36 @@ class Transaction(Reader):
             )
         )
 
+    # ------------------------------------------------------------------ voice calls
+
+    async def voice_calls(self, channel: str, callee: str, since: float) -> list[float]:
+        """When ``channel`` called ``callee`` since ``since`` (oldest first)."""
+        table = schema.voice_calls
+        rows = await self._conn.execute(
+            select(table.c.at)
+            .where(table.c.channel == channel, table.c.callee == callee, table.c.at >= since)
+            .order_by(table.c.at)
+        )
+        return [float(at) for (at,) in rows]
+
+    async def queued(self, dedup_key: str) -> bool:
+        """Whether a message with ``dedup_key`` is in the outbox already (in any state)."""
+        found = await self._conn.execute(
+            select(_outbox.c.id).where(_outbox.c.dedup_key == dedup_key).limit(1)
+        )
+        return found.first() is not None
+
+    async def record_voice_call(
+        self, channel: str, callee: str, at: float, incident_id: str | None
+    ) -> None:
+        """A call queued on ``channel`` to ``callee``: it counts against the budget from
+        now, whether or not the provider connects it (the providers count failed calls)."""
+        await self._conn.execute(
+            insert(schema.voice_calls).values(
+                channel=channel, callee=callee, at=at, incident_id=incident_id
+            )
+        )
+
     # ------------------------------------------------------------------ outbox
 
     async def enqueue(self, messages: Iterable[RenderedMessage], at: float) -> int:
@@ -604,4 +634,11 @@ class Transaction(Reader):
             .returning(_outbox.c.id)
         )
         counts["outbox"] = len(result.all())
+        # Kept as long as incidents (who was called when); budgets need only a day.
+        result = await self._conn.execute(
+            delete(schema.voice_calls)
+            .where(schema.voice_calls.c.at < before)
+            .returning(schema.voice_calls.c.id)
+        )
+        counts["voice_calls"] = len(result.all())
         return counts
