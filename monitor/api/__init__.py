@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from monitor import console
 from monitor.api import cluster, core, incidents, maintenance, reports
 from monitor.api.auth import count_refusals
 from monitor.api.services import SERVICES, ApiServices
@@ -25,4 +26,5 @@ def build_app(services: ApiServices) -> web.Application:
     maintenance.add_routes(app)
     reports.add_routes(app)
     cluster.add_routes(app)
+    console.add_routes(app)
     return app

@@ -136,6 +136,22 @@ class ClusterSettings(StrictModel):
         return self.leader_lease if self.leader_lease is not None else self.dead_after
 
 
+class ConsoleSettings(StrictModel):
+    """The web console (sign-in with an API token): how long a sign-in lasts, and how
+    many wrong tokens an address may try before it must wait."""
+
+    session_ttl: Duration = Field(
+        43200.0, description="A console sign-in lasts this long (default 12h)"
+    )
+    sign_in_attempts: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Wrong tokens an address may try before each further try waits longer "
+        "(doubling up to 15 min)",
+    )
+
+
 class MonitorSettings(StrictModel):
     listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
     data_dir: str = Field("./data", description="Where the embedded store keeps its files")
@@ -144,7 +160,11 @@ class MonitorSettings(StrictModel):
         description="Database URL: sqlite:///path or postgresql://user@host/db "
         "(default: SQLite in data_dir)",
     )
-    public_url: str | None = Field(None, description="External base URL (acknowledge links)")
+    public_url: str | None = Field(
+        None,
+        description="External base URL of the console: links in messages point here "
+        "(https makes the console's cookie Secure)",
+    )
     max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
     shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
     log_format: Literal["keyvalue", "json"] = "keyvalue"
@@ -180,6 +200,7 @@ class MonitorSettings(StrictModel):
         default_factory=list,
         description="Channels told when this node goes blind and when it sees again",
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     cluster: ClusterSettings | None = Field(
         None,
         description="Replicas sharing a PostgreSQL store (monitor.store): membership, "
