@@ -74,7 +74,11 @@ def next_step(incident: Incident) -> dict[str, Any] | None:
 def timeline_entry(event: IncidentEvent) -> dict[str, Any]:
     detail = dict(event.detail)
     text = detail.pop("text", None) or detail.pop("note", None)
-    facts = [f"{key}={value}" for key, value in detail.items() if value not in (None, "", [])]
+    facts = [
+        f"{key}={', '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in detail.items()
+        if value not in (None, "", [])
+    ]
     return {
         "at": event.at,
         "kind": event.kind,
