@@ -205,6 +205,9 @@ def test_on_call_signs_in_sees_red_opens_the_mailed_link_acts_and_signs_out(
     WebDriverWait(driver, 10).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, 'td.cell[data-customer="contoso"] a.inc')
     )
+    # times are in the configured zone, with UTC on hover
+    since = driver.find_element(By.CSS_SELECTOR, 'td.cell[data-customer="contoso"] time')
+    assert (since.get_attribute("title") or "").endswith(" UTC")
     screenshot(driver, world.shots, "board-desktop")
 
     # the e-mail's incident link opens the console page, not JSON
@@ -343,6 +346,29 @@ def test_forms_without_csrf_or_role_are_refused_and_wrong_tokens_are_slowed(
     assert status == 403 and "role operate" in page
     incident, _ = world.daemon.call(manager.get(incident_id))
     assert incident.state.value == "open"
+
+    # the incidents list finds it by customer
+    status, page, _ = operator.request("GET", "/incidents?state=open&q=northwind")
+    assert status == 200 and incident_id in page
+    assert incident_id not in operator.request("GET", "/incidents?q=contoso")[1]
+
+    # the signed link in the e-mail acknowledges without signing in, then offers the page
+    wait_for(
+        lambda: [m for m in world.mailbox.with_subject("[DOWN]") if "Northwind" in m["Subject"]],
+        what="northwind's e-mail",
+    )
+    [mail] = [m for m in world.mailbox.with_subject("[DOWN]") if "Northwind" in m["Subject"]]
+    body = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    link = re.search(r"http://127\.0\.0\.1:\d+(/ack/\S+)", body)
+    assert link, body
+    stranger = Browser(world.base)
+    status, page, _ = stranger.request("GET", link.group(1))
+    assert status == 200 and 'id="ack-by-link"' in page
+    status, page, _ = stranger.request("POST", link.group(1), {"by": "Zhang Min"})
+    assert status == 200 and "acknowledged by Zhang Min" in page
+    assert f'href="/incidents/{incident_id}"' in page
+    incident, _ = world.daemon.call(manager.get(incident_id))
+    assert incident.acknowledged_by == "Zhang Min (link)"
 
     # three wrong tokens from one address, then it must wait; a good token afterwards works
     guesser = Browser(world.base)
