@@ -11,12 +11,13 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import start_smtp_server, stop_smtp_server, unused_port
 from tests.console_helpers import (
@@ -378,3 +379,64 @@ def test_forms_without_csrf_or_role_are_refused_and_wrong_tokens_are_slowed(
     assert status == 429 and "try again in" in page
     time.sleep(int(headers["Retry-After"]))
     assert guesser.sign_in("noc-token")[0] == 200
+
+
+def test_maintenance_is_planned_in_a_chosen_zone_and_a_report_opens(world: World) -> None:
+    driver = world.driver
+    sign_in(world, "noc-token", "Li Wei", "/maintenance")
+    manager = world.daemon.daemon.incidents
+    assert manager is not None
+
+    def fill(duration: str) -> None:
+        # the date-time picker's value, as a person would pick it
+        start = driver.find_element(By.ID, "mw-start")
+        driver.execute_script("arguments[0].value = '2030-01-05T02:30'", start)
+        Select(driver.find_element(By.ID, "mw-zone")).select_by_value("Asia/Tokyo")
+        driver.find_element(By.ID, "mw-duration").clear()
+        driver.find_element(By.ID, "mw-duration").send_keys(duration)
+        Select(driver.find_element(By.ID, "mw-recurrence")).select_by_value("weekly")
+        Select(driver.find_element(By.ID, "mw-customer")).select_by_value("northwind")
+        driver.find_element(By.ID, "mw-reason").send_keys(
+            "<i id=injected-reason>Exchange patch</i>"
+        )
+        driver.find_element(By.ID, "mw-add").click()
+
+    fill("8d")  # longer than its weekly period: refused, naming the field
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "problem"))
+    assert "duration" in driver.find_element(By.ID, "problem").text
+    assert not world.daemon.call(manager.list_maintenance())
+    driver.get(world.base + "/maintenance")
+    fill("2h")
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+    [window] = world.daemon.call(manager.list_maintenance())
+    # 02:30 in Tokyo is 17:30 UTC the day before
+    assert window.starts_at == datetime(2030, 1, 4, 17, 30, tzinfo=UTC).timestamp()
+    assert (window.timezone, window.recurrence, window.customer) == (
+        "Asia/Tokyo",
+        "weekly",
+        "northwind",
+    )
+    assert window.created_by == "Li Wei (noc)"
+    listed = driver.find_element(By.ID, "windows").text
+    assert "Northwind Traders" in listed and "<i id=injected-reason>Exchange patch</i>" in listed
+    assert not driver.find_elements(By.ID, "injected-reason")
+    screenshot(driver, world.shots, "maintenance-desktop")
+    driver.find_element(By.CSS_SELECTOR, f'[data-window="{window.id}"] button.delete').click()
+    WebDriverWait(driver, 10).until(lambda d: "deleted" in d.find_element(By.ID, "done").text)
+    assert not world.daemon.call(manager.list_maintenance())
+
+    driver.get(world.base + "/reports")
+    Select(driver.find_element(By.ID, "report-customer")).select_by_value("contoso")
+    period = driver.find_element(By.ID, "report-period")
+    period.clear()
+    period.send_keys(datetime.now(UTC).strftime("%Y-%m"))
+    driver.find_element(By.ID, "report-open").click()
+    WebDriverWait(driver, 10).until(lambda d: "/reports/uptime" in d.current_url)
+    assert driver.title.startswith("Uptime and SLA report")
+    assert "Contoso (China) Ltd." in driver.find_element(By.TAG_NAME, "body").text
+    sign_out_from(world, "/board")
+
+
+def sign_out_from(world: World, path: str) -> None:
+    world.driver.get(world.base + path)
+    sign_out(world)
