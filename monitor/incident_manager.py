@@ -587,6 +587,17 @@ class IncidentManager:
             incident = await self._get_open(incident_id)
             return await self._apply(incident, lambda i: engine.add_note(i, text, actor, now))
 
+    async def add_customer_update(
+        self, incident_id: str, actor: str, state: str, text: str, now: float | None = None
+    ) -> Incident:
+        """A public update for the customer's status page (ValueError for a bad state)."""
+        now = self._wall() if now is None else now
+        async with self._lock:
+            incident = await self._get_open(incident_id)
+            return await self._apply(
+                incident, lambda i: engine.customer_update(i, state, text, actor, now)
+            )
+
     async def set_vendor_case(
         self, incident_id: str, actor: str, case: str, now: float | None = None
     ) -> Incident:

@@ -440,3 +440,44 @@ def test_maintenance_is_planned_in_a_chosen_zone_and_a_report_opens(world: World
 def sign_out_from(world: World, path: str) -> None:
     world.driver.get(world.base + path)
     sign_out(world)
+
+
+def test_the_customers_status_page_shows_the_public_update_and_nothing_internal(
+    world: World,
+) -> None:
+    driver = world.driver
+    manager = world.daemon.daemon.incidents
+    assert manager is not None
+    world.answers.state["fabrikam"] = INJECTED_STATE
+    wait_for(lambda: world.open_incident("fabrikam"), what="fabrikam's incident")
+    incident_id = world.open_incident("fabrikam")
+    internal = "Internal: the app pool on web-03 keeps crashing"
+    world.daemon.call(manager.add_note(incident_id, "noc", internal))
+
+    sign_in(world, "noc-token", "Li Wei", f"/incidents/{incident_id}")
+    Select(driver.find_element(By.ID, "update-state")).select_by_value("identified")
+    public = "We found the cause and are restoring <b id=injected-update>service</b>."
+    driver.find_element(By.ID, "update-text").send_keys(public)
+    driver.find_element(By.ID, "post-update").click()
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+    _, events = world.daemon.call(manager.get(incident_id))
+    assert [(e.kind, e.actor) for e in events][-1] == ("customer_update", "Li Wei (noc)")
+    link = driver.find_element(By.ID, "status-link").get_attribute("href") or ""
+    sign_out(world)
+
+    driver.get(link)  # no sign-in: the signed link is the key
+    page = driver.find_element(By.TAG_NAME, "body").text
+    assert "Fabrikam <img src=x id=injected-name>: service status" in page
+    assert public in page and "Identified" in page
+    assert "outage" in driver.find_element(By.ID, "sp-services").text
+    for secret in (internal, "health", "json path", "127.0.0.1", incident_id, "Contoso"):
+        assert secret not in page, secret
+    assert not driver.find_elements(By.ID, "injected-update")
+    screenshot(driver, world.shots, "status-page")
+
+    twin = Browser(world.base)
+    status, body, _ = twin.request("GET", link.replace(world.base, "").replace("?", ".json?"))
+    assert status == 200 and public in body and internal not in body
+    wrong = link.replace(world.base, "")[:-3] + "AAA"
+    assert twin.request("GET", wrong)[0] == 404
+    assert twin.request("GET", "/status/fabrikam")[0] == 404

@@ -52,6 +52,10 @@ class IncidentOperations(Protocol):
 
     async def set_vendor_case(self, incident_id: str, actor: str, case: str) -> Incident: ...
 
+    async def add_customer_update(
+        self, incident_id: str, actor: str, state: str, text: str
+    ) -> Incident: ...
+
     def blast_radius(self, incident: Incident) -> list[Incident]:
         """A vendor-side incident's customers' incidents ([] for any other)."""
 

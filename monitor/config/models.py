@@ -257,6 +257,20 @@ class SubscriptionSpec(TimingOverrides):
     enabled: bool = True
 
 
+class StatusPageSpec(StrictModel):
+    """The customer's own status page (``/status/{customer}``)."""
+
+    public: bool = Field(
+        False, description="Open to anyone; otherwise only through the signed link"
+    )
+    link_version: int = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Raise it to rotate the signed link (the old link stops working)",
+    )
+
+
 class CustomerSpec(TimingOverrides):
     id: str = Field(pattern=SLUG, description="Stable identifier, used in metrics labels")
     name: str
@@ -268,6 +282,7 @@ class CustomerSpec(TimingOverrides):
         default_factory=dict, description="Values for {customer.NAME} placeholders"
     )
     subscriptions: list[Annotated[SubscriptionSpec, BeforeValidator(subscription_shorthand)]]
+    status_page: StatusPageSpec = Field(default_factory=StatusPageSpec)
 
 
 class ServiceSpec(TimingOverrides):

@@ -7,8 +7,8 @@ for a session cookie (``access.py``); the roles are the API's. The only script i
 the Content-Security-Policy forbids inline script and style.
 
 Pages: ``/board``, ``/incidents``, ``/incidents/{id}`` (the link in every
-message), ``/maintenance``, ``/reports``, ``/signin``, ``/signout``, and the signed
-acknowledge link ``/ack/{id}``.
+message), ``/maintenance``, ``/reports``, ``/signin``, ``/signout``, the signed
+acknowledge link ``/ack/{id}`` and each customer's status page ``/status/{customer}``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from monitor.console import ack, board, incidents, planning
+from monitor.console import ack, board, incidents, planning, status_page
 from monitor.console.access import CONSOLE, ConsoleState, sign_in, sign_in_page, sign_out
 from monitor.console.pages import SECURITY_HEADERS, STATIC
 
@@ -51,3 +51,4 @@ def add_routes(app: web.Application) -> None:
     incidents.add_routes(app)
     ack.add_routes(app)
     planning.add_routes(app)
+    status_page.add_routes(app)

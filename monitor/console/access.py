@@ -41,6 +41,7 @@ class ConsoleState:
         self.pages = Pages()
         self._keeper: SessionKeeper | None = None
         self._throttle: SignInThrottle | None = None
+        self.status_key: bytes | None = None  # the customers' status links (status_page.py)
 
     def keeper(self, request: web.Request) -> SessionKeeper:
         if self._keeper is None:

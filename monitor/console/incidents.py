@@ -25,13 +25,15 @@ from monitor.console.access import (
 )
 from monitor.console.board import subscription_checks
 from monitor.console.pages import base_path
+from monitor.console.status_page import status_path
 from monitor.engine.correlation import VENDOR_CUSTOMER
+from monitor.engine.incidents import CUSTOMER_UPDATE_STATES
 from monitor.engine.model import Incident, IncidentError, IncidentEvent, IncidentState
 from monitor.store.records import IncidentNotFound
 
 LIST_STATES = ("open", "acknowledged", "resolved", "all")
 LIST_LIMIT = 500
-_DONE = ("acknowledged", "resolved", "noted", "case_recorded")
+_DONE = ("acknowledged", "resolved", "noted", "case_recorded", "customer_updated")
 
 
 def add_routes(app: web.Application) -> None:
@@ -41,6 +43,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/incidents/{id}/resolve", resolve)
     app.router.add_post("/incidents/{id}/notes", add_note)
     app.router.add_post("/incidents/{id}/vendor-case", record_case)
+    app.router.add_post("/incidents/{id}/customer-updates", customer_update)
 
 
 def names(request: web.Request, incident: Incident) -> tuple[str, str]:
@@ -133,8 +136,17 @@ async def _show(
         problem=problem,
         values=values or {},
         note_max=NOTE_MAX_CHARS,
+        update_states=CUSTOMER_UPDATE_STATES,
+        status_link=_status_link(request, incident),
         case_max=VENDOR_CASE_MAX_CHARS,
     )
+
+
+def _status_link(request: web.Request, incident: Incident) -> str | None:
+    """The customer's status page (signed link), for a customer's own incident."""
+    catalog = request.app[SERVICES].catalog
+    customer = catalog.customers.get(incident.customer) if catalog else None
+    return status_path(request, customer) if customer else None
 
 
 async def incident_page(request: web.Request) -> web.Response:
@@ -233,6 +245,23 @@ async def record_case(request: web.Request) -> web.Response:
             incident_id, who.session.actor, _case(form)
         ),
         _case_problem,
+    )
+
+
+def _update_problem(form: dict[str, str]) -> str | None:
+    if form.get("state") not in CUSTOMER_UPDATE_STATES:
+        return "update_required"
+    return _note_problem(form, "text")
+
+
+async def customer_update(request: web.Request) -> web.Response:
+    return await _act(
+        request,
+        "customer_updated",
+        lambda ops, incident_id, who, form: ops.add_customer_update(
+            incident_id, who.session.actor, form["state"], _note(form)
+        ),
+        _update_problem,
     )
 
 

@@ -367,6 +367,19 @@ def add_note(incident: Incident, text: str, actor: str, now: float) -> Decision:
     return decision
 
 
+CUSTOMER_UPDATE_STATES = ("investigating", "identified", "monitoring", "resolved")
+
+
+def customer_update(incident: Incident, state: str, text: str, actor: str, now: float) -> Decision:
+    """What our team tells the customer (their status page): a timeline event of its own
+    kind, so that it is stored, audited and never mistaken for an internal note."""
+    if state not in CUSTOMER_UPDATE_STATES:
+        raise ValueError(f"state must be one of {', '.join(CUSTOMER_UPDATE_STATES)}")
+    decision = Decision()
+    decision.event(incident, now, "customer_update", actor, state=state, text=text)
+    return decision
+
+
 def _silenced(incident: Incident) -> bool:
     """Muted by maintenance or represented by its vendor-side group."""
     return incident.muted or incident.vendor_group is not None
