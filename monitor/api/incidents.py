@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -40,6 +40,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/incidents/{id}/resolve", resolve)
     app.router.add_post("/api/v1/incidents/{id}/notes", add_note)
     app.router.add_put("/api/v1/incidents/{id}/vendor-case", set_vendor_case)
+    app.router.add_post("/api/v1/incidents/{id}/customer-updates", add_customer_update)
 
 
 def incident_operations(request: web.Request) -> IncidentOperations:
@@ -109,6 +110,13 @@ class NoteBody(Body):
 
 class VendorCaseBody(Body):
     case: CaseNumber
+
+
+class CustomerUpdateBody(Body):
+    """A public update for the customer's status page."""
+
+    state: Literal["investigating", "identified", "monitoring", "resolved"]
+    text: Note
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -185,4 +193,15 @@ async def set_vendor_case(request: web.Request) -> web.Response:
         raise bad_request("case", 'give the 21Vianet case number as {"case": "..."}')
     return await _change(
         request, lambda ops, incident_id: ops.set_vendor_case(incident_id, actor, case)
+    )
+
+
+async def add_customer_update(request: web.Request) -> web.Response:
+    actor = _actor(request)
+    body = validated(CustomerUpdateBody, await _body(request))
+    if not body.text:
+        raise bad_request("text", 'give the update as {"state": "...", "text": "..."}')
+    return await _change(
+        request,
+        lambda ops, incident_id: ops.add_customer_update(incident_id, actor, body.state, body.text),
     )
