@@ -295,6 +295,18 @@ def test_phone_view_of_an_incident_keeps_injected_markup_as_text(world: World) -
         assert button.is_displayed() and button.size["height"] >= 44
         assert button.rect["x"] + button.rect["width"] <= 390
         screenshot(driver, world.shots, "incident-phone")
+        # the switch in the header turns the page into Chinese, and back
+        driver.find_element(By.ID, "switch-language").click()
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+        )
+        assert driver.find_element(By.ID, "acknowledge").text == "确认"
+        assert driver.find_element(By.ID, "incident-state").text == "未确认"
+        screenshot(driver, world.shots, "incident-phone-zh")
+        driver.find_element(By.ID, "switch-language").click()
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        )
         # injected markup in the customer's name, the probe's reason and a note is text
         page = driver.find_element(By.TAG_NAME, "main").text
         assert "Fabrikam <img src=x id=injected-name>" in page
