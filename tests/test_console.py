@@ -7,6 +7,7 @@ each other. Screenshots go to ``$CONSOLE_SCREENSHOTS`` (or a temporary folder).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -482,6 +483,11 @@ def test_the_customers_status_page_shows_the_public_update_and_nothing_internal(
     assert "Fabrikam <img src=x id=injected-name>: service status" in page
     assert public in page and "Identified" in page
     assert "outage" in driver.find_element(By.ID, "sp-services").text
+    # 90 days of daily availability: no data before the monitor ran, today's outage shows
+    bars = driver.find_elements(By.CSS_SELECTOR, "#sp-services .bar")
+    assert len(bars) == 90
+    assert "b-none" in (bars[0].get_attribute("class") or "")
+    assert "b-ok" not in (bars[-1].get_attribute("class") or "")
     for secret in (internal, "health", "json path", "127.0.0.1", incident_id, "Contoso"):
         assert secret not in page, secret
     assert not driver.find_elements(By.ID, "injected-update")
@@ -490,6 +496,8 @@ def test_the_customers_status_page_shows_the_public_update_and_nothing_internal(
     twin = Browser(world.base)
     status, body, _ = twin.request("GET", link.replace(world.base, "").replace("?", ".json?"))
     assert status == 200 and public in body and internal not in body
+    [service] = json.loads(body)["services"]
+    assert len(service["daily"]) == 90 and service["daily"][-1]["availability"] < 1
     wrong = link.replace(world.base, "")[:-3] + "AAA"
     assert twin.request("GET", wrong)[0] == 404
     assert twin.request("GET", "/status/fabrikam")[0] == 404

@@ -1,10 +1,12 @@
 """Each customer's own status page, ``/status/{customer}`` (and its JSON twin, ``.json``).
 
 Only that customer's subscriptions, in words for customers (operational,
-degraded, outage …), the incidents that touch them with the **customer updates**
-our team wrote, and planned maintenance. Never an internal note, a check name, a
-hostname, a probe's reason, an incident's internal id or another customer: the
-page is built from an explicit list of public facts, not from the incident.
+degraded, outage …), with 90 days of daily availability (the report's SLA
+maths: maintenance is not downtime, and is marked), the incidents that touch
+them with the **customer updates** our team wrote, and planned maintenance.
+Never an internal note, a check name, a hostname, a probe's reason, an
+incident's internal id or another customer: the page is built from an explicit
+list of public facts, not from the incident.
 
 It is reached through a signed link (``?k=``), rotated by raising the customer's
 ``status_page.link_version``, or by anyone when ``status_page.public`` is true.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -30,8 +34,11 @@ from monitor.config.models import CustomerSpec
 from monitor.console.access import CONSOLE, render, visitor
 from monitor.engine.model import IncidentState
 from monitor.links import key_file
+from monitor.reports.build import build_report
+from monitor.reports.model import parse_period
 
 RECENT = 7 * 86400.0  # resolved incidents with updates stay on the page this long
+HISTORY_DAYS = 90  # the daily availability bars
 
 
 def add_routes(app: web.Application) -> None:
@@ -117,6 +124,57 @@ async def _incidents(
     return shown
 
 
+def _day_class(availability: float | None) -> str:
+    """The colour of a day's bar: no data, all good, a little downtime, a lot."""
+    if availability is None:
+        return "none"
+    if availability >= 0.9999:
+        return "ok"
+    return "warn" if availability >= 0.99 else "bad"
+
+
+async def _history(
+    request: web.Request, catalog: Catalog, customer: CustomerSpec, now: float
+) -> dict[str, dict[str, Any]]:
+    """Each subscription's last ``HISTORY_DAYS`` days, by service id: the same SLA maths
+    and maintenance as the auditors' report (maintenance is not downtime)."""
+    store = request.app[SERVICES].store
+    if store is None:
+        return {}
+    zone = catalog.config.reports.timezone
+    today = datetime.fromtimestamp(now, ZoneInfo(zone)).date()
+    first = today - timedelta(days=HISTORY_DAYS - 1)
+    period = parse_period(f"{first.isoformat()}..{today.isoformat()}", zone)
+    report = await build_report(store, catalog, period, now=now, customer=customer.id)
+    sections = [section for section in report.customers if section.id == customer.id]
+    if not sections:
+        return {}
+    [section] = sections
+    maintained = {
+        day
+        for window in section.maintenance
+        for begin, end in window.occurrences
+        for day, start, finish in period.days()
+        if begin < finish and end > start
+    }
+    return {
+        figures.service: {
+            "availability": figures.availability.sla_availability,
+            "days": [
+                {
+                    "day": day.day.isoformat(),
+                    "availability": day.sla_availability,
+                    "downtime_seconds": round(day.downtime),
+                    "maintenance": day.day in maintained,
+                    "class": _day_class(day.sla_availability),
+                }
+                for day in figures.daily
+            ],
+        }
+        for figures in section.subscriptions
+    }
+
+
 def _public_status(status: str) -> str:
     return {"up": "operational", "down": "outage"}.get(status, status)
 
@@ -135,14 +193,18 @@ async def _document(request: web.Request) -> dict[str, Any]:
         and (w.recurrence is not None or w.ends_at > now)
         and (w.service is None or (customer.id, w.service) in catalog.subscriptions)
     ]
+    history = await _history(request, catalog, customer, now)
     return {
         "customer": customer.name,
         "generated_at": now,
+        "history_days": HISTORY_DAYS,
         "services": [
             {
                 "service": row["service_name"],
                 "status": _public_status(row["status"]),
                 "since": row["since"] or None,
+                "availability": history.get(row["service"], {}).get("availability"),
+                "daily": history.get(row["service"], {}).get("days", []),
             }
             for row in sorted(document["subscriptions"], key=lambda r: r["service_name"])
         ],
