@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -62,7 +63,9 @@ async def daemon(tmp_path: Path, web_target: WebTarget) -> AsyncIterator[Daemon]
         await instance.close()
 
 
-async def signed_in(session: aiohttp.ClientSession, base: str) -> aiohttp.ClientResponse:
+async def signed_in(
+    session: aiohttp.ClientSession, base: str, next_path: str = ""
+) -> aiohttp.ClientResponse:
     """Sign in as noc; the answer is the redirect with the session cookie. The console's
     cookies are Secure (its public URL is https): a client sends them only over https, so
     the sign-in form's cookie is handed back by hand here."""
@@ -73,7 +76,7 @@ async def signed_in(session: aiohttp.ClientSession, base: str) -> aiohttp.Client
     assert csrf, page
     response = await session.post(
         f"{base}/signin",
-        data={"csrf": csrf.group(1), "token": "noc-token", "person": "Li Wei"},
+        data={"csrf": csrf.group(1), "token": "noc-token", "person": "Li Wei", "next": next_path},
         headers={"Cookie": f"csp_console_signin={nonce}"},
         allow_redirects=False,
     )
@@ -97,9 +100,19 @@ async def test_console_speaks_the_browsers_language_and_behind_https_its_cookie_
         async with session.get(f"{base}/signin", headers=chinese) as response:
             assert '<html lang="en">' in await response.text()  # the switch is remembered
 
-        answer = await signed_in(session, base)
+        # a page asked without a session sends the browser to sign in, and back
+        async with session.get(f"{base}/incidents?state=all", allow_redirects=False) as answer:
+            assert answer.status == 303
+            location = urlsplit(answer.headers["Location"])
+            assert location.path == "/monitor/signin"
+            assert parse_qs(location.query)["next"] == ["/monitor/incidents?state=all"]
+        answer = await signed_in(session, base, "/monitor/incidents?state=all")
+        assert answer.headers["Location"] == "/monitor/incidents?state=all"
+        # never to another site
+        for elsewhere in ("//evil.example/", "/\t/evil.example/", "https://evil.example/"):
+            answer = await signed_in(session, base, elsewhere)
+            assert answer.headers["Location"] == "/monitor/board", elsewhere
         assert answer.status == 303
-        assert answer.headers["Location"] == "/monitor/board"
         cookie = answer.cookies["csp_console_session"]
         assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
         assert cookie["max-age"] == "7200"

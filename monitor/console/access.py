@@ -94,10 +94,10 @@ def page_context(request: web.Request, visitor: Visitor | None, **values: Any) -
     other = "en" if lang == "zh-CN" else "zh-CN"
     return {
         "lang": lang,
-        "lang_url": str(request.rel_url.update_query(lang=other)),
+        # relative to the page, so that it works under a proxy's base path too
+        "lang_url": "?" + request.rel_url.update_query(lang=other).query_string,
         "timezone": known_zone(catalog.config.reports.timezone),
         "base": base_path(catalog.config.monitor.public_url),
-        "path": request.path_qs,
         "visitor": visitor,
         "csrf_field": CSRF_FIELD,
         **values,
@@ -144,7 +144,17 @@ def visitor(request: web.Request) -> Visitor | None:
 def _local_path(request: web.Request, target: str | None) -> str:
     """``target`` when it is a path on this console (never another site), else the board."""
     base = base_path(_catalog(request).config.monitor.public_url)
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # browsers drop tabs and newlines from a URL and read a backslash as a slash:
+    # "/\t/evil.example" would become "//evil.example", another site
+    if (
+        target
+        and target.isascii()
+        and target.isprintable()
+        and " " not in target
+        and "\\" not in target
+        and target.startswith("/")
+        and not target.startswith("//")
+    ):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
@@ -160,7 +170,8 @@ def require_visitor(request: web.Request) -> Visitor:
     if request.headers.get("X-Requested-With") == "console":
         raise web.HTTPUnauthorized(text="signed out\n")
     base = base_path(_catalog(request).config.monitor.public_url)
-    back = request.path_qs if request.method == "GET" else f"{base}/board"
+    # the proxy strips the base path from what reaches us: put it back for the browser
+    back = f"{base}{request.path_qs}" if request.method == "GET" else f"{base}/board"
     raise web.HTTPSeeOther(f"{base}/signin?next={quote(back, safe='')}")
 
 
