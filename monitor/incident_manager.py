@@ -54,7 +54,7 @@ from monitor.store import (
     Store,
     Transaction,
 )
-from monitor.vendor import VendorBoard, VendorChange
+from monitor.vendor import VendorBoard, VendorChange, VendorState
 from monitor.vendor_side import VendorSide
 
 log = logging.getLogger(__name__)
@@ -620,14 +620,14 @@ class IncidentManager:
             return await self._apply(incident, lambda i: engine.add_note(i, text, actor, now))
 
     async def add_customer_update(
-        self, incident_id: str, actor: str, text: str, now: float | None = None
+        self, incident_id: str, actor: str, state: str, text: str, now: float | None = None
     ) -> Incident:
-        """Record a public update for the customer (open or resolved incident)."""
+        """A public update for the customer's status page (ValueError for a bad state)."""
         now = self._wall() if now is None else now
         async with self._lock:
             incident = await self._get_open(incident_id)  # or resolved, from the store
             return await self._apply(
-                incident, lambda i: engine.add_customer_update(i, text, actor, now)
+                incident, lambda i: engine.customer_update(i, state, text, actor, now)
             )
 
     async def set_vendor_case(
@@ -651,6 +651,22 @@ class IncidentManager:
 
     async def delete_maintenance(self, window_id: str, actor: str) -> bool:
         return await self.maintenance.delete(window_id, actor)
+
+    def blast_radius(self, incident: Incident) -> list[Incident]:
+        """A vendor-side incident's customers' incidents ([] for any other incident)."""
+        if incident.customer != VENDOR_CUSTOMER:
+            return []
+        return self._vendor_side.blast_radius(incident)
+
+    def vendor_state(self, customer: str, service: str) -> VendorState | None:
+        """What the vendor's own feed says of the service (None: nothing wrong there)."""
+        return self._vendor_side.vendor_state(customer, service)
+
+    async def ticket_draft(self, incident_id: str) -> str:
+        """The 21Vianet ticket for the incident as it stands now (the text the vendor
+        desk would get), for the console to copy into 21Vianet's form."""
+        incident, events = await self.get(incident_id)
+        return self._composer.draft("vendor_ticket", incident, events, "console").text
 
     # ------------------------------------------------------------------ messages and vendor
 

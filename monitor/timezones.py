@@ -19,14 +19,14 @@ _SUGGESTIONS = 3
 
 
 @lru_cache(maxsize=1)
-def _zone_names() -> tuple[str, ...]:
+def zone_names() -> tuple[str, ...]:
     """Every zone the system's database holds (read once: it costs ~0.1 s)."""
     return tuple(sorted(available_timezones()))
 
 
 def nearest_zones(name: str) -> list[str]:
     """Valid zone names that look like ``name``, the closest first."""
-    names = _zone_names()
+    names = zone_names()
     folded = {zone.lower(): zone for zone in names}
     if name.lower() in folded:  # asia/shanghai
         return [folded[name.lower()]]

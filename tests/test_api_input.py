@@ -204,6 +204,9 @@ async def test_bodies_that_are_not_utf8_or_nest_too_deep_are_400(
         ("resolve", {"note": "x" * 16_385}, "note", "at most 16384 characters"),
         ("notes", {"text": "x" * 16_385}, "text", "at most 16384 characters"),
         ("vendor-case", {"case": "7" * 257}, "case", "at most 256 characters"),
+        ("customer-updates", {"state": "fixed", "text": "x"}, "state", "'investigating'"),
+        ("customer-updates", {"state": "identified"}, "text", "is required"),
+        ("customer-updates", {"state": "identified", "text": " "}, "text", "give the update"),
     ],
 )
 async def test_wrong_types_and_oversized_text_are_refused_naming_the_field(
@@ -220,7 +223,9 @@ async def test_wrong_types_and_oversized_text_are_refused_naming_the_field(
     assert error["field"] == field and expected in error["message"], text
     stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
     assert stored.state.value == "open" and stored.vendor_case is None
-    assert not [e for e in timeline if e.kind in ("note", "vendor_case", "resolved")]
+    assert not [
+        e for e in timeline if e.kind in ("note", "vendor_case", "resolved", "customer_update")
+    ]
 
 
 async def test_free_text_is_stored_without_control_characters(
@@ -241,6 +246,19 @@ async def test_free_text_is_stored_without_control_characters(
     note = "x" * 16_384
     assert (await call(daemon, "POST", f"{path}/notes", json_body={"text": note}))[0] == 200
     stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    status, _ = await call(
+        daemon,
+        "POST",
+        f"{path}/customer-updates",
+        json_body={"state": "identified", "text": "Restoring\x00 mail flow"},
+    )
+    assert status == 200
+    stored, timeline = await daemon.alerting.manager.get(incident.id)  # type: ignore[union-attr]
+    [update] = [e for e in timeline if e.kind == "customer_update"]
+    assert (update.actor, update.detail) == (
+        "noc",
+        {"state": "identified", "text": "Restoring mail flow"},
+    )
     notes = [e.detail["text"] for e in timeline if e.kind == "note"]
     assert notes == ["restarted the [31mproxy\nstep 2:\tcalled 21V", note]
     assert stored.vendor_case == "2611290040 00123"

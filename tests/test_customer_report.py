@@ -74,7 +74,7 @@ async def live_september_and_october(store: Store, catalog: Catalog) -> str:
         first = (await store.list_incidents(customer="contoso", since=T, until=PERIOD.end))[-1]
         assert first.opened_at == T + 1000 * 60
         await manager.add_note(first.id, "li.wei", INTERNAL, T + 1030 * 60)
-        await manager.add_customer_update(first.id, "li.wei", PUBLIC, T + 1095 * 60)
+        await manager.add_customer_update(first.id, "li.wei", "identified", PUBLIC, T + 1095 * 60)
     finally:
         await manager.close(clock.now)
     return first.id

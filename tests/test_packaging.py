@@ -21,6 +21,8 @@ from monitor.notify.templates import BUILTIN_TEMPLATES
 for module in (monitor, checks):
     assert module.__file__.startswith(site), module.__file__
 assert str(BUILTIN_TEMPLATES).startswith(site), BUILTIN_TEMPLATES
+from monitor.console.pages import STATIC, Pages
+assert Pages().words and (STATIC / "console.js").is_file()  # the console's files came along
 from monitor.cli import main
 sys.exit(main(["validate", sys.argv[2]]))
 """
@@ -55,8 +57,9 @@ def test_the_wheel_carries_the_templates_and_validates_the_shipped_config(
         archive.extractall(site)
     templates = {
         path.relative_to(REPO).as_posix()
-        for path in (REPO / "alert_templates").rglob("*")
-        if path.is_file()
+        for folder in ("alert_templates", "monitor/console/templates", "monitor/console/static")
+        for path in (REPO / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
     }
     assert templates and templates <= names, sorted(templates - names)
 

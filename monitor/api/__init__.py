@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from monitor import console
 from monitor.api import (
     cluster,
     core,
@@ -37,4 +38,5 @@ def build_app(services: ApiServices) -> web.Application:
     reports.add_routes(app)
     cluster.add_routes(app)
     vendor_messages.add_routes(app)
+    console.add_routes(app)
     return app

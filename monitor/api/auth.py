@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import Counter
 
 from monitor.api.services import SERVICES
+from monitor.config.models import ApiToken
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +59,35 @@ def require_role(request: web.Request, role: str) -> str:
             text="malformed token: a bearer token is printable ASCII\n",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    for token in tokens:
-        secret = token.token.get_secret_value()
-        if secret and hmac.compare_digest(secret.encode(), presented.encode()):
-            held = set(token.roles)
-            if "admin" in held or role in held or (role == "read" and "operate" in held):
-                return token.name
-            _refused(request, "lacks_role", role, token.name)
-            raise web.HTTPForbidden(text=f"token {token.name!r} lacks role {role}\n")
+    token = find_token(tokens, presented)
+    if token is not None:
+        if holds(token, role):
+            return token.name
+        _refused(request, "lacks_role", role, token.name)
+        raise web.HTTPForbidden(text=f"token {token.name!r} lacks role {role}\n")
     _refused(request, "unknown_token", role)
     raise web.HTTPUnauthorized(
         text="unknown token\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
+
+
+def find_token(tokens: Sequence[ApiToken], presented: str) -> ApiToken | None:
+    """The configured token whose secret is ``presented`` (compared in constant time), or
+    None. The console's sign-in uses it too: one definition of who a token is."""
+    if not (presented.isascii() and presented.isprintable()):
+        return None
+    for token in tokens:
+        secret = token.token.get_secret_value()
+        if secret and hmac.compare_digest(secret.encode(), presented.encode()):
+            return token
+    return None
+
+
+def holds(token: ApiToken, role: str) -> bool:
+    """Whether ``token`` may act as ``role``: ``admin`` holds every role and ``operate``
+    includes ``read``."""
+    held = set(token.roles)
+    return "admin" in held or role in held or (role == "read" and "operate" in held)
 
 
 def require_read(request: web.Request) -> None:

@@ -1,18 +1,16 @@
-"""HTTP API for incidents, and the acknowledge links.
+"""HTTP API for incidents.
 
 Reads need role ``read`` when ``monitor.protect_reads`` is set; changes need
-``operate``. An acknowledge link from a message works without a token, for
-its own incident only, until it expires; opening it (GET) only shows a
-confirmation page, because mail scanners open links: the POST acknowledges.
+``operate``. The acknowledge links from messages are console pages
+(monitor/console/ack.py).
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -23,7 +21,6 @@ from monitor.api.input import (
     CaseNumber,
     Note,
     bounded_int,
-    clean_text,
     json_object,
     validated,
 )
@@ -43,8 +40,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/incidents/{id}/resolve", resolve)
     app.router.add_post("/api/v1/incidents/{id}/notes", add_note)
     app.router.add_put("/api/v1/incidents/{id}/vendor-case", set_vendor_case)
-    app.router.add_get("/ack/{id}", ack_page)
-    app.router.add_post("/ack/{id}", ack_by_link)
+    app.router.add_post("/api/v1/incidents/{id}/customer-updates", add_customer_update)
 
 
 def incident_operations(request: web.Request) -> IncidentOperations:
@@ -116,6 +112,13 @@ class NoteBody(Body):
 
 class VendorCaseBody(Body):
     case: CaseNumber
+
+
+class CustomerUpdateBody(Body):
+    """A public update for the customer's status page."""
+
+    state: Literal["investigating", "identified", "monitoring", "resolved"]
+    text: Note
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -195,66 +198,12 @@ async def set_vendor_case(request: web.Request) -> web.Response:
     )
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        content_type="text/html",
-        text=(
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width'>"
-            f"<title>{html.escape(title)}</title></head><body style='font-family:sans-serif'>"
-            f"<h1>{html.escape(title)}</h1>{body}</body></html>"
-        ),
-    )
-
-
-async def ack_page(request: web.Request) -> web.Response:
-    manager = incident_operations(request)
-    incident_id, token = request.match_info["id"], request.query.get("t", "")
-    problem = manager.check_link(incident_id, token)
-    if problem:
-        return _page("Link not valid", f"<p>{html.escape(problem)}</p>", status=403)
-    try:
-        incident, _ = await manager.get(incident_id)
-    except IncidentNotFound:
-        return _page("Not found", "<p>No such incident.</p>", status=404)
-    summary = html.escape(
-        f"{incident.id}: {incident.customer} / {incident.service} is "
-        f"{incident.status} ({incident.state.value})"
-    )
-    return _page(
-        "Acknowledge incident",
-        (
-            f"<p>{summary}</p><p>{html.escape(incident.reason)}</p>"
-            f"<form method='post'><input type='hidden' name='t' value='{html.escape(token)}'>"
-            "<label>Your name <input name='by' required></label> "
-            "<button type='submit'>Acknowledge</button></form>"
-        ),
-    )
-
-
-async def ack_by_link(request: web.Request) -> web.Response:
-    manager = incident_operations(request)
-    incident_id = request.match_info["id"]
-    try:
-        form = await request.post()
-    except ValueError:  # UnicodeDecodeError among them: a form that is not UTF-8
-        return _page("Bad request", "<p>The form could not be read.</p>", status=400)
-    posted = form.get("t")
-    token = posted if isinstance(posted, str) and posted else request.query.get("t", "")
-    by = form.get("by")
-    who = clean_text(by if isinstance(by, str) else "", multiline=False)[:80] or "link"
-    problem = manager.check_link(incident_id, token)
-    if problem:
-        return _page("Link not valid", f"<p>{html.escape(problem)}</p>", status=403)
-    try:
-        incident = await manager.acknowledge(incident_id, actor=f"{who} (link)")
-    except IncidentNotFound:
-        return _page("Not found", "<p>No such incident.</p>", status=404)
-    except IncidentError as exc:
-        return _page("Nothing to acknowledge", f"<p>{html.escape(str(exc))}</p>", status=409)
-    return _page(
-        "Acknowledged",
-        f"<p>{html.escape(incident.id)} acknowledged by "
-        f"{html.escape(who)}. Escalation stopped.</p>",
+async def add_customer_update(request: web.Request) -> web.Response:
+    actor = _actor(request)
+    body = validated(CustomerUpdateBody, await _body(request))
+    if not body.text:
+        raise bad_request("text", 'give the update as {"state": "...", "text": "..."}')
+    return await _change(
+        request,
+        lambda ops, incident_id: ops.add_customer_update(incident_id, actor, body.state, body.text),
     )

@@ -15,9 +15,10 @@ from monitor.api.auth import require_read, require_role
 from monitor.api.errors import bad_request, invalid_body, refusal
 from monitor.api.incidents import incident_operations, iso_time
 from monitor.api.input import json_object
+from monitor.catalog import Catalog
 from monitor.config import ConfigIssue
 from monitor.engine.model import MaintenanceWindow
-from monitor.maintenance_request import InvalidRequest, parse_request
+from monitor.maintenance_request import InvalidRequest, MaintenanceRequest, parse_request
 
 
 def add_routes(app: web.Application) -> None:
@@ -49,6 +50,17 @@ def window_json(window: MaintenanceWindow) -> dict[str, Any]:
     }
 
 
+def unknown_scope(asked: MaintenanceRequest, catalog: Catalog | None) -> list[ConfigIssue]:
+    """The customer or service of a new window that the config does not know."""
+    unknown = []
+    if catalog is not None:
+        if asked.customer is not None and asked.customer not in catalog.customers:
+            unknown.append(ConfigIssue("customer", f"unknown customer {asked.customer!r}"))
+        if asked.service is not None and asked.service not in catalog.services:
+            unknown.append(ConfigIssue("service", f"unknown service {asked.service!r}"))
+    return unknown
+
+
 async def list_maintenance(request: web.Request) -> web.Response:
     require_read(request)
     windows = await incident_operations(request).list_maintenance()
@@ -63,12 +75,7 @@ async def create_maintenance(request: web.Request) -> web.Response:
         asked = parse_request(body)
     except InvalidRequest as exc:
         raise invalid_body(exc.issues) from None
-    catalog, unknown = manager.catalog, []
-    if catalog is not None:
-        if asked.customer is not None and asked.customer not in catalog.customers:
-            unknown.append(ConfigIssue("customer", f"unknown customer {asked.customer!r}"))
-        if asked.service is not None and asked.service not in catalog.services:
-            unknown.append(ConfigIssue("service", f"unknown service {asked.service!r}"))
+    unknown = unknown_scope(asked, manager.catalog)
     if unknown:
         raise invalid_body(unknown)
     window = asked.window(f"MW-{uuid.uuid4().hex[:10]}", actor)

@@ -22,7 +22,7 @@ from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
 from monitor.status import StatusBoard
 from monitor.store import Store
-from monitor.vendor import VendorBoard
+from monitor.vendor import VendorBoard, VendorState
 
 
 class IncidentOperations(Protocol):
@@ -53,6 +53,19 @@ class IncidentOperations(Protocol):
     async def add_note(self, incident_id: str, actor: str, text: str) -> Incident: ...
 
     async def set_vendor_case(self, incident_id: str, actor: str, case: str) -> Incident: ...
+
+    async def add_customer_update(
+        self, incident_id: str, actor: str, state: str, text: str
+    ) -> Incident: ...
+
+    def blast_radius(self, incident: Incident) -> list[Incident]:
+        """A vendor-side incident's customers' incidents ([] for any other)."""
+
+    def vendor_state(self, customer: str, service: str) -> VendorState | None:
+        """What the vendor's own feed says of the service, when it says something is wrong."""
+
+    async def ticket_draft(self, incident_id: str) -> str:
+        """The 21Vianet ticket draft of the incident, as it stands now."""
 
     def check_link(self, incident_id: str, token: str) -> str | None:
         """Why an acknowledge link's token is not valid, or None when it is."""

@@ -142,6 +142,22 @@ class ClusterSettings(StrictModel):
         return self.leader_lease if self.leader_lease is not None else self.dead_after
 
 
+class ConsoleSettings(StrictModel):
+    """The web console (sign-in with an API token): how long a sign-in lasts, and how
+    many wrong tokens an address may try before it must wait."""
+
+    session_ttl: Duration = Field(
+        43200.0, description="A console sign-in lasts this long (default 12h)"
+    )
+    sign_in_attempts: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Wrong tokens an address may try before each further try waits longer "
+        "(doubling up to 15 min)",
+    )
+
+
 class MonitorSettings(StrictModel):
     listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
     data_dir: str = Field("./data", description="Where the embedded store keeps its files")
@@ -150,7 +166,11 @@ class MonitorSettings(StrictModel):
         description="Database URL: sqlite:///path or postgresql://user@host/db "
         "(default: SQLite in data_dir)",
     )
-    public_url: str | None = Field(None, description="External base URL (acknowledge links)")
+    public_url: str | None = Field(
+        None,
+        description="External base URL of the console: links in messages point here "
+        "(https makes the console's cookie Secure)",
+    )
     max_concurrency: int = Field(512, ge=1, le=100_000, description="Probes running at once")
     shutdown_grace: Duration = Field(10.0, description="How long in-flight probes may finish")
     log_format: Literal["keyvalue", "json"] = "keyvalue"
@@ -191,6 +211,7 @@ class MonitorSettings(StrictModel):
         default_factory=list,
         description="Channels told when this node goes blind and when it sees again",
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     cluster: ClusterSettings | None = Field(
         None,
         description="Replicas sharing a PostgreSQL store (monitor.store): membership, "
@@ -269,6 +290,20 @@ class SubscriptionSpec(TimingOverrides):
     enabled: bool = True
 
 
+class StatusPageSpec(StrictModel):
+    """The customer's own status page (``/status/{customer}``)."""
+
+    public: bool = Field(
+        False, description="Open to anyone; otherwise only through the signed link"
+    )
+    link_version: int = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Raise it to rotate the signed link (the old link stops working)",
+    )
+
+
 class CustomerSpec(TimingOverrides):
     id: str = Field(pattern=SLUG, description="Stable identifier, used in metrics labels")
     name: str
@@ -280,6 +315,7 @@ class CustomerSpec(TimingOverrides):
         default_factory=dict, description="Values for {customer.NAME} placeholders"
     )
     subscriptions: list[Annotated[SubscriptionSpec, BeforeValidator(subscription_shorthand)]]
+    status_page: StatusPageSpec = Field(default_factory=StatusPageSpec)
 
 
 class ServiceSpec(TimingOverrides):

@@ -425,14 +425,18 @@ def add_note(incident: Incident, text: str, actor: str, now: float) -> Decision:
 
 
 CUSTOMER_UPDATE = "customer_update"
+CUSTOMER_UPDATE_STATES = ("investigating", "identified", "monitoring", "resolved")
 
 
-def add_customer_update(incident: Incident, text: str, actor: str, now: float) -> Decision:
-    """A public update written for the customer (their monthly service report shows it),
-    unlike a ``note``, which stays internal. Allowed on resolved incidents too: the
-    root cause is often written after recovery."""
+def customer_update(incident: Incident, state: str, text: str, actor: str, now: float) -> Decision:
+    """What our team tells the customer (their status page, their monthly report): a
+    timeline event of its own kind, so that it is stored, audited and never mistaken
+    for an internal note. Allowed on resolved incidents too: the root cause is often
+    written after recovery."""
+    if state not in CUSTOMER_UPDATE_STATES:
+        raise ValueError(f"state must be one of {', '.join(CUSTOMER_UPDATE_STATES)}")
     decision = Decision()
-    decision.event(incident, now, CUSTOMER_UPDATE, actor, text=text)
+    decision.event(incident, now, CUSTOMER_UPDATE, actor, state=state, text=text)
     return decision
 
 

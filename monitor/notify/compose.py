@@ -97,6 +97,11 @@ def failing_checks(
     return failing
 
 
+def incident_page_url(public_url: str, incident_id: str) -> str:
+    """The console's page of an incident: the link every message carries."""
+    return f"{public_url.rstrip('/')}/incidents/{incident_id}"
+
+
 def duration_text(seconds: float) -> str:
     """ "45 s", "2 min 55 s", "1 h 24 min": seconds count while it is under an hour."""
     whole = max(0, int(seconds))
@@ -336,7 +341,7 @@ class MessageComposer:
             expires = self._wall() + self._ack_link_ttl
             token = self._signer.token(page.incident.id, expires)
             ack_url = f"{base}/ack/{page.incident.id}?t={token}"
-            incident_url = f"{base}/api/v1/incidents/{page.incident.id}"
+            incident_url = incident_page_url(public_url, page.incident.id)
         return {
             "event": page.event,
             "incident": incident,
@@ -349,6 +354,32 @@ class MessageComposer:
             "language": language,
             "unreachable": [],
         }
+
+    def draft(
+        self,
+        event: str,
+        incident: Incident,
+        timeline: list[IncidentEvent],
+        recipient: str,
+        language: str = "en",
+    ) -> RenderedParts:
+        """``event``'s message for ``incident`` as the console shows it (the vendor ticket
+        draft): rendered now, in ``language``, with the incident page's link and no
+        acknowledge link."""
+        public_url = self.catalog.config.monitor.public_url if self.catalog else None
+        context: TemplateContext = {
+            "event": event,
+            "incident": self.incident_context(incident, timeline),
+            "ack_url": None,
+            "incident_url": incident_page_url(public_url, incident.id) if public_url else None,
+            "recipient": recipient,
+            "monitor": {"public_url": public_url, "name": "csp-monitor"},
+            "now": datetime.fromtimestamp(self._wall(), UTC),
+            "timezone": "Asia/Shanghai",
+            "language": language,
+            "unreachable": [],
+        }
+        return self._renderer.render(event, context)
 
     def incident_context(
         self, incident: Incident, timeline: list[IncidentEvent], page: engine.Page | None = None
