@@ -259,11 +259,18 @@ class Contact(StrictModel):
     reports: bool = Field(
         False, description="Receives the customer's monthly service report (needs email)"
     )
+    notify: bool = Field(
+        False,
+        description="Receives by e-mail the updates our team writes for the customer about "
+        "an incident (notifications.customer_updates_channel; needs email)",
+    )
 
     @model_validator(mode="after")
     def _reports_need_email(self) -> Contact:
         if self.reports and not self.email:
             raise ValueError("reports: true needs an email address to send the report to")
+        if self.notify and not self.email:
+            raise ValueError("notify: true needs an email address to send the updates to")
         return self
 
 
