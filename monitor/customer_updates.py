@@ -19,6 +19,7 @@ twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TypedDict
@@ -131,6 +132,13 @@ def _render(renderer: TemplateRenderer, context: CustomerUpdateContext) -> Rende
         )
 
 
+def _dedup_key(incident_id: str, posted_at: float, customer: str, email: str) -> str:
+    """Unique per update and contact, and opaque: an e-mail carries its key in a header
+    (``X-CSP-Monitor-Dedup``), where the customer must not read an incident id."""
+    unique = f"{incident_id}|{posted_at:.6f}|{customer}|{email}"
+    return f"{EVENT}:{hashlib.sha256(unique.encode()).hexdigest()[:32]}"
+
+
 def recipients(customer: CustomerSpec) -> list[Contact]:
     """The customer's contacts who get its updates, each address once."""
     seen: dict[str, Contact] = {}
@@ -184,9 +192,7 @@ def update_messages(
             parts = _render(renderer, context)
             messages.append(
                 RenderedMessage(
-                    dedup_key=(
-                        f"{EVENT}:{incident.id}:{posted_at:.6f}:{customer.id}:{contact.email}"
-                    ),
+                    dedup_key=_dedup_key(incident.id, posted_at, customer.id, str(contact.email)),
                     channel=channel,
                     event=EVENT,
                     recipients=(str(contact.email),),

@@ -90,6 +90,11 @@ def body(message: EmailMessage, subtype: str) -> str:
     return str(part.get_content())  # type: ignore[attr-defined]
 
 
+def headers(message: EmailMessage) -> str:
+    """Every header a customer's mail program shows or keeps."""
+    return "\n".join(f"{name}: {value}" for name, value in message.items())
+
+
 def to(message: EmailMessage) -> str:
     return str(message["To"])
 
@@ -184,6 +189,8 @@ async def test_an_update_from_the_incident_page_reaches_the_contacts_in_their_la
     assert "王芳，您好" in body(chinese, "plain") and "您的技术支持团队" in body(chinese, "plain")
     assert "Dear Peter Hall" in body(english, "plain")
     for message in (chinese, english):
+        for word in internal_words(incident.id, listen, shared.port, web_target.port):
+            assert word not in headers(message), (to(message), word)
         for subtype in ("plain", "html"):
             text = body(message, subtype)
             assert PUBLIC_ZH in text and PUBLIC_TEXT in text
@@ -248,6 +255,9 @@ async def test_a_vendor_side_update_goes_to_each_customer_with_its_own_name_only
     }
     assert "调查中" in str(received["chen@northwind.cn"]["Subject"])
     for address, message in received.items():
+        assert NAMES[own[address]] in str(message["Subject"])
+        for word in internal_words(group.id, listen, shared.port, web_target.port):
+            assert word not in headers(message), (address, word)
         for subtype in ("plain", "html"):
             text = body(message, subtype)
             assert NAMES[own[address]] in text and PUBLIC_TEXT in text
