@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -122,7 +123,9 @@ async def test_the_demo_turns_the_board_red_opens_a_vendor_side_incident_and_sto
         assert not [line for line in err if "Traceback" in line], "\n".join(err)
     finally:
         if process.returncode is None:
-            process.kill()
+            process.kill()  # no clean stop: its folder is left, remove it here
             await process.wait()
+            if folder := _found(out, r"Folder:\s+(\S+) "):
+                await asyncio.to_thread(shutil.rmtree, folder, True)
         for reader in readers:
             reader.cancel()

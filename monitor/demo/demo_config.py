@@ -65,7 +65,8 @@ defaults: {{interval: 2s, retry_interval: 1s, timeout: 3s, failure_threshold: 2,
 incidents:
   default_policy: standard
   tick_interval: 1s
-  correlation: {{min_customers: 3, hold: 0s}}
+  # first pages wait 5 s: the Exchange outage pages once, as one vendor-side incident
+  correlation: {{min_customers: 3, hold: 5s}}
 escalation_policies:
   standard:
     steps:
