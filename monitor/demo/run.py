@@ -13,13 +13,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from monitor.alerting import data_dir
+from monitor.console.keys import STATUS_PAGE, console_key
 from monitor.console.status_page import link_token
 from monitor.daemon import Daemon
 from monitor.demo.demo_config import write_demo_config
 from monitor.demo.script import play
 from monitor.demo.world import World
-from monitor.links import key_file
 
 
 def _free_port(host: str) -> int:
@@ -62,7 +61,7 @@ async def run_demo(
             loop.add_signal_handler(signum, stop.set)
         catalog, manager = daemon.catalog, daemon.incidents
         assert catalog is not None and manager is not None
-        status_key = key_file(data_dir(catalog, folder), "status-page.key")
+        status_key = console_key(catalog, folder, STATUS_PAGE)
         contoso = catalog.customers["contoso"]
         say("csp-monitor demo: three customers' Exchange, SharePoint, sign-in and web app")
         say(f"  simulated on http://127.0.0.1:{world.port}")
