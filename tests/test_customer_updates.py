@@ -22,6 +22,7 @@ from tests.test_alerting import Mailbox
 MARKER = "INTERNAL-MARKER-7f3a9c"  # in an internal note: must reach no customer
 PUBLIC_TEXT = "Outlook on the web is slow to open; mail delivery is not affected."
 PUBLIC_ZH = "我们已查明原因，正在恢复服务。"
+INJECTED = "<img src=x id=injected-update>"  # typed in the update: text, never markup
 NAMES = {
     "contoso": "Contoso (China) Ltd.",
     "fabrikam": "Fabrikam Shanghai Co.",
@@ -165,7 +166,9 @@ async def test_an_update_from_the_incident_page_reaches_the_contacts_in_their_la
         [incident] = [i for i in manager.open_incidents() if i.customer == "contoso"]
         await manager.add_note(incident.id, "noc", f"{MARKER}: pool on web-03 keeps crashing")
         # the mail server is away: the update waits in the outbox
-        await console_update(base, incident.id, "identified", PUBLIC_ZH + "\n" + PUBLIC_TEXT)
+        await console_update(
+            base, incident.id, "identified", f"{PUBLIC_ZH}\n{PUBLIC_TEXT} {INJECTED}"
+        )
         await daemon.close()
 
         smtp = start_smtp_server(mailbox, smtp_port)
@@ -188,6 +191,10 @@ async def test_an_update_from_the_incident_page_reaches_the_contacts_in_their_la
     assert str(english["Subject"]) == "[Identified] Contoso web shop - Contoso (China) Ltd."
     assert "王芳，您好" in body(chinese, "plain") and "您的技术支持团队" in body(chinese, "plain")
     assert "Dear Peter Hall" in body(english, "plain")
+    for message in (chinese, english):
+        assert INJECTED in body(message, "plain")
+        assert "&lt;img src=x id=injected-update&gt;" in body(message, "html")
+        assert "<img" not in body(message, "html")
     for message in (chinese, english):
         for word in internal_words(incident.id, listen, shared.port, web_target.port):
             assert word not in headers(message), (to(message), word)
