@@ -17,8 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    create_model,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )

@@ -274,7 +274,9 @@ def _placement_issues(defaults: dict[str, Any], services: dict[str, Any]) -> lis
             locations = next(
                 ((p, v["locations"]) for p, v in levels if v.get("locations") is not None), None
             )
-            quorum = next(((p, v["quorum"]) for p, v in levels if v.get("quorum") is not None), None)
+            quorum = next(
+                ((p, v["quorum"]) for p, v in levels if v.get("quorum") is not None), None
+            )
             if quorum is None or not isinstance(quorum[1], int):
                 continue
             quorum_path, value = quorum
