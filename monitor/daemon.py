@@ -436,6 +436,12 @@ class Daemon:
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
 
+    @property
+    def report_grace(self) -> float:
+        """How late another location's report may arrive: written at the prober's next
+        tick, read at this node's (none without a cluster: all reports are this node's)."""
+        return 2 * self.location_tick if self.cluster is not None else 0.0
+
     def _location_label(self, spec: TargetSpec) -> str | None:
         """The ``location`` label of a target's probe series: where it was probed from,
         when it has locations or this node is not in the default one (else none, as
@@ -501,6 +507,7 @@ class Daemon:
             on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
             on_step_down=lambda epoch: self.alerting.step_down(),
             blind=lambda: self.sight.sight.blind,
+            location=settings.location,
         )
         # a leader that cannot renew stops at two thirds of its lease; the others wait for
         # all of it: its notifier gets half of the third between to finish its step
@@ -785,7 +792,12 @@ class Daemon:
         assert self.desk is not None
         target_id = spec.target.id
         verdict = decide(
-            spec.locations, spec.quorum, self.desk.reports(target_id), now, spec.timing.interval
+            spec.locations,
+            spec.quorum,
+            self.desk.reports(target_id),
+            now,
+            spec.timing.interval,
+            self.report_grace,
         )
         state = self.board.target(target_id, now)
         if verdict.status is not Status.UP:

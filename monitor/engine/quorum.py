@@ -50,9 +50,17 @@ class Verdict:
 _ORDER = (Status.DOWN, Status.DEGRADED, Status.UNKNOWN, Status.UP)
 
 
-def counted_status(report: LocationReport | None, now: float, interval: float) -> Status:
+def silent(report: LocationReport | None, now: float, interval: float, grace: float = 0.0) -> bool:
+    """Whether a location has not reported within two intervals (plus ``grace``: the time
+    reports take to travel between nodes)."""
+    return report is None or now - report.at > SILENT_AFTER_INTERVALS * interval + grace
+
+
+def counted_status(
+    report: LocationReport | None, now: float, interval: float, grace: float = 0.0
+) -> Status:
     """What a location counts as: its report, or unknown when it has gone silent."""
-    if report is None or now - report.at > SILENT_AFTER_INTERVALS * interval:
+    if report is None or silent(report, now, interval, grace):
         return Status.UNKNOWN
     if report.status is Status.MAINTENANCE:
         return Status.UNKNOWN
@@ -65,10 +73,13 @@ def decide(
     reports: Mapping[str, LocationReport],
     now: float,
     interval: float,
+    grace: float = 0.0,
 ) -> Verdict:
-    """The status of a target listed for ``locations`` from their latest ``reports``."""
+    """The status of a target listed for ``locations`` from their latest ``reports``;
+    ``grace`` is how late a report may arrive (the exchange between nodes)."""
     counted = tuple(
-        (location, counted_status(reports.get(location), now, interval)) for location in locations
+        (location, counted_status(reports.get(location), now, interval, grace))
+        for location in locations
     )
     by_status: dict[Status, list[str]] = {status: [] for status in _ORDER}
     for location, status in counted:
@@ -86,12 +97,12 @@ def decide(
     else:
         status = Status.UP
         since = max(reports[name].since for name in by_status[Status.UP])
-    silent = [
+    quiet = [
         name
         for name in by_status[Status.UNKNOWN]
-        if name not in reports or now - reports[name].at > SILENT_AFTER_INTERVALS * interval
+        if silent(reports.get(name), now, interval, grace)
     ]
-    return Verdict(status, _reason(by_status, silent, reports), since, counted)
+    return Verdict(status, _reason(by_status, quiet, reports), since, counted)
 
 
 def _reason(
