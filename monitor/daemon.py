@@ -203,6 +203,7 @@ class Daemon:
             self.handle_result,
         )
         self.scheduler.start()
+        self._export_locations()
         self._locations_task = asyncio.create_task(self._exchange_reports(), name="locations")
         check_file_limit(settings.max_concurrency, settings.max_connections)
         self._runner = web.AppRunner(
@@ -834,7 +835,14 @@ class Daemon:
         for target_id in self._located_decided:
             if full or target_id in news:
                 self._decide(catalog.targets[target_id], now)
-        up = self.cluster.locations_up() if self.cluster is not None else {desk.location: True}
+        self._export_locations()
+
+    def _export_locations(self) -> None:
+        """``csp_monitor_location_up``: the locations probed from now, and those gone."""
+        if self.desk is None:
+            return
+        cluster = self.cluster
+        up = cluster.locations_up() if cluster is not None else {self.desk.location: True}
         self.location_up.clear()
         for location, live in up.items():
             self.location_up.labels(location).set(1 if live else 0)
