@@ -21,6 +21,7 @@ from tests.conftest import unused_port, wait_until
 from tests.test_cluster_nodes import Node, get_json, start_node, stop_nodes
 
 LOCATIONS = {"loc-a": "127.0.0.2", "loc-b": "127.0.0.3", "loc-c": "127.0.0.4"}
+REASON = "status 503 (expected 200)"
 START_WITHIN = 60.0  # bounded waits, generous for a busy 2-core machine
 SETTLE_WITHIN = 30.0
 
@@ -182,11 +183,18 @@ async def test_one_broken_path_is_degraded_and_all_broken_is_down(
         assert all(status != "down" for status, _ in await incidents(pg_database))
 
         path_server.failing = set(LOCATIONS.values())
+        # down once two agree (the quorum), whichever two report first; then all three
         down = await wait_for(
             "down from every location",
-            lambda found: found["subscription"]["status"] == "down",
+            lambda found: (
+                found["subscription"]["status"] == "down"
+                and [loc["status"] for loc in found["check"]["locations"]] == ["down"] * 3
+            ),
         )
-        assert down["check"]["reason"].startswith("down from loc-a (status 503")
+        assert down["check"]["reason"] == ", ".join(
+            f"down from loc-a ({REASON})" if name == "loc-a" else f"{name} ({REASON})"
+            for name in LOCATIONS
+        )
 
         async def one_down_incident() -> bool:
             found = await incidents(pg_database)
