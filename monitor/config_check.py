@@ -13,6 +13,7 @@ from pathlib import Path
 
 from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError, ConfigIssue
+from monitor.customer_updates import check_update_templates
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
 from monitor.oncall_messages import check_gap_templates
@@ -68,6 +69,7 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
         *renderer.check_all(sample_context),
         *check_ops_templates(renderer),
         *check_gap_templates(renderer),
+        *check_update_templates(renderer),
         *check_report_templates(catalog, directories),
     ]
     if problems:

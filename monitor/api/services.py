@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
+from monitor.config_history import ConfigHistory
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
 from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
@@ -132,6 +133,10 @@ class ApiServices(Protocol):
     @property
     def report_grace(self) -> float:
         """How late another location's report may arrive and still count."""
+
+    @property
+    def config_history(self) -> ConfigHistory:
+        """This node's config load and reloads, newest first (the console's Config page)."""
 
     @property
     def scheduled_targets(self) -> int:
