@@ -67,6 +67,7 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
             opts.port,
             ssl=ssl_context,
             server_hostname=opts.host if ssl_context else None,
+            local_addr=ctx.local_addr,
         )
     except OSError as exc:
         return failure(describe_error(exc), started, ctx)

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -23,11 +24,13 @@ from monitor.config import (
     ConfigError,
     ConfigIssue,
     CustomerSpec,
+    Placement,
     ServiceSpec,
     Timing,
     check_options,
     format_path,
     issues_from_validation,
+    majority,
     max_config_bytes,
     parse_config,
     read_config_bytes,
@@ -46,6 +49,10 @@ class TargetSpec:
     options: CheckOptions
     timing: Timing
     fingerprint: str  # changes when anything that affects probing changes
+    # where it is probed from, and how many of them must say down (empty: from one place,
+    # whichever node owns it, as without locations)
+    locations: tuple[str, ...] = ()
+    quorum: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,17 +87,35 @@ class Catalog:
         return dict(self.config.services)
 
 
-def _fingerprint(target: Target, options: CheckOptions, timing: Timing) -> str:
+def _fingerprint(
+    target: Target, options: CheckOptions, timing: Timing, placement: tuple[Any, ...] = ()
+) -> str:
+    parts: list[Any] = [
+        target.type,
+        fill(options.model_dump(), {"customer": {}, "service": {}}, set()),
+        timing.model_dump(),
+    ]
+    if placement:  # only then: targets without locations keep their fingerprints
+        parts.append(placement)
     payload = json.dumps(
-        [
-            target.type,
-            fill(options.model_dump(), {"customer": {}, "service": {}}, set()),
-            timing.model_dump(),
-        ],
+        parts,
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _placement(
+    config: ConfigBase, service: ServiceSpec, check: Placement
+) -> tuple[tuple[str, ...], int]:
+    """A check's locations and quorum: the nearest level that sets each (validation made
+    sure they fit together)."""
+    levels: list[Placement] = [check, service, config.defaults]
+    locations = next((level.locations for level in levels if level.locations), None)
+    if not locations:
+        return (), 0
+    quorum = next((level.quorum for level in levels if level.quorum is not None), None)
+    return tuple(locations), quorum if quorum is not None else majority(len(locations))
 
 
 def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") -> Catalog:
@@ -145,8 +170,14 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                     customer, service, check, subscription, subscription.checks.get(check.name)
                 )
                 target = Target(customer.id, subscription.service, check.name, check.type)
+                locations, quorum = _placement(config, service, check)
                 catalog.targets[target.id] = TargetSpec(
-                    target, options, timing, _fingerprint(target, options, timing)
+                    target,
+                    options,
+                    timing,
+                    _fingerprint(target, options, timing, (locations, quorum) if locations else ()),
+                    locations,
+                    quorum,
                 )
                 target_ids.append(target.id)
             tier = config.tiers.get(customer.tier)

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from checks import check_types
 from monitor import __version__
@@ -33,7 +33,9 @@ from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
 from monitor.config_history import ConfigHistory, ConfigOutcome
+from monitor.engine.quorum import LocationReport, decide
 from monitor.incident_manager import IncidentManager
+from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
@@ -41,7 +43,7 @@ from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.scheduler import ProbeScheduler
-from monitor.status import StatusBoard, observe
+from monitor.status import StatusBoard, Transition, observe
 from monitor.store import Store
 from monitor.vendor import GAUGE as VENDOR_GAUGE
 from monitor.vendor import VendorBoard
@@ -86,6 +88,21 @@ class Daemon:
             {fact: text for t in check_types().values() for fact, text in t.metric_help.items()}
         )
         self.board = StatusBoard()
+        # targets probed from several locations: this location's own view of each (its
+        # thresholds applied); ``board`` holds the status decided from every location's
+        self.location_board = StatusBoard()
+        self.desk: LocationDesk | None = None
+        self.location_tick = 1.0  # seconds between exchanges of location reports
+        self._located_decided: list[str] = []  # located targets whose status is decided here
+        self._probed_located: set[str] = set()  # located targets this node probes
+        self._locations_task: asyncio.Task[None] | None = None
+        self.location_up = Gauge(
+            "csp_monitor_location_up",
+            "1 for each location a live node probes from now, 0 for one announced by a "
+            "member that is gone or blind (its targets' reports go silent, then unknown)",
+            ["location"],
+            registry=self.registry,
+        )
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
         self.vendor = VendorBoard()
         self.messages = MessageBoard()  # Message Center posts, across tenants
@@ -156,8 +173,13 @@ class Daemon:
         catalog = checked.catalog
         settings = catalog.config.monitor
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
-        self._http = new_http_session()
+        self._http = new_http_session(settings.source_address)
         await self._join_cluster(catalog)
+        self.desk = LocationDesk(
+            self.cluster.node_id if self.cluster is not None else "local",
+            settings.location,
+            self.cluster.store if self.cluster is not None else None,
+        )
         self._apply(catalog)
         self._mark_reload(True)
         await self.alerting.start(
@@ -184,6 +206,8 @@ class Daemon:
             self.handle_result,
         )
         self.scheduler.start()
+        self._export_locations()
+        self._locations_task = asyncio.create_task(self._exchange_reports(), name="locations")
         check_file_limit(settings.max_concurrency, settings.max_connections)
         self._runner = web.AppRunner(
             build_app(self),
@@ -261,6 +285,9 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.scheduler.shutdown()
+        if self._locations_task is not None:
+            self._locations_task.cancel()
+            await asyncio.gather(self._locations_task, return_exceptions=True)
         await self.sight.close()
         if self._site is not None:
             await self._site.stop()
@@ -365,13 +392,28 @@ class Daemon:
         self.catalog = catalog
         now = self.wall()
         owned = self._owned_subscriptions(catalog)
-        added, changed, removed = self.scheduler.apply(
-            {
-                tid: spec
-                for tid, spec in catalog.targets.items()
-                if (spec.target.customer, spec.target.service) in owned
-            }
-        )
+        probed = {
+            tid: spec
+            for tid, spec in catalog.targets.items()
+            if (
+                self._probes_for_location(spec)
+                if spec.locations
+                else (spec.target.customer, spec.target.service) in owned
+            )
+        }
+        added, changed, removed = self.scheduler.apply(probed)
+        self._probed_located = {tid for tid, spec in probed.items() if spec.locations}
+        self._located_decided = [
+            tid
+            for key, subscription in owned.items()
+            for tid in subscription.target_ids
+            if catalog.targets[tid].locations
+        ]
+        self.location_board.forget(removed + changed, ())
+        if self.desk is not None:
+            self.desk.forget(
+                tid for tid in removed + changed if tid not in catalog.targets or tid in changed
+            )
         if self.cluster is not None:
             self.cluster.set_targets(len(self.scheduler))
         # a changed check starts from scratch: old results say nothing about new options
@@ -379,14 +421,20 @@ class Daemon:
             self.target_metrics.remove_target(target_id)
         gone = self._subscriptions_shown - set(owned)
         self._subscriptions_shown = set(owned)
-        self.board.forget(removed + changed, gone)
+        # a located target this node no longer probes may still be decided here
+        self.board.forget(
+            changed
+            + [t for t in removed if t not in catalog.targets or not catalog.targets[t].locations],
+            gone,
+        )
         for customer, service in gone:
             self.target_metrics.remove_subscription(customer, service)
         for target_id in changed + added:
             spec = catalog.targets[target_id]
             address = check_types()[spec.target.type].address(spec.options)
-            self.target_metrics.add_target(spec.target, address)
-            state = self.board.target(target_id, now)
+            self.target_metrics.add_target(spec.target, address, self._location_label(spec))
+            board = self.location_board if spec.locations else self.board
+            state = board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
         for key, subscription in owned.items():
             self.board.update_subscription(
@@ -398,6 +446,33 @@ class Daemon:
             )
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
+
+    @property
+    def report_grace(self) -> float:
+        """How late another location's report may arrive: written at the prober's next
+        tick, read at this node's (none without a cluster: all reports are this node's)."""
+        return 2 * self.location_tick if self.cluster is not None else 0.0
+
+    def _location_label(self, spec: TargetSpec) -> str | None:
+        """The ``location`` label of a target's probe series: where it was probed from,
+        when it has locations or this node is not in the default one (else none, as
+        before locations existed)."""
+        settings = self.catalog.config.monitor if self.catalog is not None else None
+        location = settings.location if settings is not None else "default"
+        return location if spec.locations or location != "default" else None
+
+    def _probes_for_location(self, spec: TargetSpec) -> bool:
+        """Whether this node probes a target listed for locations: it must be in one of
+        them and, in a cluster, be the one of its location that rendezvous hashing picks."""
+        assert self.catalog is not None
+        location = self.catalog.config.monitor.location
+        if location not in spec.locations:
+            return False
+        if self.cluster is None:
+            return True
+        return self.cluster.owns_at(
+            subscription_key(spec.target.customer, spec.target.service), location
+        )
 
     def _restore_statuses(self, catalog: Catalog) -> None:
         """What the previous run confirmed down or degraded stays so at the first probe
@@ -443,6 +518,7 @@ class Daemon:
             on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
             on_step_down=lambda epoch: self.alerting.step_down(),
             blind=lambda: self.sight.sight.blind,
+            location=settings.location,
         )
         # a leader that cannot renew stops at two thirds of its lease; the others wait for
         # all of it: its notifier gets half of the third between to finish its step
@@ -540,6 +616,8 @@ class Daemon:
                 if catalog is None or self._stop.is_set():
                     return
                 seeded = await self._seed(catalog, self._owned_subscriptions(catalog))
+                if self.desk is not None:
+                    self.desk.read_everything_again()
                 self._record_unwatched(catalog, seeded)
                 added, _, removed = self._apply(catalog)
                 log.info(
@@ -593,6 +671,7 @@ class Daemon:
             wall=self.wall,
             ssl_contexts=self._ssl_contexts,
             cache=self._probe_cache,
+            source_address=self.catalog.config.monitor.source_address if self.catalog else None,
         )
 
     async def probe_target(self, target_id: str) -> None:
@@ -617,7 +696,8 @@ class Daemon:
                 finally:
                     self.metrics.in_flight.dec()
             current = self.catalog is not None and self.catalog.targets.get(target_id) is spec
-            state = self.board.target(target_id, self.wall()) if current else None
+            board = self.location_board if spec.locations else self.board
+            state = board.target(target_id, self.wall()) if current else None
             admitted = self.sight.admit(spec, result, state) if state is not None else result
             if admitted is not None:  # None: held for the canaries' verdict
                 self.handle_result(spec, admitted)
@@ -629,6 +709,9 @@ class Daemon:
         target_id = spec.target.id
         if catalog is None or catalog.targets.get(target_id) is not spec:
             return  # the target changed or went away while it was being probed
+        if spec.locations:
+            self._handle_located(spec, result)
+            return
         if (spec.target.customer, spec.target.service) not in self._subscriptions_shown:
             return  # another node took it over while it was being probed
         now = self.wall()
@@ -641,38 +724,135 @@ class Daemon:
             self.messages.update(spec.target.customer, result.messages)
             self.metrics.set_vendor_messages(self.messages.counts())
         if transition is not None:
-            began = transition.at  # the first result of the streak that confirmed it
-            self.target_metrics.set_target_status(target_id, transition.current, began)
+            self.target_metrics.set_target_status(target_id, transition.current, transition.at)
+            self._target_changed(spec, transition, now)
+        self.scheduler.set_retrying(spec, state.pending)
+
+    def _target_changed(self, spec: TargetSpec, transition: Transition, now: float) -> None:
+        """A target's confirmed change: its subscription's status follows (and alerting)."""
+        catalog = self.catalog
+        assert catalog is not None
+        target_id = spec.target.id
+        began = transition.at  # the first result of the streak that confirmed it
+        log.info(
+            "event=target_status target=%s from=%s to=%s reason=%r",
+            target_id,
+            transition.previous,
+            transition.current,
+            transition.reason,
+        )
+        key = (spec.target.customer, spec.target.service)
+        subscription = catalog.subscriptions[key]
+        change = self.board.update_subscription(
+            key, subscription.target_ids, subscription.aggregate, began
+        )
+        if change is not None:
+            previous, current = change
+            since = self.board.subscriptions[key].since
+            self.target_metrics.set_subscription(*key, current, since)
+            self.metrics.transitions.labels(current.value).inc()
+            self.alerting.subscription_changed(
+                *key, previous, current, self.board.subscriptions[key].reason, now, since
+            )
+            log_at = logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO
+            log.log(
+                log_at,
+                "event=subscription_status customer=%s service=%s from=%s to=%s reason=%r",
+                key[0],
+                key[1],
+                previous,
+                current,
+                self.board.subscriptions[key].reason,
+            )
+
+    # ------------------------------------------------------------------ locations
+
+    def _handle_located(self, spec: TargetSpec, result: ProbeResult) -> None:
+        """A result of a target probed from several locations: this location's view of it
+        (thresholds applied here) becomes this location's report; the node that decides
+        the target's status weighs it with the other locations' reports."""
+        target_id = spec.target.id
+        if target_id not in self._probed_located or self.desk is None:
+            return  # another node of this location took it over while it was being probed
+        now = self.wall()
+        state = self.location_board.target(target_id, now)
+        transition = observe(state, target_id, result, spec.timing, now)
+        self.target_metrics.record(target_id, result)
+        if transition is not None:
+            self.target_metrics.set_target_status(target_id, transition.current, transition.at)
             log.info(
-                "event=target_status target=%s from=%s to=%s reason=%r",
+                "event=location_status target=%s location=%s from=%s to=%s reason=%r",
                 target_id,
+                self.desk.location,
                 transition.previous,
                 transition.current,
                 transition.reason,
             )
-            key = (spec.target.customer, spec.target.service)
-            subscription = catalog.subscriptions[key]
-            change = self.board.update_subscription(
-                key, subscription.target_ids, subscription.aggregate, began
-            )
-            if change is not None:
-                previous, current = change
-                since = self.board.subscriptions[key].since
-                self.target_metrics.set_subscription(*key, current, since)
-                self.metrics.transitions.labels(current.value).inc()
-                self.alerting.subscription_changed(
-                    *key, previous, current, self.board.subscriptions[key].reason, now, since
-                )
-                log_at = (
-                    logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO
-                )
-                log.log(
-                    log_at,
-                    "event=subscription_status customer=%s service=%s from=%s to=%s reason=%r",
-                    key[0],
-                    key[1],
-                    previous,
-                    current,
-                    self.board.subscriptions[key].reason,
-                )
+        self.desk.report(
+            target_id,
+            LocationReport(
+                self.desk.location, state.status, result.reason, now, state.since, self.desk.node_id
+            ),
+        )
+        if (spec.target.customer, spec.target.service) in self._subscriptions_shown:
+            self._decide(spec, now)
         self.scheduler.set_retrying(spec, state.pending)
+
+    def _decide(self, spec: TargetSpec, now: float) -> None:
+        """The status of a located target from its locations' latest reports."""
+        assert self.desk is not None
+        target_id = spec.target.id
+        verdict = decide(
+            spec.locations,
+            spec.quorum,
+            self.desk.reports(target_id),
+            now,
+            spec.timing.interval,
+            self.report_grace,
+        )
+        state = self.board.target(target_id, now)
+        if verdict.status is not Status.UP:
+            state.last_change_reason = verdict.reason  # messages name today's locations
+        if verdict.status is state.status:
+            return
+        began = min(max(verdict.since, state.since), now)
+        transition = Transition(target_id, state.status, verdict.status, began, verdict.reason, now)
+        state.status, state.since, state.last_change_reason = verdict.status, began, verdict.reason
+        self._target_changed(spec, transition, now)
+
+    async def _exchange_reports(self) -> None:
+        """Every tick: locations' reports out and in; located targets decided again (a
+        location gone silent turns unknown without any new report)."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.location_tick)
+            ticks += 1
+            try:
+                await self._exchange_once(full=ticks % 5 == 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=location_exchange_failed")
+
+    async def _exchange_once(self, *, full: bool) -> None:
+        desk, catalog = self.desk, self.catalog
+        if desk is None or catalog is None:
+            return
+        news = await desk.exchange()
+        if self.catalog is not catalog:
+            return  # reloaded meanwhile: the next tick works on the new catalog
+        now = self.wall()
+        for target_id in self._located_decided:
+            if full or target_id in news:
+                self._decide(catalog.targets[target_id], now)
+        self._export_locations()
+
+    def _export_locations(self) -> None:
+        """``csp_monitor_location_up``: the locations probed from now, and those gone."""
+        if self.desk is None:
+            return
+        cluster = self.cluster
+        up = cluster.locations_up() if cluster is not None else {self.desk.location: True}
+        self.location_up.clear()
+        for location, live in up.items():
+            self.location_up.labels(location).set(1 if live else 0)

@@ -152,7 +152,7 @@ class TargetMetrics:
     def __len__(self) -> int:
         return len(self._targets)
 
-    def add_target(self, target: Target, address: str = "") -> None:
+    def add_target(self, target: Target, address: str = "", location: str | None = None) -> None:
         """Starts the target's series. ``address`` is what it probes (a URL, host:port), the
         ``target`` label blackbox dashboards link to and list (see prometheus/README.md)."""
         if target.id in self._targets:
@@ -163,6 +163,8 @@ class TargetMetrics:
         )
         if address:
             labels += f',target="{_escape(address)}"'
+        if location is not None:  # where it was probed from (see Daemon._location_label)
+            labels += f',location="{_escape(location)}"'
         phase_family = f"probe_{target.type}_duration_seconds"
         self._phases.setdefault(phase_family, {})
         row = self._target_table.add(target.id, labels)

@@ -153,6 +153,13 @@ class ProbeContext:
     wall: Callable[[], float] = time.time
     ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    # the local address TCP probes connect from (monitor.source_address); None: the system's
+    source_address: str | None = None
+
+    @property
+    def local_addr(self) -> tuple[str, int] | None:
+        """``local_addr`` for asyncio's connections: the source address, any port."""
+        return (self.source_address, 0) if self.source_address else None
 
     def ssl_context(
         self, verify: bool = True, ca_file: str | None = None, check_hostname: bool = True

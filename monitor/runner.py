@@ -21,15 +21,21 @@ from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
 log = logging.getLogger(__name__)
 
 
-def new_http_session() -> aiohttp.ClientSession:
+def new_http_session(source_address: str | None = None) -> aiohttp.ClientSession:
     """The HTTP client shared by all probes.
 
     A new connection per probe (``force_close``), as blackbox_exporter does, so
     every probe measures connect and TLS time and a dead backend behind a
     keep-alive connection cannot hide. No connection limit: the scheduler caps
     concurrency. DNS answers are cached briefly; the ``dns`` check measures DNS.
+    ``source_address``: connections leave from this local address (a location's link).
     """
-    connector = checks.http.ProbeConnector(force_close=True, limit=0, ttl_dns_cache=10)
+    connector = checks.http.ProbeConnector(
+        force_close=True,
+        limit=0,
+        ttl_dns_cache=10,
+        local_addr=(source_address, 0) if source_address else None,
+    )
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),

@@ -14,6 +14,8 @@ from prometheus_client import generate_latest
 from monitor.api.auth import require_read, require_role
 from monitor.api.cluster import add_other_nodes_subscriptions
 from monitor.api.services import SERVICES, ApiServices
+from monitor.catalog import TargetSpec
+from monitor.engine.quorum import counted_status
 from monitor.metrics import CONTENT_TYPE
 
 
@@ -63,6 +65,36 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(document)
 
 
+def _locations_of(source: ApiServices, spec: TargetSpec, reason: str) -> dict[str, Any]:
+    """A located target's quorum and each location's last report (as counted now)."""
+    reports = source.desk.reports(spec.target.id) if source.desk is not None else {}
+    now = source.wall()
+    return {
+        "reason": reason,
+        "quorum": spec.quorum,
+        "locations": [
+            {
+                "location": location,
+                "status": counted_status(
+                    reports.get(location), now, spec.timing.interval, source.report_grace
+                ).value,
+                "reported": (
+                    {
+                        "status": report.status.value,
+                        "reason": report.reason,
+                        "at": report.at,
+                        "since": report.since,
+                        "node": report.node,
+                    }
+                    if (report := reports.get(location)) is not None
+                    else None
+                ),
+            }
+            for location in spec.locations
+        ],
+    }
+
+
 def status_document(source: ApiServices, query: Any) -> dict[str, Any]:
     """Every customer × service with status, since when, and each check's last result."""
     catalog = source.catalog
@@ -88,16 +120,17 @@ def status_document(source: ApiServices, query: Any) -> dict[str, Any]:
             if target_state is None:
                 continue
             last = target_state.last_result
-            checks.append(
-                {
-                    "check": spec.target.check,
-                    "type": spec.target.type,
-                    "status": target_state.status.value,
-                    "since": target_state.since,
-                    "pending": target_state.pending,
-                    "last_result": last.to_json() if last else None,
-                }
-            )
+            check: dict[str, Any] = {
+                "check": spec.target.check,
+                "type": spec.target.type,
+                "status": target_state.status.value,
+                "since": target_state.since,
+                "pending": target_state.pending,
+                "last_result": last.to_json() if last else None,
+            }
+            if spec.locations:
+                check.update(_locations_of(source, spec, target_state.last_change_reason))
+            checks.append(check)
         rows.append(
             {
                 "customer": key[0],

@@ -19,6 +19,7 @@ from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
 from monitor.config_history import ConfigHistory
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
 from monitor.status import StatusBoard
@@ -124,6 +125,14 @@ class ApiServices(Protocol):
     @property
     def cluster(self) -> ClusterNode | None:
         """This node's membership, shard and lease (None without ``monitor.cluster``)."""
+
+    @property
+    def desk(self) -> LocationDesk | None:
+        """Each location's latest report on each target probed from locations."""
+
+    @property
+    def report_grace(self) -> float:
+        """How late another location's report may arrive and still count."""
 
     @property
     def config_history(self) -> ConfigHistory:

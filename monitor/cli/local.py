@@ -8,11 +8,13 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from checks import check_types
-from monitor.catalog import Catalog, load_catalog
+from monitor.catalog import Catalog, TargetSpec, load_catalog
+from monitor.cli.locations_view import cluster_reports, location_lines
 from monitor.config import (
     DEFAULT_MAX_CONFIG_BYTES,
     MAX_CONFIG_BYTES_ENV,
@@ -20,6 +22,7 @@ from monitor.config import (
     json_schema,
 )
 from monitor.config_check import check_config
+from monitor.engine.quorum import LocationReport
 from monitor.probe import ProbeContext, ProbeResult, Status
 from monitor.runner import new_http_session, run_probe
 from monitor.status import aggregate, observed_status
@@ -159,11 +162,30 @@ def _format_result(check: str, check_type: str, result: ProbeResult) -> list[str
     return lines
 
 
+async def _locations(
+    catalog: Catalog, spec: TargetSpec, result: ProbeResult, base: Path
+) -> list[str]:
+    """A located check: this run counts for this node's location, the others' last reports
+    come from the cluster's store."""
+    here = catalog.config.monitor.location
+    try:
+        reports = await cluster_reports(catalog, base, [spec.target.id])
+    except Exception as exc:  # the probe's own result is still worth printing
+        return [f"  {'':<16} locations: cannot read the store ({type(exc).__name__})"]
+    found = dict((reports or {}).get(spec.target.id, {}))
+    if here in spec.locations:
+        found[here] = LocationReport(
+            here, observed_status(result), result.reason, time.time(), time.time(), "this run"
+        )
+    return location_lines(spec, found, here)
+
+
 async def _probe_subscription(
-    catalog: Catalog, customer: str, service: str
+    catalog: Catalog, customer: str, service: str, base: Path = Path(".")
 ) -> tuple[list[str], Status]:
     subscription = catalog.subscriptions[(customer, service)]
-    session = new_http_session()
+    settings = catalog.config.monitor
+    session = new_http_session(settings.source_address)
     cache: dict[str, Any] = {}  # one token and one vendor read shared by the checks
     lines = [f"{customer} / {service} — {catalog.services[service].name}"]
     statuses = []
@@ -175,12 +197,15 @@ async def _probe_subscription(
                 timeout=spec.timing.timeout,
                 degraded_latency=spec.timing.degraded_latency,
                 cache=cache,
+                source_address=settings.source_address,
             )
             result = await run_probe(
                 check_types()[spec.target.type], spec.target, spec.options, ctx
             )
             statuses.append(observed_status(result))
             lines += _format_result(spec.target.check, spec.target.type, result)
+            if spec.locations:
+                lines += await _locations(catalog, spec, result, base)
     finally:
         await session.close()
     status = aggregate(statuses, subscription.aggregate)
@@ -211,7 +236,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 2
-    lines, status = asyncio.run(_probe_subscription(catalog, args.customer, args.service))
+    lines, status = asyncio.run(
+        _probe_subscription(
+            catalog, args.customer, args.service, Path(args.config).resolve().parent
+        )
+    )
     print("\n".join(lines))
     return 0 if status is Status.UP else 1
 

@@ -113,8 +113,10 @@ class ClusterNode:
         on_lead: Callable[[int], None] = lambda epoch: None,
         on_step_down: Callable[[int], None] = lambda epoch: None,
         blind: Callable[[], bool] = lambda: False,
+        location: str = "default",
     ) -> None:
         self.store = store
+        self.location = location
         self.settings = settings
         self.node_id = settings.node_id
         self.listen = listen
@@ -126,6 +128,7 @@ class ClusterNode:
         self.view = ClusterView()
         self.peers: tuple[str, ...] = (self.node_id,)  # live members with this config
         self.previous_peers: tuple[str, ...] = self.peers  # before the last change
+        self.peer_locations: dict[str, str] = {self.node_id: location}  # each peer's location
         self.stopped_beating: dict[str, float] = {}  # dead members: their last heartbeat
         self._mismatched: tuple[str, ...] = ()
         self._on_shard_changed = on_shard_changed
@@ -146,6 +149,23 @@ class ClusterNode:
     def owns(self, key: str) -> bool:
         """Whether this node probes the subscription with shard key ``key``."""
         return owner(key, self.peers) == self.node_id
+
+    def owns_at(self, key: str, location: str) -> bool:
+        """Whether this node probes ``key`` for ``location``: rendezvous hashing among the
+        peers of that location (never, when this node is elsewhere)."""
+        if location != self.location:
+            return False
+        here = [node for node in self.peers if self.peer_locations.get(node) == location]
+        return owner(key, here) == self.node_id
+
+    def locations_up(self) -> dict[str, bool]:
+        """Every location a member (of any config) announced, and whether a live peer
+        probes from it now."""
+        seen = {m.location: False for m in self.view.members}
+        seen[self.location] = False
+        for node in self.peers:
+            seen[self.peer_locations.get(node, "default")] = True
+        return seen
 
     def shares(self, keys: Iterable[str]) -> dict[str, set[str]]:
         """Every peer's share of ``keys`` (members on another config are not in it)."""
@@ -216,6 +236,7 @@ class ClusterNode:
                     version=self.version,
                     config_digest=self.config_digest,
                     blind=self._blind(),
+                    location=self.location,
                 )
                 members, now = await self.store.members(self.settings.dead_after)
         except asyncio.CancelledError:
@@ -261,6 +282,8 @@ class ClusterNode:
         else:
             blind.discard(self.node_id)
         peers = tuple(sorted(same - blind)) or tuple(sorted(same))
+        locations = {m.node_id: m.location for m in live if m.node_id in peers}
+        locations[self.node_id] = self.location
         mismatched = tuple(sorted(m.node_id for m in live if m.config_digest != self.config_digest))
         self.metrics.members.set(len({*(m.node_id for m in live), self.node_id}))
         self.metrics.member_up.clear()  # a member that left cleanly leaves the series too
@@ -284,7 +307,7 @@ class ClusterNode:
             else:
                 log.info("event=cluster_config_agrees node=%s", self.node_id)
             self._mismatched = mismatched
-        if peers != self.peers:
+        if peers != self.peers or locations != self.peer_locations:
             log.info(
                 "event=cluster_members_changed node=%s before=%s after=%s",
                 self.node_id,
@@ -292,6 +315,7 @@ class ClusterNode:
                 ",".join(peers),
             )
             self.previous_peers, self.peers = self.peers, peers
+            self.peer_locations = locations
             self.stopped_beating = {m.node_id: m.heartbeat_at for m in members if not m.alive}
             self._on_shard_changed()
 

@@ -30,6 +30,7 @@ from monitor.config.models import (
     CustomerSpec,
     Defaults,
     MonitorSettings,
+    Placement,
     ServiceSpec,
     SubscriptionSpec,
     TemplateCheck,
@@ -40,6 +41,7 @@ from monitor.config.models import (
     check_options,
     config_model,
     json_schema,
+    majority,
     template_model,
 )
 from monitor.config.references import resolve_secrets
@@ -65,6 +67,7 @@ __all__ = [
     "CustomerSpec",
     "Defaults",
     "MonitorSettings",
+    "Placement",
     "ServiceSpec",
     "SubscriptionSpec",
     "TemplateCheck",
@@ -78,6 +81,7 @@ __all__ = [
     "format_path",
     "issues_from_validation",
     "json_schema",
+    "majority",
     "max_config_bytes",
     "parse_config",
     "policy_reference_issues",

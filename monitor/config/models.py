@@ -7,6 +7,7 @@ so adding a check or channel type needs no change here.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 from typing import Annotated, Any, Literal, Union
 
@@ -16,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -74,7 +76,57 @@ class Timing(StrictModel):
 _TIMING_FIELDS = set(TimingOverrides.model_fields)
 
 
-class Defaults(TimingOverrides):
+Location = Annotated[str, Field(pattern=SLUG, max_length=100)]
+
+
+class Placement(StrictModel):
+    """Where a target is probed from, and how many of those places must agree that it is down.
+
+    Set on defaults, a service or a check; the nearest level that says ``locations`` wins
+    (and ``quorum`` likewise). Without ``locations`` a target is probed from one place, as
+    before locations existed."""
+
+    locations: list[Location] | None = Field(
+        None,
+        min_length=1,
+        description="Locations that probe the target (nodes' monitor.location), e.g. "
+        "[sh-telecom, bj-unicom]",
+    )
+    quorum: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Locations that must say down for the target to be down (default: a "
+        "majority of locations); fewer make it degraded",
+    )
+
+    @field_validator("locations")
+    @classmethod
+    def _no_repeats(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"location {repeated[0]!r} is listed twice")
+        return value
+
+    @field_validator("quorum")
+    @classmethod
+    def _reachable(cls, value: int | None, info: ValidationInfo) -> int | None:
+        locations = info.data.get("locations")
+        if value is not None and locations and value > len(locations):
+            raise ValueError(
+                f"quorum {value} is more than the {len(locations)} locations listed: the "
+                "target could never be down"
+            )
+        return value
+
+
+def majority(count: int) -> int:
+    """The default quorum of ``count`` locations: more than half of them."""
+    return count // 2 + 1
+
+
+class Defaults(TimingOverrides, Placement):
     interval: Duration = 60.0
     retry_interval: Duration = 10.0
     timeout: Duration = 10.0
@@ -83,7 +135,7 @@ class Defaults(TimingOverrides):
     degraded_latency: Duration | None = None
 
     def timing(self) -> Timing:
-        return Timing(**self.model_dump())
+        return Timing(**self.model_dump(include=_TIMING_FIELDS))
 
 
 class ApiToken(StrictModel):
@@ -183,6 +235,16 @@ class ConsoleSettings(StrictModel):
 
 class MonitorSettings(StrictModel):
     listen: str = Field("127.0.0.1:9700", description="host:port of the HTTP server")
+    location: Location = Field(
+        "default",
+        description="Where this node probes from (e.g. sh-telecom): it probes the targets "
+        "whose locations list it, and those without locations",
+    )
+    source_address: str | None = Field(
+        None,
+        description="Local IP address the HTTP and TCP probes connect from (e.g. to leave "
+        "through one ISP's link); default: the system's choice",
+    )
     data_dir: str = Field("./data", description="Where the embedded store keeps its files")
     store: str | None = Field(
         None,
@@ -247,6 +309,16 @@ class MonitorSettings(StrictModel):
         _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("source_address")
+    @classmethod
+    def _source_is_an_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"expected an IP address of this host, got {value!r}") from None
         return value
 
     @field_validator("link_key")
@@ -348,7 +420,7 @@ class CustomerSpec(TimingOverrides):
     status_page: StatusPageSpec = Field(default_factory=StatusPageSpec)
 
 
-class ServiceSpec(TimingOverrides):
+class ServiceSpec(TimingOverrides, Placement):
     name: str = Field(description="Display name, e.g. Exchange Online (operated by 21Vianet)")
     vendor: str = "21Vianet"
     sla_target: float | None = Field(None, gt=0, le=100)
@@ -396,7 +468,7 @@ class ConfigBase(StrictModel):
     customers: list[CustomerSpec]
 
 
-class CheckBase(TimingOverrides):
+class CheckBase(TimingOverrides, Placement):
     """Fields every check has besides its type's options."""
 
     name: str = Field(pattern=SLUG, description="Unique within its service")

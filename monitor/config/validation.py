@@ -155,6 +155,7 @@ def cross_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     assert isinstance(tiers, dict)
     issues += _dependency_issues(services)
     issues += _cluster_issues(_mapping(raw.get("monitor")))
+    issues += _placement_issues(_mapping(raw.get("defaults")), services)
     check_names: dict[str, set[Any]] = {}
     for service_id, service in services.items():
         names = check_names.setdefault(service_id, set())
@@ -255,6 +256,53 @@ def _cluster_issues(monitor: dict[str, Any]) -> list[ConfigIssue]:
         ),
         *issues,
     ]
+
+
+def _placement_issues(defaults: dict[str, Any], services: dict[str, Any]) -> list[ConfigIssue]:
+    """A check's locations and quorum, taken from the nearest level that sets each, must
+    fit together: a quorum needs locations, and no more than there are (each level alone
+    is checked by its model; this is about levels combined)."""
+    issues: list[ConfigIssue] = []
+    for service_id, service in services.items():
+        service = _mapping(service)
+        for position, check in _items(service.get("checks")):
+            levels = [
+                (f"services.{service_id}.checks[{position}]", check),
+                (f"services.{service_id}", service),
+                ("defaults", defaults),
+            ]
+            locations = next(
+                ((p, v["locations"]) for p, v in levels if v.get("locations") is not None), None
+            )
+            quorum = next(
+                ((p, v["quorum"]) for p, v in levels if v.get("quorum") is not None), None
+            )
+            if quorum is None or not isinstance(quorum[1], int):
+                continue
+            quorum_path, value = quorum
+            if locations is None:
+                issues.append(
+                    ConfigIssue(
+                        f"{quorum_path}.quorum",
+                        "a quorum needs locations to agree: add locations here, on the "
+                        "service or under defaults",
+                    )
+                )
+            elif (
+                isinstance(locations[1], list)
+                and locations[1]
+                and value > len(locations[1])
+                and quorum_path != locations[0]  # the same level: reported by its model
+            ):
+                issues.append(
+                    ConfigIssue(
+                        f"services.{service_id}.checks[{position}]",
+                        f"quorum {value} (from {quorum_path}.quorum) is more than the "
+                        f"{len(locations[1])} locations of {locations[0]}.locations: the "
+                        "target could never be down",
+                    )
+                )
+    return list(dict.fromkeys(issues))  # a default's problem once, not once per check
 
 
 def _dependency_issues(services: dict[str, Any]) -> list[ConfigIssue]:

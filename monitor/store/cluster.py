@@ -35,6 +35,7 @@ class Member:
     config_digest: str
     alive: bool
     blind: bool = False
+    location: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ async def heartbeat(
     version: str,
     config_digest: str,
     blind: bool = False,
+    location: str = "default",
 ) -> float:
     """Upsert the node's row with a fresh heartbeat; returns the database's time."""
     now = db_now()
@@ -75,6 +77,7 @@ async def heartbeat(
         "version": version,
         "config_digest": config_digest,
         "blind": blind,
+        "location": location,
     }
     statement = (
         postgresql.insert(_members)
@@ -99,6 +102,7 @@ async def members(connection: AsyncConnection, dead_after: float) -> tuple[list[
             config_digest=row.config_digest,
             alive=now - row.heartbeat_at <= dead_after,
             blind=bool(row.blind),
+            location=row.location,
         )
         for row in rows
     ]

@@ -45,6 +45,7 @@ def _initial_schema(connection: Connection) -> None:
         *_CLUSTER_TABLES,
         schema.schedule_overrides.name,
         schema.voice_calls.name,
+        schema.location_reports.name,
     }
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
@@ -112,6 +113,16 @@ def _voice_calls(connection: Connection) -> None:
     schema.voice_calls.create(connection)  # with its index
 
 
+def _locations(connection: Connection) -> None:
+    # version 5 created members from the schema of its day, or (replayed on a new
+    # database) from today's, which has the column already
+    if "location" not in {column["name"] for column in inspect(connection).get_columns("members")}:
+        connection.execute(
+            text("ALTER TABLE members ADD COLUMN location VARCHAR(100) NOT NULL DEFAULT 'default'")
+        )
+    schema.location_reports.create(connection)  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -127,6 +138,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "cluster: status changes queued for the leader; blind members", _status_changes),
     Migration(7, "on-call: who steps paged through schedules; schedule overrides", _oncall),
     Migration(8, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
+    Migration(9, "locations: members' locations, each location's latest report", _locations),
 )
 
 

@@ -244,6 +244,8 @@ members = Table(
     Column("config_digest", String(64), nullable=False),
     # a blind node (its canaries fail) leaves the shard: its targets go to nodes that see
     Column("blind", Boolean, nullable=False, server_default=text("false")),
+    # version 9: where the node probes from; targets listed for a location go to its nodes
+    Column("location", String(100), nullable=False, server_default=text("'default'")),
 )
 
 # One row: who leads, until when, and the fencing epoch (incremented on every takeover).
@@ -284,3 +286,20 @@ voice_calls = Table(
     Column("incident_id", String(40)),
 )
 Index("ix_voice_calls_callee", voice_calls.c.channel, voice_calls.c.callee, voice_calls.c.at)
+
+# Version 9: each location's latest report on each target it probes (cluster). The node that
+# decides the target's status reads them (a quorum of locations must agree it is down).
+# One row per (target, location), overwritten: the history is the subscription's.
+location_reports = Table(
+    "location_reports",
+    metadata,
+    Column("target_id", String(400), primary_key=True),
+    Column("location", String(100), primary_key=True),
+    Column("node_id", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", Double, nullable=False),  # the probe's time (the reporting node's clock)
+    Column("since", Double, nullable=False),  # since when that location sees this status
+    Column("written_at", Double, nullable=False),  # the database's clock: readers poll by it
+)
+Index("ix_location_reports_written_at", location_reports.c.written_at)

@@ -29,8 +29,9 @@ from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, Sta
 from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
-from monitor.store import cluster
+from monitor.store import cluster, locations
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
+from monitor.store.locations import LocationReportRow
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
 from monitor.store.records import Fenced, MonitorRun, OutboxRow, OutboxStatus, StoreError
@@ -334,6 +335,7 @@ class Store:
         version: str,
         config_digest: str,
         blind: bool = False,
+        location: str = "default",
     ) -> float:
         """Upsert this node's member row; returns the database's time (cluster.heartbeat)."""
         async with self.transaction() as tx:
@@ -345,6 +347,7 @@ class Store:
                 version=version,
                 config_digest=config_digest,
                 blind=blind,
+                location=location,
             )
 
     async def members(self, dead_after: float) -> tuple[list[cluster.Member], float]:
@@ -395,6 +398,17 @@ class Store:
         """Applied changes leave the queue; fenced like every write only the leader makes."""
         async with self.transaction() as tx:
             await cluster.forget_changes(tx.connection, ids)
+
+    async def write_location_reports(self, reports: Sequence[LocationReportRow]) -> None:
+        """Each location's latest report on its targets (PostgreSQL; see locations.py).
+        Not fenced: every node reports what its location sees."""
+        async with self.transaction(fenced=False) as tx:
+            await locations.write_reports(tx.connection, reports)
+
+    async def location_reports(self, written_after: float) -> tuple[list[LocationReportRow], float]:
+        """Reports written after ``written_after`` (database clock), and that clock's time."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await locations.read_reports(connection, written_after)
 
     async def listen(self, channel: str, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """Call ``wake()`` on every NOTIFY on ``channel`` (PostgreSQL), over a connection of
