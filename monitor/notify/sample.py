@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from monitor.notify.templates import (
     EVENTS,
     IncidentContext,
+    OnCallContext,
     StepContext,
     TemplateContext,
     TimelineEntryContext,
@@ -156,6 +157,12 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         ],
         announced_customers=2 if event == "updated" else None,
         timeline=_timeline(now),
+        # steps 1 and 2 paged schedule:primary: 王伟 when it opened, 李娜 after the midnight
+        # handoff (step 3, the vendor desk, named no schedule)
+        oncall=[
+            OnCallContext(level=1, schedule="primary", person="wang.wei", name="王伟 (Wang Wei)"),
+            OnCallContext(level=2, schedule="primary", person="li.na", name="李娜 (Li Na)"),
+        ],
     )
 
 

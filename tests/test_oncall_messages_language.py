@@ -1,0 +1,161 @@
+"""Messages to the person a schedule paged: in that person's language (``people:``), and
+naming who is on call (e-mail, SMS, chat), in both languages, within the SMS budget."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from monitor.catalog import Catalog, load_catalog
+from monitor.notify.message import RenderedMessage
+from monitor.notify.sms import measure
+from monitor.probe import Status
+from monitor.store import Store
+from tests.conftest import FakeClock, started_manager
+
+CONFIG = """
+monitor: {public_url: "https://noc.example.cn/monitor"}
+incidents: {default_policy: oncall, correlation: {enabled: false}}
+notifications: {language: en, sms_max_segments: 2}
+people:
+  wang.wei: {name: 王伟 (Wang Wei), email: wang.wei@reseller.example.cn, language: zh-CN}
+  zhang.min: {name: 张敏 (Zhang Min), email: zhang.min@reseller.example.cn, language: en}
+  li.na: {name: 李娜 (Li Na), email: li.na@reseller.example.cn}
+schedules:
+  primary:
+    time_zone: Asia/Shanghai
+    layers:
+      - {members: [wang.wei, zhang.min, li.na], turn: daily, handoff: "09:00", start: 2026-12-01}
+escalation_policies:
+  oncall:
+    steps:
+      - {after: 0m, notify: [oncall-email], recipients: ["schedule:primary"]}
+      # the person on call at their e-mail, the lead's mailbox at its own address
+      - after: 15m
+        notify: [oncall-email, {channel: lead-email, recipients: [lead@reseller.example.cn]}]
+        recipients: ["schedule:primary"]
+channels:
+  oncall-email: {type: email, host: 127.0.0.1, port: 25, security: none,
+                 from_address: monitor@reseller.example.cn, to: [noc@reseller.example.cn]}
+  lead-email: {type: email, host: 127.0.0.1, port: 25, security: none, language: zh-CN,
+               from_address: monitor@reseller.example.cn, to: [ops@reseller.example.cn]}
+services:
+  exchange-online:
+    name: Exchange Online (operated by 21Vianet)
+    checks: [{name: owa, type: tcp, host: 127.0.0.1, port: 1}]
+customers:
+  - id: contoso
+    name: Contoso (China) Ltd.
+    tenant_domain: contoso.partner.onmschina.cn
+    # a contact's own language comes before the person's
+    contacts: [{name: Zhang Min, email: zhang.min@reseller.example.cn, language: zh-CN}]
+    subscriptions: [exchange-online]
+  - id: fabrikam
+    name: Fabrikam Shanghai Co.
+    tenant_domain: fabrikam.partner.onmschina.cn
+    subscriptions: [exchange-online]
+"""
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=BEIJING).timestamp()
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Store, Catalog]]:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield store, catalog
+    finally:
+        await store.close()
+
+
+async def outbox(store: Store, event: str) -> dict[str, RenderedMessage]:
+    return {
+        row.message.recipients[0]: row.message
+        for row in await store.list_outbox()
+        if row.message.event == event
+    }
+
+
+async def test_each_person_gets_their_own_language_and_sees_who_is_on_call(
+    setup: tuple[Store, Catalog],
+) -> None:
+    store, catalog = setup
+    # 2026-12-01 10:00 Beijing: wang.wei's day (zh-CN)
+    clock = FakeClock(at("2026-12-01 10:00"))
+    manager = await started_manager(store, catalog, clock)
+    await manager.status_changed(
+        "fabrikam", "exchange-online", Status.UP, Status.DOWN, "503", clock.now
+    )
+    [page] = (await outbox(store, "opened")).values()
+    assert page.recipients == ("wang.wei@reseller.example.cn",)
+    assert page.language == "zh-CN"  # the person's, over notifications.language (en)
+    assert page.subject.startswith("[中断]")
+    assert "值班：    王伟 (Wang Wei)（primary）" in page.text
+
+    # 15 minutes later step 2 pages wang.wei again and the lead's mailbox (zh-CN channel);
+    # both read who is on call; the SMS names him within two segments, link kept
+    clock.now += 15 * 60
+    await manager.tick(clock.now)
+    escalated = await outbox(store, "escalated")
+    assert sorted(escalated) == ["lead@reseller.example.cn", "wang.wei@reseller.example.cn"]
+    for message in escalated.values():
+        assert message.language == "zh-CN"
+        assert "值班：    王伟 (Wang Wei)（primary）" in message.text
+        assert "值班</th>" in (message.html or "") and "王伟 (Wang Wei)（primary）" in (
+            message.html or ""
+        )
+        assert message.sms.startswith("【已升级L2】值班:王伟，中断")
+        assert measure(message.sms).segments <= 2
+        assert message.sms.endswith(message.ack_url or "?")
+
+
+async def test_an_english_person_gets_english_with_a_gsm_sms(
+    setup: tuple[Store, Catalog],
+) -> None:
+    store, catalog = setup
+    # 2026-12-03 10:00 Beijing: li.na's day; she names no language: the channel's, then
+    # notifications.language (en)
+    clock = FakeClock(at("2026-12-03 10:00"))
+    manager = await started_manager(store, catalog, clock)
+    await manager.status_changed(
+        "fabrikam", "exchange-online", Status.UP, Status.DOWN, "503", clock.now
+    )
+    [page] = (await outbox(store, "opened")).values()
+    assert page.recipients == ("li.na@reseller.example.cn",) and page.language == "en"
+    assert "On call:    李娜 (Li Na) (primary)" in page.text
+    clock.now += 15 * 60
+    await manager.tick(clock.now)
+    escalated = await outbox(store, "escalated")
+    mine = escalated["li.na@reseller.example.cn"]
+    assert mine.language == "en"
+    # the Chinese name would make the SMS UCS-2: its Latin part is used
+    assert mine.sms.startswith("ESCALATED L2, on call Li Na: DOWN")
+    assert measure(mine.sms).encoding.value == "GSM-7"
+    # the lead's mailbox is a zh-CN channel: Chinese, naming her
+    assert escalated["lead@reseller.example.cn"].sms.startswith("【已升级L2】值班:李娜，")
+
+
+async def test_an_english_person_and_a_contact_who_reads_chinese(
+    setup: tuple[Store, Catalog],
+) -> None:
+    """zhang.min's person says en, but as Contoso's contact (same e-mail) they asked for
+    zh-CN: the contact's language comes first."""
+    store, catalog = setup
+    clock = FakeClock(at("2026-12-02 10:00"))  # zhang.min's day
+    manager = await started_manager(store, catalog, clock)
+    await manager.status_changed(
+        "fabrikam", "exchange-online", Status.UP, Status.DOWN, "503", clock.now
+    )
+    [page] = (await outbox(store, "opened")).values()
+    assert page.recipients == ("zhang.min@reseller.example.cn",)
+    assert page.language == "zh-CN"
+    assert manager._composer.language("oncall-email", "zhang.min@example.invalid", "zhang.min") == "en"
