@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.catalog import Catalog, load_catalog
+from monitor.config_check import chinese_sms_in_one_segment
 from monitor.notify.message import RenderedMessage
 from monitor.notify.sms import measure
 from monitor.probe import Status
 from monitor.store import Store
-from tests.conftest import FakeClock, started_manager
+from tests.conftest import FakeClock, run_cli, started_manager
 
 CONFIG = """
 monitor: {public_url: "https://noc.example.cn/monitor"}
@@ -159,3 +160,30 @@ async def test_an_english_person_and_a_contact_who_reads_chinese(
     assert page.recipients == ("zhang.min@reseller.example.cn",)
     assert page.language == "zh-CN"
     assert manager._composer.language("oncall-email", "zhang.min@example.invalid", "zhang.min") == "en"
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config.yaml"
+
+
+async def test_validate_warns_of_chinese_sms_in_one_segment(tmp_path: Path) -> None:
+    """One segment of Chinese is 70 characters: the id and the ack link (about 80) cannot
+    fit, so validate says which SMS channel sends Chinese to whom."""
+    shipped = SHIPPED.read_text()
+    assert "sms_max_segments: 2 " in shipped
+    path = tmp_path / "config.yaml"
+    path.write_text(shipped.replace("sms_max_segments: 2 ", "sms_max_segments: 1 "))
+    code, out, err = await run_cli("validate", str(path))
+    assert code == 0, err  # a warning, not an error
+    warnings = [line for line in err.splitlines() if "warning: notifications.sms_max_segments" in line]
+    # the on-call SMS pages schedule:primary, whose wang.wei and li.na read Chinese
+    assert len(warnings) == 1, err
+    assert "SMS channel 'oncall-sms' sends Chinese to person li.na, person wang.wei" in warnings[0]
+    assert "set it to 2 or more" in warnings[0]
+
+    # nobody reads Chinese there, or two segments hold it: no warning
+    english = shipped.replace("sms_max_segments: 2 ", "sms_max_segments: 1 ").replace(
+        "language: zh-CN}", "language: en}"
+    )
+    for text in (english, shipped):
+        path.write_text(text)
+        assert chinese_sms_in_one_segment(load_catalog(path, env={}).config) == ()
