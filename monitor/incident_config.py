@@ -66,6 +66,7 @@ class EscalationStepSpec(StrictModel):
             for item in self.notify
             if item.recipients is not None
         )
+
     action: Literal["vendor_ticket"] | None = Field(
         None, description="vendor_ticket: draft a ticket for 21Vianet support with evidence"
     )

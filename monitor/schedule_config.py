@@ -216,9 +216,13 @@ def schedule_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
                         problem = f"unknown schedule {wanted!r} (allowed: {allowed})"
                         issues.append(ConfigIssue(f"{path}[{position}]", problem))
                         continue
-                    members = sorted(members_of.get(wanted, ()))
                     issues += _missing_addresses(
-                        f"{path}[{position}]", wanted, members, people, paged_on, channels
+                        f"{path}[{position}]",
+                        wanted,
+                        sorted(members_of.get(wanted, ())),
+                        people,
+                        paged_on,
+                        channels,
                     )
     return issues
 

@@ -159,7 +159,8 @@ async def test_an_english_person_and_a_contact_who_reads_chinese(
     [page] = (await outbox(store, "opened")).values()
     assert page.recipients == ("zhang.min@reseller.example.cn",)
     assert page.language == "zh-CN"
-    assert manager._composer.language("oncall-email", "zhang.min@example.invalid", "zhang.min") == "en"
+    composer = manager._composer
+    assert composer.language("oncall-email", "zhang.min@example.invalid", "zhang.min") == "en"
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -172,9 +173,9 @@ async def test_validate_warns_of_chinese_sms_in_one_segment(tmp_path: Path) -> N
     assert "sms_max_segments: 2 " in shipped
     path = tmp_path / "config.yaml"
     path.write_text(shipped.replace("sms_max_segments: 2 ", "sms_max_segments: 1 "))
-    code, out, err = await run_cli("validate", str(path))
+    code, _, err = await run_cli("validate", str(path))
     assert code == 0, err  # a warning, not an error
-    warnings = [line for line in err.splitlines() if "warning: notifications.sms_max_segments" in line]
+    warnings = [line for line in err.splitlines() if "warning: notifications.sms_max" in line]
     # the on-call SMS pages schedule:primary, whose wang.wei and li.na read Chinese
     assert len(warnings) == 1, err
     assert "SMS channel 'oncall-sms' sends Chinese to person li.na, person wang.wei" in warnings[0]

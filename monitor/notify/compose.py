@@ -215,9 +215,7 @@ class MessageComposer:
                         return contact.language
         spec = config.people.get(person_id) if person_id else None
         if spec is None and person:
-            spec = next(
-                (p for p in config.people.values() if person in (p.email, p.phone)), None
-            )
+            spec = next((p for p in config.people.values() if person in (p.email, p.phone)), None)
         if spec is not None and spec.language:
             return spec.language
         options = config.channels.get(channel)
@@ -484,7 +482,12 @@ class MessageComposer:
             spec = people.get(pick.person) if pick.person else None
             name = spec.name if spec else pick.person
             picks.append(
-                {"level": pick.level, "schedule": pick.schedule, "person": pick.person, "name": name}
+                {
+                    "level": pick.level,
+                    "schedule": pick.schedule,
+                    "person": pick.person,
+                    "name": name,
+                }
             )
         return picks
 

@@ -332,7 +332,7 @@ def _gsm_name(name: str | None) -> str:
         return name
     for part in reversed(re.findall(r"\(([^()]*)\)", name)):
         if part.strip() and is_gsm(part):
-            return part.strip()
+            return str(part).strip()
     return ""
 
 
