@@ -188,3 +188,44 @@ async def test_validate_warns_of_chinese_sms_in_one_segment(tmp_path: Path) -> N
     for text in (english, shipped):
         path.write_text(text)
         assert chinese_sms_in_one_segment(load_catalog(path, env={}).config) == ()
+
+
+async def test_timeline_lines_read_in_the_messages_language(
+    setup: tuple[Store, Catalog],
+) -> None:
+    """The timeline a message shows (the 21Vianet ticket draft's actions) is worded by the
+    templates in the reader's language from what the engine recorded, naming the person
+    on call; a note is text in HTML, never markup."""
+    store, catalog = setup
+    clock = FakeClock(at("2026-12-01 10:00"))
+    manager = await started_manager(store, catalog, clock)
+    await manager.status_changed(
+        "fabrikam", "exchange-online", Status.UP, Status.DOWN, "status 503", clock.now
+    )
+    [incident] = manager.open_incidents()
+    clock.now += 15 * 60
+    await manager.tick(clock.now)
+    await manager.add_note(incident.id, "张敏", "重启了 <b>app pool</b>", clock.now + 60)
+    await manager.acknowledge(incident.id, "王伟", clock.now + 120)
+    current, timeline = await manager.get(incident.id)
+    composer = manager._composer
+    chinese = composer.draft("vendor_ticket", current, timeline, "desk", "zh-CN")
+    for line in [
+        "事件开启：中断，严重程度：重要，原因：status 503",
+        "已通知第 1 级：oncall-email；值班：王伟 (Wang Wei)（primary）",
+        "已升级到第 2 级：oncall-email，lead-email；值班：王伟 (Wang Wei)（primary）",
+        "备注（张敏）：重启了 <b>app pool</b>",
+        "已确认（王伟）",
+    ]:
+        assert line in chinese.text, line
+    assert "paged" not in chinese.text and "level=" not in chinese.text  # no records
+    assert "重启了 &lt;b&gt;app pool&lt;/b&gt;" in (chinese.html or "")
+    assert "<b>app pool" not in (chinese.html or "")
+    english = composer.draft("vendor_ticket", current, timeline, "desk", "en")
+    for line in [
+        "Opened: DOWN, severity major: status 503",
+        "Escalated to level 2: oncall-email, lead-email; on call: 王伟 (Wang Wei) (primary)",
+        "Note by 张敏: 重启了 <b>app pool</b>",
+        "Acknowledged by 王伟",
+    ]:
+        assert line in english.text, line

@@ -242,7 +242,9 @@ def status_changed(incident: Incident, status: Status, reason: str, now: float) 
     wanted = severity_for(status)
     if _RANK[wanted] > _RANK[incident.severity]:
         incident.severity = wanted
-        decision.event(incident, now, "severity", severity=wanted.value, why=f"now {status}")
+        decision.event(
+            incident, now, "severity", severity=wanted.value, status=status, why=f"now {status}"
+        )
         if incident.state is IncidentState.OPEN and not _silenced(incident):
             decision.page(
                 incident,
@@ -510,6 +512,8 @@ def tick(
             now,
             "severity",
             severity=Severity.CRITICAL.value,
+            status=incident.status,
+            after=policy.escalate_after,  # templates word it; `why` is the record
             why=f"{incident.status} for longer than {int(policy.escalate_after)} s",
         )
         if incident.state is IncidentState.OPEN and not _silenced(incident):

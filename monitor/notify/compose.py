@@ -32,6 +32,7 @@ from monitor.notify.templates import (
     TemplateContext,
     TemplateRenderer,
     TemplateRenderError,
+    TimelineEntryContext,
     VendorContext,
 )
 from monitor.notify.voice_plan import Unreachable
@@ -467,10 +468,33 @@ class MessageComposer:
             "blast_radius": blast,
             "affected": affected,
             "announced_customers": announced,
-            "timeline": [
-                {"at": at(e.at, UTC), "kind": e.kind, "text": event_text(e)} for e in timeline
-            ],
+            "timeline": [self._timeline_entry(e) for e in timeline],
             "oncall": self._oncall_context(incident),
+        }
+
+    def _timeline_entry(self, event: IncidentEvent) -> TimelineEntryContext:
+        """A timeline event for templates: its record, and the names of the people a
+        step paged (``detail.oncall`` holds their ids)."""
+        people = self.catalog.config.people if self.catalog else {}
+        picked = event.detail.get("oncall")
+        oncall: list[OnCallContext] = []
+        for schedule, person in (picked if isinstance(picked, dict) else {}).items():
+            spec = people.get(person) if person else None
+            oncall.append(
+                {
+                    "level": int(event.detail.get("level") or 0),
+                    "schedule": str(schedule),
+                    "person": person,
+                    "name": spec.name if spec else person,
+                }
+            )
+        return {
+            "at": datetime.fromtimestamp(event.at, UTC),
+            "kind": event.kind,
+            "text": event_text(event),
+            "actor": event.actor,
+            "detail": dict(event.detail),
+            "oncall": oncall,
         }
 
     def _oncall_context(self, incident: Incident) -> list[OnCallContext]:

@@ -127,12 +127,6 @@ class AffectedContext(TypedDict):
     seconds: float  # the same, for the span filter
 
 
-class TimelineEntryContext(TypedDict):
-    at: datetime  # aware
-    kind: str  # probe, opened, notified, escalated, acknowledged, note, vendor, resolved …
-    text: str
-
-
 class OnCallContext(TypedDict):
     """Someone a step paged through a schedule (``schedule:NAME``), when it fired."""
 
@@ -140,6 +134,19 @@ class OnCallContext(TypedDict):
     schedule: str  # "primary"
     person: str | None  # "wang.wei"; None: nobody was on call (the channels' own lists were)
     name: str | None  # "王伟 (Wang Wei)", from people
+
+
+class TimelineEntryContext(TypedDict):
+    """One timeline event. People read it through ``_base/events*.txt.j2``, which word
+    each kind in the message's language from ``detail``; ``text`` is the engine's record
+    in English (``kind by actor: key=value, …``), for machines and unknown kinds."""
+
+    at: datetime  # aware
+    kind: str  # opened, paged, escalated, acknowledged, note, resolved, …
+    text: str
+    actor: str | None  # who did it (acknowledged, note, resolved by hand …)
+    detail: dict[str, Any]  # what the engine recorded: level, channels, status, reason …
+    oncall: list[OnCallContext]  # paged/escalated: who the step paged through schedules
 
 
 class IncidentContext(TypedDict):
