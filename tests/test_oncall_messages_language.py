@@ -229,3 +229,57 @@ async def test_timeline_lines_read_in_the_messages_language(
         "Acknowledged by 王伟",
     ]:
         assert line in english.text, line
+
+
+def test_the_incident_page_words_its_timeline_in_its_language() -> None:
+    """The console's timeline: each event the engine recorded as a sentence in the page's
+    language, the person on call named; a kind it has no words for shows its name."""
+    from monitor.console.incidents import timeline_entry
+    from monitor.console.pages import Pages
+    from monitor.engine import incidents as engine
+    from monitor.engine.model import EscalationStep, IncidentEvent, PolicySnapshot
+    from monitor.schedule_config import PersonSpec
+
+    policy = PolicySnapshot(
+        "gold",
+        (
+            EscalationStep(0, ("oncall-sms",), recipients=("schedule:primary",)),
+            EscalationStep(900, ("oncall-sms", "noc-email"), recipients=("schedule:primary",)),
+        ),
+        escalate_after=1800,
+    )
+    start = at("2026-12-01 10:00")
+    incident, opened = engine.open_incident(
+        "INC-1", "contoso", "exchange-online", Status.DOWN, "status 503", policy, start,
+        oncall=lambda schedule, when: "wang.wei",
+    )  # fmt: skip
+    escalated = engine.tick(incident, start + 900, oncall=lambda schedule, when: "wang.wei")
+    acknowledged = engine.acknowledge(incident, "李娜", start + 1000)
+    critical = engine.tick(incident, start + 1900)
+    events = [*opened.events, *escalated.events, *acknowledged.events, *critical.events]
+    events.append(IncidentEvent("INC-1", start + 2000, "something_new", {"x": 1}))
+    people = {"wang.wei": PersonSpec(name="王伟 (Wang Wei)")}
+    pages = Pages()
+
+    def lines(lang: str) -> list[str]:
+        macros = pages.env.get_template("macros.html.j2").make_module(
+            {"words": pages.words, "lang": lang}
+        )
+        return [str(macros.event_line(timeline_entry(e, people))) for e in events]
+
+    assert lines("zh-CN") == [
+        "事件开启：中断，重大：status 503",
+        "已通知第 1 级：oncall-sms；值班：王伟 (Wang Wei)（primary）",
+        "已升级到第 2 级：oncall-sms，noc-email；值班：王伟 (Wang Wei)（primary）",
+        "已确认",
+        "严重程度升为严重；中断超过 30 分钟",
+        "something_new",
+    ]
+    assert lines("en") == [
+        "Opened: down, major: status 503",
+        "Paged level 1: oncall-sms; on call: 王伟 (Wang Wei) (primary)",
+        "Escalated to level 2: oncall-sms, noc-email; on call: 王伟 (Wang Wei) (primary)",
+        "Acknowledged",
+        "Severity raised to critical; down for longer than 30 min",
+        "something_new",
+    ]
