@@ -14,6 +14,7 @@ from pathlib import Path
 from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config.models import ConfigBase
+from monitor.customer_updates import check_update_templates
 from monitor.engine.oncall import schedule_name
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
@@ -70,6 +71,7 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
         *renderer.check_all(sample_context),
         *check_ops_templates(renderer),
         *check_gap_templates(renderer),
+        *check_update_templates(renderer),
         *check_report_templates(catalog, directories),
     ]
     if problems:

@@ -32,6 +32,7 @@ from monitor.cluster.sharding import subscription_key
 from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
+from monitor.config_history import ConfigHistory, ConfigOutcome
 from monitor.incident_manager import IncidentManager
 from monitor.message_center import MessageBoard
 from monitor.metrics import DaemonMetrics, TargetMetrics
@@ -107,6 +108,7 @@ class Daemon:
         self._api_server_metrics = ApiServerMetrics(self.registry)
         self.cluster: ClusterNode | None = None
         self._reshards: set[asyncio.Task[None]] = set()
+        self.config_history = ConfigHistory()  # the load and reloads, for the console
 
     # ------------------------------------------------------------------ for the HTTP API
 
@@ -170,6 +172,7 @@ class Daemon:
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )
+        self.config_history.record(ConfigOutcome(self.wall(), "loaded", catalog.digest))
         self._restore_statuses(catalog)
         await self.sight.start(
             catalog,
@@ -316,6 +319,9 @@ class Daemon:
                 f"reloaded: {len(added)} targets added, {len(changed)} changed, "
                 f"{len(removed)} removed"
             )
+            self.config_history.record(
+                ConfigOutcome(self.wall(), "reloaded", catalog.digest, message)
+            )
             log.info(
                 "event=reloaded added=%d changed=%d removed=%d config_digest=%s",
                 len(added),
@@ -330,6 +336,10 @@ class Daemon:
         self._mark_reload(False)
         problems = [str(issue) for issue in error.issues]  # never a referenced value
         await self.alerting.record_config(str(self.config_path), "", "rejected", problems=problems)
+        running = self.catalog.digest if self.catalog is not None else ""
+        self.config_history.record(
+            ConfigOutcome(self.wall(), "rejected", running, problems=tuple(problems))
+        )
         for problem in problems:
             log.error("event=reload_rejected problem=%r", problem)
         log.error(

@@ -193,3 +193,8 @@ class NotificationSettingsSpec(StrictModel):
         description="Language of messages for a recipient whose contact and channel name "
         "none (en or zh-CN)",
     )
+    customer_updates_channel: str | None = Field(
+        None,
+        description="E-mail channel that sends the customer updates written on an incident "
+        "to the customer's contacts with notify: true",
+    )

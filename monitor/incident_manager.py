@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from monitor.catalog import Catalog
+from monitor.customer_updates import update_messages
 from monitor.engine import incidents as engine
 from monitor.engine import rules
 from monitor.engine.correlation import (
@@ -396,9 +397,13 @@ class IncidentManager:
         return incident
 
     async def _apply(
-        self, incident: Incident, change: Callable[[Incident], engine.Decision]
+        self,
+        incident: Incident,
+        change: Callable[[Incident], engine.Decision],
+        extra: Callable[[Incident], list[RenderedMessage]] = lambda incident: [],
     ) -> Incident:
-        """Run an engine change on a copy, persist it, then adopt the copy."""
+        """Run an engine change on a copy, persist it with ``extra``'s messages (queued in
+        the same transaction), then adopt the copy."""
         for _ in range(3):  # another writer may have saved the incident meanwhile
             working = copy.deepcopy(incident)
             decision = change(working)
@@ -409,6 +414,9 @@ class IncidentManager:
                     messages = await self._store_decision(
                         tx, working, decision, incident.updated_at, self._wall()
                     )
+                    more = extra(working)
+                    await tx.enqueue(more, self._wall())
+                    messages += more
             except IncidentChanged:
                 fresh = await self._store.get_incident(incident.id)
                 if fresh is None:
@@ -622,13 +630,31 @@ class IncidentManager:
     async def add_customer_update(
         self, incident_id: str, actor: str, state: str, text: str, now: float | None = None
     ) -> Incident:
-        """A public update for the customer's status page (ValueError for a bad state)."""
+        """A public update for the customer's status page, e-mailed to the contacts with
+        ``notify: true`` (ValueError for a bad state)."""
         now = self._wall() if now is None else now
         async with self._lock:
             incident = await self._get_open(incident_id)  # or resolved, from the store
             return await self._apply(
-                incident, lambda i: engine.customer_update(i, state, text, actor, now)
+                incident,
+                lambda i: engine.customer_update(i, state, text, actor, now),
+                lambda i: self._update_messages(i, state, text, now),
             )
+
+    def _update_messages(
+        self, incident: Incident, state: str, text: str, now: float
+    ) -> list[RenderedMessage]:
+        """The update's e-mails: to the incident's customer, or to each customer of a
+        vendor-side incident (each message names its own customer only)."""
+        if self.catalog is None:
+            return []
+        if incident.customer == VENDOR_CUSTOMER:
+            customers = sorted({m.customer for m in self._vendor_side.blast_radius(incident)})
+        else:
+            customers = [incident.customer]
+        return update_messages(
+            self._composer.renderer, self.catalog, incident, customers, state, text, now
+        )
 
     async def set_vendor_case(
         self, incident_id: str, actor: str, case: str, now: float | None = None

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from monitor.api.services import SERVICES
 
@@ -26,9 +27,41 @@ log = logging.getLogger(__name__)
 FORWARDED_BY = "X-CSP-Monitor-Forwarded-By"
 # Paths served by the leader's incident manager (GET included: its memory is the truth
 # about escalation, and a follower has none)
-LEADER_PATHS = ("/api/v1/incidents", "/api/v1/maintenance", "/ack/")
-_PASSED_HEADERS = ("Authorization", "Content-Type", "Accept", "Accept-Language", "User-Agent")
-_RELAYED_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Location")
+# Console pages that read or change incidents and maintenance go too: the board, the
+# incident pages and their actions, maintenance, the customers' status pages. The session
+# cookie and the CSRF token are signed with a key every node shares (console/keys.py),
+# so the leader reads a session a follower issued.
+LEADER_PATHS = (
+    "/api/v1/incidents",
+    "/api/v1/maintenance",
+    "/ack/",
+    "/board",
+    "/incidents",
+    "/maintenance",
+    "/status/",
+)
+_PASSED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Accept-Language",
+    "User-Agent",
+    "Cookie",  # the console's session and language
+    "X-Requested-With",  # the board's refresh: 401 rather than a sign-in page
+)
+_RELAYED_HEADERS = (
+    "Content-Type",
+    "Retry-After",
+    "WWW-Authenticate",
+    "Location",
+    "Cache-Control",
+    "Set-Cookie",  # the language switch (a page may set more than one)
+    # a console page's own protections, as the leader set them
+    "Content-Security-Policy",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+)
 _TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
 _SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("forwarding_session")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,7 +111,9 @@ async def forward_to_leader(request: web.Request, handler: Handler) -> web.Strea
             request.method, url, data=body or None, headers=headers, allow_redirects=False
         ) as answer:
             payload = await answer.read()
-            relayed = {k: answer.headers[k] for k in _RELAYED_HEADERS if k in answer.headers}
+            relayed = CIMultiDict(
+                (k, v) for k in _RELAYED_HEADERS for v in answer.headers.getall(k, [])
+            )
             return web.Response(status=answer.status, body=payload, headers=relayed)
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning(

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
+from monitor.config_history import ConfigHistory
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
 from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
@@ -123,6 +124,10 @@ class ApiServices(Protocol):
     @property
     def cluster(self) -> ClusterNode | None:
         """This node's membership, shard and lease (None without ``monitor.cluster``)."""
+
+    @property
+    def config_history(self) -> ConfigHistory:
+        """This node's config load and reloads, newest first (the console's Config page)."""
 
     @property
     def scheduled_targets(self) -> int:

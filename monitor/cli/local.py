@@ -73,6 +73,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo.run import run_demo
+    from monitor.logs import setup_logging
+
+    if not 0.1 <= args.pace <= 100:
+        print("csp-monitor demo: --pace must be between 0.1 and 100", file=sys.stderr)
+        return 2
+    setup_logging("keyvalue", "error")
+    try:
+        return asyncio.run(run_demo(args.listen, args.pace, args.keep))
+    except OSError as exc:  # the console's port is taken, most likely
+        print(f"csp-monitor demo: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
 def _unexpected(file: str, exc: BaseException) -> str:
     # Only the kind of error: its message could quote a value of the file.
     return (
@@ -240,3 +255,17 @@ def add_local_commands(commands: Any, default_config: str) -> None:
     simulate.add_argument("scenario", help="scenario YAML (see monitor/simulate.py)")
     simulate.add_argument("--config", default=default_config)
     simulate.set_defaults(func=cmd_simulate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the daemon and its console against a simulated world of three customers on "
+        "127.0.0.1, with a script of outages (store and outbox in a temporary folder)",
+    )
+    demo.add_argument(
+        "--listen", default="127.0.0.1:9700", help="console address (port 0: any free port)"
+    )
+    demo.add_argument(
+        "--pace", type=float, default=1.0, help="run the script this many times faster"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    demo.set_defaults(func=cmd_demo)

@@ -142,9 +142,17 @@ class ClusterSettings(StrictModel):
         return self.leader_lease if self.leader_lease is not None else self.dead_after
 
 
+def _key_long_enough(value: SecretStr | None) -> SecretStr | None:
+    # never the value in the message: it is a secret
+    if value is not None and len(value.get_secret_value().encode()) < 16:
+        raise ValueError("a signing key needs at least 16 bytes; use a long random one")
+    return value
+
+
 class ConsoleSettings(StrictModel):
-    """The web console (sign-in with an API token): how long a sign-in lasts, and how
-    many wrong tokens an address may try before it must wait."""
+    """The web console (sign-in with an API token): how long a sign-in lasts, how many
+    wrong tokens an address may try before it must wait, and the keys that sign its
+    session cookies and the customers' status links."""
 
     session_ttl: Duration = Field(
         43200.0, description="A console sign-in lasts this long (default 12h)"
@@ -155,6 +163,21 @@ class ConsoleSettings(StrictModel):
         le=1000,
         description="Wrong tokens an address may try before each further try waits longer "
         "(doubling up to 15 min)",
+    )
+    session_key: SecretStr | None = Field(
+        None,
+        description="Key that signs console sessions (default: in a cluster, derived from "
+        "monitor.link_key, so a sign-in works on every node; alone, "
+        "data_dir/console-session.key)",
+    )
+    status_page_key: SecretStr | None = Field(
+        None,
+        description="Key that signs the customers' status page links (default: in a cluster, "
+        "derived from monitor.link_key; alone, data_dir/status-page.key)",
+    )
+
+    _keys_long_enough = field_validator("session_key", "status_page_key")(
+        lambda cls, value: _key_long_enough(value)
     )
 
 
@@ -259,11 +282,18 @@ class Contact(StrictModel):
     reports: bool = Field(
         False, description="Receives the customer's monthly service report (needs email)"
     )
+    notify: bool = Field(
+        False,
+        description="Receives by e-mail the updates our team writes for the customer about "
+        "an incident (notifications.customer_updates_channel; needs email)",
+    )
 
     @model_validator(mode="after")
     def _reports_need_email(self) -> Contact:
         if self.reports and not self.email:
             raise ValueError("reports: true needs an email address to send the report to")
+        if self.notify and not self.email:
+            raise ValueError("notify: true needs an email address to send the updates to")
         return self
 
 

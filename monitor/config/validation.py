@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -368,6 +368,7 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
                 "give the e-mail channel that sends the customers' monthly reports",
             )
         )
+    issues += _customer_updates_channel_issues(raw, channels, channel)
     ops_channels = _mapping(raw.get("monitor")).get("ops_channels")
     for k, channel_name in enumerate(ops_channels if isinstance(ops_channels, list) else []):
         channel(f"monitor.ops_channels[{k}]", channel_name)
@@ -375,6 +376,38 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     for channel_name in limits:
         channel(f"notifications.rate_limit_per_minute.{channel_name}", channel_name)
     return issues
+
+
+def _customer_updates_channel_issues(
+    raw: dict[str, Any], channels: dict[str, Any], channel: Callable[[str, Any], None]
+) -> list[ConfigIssue]:
+    """The channel of customer updates: an e-mail channel (file for a dry run), and
+    required as soon as a contact has ``notify: true``."""
+    path = "notifications.customer_updates_channel"
+    name = _mapping(raw.get("notifications")).get("customer_updates_channel")
+    if name is not None:
+        channel(path, name)
+        kind = _mapping(channels.get(name) if isinstance(name, str) else None).get("type")
+        if kind is not None and kind not in ("email", "file"):
+            return [
+                ConfigIssue(
+                    path,
+                    f"channel {name!r} is a {kind} channel: customer updates go by e-mail "
+                    "(type email; file for a dry run)",
+                )
+            ]
+        return []
+    for index, customer in _items(raw.get("customers")):
+        for position, contact in _items(customer.get("contacts")):
+            if contact.get("notify") is True:
+                return [
+                    ConfigIssue(
+                        path,
+                        f"customers[{index}].contacts[{position}] has notify: true: give the "
+                        "e-mail channel that sends customer updates",
+                    )
+                ]
+    return []
 
 
 def _representative(raw: dict[str, Any]) -> dict[str, Any]:

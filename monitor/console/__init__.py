@@ -7,7 +7,7 @@ for a session cookie (``access.py``); the roles are the API's. The only script i
 the Content-Security-Policy forbids inline script and style.
 
 Pages: ``/board``, ``/incidents``, ``/incidents/{id}`` (the link in every
-message), ``/maintenance``, ``/reports``, ``/signin``, ``/signout``, the signed
+message), ``/maintenance``, ``/reports``, ``/config``, ``/signin``, ``/signout``, the signed
 acknowledge link ``/ack/{id}`` and each customer's status page ``/status/{customer}``.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from monitor.console import ack, board, incidents, planning, status_page
+from monitor.console import ack, board, config_page, incidents, planning, status_page
 from monitor.console.access import CONSOLE, ConsoleState, sign_in, sign_in_page, sign_out
 from monitor.console.pages import SECURITY_HEADERS, STATIC
 
@@ -52,3 +52,4 @@ def add_routes(app: web.Application) -> None:
     ack.add_routes(app)
     planning.add_routes(app)
     status_page.add_routes(app)
+    config_page.add_routes(app)

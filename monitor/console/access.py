@@ -15,15 +15,14 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from monitor.alerting import data_dir
 from monitor.api.auth import find_token, holds
 from monitor.api.input import clean_text
 from monitor.api.services import SERVICES
 from monitor.catalog import Catalog
 from monitor.config.models import ApiToken
+from monitor.console.keys import SESSION, console_key
 from monitor.console.pages import LANGUAGE_COOKIE, LANGUAGES, Pages, base_path, language
 from monitor.console.sessions import PERSON_MAX_CHARS, Session, SessionKeeper, SignInThrottle
-from monitor.links import key_file
 from monitor.timezones import known_zone
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class ConsoleState:
             services = request.app[SERVICES]
             catalog = _catalog(request)
             base = services.config_path.resolve().parent
-            key = key_file(data_dir(catalog, base), "console-session.key")
+            key = console_key(catalog, base, SESSION)
             self._keeper = SessionKeeper(key, services.wall)
         return self._keeper
 

@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from monitor.alerting import data_dir
 from monitor.api.cluster import add_other_nodes_subscriptions
 from monitor.api.core import status_document
 from monitor.api.incidents import incident_operations
@@ -32,8 +31,8 @@ from monitor.api.services import SERVICES, IncidentOperations
 from monitor.catalog import Catalog
 from monitor.config.models import CustomerSpec
 from monitor.console.access import CONSOLE, render, visitor
+from monitor.console.keys import STATUS_PAGE, console_key
 from monitor.engine.model import IncidentState
-from monitor.links import key_file
 from monitor.reports.build import build_report
 from monitor.reports.model import parse_period
 
@@ -54,14 +53,14 @@ def link_token(key: bytes, customer: CustomerSpec) -> str:
 
 
 def status_key(request: web.Request) -> bytes:
-    """The key of the status links, kept in the data directory (shared like the others)."""
+    """The key of the status links (``monitor.console.keys``)."""
     state = request.app[CONSOLE]
     if state.status_key is None:
         services = request.app[SERVICES]
         catalog = services.catalog
         assert catalog is not None
         base = services.config_path.resolve().parent
-        state.status_key = key_file(data_dir(catalog, base), "status-page.key")
+        state.status_key = console_key(catalog, base, STATUS_PAGE)
     return state.status_key
 
 
