@@ -13,7 +13,9 @@ from pathlib import Path
 
 from monitor.catalog import Catalog, load_catalog
 from monitor.config import ConfigError, ConfigIssue
+from monitor.config.models import ConfigBase
 from monitor.customer_updates import check_update_templates
+from monitor.engine.oncall import schedule_name
 from monitor.notify.sample import sample_context
 from monitor.notify.templates import TemplateRenderer
 from monitor.oncall_messages import check_gap_templates
@@ -81,7 +83,73 @@ def check_catalog(catalog: Catalog, base: Path) -> CheckedConfig:
         for name, options in catalog.config.channels.items()
         for warning in options.warnings()
     )
-    return CheckedConfig(catalog, renderer, warnings + _unpaged_subscriptions(catalog))
+    warnings += _unpaged_subscriptions(catalog) + chinese_sms_in_one_segment(catalog.config)
+    return CheckedConfig(catalog, renderer, warnings)
+
+
+def chinese_sms_in_one_segment(config: ConfigBase) -> tuple[ConfigIssue, ...]:
+    """SMS channels that may send Chinese while ``sms_max_segments`` is 1: a Chinese SMS
+    is UCS-2, 70 characters, and the incident id with the acknowledge link alone take
+    about 80, so such an SMS arrives without them (the renderer keeps the headline)."""
+    if config.notifications.sms_max_segments != 1:
+        return ()
+    readers = _chinese_readers(config)
+    issues = []
+    for name, options in config.channels.items():
+        if not options.sends_sms:
+            continue
+        default = options.language or config.notifications.language
+        who = ["its recipients (the channel's language)"] if default == "zh-CN" else []
+        who += sorted(readers.get(name, set()))
+        if who:
+            issues.append(
+                ConfigIssue(
+                    "notifications.sms_max_segments",
+                    f"is 1, and SMS channel {name!r} sends Chinese to {', '.join(who)}: a "
+                    "Chinese SMS holds 70 characters, too few for the incident id and the "
+                    "acknowledge link (about 80), so they are cut off; set it to 2 or more",
+                )
+            )
+    return tuple(issues)
+
+
+def _chinese_readers(config: ConfigBase) -> dict[str, set[str]]:
+    """Channel → people and contacts reading Chinese that its steps page: members of the
+    schedules a step pages on it and contacts whose phone it sends to."""
+    chinese_phones = {
+        contact.phone: f"contact {contact.name} (customer {customer.id})"
+        for customer in config.customers
+        for contact in customer.contacts
+        if contact.phone and contact.language == "zh-CN"
+    }
+    chinese_phones.update(
+        (person.phone, f"person {person_id}")
+        for person_id, person in config.people.items()
+        if person.phone and person.language == "zh-CN"
+    )
+    readers: dict[str, set[str]] = {}
+    for name, options in config.channels.items():
+        for phone in getattr(options, "to", None) or ():
+            if str(phone) in chinese_phones:
+                readers.setdefault(name, set()).add(chinese_phones[str(phone)])
+    for policy in config.escalation_policies.values():
+        for step in policy.steps:
+            for item in step.notify:
+                recipients = item.recipients if item.recipients is not None else step.recipients
+                for recipient in recipients:
+                    wanted = schedule_name(recipient)
+                    spec = config.schedules.get(wanted) if wanted else None
+                    members = {m for layer in spec.layers for m in layer.members} if spec else set()
+                    found = {
+                        f"person {m}"
+                        for m in members
+                        if m in config.people and config.people[m].language == "zh-CN"
+                    }
+                    if recipient in chinese_phones:
+                        found.add(chinese_phones[recipient])
+                    if found:
+                        readers.setdefault(item.channel, set()).update(found)
+    return readers
 
 
 def _unpaged_subscriptions(catalog: Catalog) -> tuple[ConfigIssue, ...]:

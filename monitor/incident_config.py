@@ -6,9 +6,9 @@ model in ``config.py`` includes these sections.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, field_validator
 
 from monitor.config_types import Delay, Duration, StrictModel
 from monitor.engine.correlation import CorrelationSettings, UpdateRule
@@ -16,14 +16,57 @@ from monitor.engine.flapping import FlapSettings
 from monitor.engine.model import EscalationStep, PolicySnapshot
 
 
+class NotifyTargetSpec(StrictModel):
+    """One channel of a step, with recipients of its own or the step's."""
+
+    channel: str = Field(description="Channel name")
+    recipients: list[str] | None = Field(
+        None,
+        description="Addresses or numbers for this channel in this step, or schedule:NAME "
+        "for whoever is on call when the step fires, instead of the step's recipients; "
+        "[]: the channel's own `to` (default: the step's recipients)",
+    )
+
+
+def notify_shorthand(value: Any) -> Any:
+    """``- noc-email`` under a step's notify is ``{channel: noc-email}``."""
+    return {"channel": value} if isinstance(value, str) else value
+
+
 class EscalationStepSpec(StrictModel):
     after: Delay = Field(0, description="Delay after the incident opened before this step is paged")
-    notify: list[str] = Field(default_factory=list, description="Channel names")
+    notify: list[Annotated[NotifyTargetSpec, BeforeValidator(notify_shorthand)]] = Field(
+        default_factory=list,
+        description="Channel names; {channel: NAME, recipients: [...]} gives one channel "
+        "recipients of its own (e-mail the NOC's mailbox, SMS schedule:primary)",
+    )
     recipients: list[str] = Field(
         default_factory=list,
         description="Addresses or numbers for this step, or schedule:NAME for whoever is on "
-        "call in that schedule when the step fires; empty: each channel's own `to`",
+        "call in that schedule when the step fires; empty: each channel's own `to` (a "
+        "channel given its own recipients under notify uses those)",
     )
+
+    @field_validator("notify")
+    @classmethod
+    def _each_channel_once(cls, value: list[NotifyTargetSpec]) -> list[NotifyTargetSpec]:
+        seen: set[str] = set()
+        for item in value:
+            if item.channel in seen:
+                raise ValueError(f"channel {item.channel!r} is listed twice in this step")
+            seen.add(item.channel)
+        return value
+
+    def channels(self) -> tuple[str, ...]:
+        return tuple(item.channel for item in self.notify)
+
+    def channel_recipients(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple(
+            (item.channel, tuple(item.recipients))
+            for item in self.notify
+            if item.recipients is not None
+        )
+
     action: Literal["vendor_ticket"] | None = Field(
         None, description="vendor_ticket: draft a ticket for 21Vianet support with evidence"
     )
@@ -48,7 +91,11 @@ class EscalationPolicySpec(StrictModel):
             name=name,
             steps=tuple(
                 EscalationStep(
-                    float(step.after), tuple(step.notify), step.action, tuple(step.recipients)
+                    float(step.after),
+                    step.channels(),
+                    step.action,
+                    tuple(step.recipients),
+                    step.channel_recipients(),
                 )
                 for step in self.steps
             ),

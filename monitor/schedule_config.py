@@ -46,7 +46,11 @@ class PersonSpec(StrictModel):
     chat_user_id: str | None = Field(
         None, description="Chat user id for channels that mention by id (Feishu open_id ou_…)"
     )
-    language: Literal["zh-CN", "en"] = Field("zh-CN", description="Language of their messages")
+    language: Literal["zh-CN", "en"] | None = Field(
+        None,
+        description="Language of the messages they get (default: the channel's, else "
+        "notifications.language); a customer contact's own language comes first",
+    )
 
 
 class LayerSpec(StrictModel):
@@ -191,19 +195,35 @@ def schedule_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     for policy, spec in _mapping(raw.get("escalation_policies")).items():
         for index, step in enumerate(_list(_mapping(spec).get("steps"))):
             step = _mapping(step)
-            for position, recipient in enumerate(_list(step.get("recipients"))):
-                wanted = schedule_name(recipient) if isinstance(recipient, str) else None
-                if wanted is None:
-                    continue
-                path = f"escalation_policies.{policy}.steps[{index}].recipients[{position}]"
-                if wanted not in schedules:
-                    allowed = ", ".join(sorted(schedules)) or "none defined under schedules"
-                    problem = f"unknown schedule {wanted!r} (allowed: {allowed})"
-                    issues.append(ConfigIssue(path, problem))
-                    continue
-                issues += _missing_addresses(
-                    path, wanted, sorted(members_of.get(wanted, ())), people, step, channels
-                )
+            where = f"escalation_policies.{policy}.steps[{index}]"
+            # (recipients, their path, the channels they are paged on)
+            lists: list[tuple[list[Any], str, list[Any]]] = []
+            shared: list[Any] = []  # channels paging the step's own recipients
+            for k, item in enumerate(_list(step.get("notify"))):
+                if isinstance(item, dict) and item.get("recipients") is not None:
+                    path = f"{where}.notify[{k}].recipients"
+                    lists.append((_list(item.get("recipients")), path, [item.get("channel")]))
+                else:
+                    shared.append(item.get("channel") if isinstance(item, dict) else item)
+            lists.append((_list(step.get("recipients")), f"{where}.recipients", shared))
+            for recipients, path, paged_on in lists:
+                for position, recipient in enumerate(recipients):
+                    wanted = schedule_name(recipient) if isinstance(recipient, str) else None
+                    if wanted is None:
+                        continue
+                    if wanted not in schedules:
+                        allowed = ", ".join(sorted(schedules)) or "none defined under schedules"
+                        problem = f"unknown schedule {wanted!r} (allowed: {allowed})"
+                        issues.append(ConfigIssue(f"{path}[{position}]", problem))
+                        continue
+                    issues += _missing_addresses(
+                        f"{path}[{position}]",
+                        wanted,
+                        sorted(members_of.get(wanted, ())),
+                        people,
+                        paged_on,
+                        channels,
+                    )
     return issues
 
 
@@ -212,13 +232,15 @@ def _missing_addresses(
     schedule: str,
     members: list[str],
     people: dict[str, Any],
-    step: dict[str, Any],
+    paged_on: list[Any],
     channels: dict[str, Any],
 ) -> list[ConfigIssue]:
     """A page to ``schedule`` on a step's channel needs each member's address of the
     channel's kind (their e-mail for e-mail, their phone for SMS)."""
     issues = []
-    for channel in _list(step.get("notify")):
+    for channel in paged_on:
+        if not isinstance(channel, str):
+            continue
         kind = recipient_kind(_mapping(channels.get(channel)).get("type"))
         if kind is None:
             continue

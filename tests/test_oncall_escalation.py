@@ -110,3 +110,48 @@ def test_nobody_on_call_pages_the_channels_own_recipients() -> None:
     assert targets(resolved) == [
         ("resolved", {"oncall-sms": (engine.CHANNEL_RECIPIENTS,), "noc-webhook": ("",)})
     ]
+
+
+def test_a_step_gives_each_channel_its_own_recipients() -> None:
+    """One step texts the person on call and e-mails the NOC's fixed mailbox; the channels
+    without their own recipients page the step's; the snapshot keeps it all."""
+    from monitor.incident_config import EscalationPolicySpec
+
+    spec = EscalationPolicySpec.model_validate(
+        {
+            "steps": [
+                {
+                    "after": 0,
+                    "notify": [
+                        {"channel": "noc-email", "recipients": ["noc@reseller.example.cn"]},
+                        {"channel": "oncall-sms", "recipients": ["schedule:primary"]},
+                        {"channel": "lead-sms", "recipients": []},  # the channel's own `to`
+                        "noc-webhook",
+                    ],
+                    "recipients": ["schedule:secondary"],
+                }
+            ]
+        }
+    )
+    policy = spec.snapshot("split", None)
+    assert PolicySnapshot.from_json(policy.to_json()) == policy
+    incident, decision = engine.open_incident(
+        "INC-3", "contoso", "exchange-online", Status.DOWN, "503", policy,
+        at("2026-12-24 23:50"), oncall=lookup,
+    )  # fmt: skip
+    assert targets(decision) == [
+        (
+            "opened",
+            {
+                "noc-email": ("noc@reseller.example.cn",),
+                "oncall-sms": ("person:wang.wei",),
+                "lead-sms": (engine.CHANNEL_RECIPIENTS,),
+                "noc-webhook": ("person:zhang.min",),
+            },
+        )
+    ]
+    # both schedules were resolved when the step fired, and are in the timeline
+    assert decision.events[-1].detail["oncall"] == {"secondary": "zhang.min", "primary": "wang.wei"}
+    resolved = engine.resolve(incident, at("2026-12-25 01:00"))
+    assert dict(resolved.pages[0].recipients)["oncall-sms"] == ("person:wang.wei",)
+    assert dict(resolved.pages[0].recipients)["noc-email"] == ("noc@reseller.example.cn",)

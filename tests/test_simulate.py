@@ -22,10 +22,11 @@ def test_simulated_outage_pages_escalates_stops_at_ack_and_resolves(
     by_event: dict[str, list[tuple[str, str, str]]] = {}
     for offset, channel, event, recipient in sends:
         by_event.setdefault(event, []).append((offset, channel, recipient))
-    # the gold policy: step 1 after the 60 s correlation hold, to three channels, for the
-    # person on call in schedule primary (the week of 2026-11-23: wang.wei's turn)
+    # the gold policy: step 1 after the 60 s correlation hold, to three channels: the
+    # person on call in schedule primary (the week of 2026-11-23: wang.wei's turn) by SMS
+    # and in the outbox, the NOC's own mailbox by e-mail
     assert sorted(by_event["opened"]) == [
-        ("0:06:20", "noc-email", "wang.wei@reseller.example.cn"),
+        ("0:06:20", "noc-email", "noc@reseller.example.cn"),
         ("0:06:20", "oncall-sms", "+8613800000001"),
         ("0:06:20", "outbox", "wang.wei"),
     ]

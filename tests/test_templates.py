@@ -137,7 +137,9 @@ def test_vendor_ticket_is_a_complete_draft_for_21vianet(renderer: TemplateRender
         "2025-11-24 07:12 Beijing time (UTC+8) / 2025-11-23 23:12 UTC",
         "Impact:",
         "owa (http check): down since 07:11:20 Beijing / 23:11:20 UTC: " + REASON,
-        "11-24 07:11:40 (23:11:40)  probe: owa failed",  # recent results
+        "11-24 07:12:00 (23:12:00)  Opened: DOWN, severity major: " + REASON,  # actions
+        "11-24 07:27:00 (23:27:00)  Escalated to level 2: oncall-sms, noc-lead-sms; "
+        "on call: 李娜 (Li Na) (primary)",
         "What we tried:",
         "China Telecom and China Unicom",  # the triage note
         "EX1187342",
@@ -152,8 +154,8 @@ def test_vendor_ticket_is_a_complete_draft_for_21vianet(renderer: TemplateRender
     assert ticket["start_beijing"] == "2025-11-24T07:12:00+08:00"
     assert ticket["start_utc"] == "2025-11-23T23:12:00+00:00"
     assert ticket["evidence"][0]["reason"] == REASON
-    assert ticket["tried"] == [
-        entry["text"]
+    assert ticket["tried"] == [  # the triage notes themselves, not their records
+        entry["detail"]["text"]
         for entry in sample_context("vendor_ticket")["incident"]["timeline"]
         if entry["kind"] == "note"
     ]
@@ -415,7 +417,7 @@ def test_html_ticket_timeline_is_in_beijing_time_too(renderer: TemplateRenderer)
     context["timezone"] = "UTC"
     html = renderer.render("vendor_ticket", context).html or ""
     assert "Recent results and actions (Beijing time)" in html
-    assert ">11-24 07:11:20<" in html  # 23:11:20 UTC on the 23rd
+    assert ">11-24 07:12:00<" in html  # opened at 23:12:00 UTC on the 23rd
 
 
 SANDBOX_ESCAPES = {

@@ -172,7 +172,7 @@ def test_the_shipped_config_calls_after_ten_minutes_without_credentials() -> Non
     shipped = load_catalog(Path(__file__).resolve().parents[1] / "config.yaml", env={})
     config = shipped.config
     [step] = [s for s in config.escalation_policies["gold"].steps if s.after == 10 * MIN]
-    kinds = [config.channels[name].type for name in step.notify]
+    kinds = [config.channels[name].type for name in step.channels()]
     assert kinds == ["file", "tencent_voice", "aliyun_voice"]
     assert config.escalation_policies["gold"].steps[0].after == 0
 

@@ -60,6 +60,7 @@ RETRYABLE_PREFIXES = ("isv.BUSINESS_LIMIT_CONTROL", "Throttling", "ServiceUnavai
 
 class Options(ChannelOptions):
     recipient_kind: ClassVar[str | None] = "phone"
+    sends_sms: ClassVar[bool] = True
     type: Literal["aliyun"] = Field("aliyun", description="Channel type")
     access_key_id: str = Field(min_length=1, description="AccessKey ID of a RAM user with SMS")
     access_key_secret: SecretStr = Field(description="AccessKey secret")

@@ -36,6 +36,9 @@ class ChannelOptions(BaseModel):
     sends to: ``email``, ``phone`` or ``chat_user_id``; None for a channel that sends to
     no one in particular (a webhook, a file), which gets the person's id."""
 
+    sends_sms: ClassVar[bool] = False
+    """The channel delivers the message's SMS text (within ``notifications.sms_max_segments``)."""
+
     type: str
     language: Literal["en", "zh-CN"] | None = Field(
         None,

@@ -56,6 +56,7 @@ RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError")
 
 class Options(ChannelOptions):
     recipient_kind: ClassVar[str | None] = "phone"
+    sends_sms: ClassVar[bool] = True
     type: Literal["tencent"] = Field("tencent", description="Channel type")
     secret_id: str = Field(min_length=1, description="SecretId of a CAM user allowed to send SMS")
     secret_key: SecretStr = Field(description="SecretKey")

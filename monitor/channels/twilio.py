@@ -47,6 +47,7 @@ PERMANENT_CODES = MappingProxyType(
 
 class Options(ChannelOptions):
     recipient_kind: ClassVar[str | None] = "phone"
+    sends_sms: ClassVar[bool] = True
     type: Literal["twilio"] = Field("twilio", description="Channel type")
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="Account SID (AC…)")
     auth_token: SecretStr = Field(description="Auth token of the account")

@@ -384,8 +384,13 @@ def policy_reference_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
     for name, spec in policies.items():
         for position, step in _items(_mapping(spec).get("steps")):
             notify = step.get("notify")
-            for k, channel_name in enumerate(notify if isinstance(notify, list) else []):
-                channel(f"escalation_policies.{name}.steps[{position}].notify[{k}]", channel_name)
+            for k, item in enumerate(notify if isinstance(notify, list) else []):
+                path = f"escalation_policies.{name}.steps[{position}].notify[{k}]"
+                if isinstance(item, dict):  # {channel: NAME, recipients: [...]}
+                    if "channel" in item:
+                        channel(f"{path}.channel", item["channel"])
+                elif not isinstance(item, list):
+                    channel(path, item)
     monthly = _mapping(_mapping(raw.get("reports")).get("monthly"))
     report_channels = monthly.get("channels")
     for k, channel_name in enumerate(report_channels if isinstance(report_channels, list) else []):

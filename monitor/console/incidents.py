@@ -7,7 +7,7 @@ exactly as an API call would.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from monitor.console.status_page import status_path
 from monitor.engine.correlation import VENDOR_CUSTOMER
 from monitor.engine.incidents import CUSTOMER_UPDATE_STATES
 from monitor.engine.model import Incident, IncidentError, IncidentEvent, IncidentState
+from monitor.schedule_config import PersonSpec
 from monitor.store.records import IncidentNotFound
 
 LIST_STATES = ("open", "acknowledged", "resolved", "all")
@@ -74,7 +75,10 @@ def next_step(incident: Incident) -> dict[str, Any] | None:
     }
 
 
-def timeline_entry(event: IncidentEvent) -> dict[str, Any]:
+def timeline_entry(event: IncidentEvent, people: Mapping[str, PersonSpec]) -> dict[str, Any]:
+    """A timeline event for the page: the page words it in its language from ``detail``
+    (``macros.html.j2``, ``event_line``); ``facts`` is the record, shown for a kind it
+    has no words for; ``oncall`` names the people a step paged."""
     detail = dict(event.detail)
     text = detail.pop("text", None) or detail.pop("note", None)
     facts = [
@@ -82,12 +86,22 @@ def timeline_entry(event: IncidentEvent) -> dict[str, Any]:
         for key, value in detail.items()
         if value not in (None, "", [])
     ]
+    picked = detail.get("oncall")
+    oncall = [
+        {
+            "schedule": str(schedule),
+            "name": (people[person].name if person in people else person) if person else None,
+        }
+        for schedule, person in (picked if isinstance(picked, dict) else {}).items()
+    ]
     return {
         "at": event.at,
         "kind": event.kind,
         "actor": event.actor,
         "text": text,
         "facts": ", ".join(facts),
+        "detail": detail,
+        "oncall": oncall,
     }
 
 
@@ -118,6 +132,8 @@ async def _show(
         else []
     )
     done = request.query.get("done")
+    catalog = request.app[SERVICES].catalog
+    people = catalog.config.people if catalog else {}
     return render(
         request,
         "incident.html.j2",
@@ -126,7 +142,7 @@ async def _show(
         incident=incident,
         customer_name=customer_name,
         service_name=service_name,
-        timeline=[timeline_entry(event) for event in reversed(events)],
+        timeline=[timeline_entry(event, people) for event in reversed(events)],
         checks=checks,
         vendor=operations.vendor_state(incident.customer, incident.service),
         blast=blast,

@@ -110,12 +110,14 @@ def nobody_on_call(schedule: str, at: float) -> str | None:
     return None
 
 
-def _step_people(incident: Incident, level: int, step: EscalationStep) -> tuple[str, ...]:
-    """A step's recipients with each ``schedule:X`` replaced by the person it paged
-    (``person:ID``), or by the channel's own recipients when nobody was on call."""
+def _step_people(
+    incident: Incident, level: int, step: EscalationStep, channel: str
+) -> tuple[str, ...]:
+    """A step's recipients on ``channel`` with each ``schedule:X`` replaced by the person
+    it paged (``person:ID``), or by the channel's own recipients when nobody was on call."""
     picked = {pick.schedule: pick.person for pick in incident.oncall if pick.level == level}
     people: list[str] = []
-    for recipient in step.recipients or (CHANNEL_RECIPIENTS,):
+    for recipient in step.recipients_for(channel) or (CHANNEL_RECIPIENTS,):
         schedule = schedule_name(recipient)
         if schedule is None:
             people.append(recipient)
@@ -132,8 +134,8 @@ def _targets(incident: Incident, levels: Iterable[int]) -> dict[str, tuple[str, 
     merged: dict[str, dict[str, None]] = {}
     for level in levels:
         step = incident.policy.steps[level - 1]
-        people = _step_people(incident, level, step)
         for channel in step.notify:
+            people = _step_people(incident, level, step, channel)
             merged.setdefault(channel, {}).update(dict.fromkeys(people))
     return {channel: tuple(people) for channel, people in merged.items()}
 
@@ -157,7 +159,7 @@ def _pick_oncall(
     """Who each of the step's schedules has on call now, recorded on the incident."""
     picks = {
         name: oncall(name, now)
-        for name in dict.fromkeys(schedule_name(r) for r in step.recipients)
+        for name in dict.fromkeys(schedule_name(r) for r in step.all_recipients())
         if name is not None
     }
     kept = tuple(pick for pick in incident.oncall if pick.level != level)
@@ -240,7 +242,9 @@ def status_changed(incident: Incident, status: Status, reason: str, now: float) 
     wanted = severity_for(status)
     if _RANK[wanted] > _RANK[incident.severity]:
         incident.severity = wanted
-        decision.event(incident, now, "severity", severity=wanted.value, why=f"now {status}")
+        decision.event(
+            incident, now, "severity", severity=wanted.value, status=status, why=f"now {status}"
+        )
         if incident.state is IncidentState.OPEN and not _silenced(incident):
             decision.page(
                 incident,
@@ -508,6 +512,8 @@ def tick(
             now,
             "severity",
             severity=Severity.CRITICAL.value,
+            status=incident.status,
+            after=policy.escalate_after,  # templates word it; `why` is the record
             why=f"{incident.status} for longer than {int(policy.escalate_after)} s",
         )
         if incident.state is IncidentState.OPEN and not _silenced(incident):

@@ -40,6 +40,21 @@ class EscalationStep:
     notify: tuple[str, ...]  # channel names
     action: str | None = None  # "vendor_ticket" drafts a ticket for 21Vianet
     recipients: tuple[str, ...] = ()  # overrides each channel's own; may name schedule:X
+    # (channel, recipients) for channels given their own: an SMS to schedule:primary and an
+    # e-mail to the NOC's mailbox in one step; ``recipients`` applies to the other channels
+    channel_recipients: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def recipients_for(self, channel: str) -> tuple[str, ...]:
+        """Who ``channel`` pages in this step (empty: the channel's own ``to``)."""
+        for name, people in self.channel_recipients:
+            if name == channel:
+                return people
+        return self.recipients
+
+    def all_recipients(self) -> tuple[str, ...]:
+        """Every recipient the step names, on any channel (its schedules among them)."""
+        named = [*self.recipients, *(r for _, people in self.channel_recipients for r in people)]
+        return tuple(dict.fromkeys(named))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +93,7 @@ class PolicySnapshot:
                     "notify": list(s.notify),
                     "action": s.action,
                     "recipients": list(s.recipients),
+                    "channel_recipients": {c: list(people) for c, people in s.channel_recipients},
                 }
                 for s in self.steps
             ],
@@ -92,7 +108,14 @@ class PolicySnapshot:
             name=data["name"],
             steps=tuple(
                 EscalationStep(
-                    s["after"], tuple(s["notify"]), s.get("action"), tuple(s.get("recipients", ()))
+                    s["after"],
+                    tuple(s["notify"]),
+                    s.get("action"),
+                    tuple(s.get("recipients", ())),
+                    tuple(
+                        (channel, tuple(people))
+                        for channel, people in (s.get("channel_recipients") or {}).items()
+                    ),
                 )
                 for s in data["steps"]
             ),

@@ -26,11 +26,13 @@ from monitor.notify.templates import (
     AffectedContext,
     FailingCheckContext,
     IncidentContext,
+    OnCallContext,
     RenderedParts,
     StepContext,
     TemplateContext,
     TemplateRenderer,
     TemplateRenderError,
+    TimelineEntryContext,
     VendorContext,
 )
 from monitor.notify.voice_plan import Unreachable
@@ -170,8 +172,8 @@ class MessageComposer:
             incident_context = self.incident_context(page.incident, timeline, page)
             for channel in page.channels:
                 # one message per recipient: a retry or a failure concerns one person only
-                for person in self._people(page, channel):
-                    language = self.language(channel, person)
+                for person, person_id in self._people(page, channel):
+                    language = self.language(channel, person, person_id)
                     context = self._template_context(
                         page, incident_context, person or channel, language
                     )
@@ -199,9 +201,11 @@ class MessageComposer:
                     )
         return messages
 
-    def language(self, channel: str, person: str) -> str:
-        """The recipient's language: their contact's (matched by e-mail or phone), else
-        the channel's, else ``notifications.language``."""
+    def language(self, channel: str, person: str, person_id: str | None = None) -> str:
+        """The recipient's language, the first that says one: their customer contact's
+        (matched by e-mail or phone), the on-call person's (``people``: the one a schedule
+        paged, ``person_id``, or one whose address ``person`` is), the channel's, and
+        ``notifications.language``."""
         if self.catalog is None:
             return DEFAULT_LANGUAGE
         config = self.catalog.config
@@ -210,6 +214,11 @@ class MessageComposer:
                 for contact in customer.contacts:
                     if contact.language and person in (contact.email, contact.phone):
                         return contact.language
+        spec = config.people.get(person_id) if person_id else None
+        if spec is None and person:
+            spec = next((p for p in config.people.values() if person in (p.email, p.phone)), None)
+        if spec is not None and spec.language:
+            return spec.language
         options = config.channels.get(channel)
         return getattr(options, "language", None) or config.notifications.language
 
@@ -290,20 +299,24 @@ class MessageComposer:
                 },
             )
 
-    def _people(self, page: engine.Page, channel: str) -> list[str]:
-        """Who gets ``page`` on ``channel``, each once: the step's recipients, with the
-        channel's own list in place of ``CHANNEL_RECIPIENTS`` and a schedule's person
-        (``person:ID``) at their address of the channel's kind; ``""`` when the channel
-        has no list of its own (a webhook, a file)."""
-        people: dict[str, None] = {}
+    def _people(self, page: engine.Page, channel: str) -> list[tuple[str, str | None]]:
+        """Who gets ``page`` on ``channel``, each once, as (address, person id): the step's
+        recipients, with the channel's own list in place of ``CHANNEL_RECIPIENTS`` and a
+        schedule's person (``person:ID``, their id kept for their language) at their
+        address of the channel's kind; ``""`` when the channel has no list of its own (a
+        webhook, a file)."""
+        people: dict[str, str | None] = {}
         for person in page.recipients.get(channel) or (engine.CHANNEL_RECIPIENTS,):
+            person_id = None
             if person.startswith(PERSON_PREFIX):
-                person = self._address(person.removeprefix(PERSON_PREFIX), channel, page)
+                person_id = person.removeprefix(PERSON_PREFIX)
+                person = self._address(person_id, channel, page)
             if person == engine.CHANNEL_RECIPIENTS:
-                people.update(dict.fromkeys(self._channel_recipients(channel) or ("",)))
-            else:
-                people[person] = None
-        return list(people)
+                for address in self._channel_recipients(channel) or ("",):
+                    people.setdefault(address, None)
+            elif people.get(person) is None:
+                people[person] = person_id
+        return list(people.items())
 
     def _address(self, person_id: str, channel: str, page: engine.Page) -> str:
         """The on-call person's address for ``channel`` (their e-mail for e-mail, phone for
@@ -455,10 +468,52 @@ class MessageComposer:
             "blast_radius": blast,
             "affected": affected,
             "announced_customers": announced,
-            "timeline": [
-                {"at": at(e.at, UTC), "kind": e.kind, "text": event_text(e)} for e in timeline
-            ],
+            "timeline": [self._timeline_entry(e) for e in timeline],
+            "oncall": self._oncall_context(incident),
         }
+
+    def _timeline_entry(self, event: IncidentEvent) -> TimelineEntryContext:
+        """A timeline event for templates: its record, and the names of the people a
+        step paged (``detail.oncall`` holds their ids)."""
+        people = self.catalog.config.people if self.catalog else {}
+        picked = event.detail.get("oncall")
+        oncall: list[OnCallContext] = []
+        for schedule, person in (picked if isinstance(picked, dict) else {}).items():
+            spec = people.get(person) if person else None
+            oncall.append(
+                {
+                    "level": int(event.detail.get("level") or 0),
+                    "schedule": str(schedule),
+                    "person": person,
+                    "name": spec.name if spec else person,
+                }
+            )
+        return {
+            "at": datetime.fromtimestamp(event.at, UTC),
+            "kind": event.kind,
+            "text": event_text(event),
+            "actor": event.actor,
+            "detail": dict(event.detail),
+            "oncall": oncall,
+        }
+
+    def _oncall_context(self, incident: Incident) -> list[OnCallContext]:
+        """Who the incident's steps paged through schedules, with their names as people
+        read them (the id when the person is no longer in the config)."""
+        people = self.catalog.config.people if self.catalog else {}
+        picks: list[OnCallContext] = []
+        for pick in incident.oncall:
+            spec = people.get(pick.person) if pick.person else None
+            name = spec.name if spec else pick.person
+            picks.append(
+                {
+                    "level": pick.level,
+                    "schedule": pick.schedule,
+                    "person": pick.person,
+                    "name": name,
+                }
+            )
+        return picks
 
     def _vendor_context(self, customer: str, service: str) -> VendorContext | None:
         state = self._view.vendor_state(customer, service)

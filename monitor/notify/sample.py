@@ -10,10 +10,12 @@ escalation step, the acknowledgement and the resolution follow the clock.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from monitor.notify.templates import (
     EVENTS,
     IncidentContext,
+    OnCallContext,
     StepContext,
     TemplateContext,
     TimelineEntryContext,
@@ -56,33 +58,52 @@ def _minutes_text(minutes: int) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
+_WANG = OnCallContext(level=1, schedule="primary", person="wang.wei", name="王伟 (Wang Wei)")
+_LI = OnCallContext(level=2, schedule="primary", person="li.na", name="李娜 (Li Na)")
+_NOTE = (
+    "OWA answers 503 from China Telecom and China Unicom lines; EWS and SMTP still work; "
+    "no change on our side or in the tenant since yesterday"
+)
+
+
 def _timeline(until: datetime) -> list[TimelineEntryContext]:
+    """The sample incident's timeline as the engine records it (kinds and details), up to
+    ``until``: templates word each entry in the message's language."""
+
     def at(seconds: float) -> datetime:
         return OPENED_AT + timedelta(seconds=seconds)
 
-    entries = [
-        (-40, "probe", f"owa failed: {OWA_REASON} in 1.21 s (1 of 3)"),
-        (-30, "probe", f"owa failed: {OWA_REASON} in 1.18 s (2 of 3, retry)"),
-        (-20, "probe", f"owa failed: {OWA_REASON} in 1.25 s (3 of 3, retry)"),
-        (0, "opened", "Incident opened: down, severity major"),
-        (1, "notified", "Level 1: oncall-sms, noc-email"),
-        (60, "correlated", "Same failure for Fabrikam and 上海蓝海贸易有限公司: vendor-side"),
-        (5 * 60, "vendor", "21Vianet service health: EX1187342 (investigating)"),
-        (15 * 60, "escalated", "Level 2: noc-lead-sms"),
-        (
-            19 * 60,
-            "note",
-            "OWA answers 503 from China Telecom and China Unicom lines; EWS and SMTP "
-            "still work; no change on our side or in the tenant since yesterday",
-        ),
-        (21 * 60, "acknowledged", "Acknowledged by Li Wei (NOC)"),
-        (45 * 60, "reminder", "Acknowledgement timed out after 20 min: escalation re-armed"),
-        (60 * 60, "escalated", "Level 3: vendor ticket drafted for vendor-desk-email"),
-        (84 * 60, "resolved", "owa up again: status 302 in 0.42 s (2 of 2)"),
-    ]
+    entries: list[tuple[float, str, str | None, dict[str, Any], list[OnCallContext]]] = [
+        (0, "opened", None, {"status": "down", "reason": OWA_REASON, "severity": "major",
+                             "policy": "gold", "muted": False}, []),
+        (1, "paged", None, {"level": 1, "channels": ["oncall-sms", "noc-email"],
+                            "oncall": {"primary": "wang.wei"}}, [_WANG]),
+        (60, "blast_radius", None, {"customers": 3, "previously": 1}, []),
+        (5 * 60, "vendor_confirmed", None, {"issue_id": "EX1187342",
+                                            "title": "Users may be unable to access Exchange "
+                                            "Online through Outlook on the web"}, []),
+        (15 * 60, "escalated", None, {"level": 2, "channels": ["oncall-sms", "noc-lead-sms"],
+                                      "oncall": {"primary": "li.na"}}, [_LI]),
+        (19 * 60, "note", "Li Wei (NOC)", {"text": _NOTE}, []),
+        (21 * 60, "acknowledged", "Li Wei (NOC)", {}, []),
+        (41 * 60, "ack_expired", None, {"previous_owner": "Li Wei (NOC)"}, []),
+        (45 * 60, "reminder", None, {}, []),
+        (60 * 60, "escalated", None, {"level": 3, "channels": ["vendor-desk-email"],
+                                      "action": "vendor_ticket"}, []),
+        (84 * 60, "resolved", None, {"note": "service recovered"}, []),
+    ]  # fmt: skip
     return [
-        TimelineEntryContext(at=at(seconds), kind=kind, text=text)
-        for seconds, kind, text in entries
+        TimelineEntryContext(
+            at=at(seconds),
+            kind=kind,
+            text=kind
+            + (f" by {actor}" if actor else "")
+            + (": " + ", ".join(f"{k}={v}" for k, v in detail.items()) if detail else ""),
+            actor=actor,
+            detail=detail,
+            oncall=oncall,
+        )
+        for seconds, kind, actor, detail, oncall in entries
         if at(seconds) <= until
     ]
 
@@ -156,6 +177,9 @@ def _incident(event: str, now: datetime) -> IncidentContext:
         ],
         announced_customers=2 if event == "updated" else None,
         timeline=_timeline(now),
+        # steps 1 and 2 paged schedule:primary: 王伟 when it opened, 李娜 after the midnight
+        # handoff (step 3, the vendor desk, named no schedule)
+        oncall=[_WANG, _LI],
     )
 
 

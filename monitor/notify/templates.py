@@ -37,7 +37,7 @@ from jinja2 import (
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from monitor.notify.sms import clean_for_sms, fit
+from monitor.notify.sms import clean_for_sms, fit, is_gsm
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "alert_templates"
 
@@ -127,10 +127,26 @@ class AffectedContext(TypedDict):
     seconds: float  # the same, for the span filter
 
 
+class OnCallContext(TypedDict):
+    """Someone a step paged through a schedule (``schedule:NAME``), when it fired."""
+
+    level: int  # the step, 1-based
+    schedule: str  # "primary"
+    person: str | None  # "wang.wei"; None: nobody was on call (the channels' own lists were)
+    name: str | None  # "王伟 (Wang Wei)", from people
+
+
 class TimelineEntryContext(TypedDict):
+    """One timeline event. People read it through ``_base/events*.txt.j2``, which word
+    each kind in the message's language from ``detail``; ``text`` is the engine's record
+    in English (``kind by actor: key=value, …``), for machines and unknown kinds."""
+
     at: datetime  # aware
-    kind: str  # probe, opened, notified, escalated, acknowledged, note, vendor, resolved …
+    kind: str  # opened, paged, escalated, acknowledged, note, resolved, …
     text: str
+    actor: str | None  # who did it (acknowledged, note, resolved by hand …)
+    detail: dict[str, Any]  # what the engine recorded: level, channels, status, reason …
+    oncall: list[OnCallContext]  # paged/escalated: who the step paged through schedules
 
 
 class IncidentContext(TypedDict):
@@ -160,6 +176,7 @@ class IncidentContext(TypedDict):
     affected: list[AffectedContext]  # the same customers with how long each was affected
     announced_customers: int | None  # customers the last page of a vendor-side incident named
     timeline: list[TimelineEntryContext]  # oldest first
+    oncall: list[OnCallContext]  # who steps paged through schedules, oldest step first
 
 
 class MonitorContext(TypedDict):
@@ -312,6 +329,20 @@ def _short_name(name: str) -> str:
     return re.sub(r"\s*\([^()]*\)\s*$", "", name) or name
 
 
+def _gsm_name(name: str | None) -> str:
+    """The part of a name an English SMS can carry without turning into UCS-2 (half the
+    characters per segment): ``王伟 (Wang Wei)`` → ``Wang Wei``; ``Li Na`` unchanged; ""
+    when no part of it is GSM-7 (the template then shows the person's id)."""
+    if not name:
+        return ""
+    if is_gsm(name):
+        return name
+    for part in reversed(re.findall(r"\(([^()]*)\)", name)):
+        if part.strip() and is_gsm(part):
+            return str(part).strip()
+    return ""
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return _iso(value)
@@ -359,7 +390,13 @@ class TemplateRenderer:
             ),
         )
         self.env.filters.update(
-            local=_local, utc=_utc, both=_both, iso=_iso, short_name=_short_name, span=_span
+            local=_local,
+            utc=_utc,
+            both=_both,
+            iso=_iso,
+            short_name=_short_name,
+            span=_span,
+            gsm_name=_gsm_name,
         )
         # tojson: datetimes as ISO 8601 UTC, Chinese names readable rather than \uXXXX.
         self.env.policies["json.dumps_kwargs"] = {
