@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,17 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from checks import check_types
 from monitor import __version__
-from monitor.alerting import Alerting, store_url
+from monitor.alerting import Alerting
 from monitor.api import build_app
 from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
-from monitor.catalog import Catalog, Subscription, TargetSpec
+from monitor.catalog import Catalog, TargetSpec
 from monitor.cluster.node import ClusterNode
-from monitor.cluster.sharding import subscription_key
-from monitor.cluster.takeover import seed_board
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
 from monitor.config_history import ConfigHistory, ConfigOutcome
-from monitor.engine.quorum import LocationReport, decide
+from monitor.daemon_cluster import ClusterMember
+from monitor.daemon_locations import LocatedProbing
 from monitor.incident_manager import IncidentManager
 from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
@@ -67,7 +66,7 @@ def _freeze_long_lived_objects() -> None:
     gc.set_threshold(20_000, 20, 50)
 
 
-class Daemon:
+class Daemon(ClusterMember, LocatedProbing):
     def __init__(
         self,
         config_path: str | Path,
@@ -447,33 +446,6 @@ class Daemon:
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
         return added, changed, removed
 
-    @property
-    def report_grace(self) -> float:
-        """How late another location's report may arrive: written at the prober's next
-        tick, read at this node's (none without a cluster: all reports are this node's)."""
-        return 2 * self.location_tick if self.cluster is not None else 0.0
-
-    def _location_label(self, spec: TargetSpec) -> str | None:
-        """The ``location`` label of a target's probe series: where it was probed from,
-        when it has locations or this node is not in the default one (else none, as
-        before locations existed)."""
-        settings = self.catalog.config.monitor if self.catalog is not None else None
-        location = settings.location if settings is not None else "default"
-        return location if spec.locations or location != "default" else None
-
-    def _probes_for_location(self, spec: TargetSpec) -> bool:
-        """Whether this node probes a target listed for locations: it must be in one of
-        them and, in a cluster, be the one of its location that rendezvous hashing picks."""
-        assert self.catalog is not None
-        location = self.catalog.config.monitor.location
-        if location not in spec.locations:
-            return False
-        if self.cluster is None:
-            return True
-        return self.cluster.owns_at(
-            subscription_key(spec.target.customer, spec.target.service), location
-        )
-
     def _restore_statuses(self, catalog: Catalog) -> None:
         """What the previous run confirmed down or degraded stays so at the first probe
         that agrees: a restart does not re-confirm an outage (nor make it a gap)."""
@@ -484,153 +456,6 @@ class Daemon:
             subscription = catalog.subscriptions.get(key)
             if subscription is not None:
                 self.board.restore(subscription.target_ids, status)
-
-    # ------------------------------------------------------------------ cluster
-
-    def _owned_subscriptions(self, catalog: Catalog) -> dict[tuple[str, str], Subscription]:
-        """The subscriptions this node probes: all of them, or its shard in a cluster."""
-        if self.cluster is None:
-            return catalog.subscriptions
-        owns = self.cluster.owns
-        return {k: s for k, s in catalog.subscriptions.items() if owns(subscription_key(*k))}
-
-    async def _join_cluster(self, catalog: Catalog) -> None:
-        """With ``monitor.cluster``: the first heartbeat, so the shard is known before
-        anything is scheduled, and the shard's last statuses from the store."""
-        settings = catalog.config.monitor
-        cluster = settings.cluster
-        if cluster is None or not cluster.enabled or self.cluster is not None:
-            return
-        node_id = cluster.node_id
-        # its own connections: heartbeats and the leader's lease never queue behind history
-        store = await Store.open(
-            store_url(catalog, self.config_path.resolve().parent),
-            application_name=f"csp-monitor {node_id}",
-        )
-        self.cluster = ClusterNode(
-            store,
-            cluster,
-            self.registry,
-            listen=cluster.advertise or self._listen_override or settings.listen,
-            version=__version__,
-            started_at=self.wall(),
-            on_shard_changed=self._shard_changed,
-            on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
-            on_step_down=lambda epoch: self.alerting.step_down(),
-            blind=lambda: self.sight.sight.blind,
-            location=settings.location,
-        )
-        # a leader that cannot renew stops at two thirds of its lease; the others wait for
-        # all of it: its notifier gets half of the third between to finish its step
-        self.alerting.step_down_grace = cluster.lease_seconds / 6
-        self.alerting.kept_open = self._kept_open
-        try:
-            await self.cluster.start(catalog.digest)
-            if len(self.cluster.peers) > 1:
-                # taken over from live nodes: their history goes on; after a stop of the
-                # whole cluster it starts from unknown instead, the time between is a gap
-                await self._seed(catalog, self._owned_subscriptions(catalog))
-        except BaseException:
-            await self.cluster.close()
-            await store.close()
-            self.cluster = None
-            raise
-        log.info(
-            "event=cluster_joined node=%s members=%s leader=%s",
-            self.cluster.node_id,
-            ",".join(self.cluster.peers),
-            self.cluster.leadership.is_leader,
-        )
-
-    def _kept_open(self) -> set[tuple[str, str]]:
-        """Status intervals this node must not end when it starts or stops: while other
-        live nodes run this config, they go on watching every subscription."""
-        if self.cluster is None or self.catalog is None or len(self.cluster.peers) < 2:
-            return set()
-        return set(self.catalog.subscriptions)
-
-    async def _seed(
-        self, catalog: Catalog, keys: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[str, float]]:
-        """Targets taken over start from their subscription's last recorded status;
-        returns the statuses they started from."""
-        assert self.cluster is not None
-        fresh = [key for key in keys if key not in self._subscriptions_shown]
-        if not fresh:
-            return {}
-        try:
-            statuses = await self.cluster.store.latest_statuses(fresh)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("event=cluster_seed_failed subscriptions=%d", len(fresh))
-            return {}
-        seeded = seed_board(self.board, catalog, statuses, self.wall())
-        log.info("event=cluster_taken_over subscriptions=%d seeded=%d", len(fresh), len(seeded))
-        return {key: statuses[key] for key in seeded}
-
-    def _record_unwatched(
-        self, catalog: Catalog, seeded: Mapping[tuple[str, str], tuple[str, float]]
-    ) -> None:
-        """Subscriptions taken from a node that died were watched by nobody from its last
-        heartbeat until now: that time is a gap (unknown) in their history, and they go
-        on from now in the status they had (the next probe confirms or changes it)."""
-        assert self.cluster is not None
-        dead = self.cluster.taken_from_the_dead(subscription_key(*key) for key in seeded)
-        now = self.wall()
-        resumed: dict[tuple[str, str], tuple[str, float]] = {}
-        for (customer, service), (status, since) in seeded.items():
-            found = dead.get(subscription_key(customer, service))
-            if found is None:
-                continue
-            node, last_heartbeat = found
-            held = Status(status)
-            gap_from = min(max(last_heartbeat, since), now)
-            self.alerting.subscription_changed(
-                customer,
-                service,
-                held,
-                Status.UNKNOWN,
-                f"not probed: node {node} stopped at its last heartbeat",
-                now,
-                since=gap_from,
-            )
-            self.alerting.subscription_changed(
-                customer, service, Status.UNKNOWN, held, f"probed by {self.cluster.node_id}", now
-            )
-            resumed[(customer, service)] = (status, now)
-        # known again from now, here as in the history every node reads
-        seed_board(self.board, catalog, resumed, now)
-
-    def _shard_changed(self) -> None:
-        task = asyncio.ensure_future(self._reshard())
-        self._reshards.add(task)  # a task nobody holds may be collected mid-way
-        task.add_done_callback(self._reshards.discard)
-
-    async def _reshard(self) -> None:
-        """The members changed: schedule what this node now owns (first probes spread over
-        one interval), drop what it lost (its series leave /metrics)."""
-        try:
-            async with self._reload_lock:
-                catalog = self.catalog
-                if catalog is None or self._stop.is_set():
-                    return
-                seeded = await self._seed(catalog, self._owned_subscriptions(catalog))
-                if self.desk is not None:
-                    self.desk.read_everything_again()
-                self._record_unwatched(catalog, seeded)
-                added, _, removed = self._apply(catalog)
-                log.info(
-                    "event=cluster_reshard node=%s added=%d removed=%d targets=%d",
-                    self.cluster.node_id if self.cluster else "",
-                    len(added),
-                    len(removed),
-                    len(self.scheduler),
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("event=cluster_reshard_failed")
 
     def _set_sla(
         self, customer: str, service: str, availability: float | None, coverage: float | None
@@ -764,95 +589,3 @@ class Daemon:
                 current,
                 self.board.subscriptions[key].reason,
             )
-
-    # ------------------------------------------------------------------ locations
-
-    def _handle_located(self, spec: TargetSpec, result: ProbeResult) -> None:
-        """A result of a target probed from several locations: this location's view of it
-        (thresholds applied here) becomes this location's report; the node that decides
-        the target's status weighs it with the other locations' reports."""
-        target_id = spec.target.id
-        if target_id not in self._probed_located or self.desk is None:
-            return  # another node of this location took it over while it was being probed
-        now = self.wall()
-        state = self.location_board.target(target_id, now)
-        transition = observe(state, target_id, result, spec.timing, now)
-        self.target_metrics.record(target_id, result)
-        if transition is not None:
-            self.target_metrics.set_target_status(target_id, transition.current, transition.at)
-            log.info(
-                "event=location_status target=%s location=%s from=%s to=%s reason=%r",
-                target_id,
-                self.desk.location,
-                transition.previous,
-                transition.current,
-                transition.reason,
-            )
-        self.desk.report(
-            target_id,
-            LocationReport(
-                self.desk.location, state.status, result.reason, now, state.since, self.desk.node_id
-            ),
-        )
-        if (spec.target.customer, spec.target.service) in self._subscriptions_shown:
-            self._decide(spec, now)
-        self.scheduler.set_retrying(spec, state.pending)
-
-    def _decide(self, spec: TargetSpec, now: float) -> None:
-        """The status of a located target from its locations' latest reports."""
-        assert self.desk is not None
-        target_id = spec.target.id
-        verdict = decide(
-            spec.locations,
-            spec.quorum,
-            self.desk.reports(target_id),
-            now,
-            spec.timing.interval,
-            self.report_grace,
-        )
-        state = self.board.target(target_id, now)
-        if verdict.status is not Status.UP:
-            state.last_change_reason = verdict.reason  # messages name today's locations
-        if verdict.status is state.status:
-            return
-        began = min(max(verdict.since, state.since), now)
-        transition = Transition(target_id, state.status, verdict.status, began, verdict.reason, now)
-        state.status, state.since, state.last_change_reason = verdict.status, began, verdict.reason
-        self._target_changed(spec, transition, now)
-
-    async def _exchange_reports(self) -> None:
-        """Every tick: locations' reports out and in; located targets decided again (a
-        location gone silent turns unknown without any new report)."""
-        ticks = 0
-        while True:
-            await asyncio.sleep(self.location_tick)
-            ticks += 1
-            try:
-                await self._exchange_once(full=ticks % 5 == 0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event=location_exchange_failed")
-
-    async def _exchange_once(self, *, full: bool) -> None:
-        desk, catalog = self.desk, self.catalog
-        if desk is None or catalog is None:
-            return
-        news = await desk.exchange()
-        if self.catalog is not catalog:
-            return  # reloaded meanwhile: the next tick works on the new catalog
-        now = self.wall()
-        for target_id in self._located_decided:
-            if full or target_id in news:
-                self._decide(catalog.targets[target_id], now)
-        self._export_locations()
-
-    def _export_locations(self) -> None:
-        """``csp_monitor_location_up``: the locations probed from now, and those gone."""
-        if self.desk is None:
-            return
-        cluster = self.cluster
-        up = cluster.locations_up() if cluster is not None else {self.desk.location: True}
-        self.location_up.clear()
-        for location, live in up.items():
-            self.location_up.labels(location).set(1 if live else 0)

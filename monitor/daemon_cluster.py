@@ -1,0 +1,199 @@
+"""The daemon as a member of a cluster: its shard, joining, takeovers and reshards.
+
+A part of ``Daemon`` (monitor/daemon.py) kept apart because it is one idea: which
+subscriptions this node probes, and what happens to their statuses when the
+members change. The attributes declared below are the daemon's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from monitor import __version__
+from monitor.alerting import Alerting, store_url
+from monitor.canaries import SightKeeper
+from monitor.catalog import Catalog, Subscription
+from monitor.cluster.node import ClusterNode
+from monitor.cluster.sharding import subscription_key
+from monitor.cluster.takeover import seed_board
+from monitor.locations import LocationDesk
+from monitor.probe import Status
+from monitor.scheduler import ProbeScheduler
+from monitor.status import StatusBoard
+from monitor.store import Store
+
+log = logging.getLogger("monitor.daemon")
+
+
+class ClusterMember:
+    """Sharding, joining and taking over, for ``Daemon``."""
+
+    # the daemon's (monitor/daemon.py)
+    cluster: ClusterNode | None
+    catalog: Catalog | None
+    board: StatusBoard
+    alerting: Alerting
+    sight: SightKeeper
+    registry: CollectorRegistry
+    config_path: Path
+    scheduler: ProbeScheduler
+    desk: LocationDesk | None
+    wall: Callable[[], float]
+    _listen_override: str | None
+    _subscriptions_shown: set[tuple[str, str]]
+    _reshards: set[asyncio.Task[None]]
+    _reload_lock: asyncio.Lock
+    _stop: asyncio.Event
+
+    def _apply(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+        raise NotImplementedError  # the daemon's: schedules what this node owns
+
+    def _owned_subscriptions(self, catalog: Catalog) -> dict[tuple[str, str], Subscription]:
+        """The subscriptions this node probes: all of them, or its shard in a cluster."""
+        if self.cluster is None:
+            return catalog.subscriptions
+        owns = self.cluster.owns
+        return {k: s for k, s in catalog.subscriptions.items() if owns(subscription_key(*k))}
+
+    async def _join_cluster(self, catalog: Catalog) -> None:
+        """With ``monitor.cluster``: the first heartbeat, so the shard is known before
+        anything is scheduled, and the shard's last statuses from the store."""
+        settings = catalog.config.monitor
+        cluster = settings.cluster
+        if cluster is None or not cluster.enabled or self.cluster is not None:
+            return
+        node_id = cluster.node_id
+        # its own connections: heartbeats and the leader's lease never queue behind history
+        store = await Store.open(
+            store_url(catalog, self.config_path.resolve().parent),
+            application_name=f"csp-monitor {node_id}",
+        )
+        self.cluster = ClusterNode(
+            store,
+            cluster,
+            self.registry,
+            listen=cluster.advertise or self._listen_override or settings.listen,
+            version=__version__,
+            started_at=self.wall(),
+            on_shard_changed=self._shard_changed,
+            on_lead=lambda epoch: self.alerting.lead(node_id, epoch),
+            on_step_down=lambda epoch: self.alerting.step_down(),
+            blind=lambda: self.sight.sight.blind,
+            location=settings.location,
+        )
+        # a leader that cannot renew stops at two thirds of its lease; the others wait for
+        # all of it: its notifier gets half of the third between to finish its step
+        self.alerting.step_down_grace = cluster.lease_seconds / 6
+        self.alerting.kept_open = self._kept_open
+        try:
+            await self.cluster.start(catalog.digest)
+            if len(self.cluster.peers) > 1:
+                # taken over from live nodes: their history goes on; after a stop of the
+                # whole cluster it starts from unknown instead, the time between is a gap
+                await self._seed(catalog, self._owned_subscriptions(catalog))
+        except BaseException:
+            await self.cluster.close()
+            await store.close()
+            self.cluster = None
+            raise
+        log.info(
+            "event=cluster_joined node=%s members=%s leader=%s",
+            self.cluster.node_id,
+            ",".join(self.cluster.peers),
+            self.cluster.leadership.is_leader,
+        )
+
+    def _kept_open(self) -> set[tuple[str, str]]:
+        """Status intervals this node must not end when it starts or stops: while other
+        live nodes run this config, they go on watching every subscription."""
+        if self.cluster is None or self.catalog is None or len(self.cluster.peers) < 2:
+            return set()
+        return set(self.catalog.subscriptions)
+
+    async def _seed(
+        self, catalog: Catalog, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, float]]:
+        """Targets taken over start from their subscription's last recorded status;
+        returns the statuses they started from."""
+        assert self.cluster is not None
+        fresh = [key for key in keys if key not in self._subscriptions_shown]
+        if not fresh:
+            return {}
+        try:
+            statuses = await self.cluster.store.latest_statuses(fresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=cluster_seed_failed subscriptions=%d", len(fresh))
+            return {}
+        seeded = seed_board(self.board, catalog, statuses, self.wall())
+        log.info("event=cluster_taken_over subscriptions=%d seeded=%d", len(fresh), len(seeded))
+        return {key: statuses[key] for key in seeded}
+
+    def _record_unwatched(
+        self, catalog: Catalog, seeded: Mapping[tuple[str, str], tuple[str, float]]
+    ) -> None:
+        """Subscriptions taken from a node that died were watched by nobody from its last
+        heartbeat until now: that time is a gap (unknown) in their history, and they go
+        on from now in the status they had (the next probe confirms or changes it)."""
+        assert self.cluster is not None
+        dead = self.cluster.taken_from_the_dead(subscription_key(*key) for key in seeded)
+        now = self.wall()
+        resumed: dict[tuple[str, str], tuple[str, float]] = {}
+        for (customer, service), (status, since) in seeded.items():
+            found = dead.get(subscription_key(customer, service))
+            if found is None:
+                continue
+            node, last_heartbeat = found
+            held = Status(status)
+            gap_from = min(max(last_heartbeat, since), now)
+            self.alerting.subscription_changed(
+                customer,
+                service,
+                held,
+                Status.UNKNOWN,
+                f"not probed: node {node} stopped at its last heartbeat",
+                now,
+                since=gap_from,
+            )
+            self.alerting.subscription_changed(
+                customer, service, Status.UNKNOWN, held, f"probed by {self.cluster.node_id}", now
+            )
+            resumed[(customer, service)] = (status, now)
+        # known again from now, here as in the history every node reads
+        seed_board(self.board, catalog, resumed, now)
+
+    def _shard_changed(self) -> None:
+        task = asyncio.ensure_future(self._reshard())
+        self._reshards.add(task)  # a task nobody holds may be collected mid-way
+        task.add_done_callback(self._reshards.discard)
+
+    async def _reshard(self) -> None:
+        """The members changed: schedule what this node now owns (first probes spread over
+        one interval), drop what it lost (its series leave /metrics)."""
+        try:
+            async with self._reload_lock:
+                catalog = self.catalog
+                if catalog is None or self._stop.is_set():
+                    return
+                seeded = await self._seed(catalog, self._owned_subscriptions(catalog))
+                if self.desk is not None:
+                    self.desk.read_everything_again()
+                self._record_unwatched(catalog, seeded)
+                added, _, removed = self._apply(catalog)
+                log.info(
+                    "event=cluster_reshard node=%s added=%d removed=%d targets=%d",
+                    self.cluster.node_id if self.cluster else "",
+                    len(added),
+                    len(removed),
+                    len(self.scheduler),
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=cluster_reshard_failed")
