@@ -64,6 +64,18 @@ GOAL_LAG_P99 = 0.250
 GOAL_SCRAPE = 0.200
 GOAL_STALL = 0.100
 GOAL_RSS_MIB = 400.0
+# issue 16, one process at 50,000 targets / 30 s: /metrics <= 0.3 s, RSS <= 600 MB,
+# start-up <= 10 s; lag p99 and missed runs as at 10,000
+GOALS = {
+    "10k": {"lag": GOAL_LAG_P99, "scrape": GOAL_SCRAPE, "stall": GOAL_STALL, "rss": GOAL_RSS_MIB},
+    "50k": {
+        "lag": GOAL_LAG_P99,
+        "scrape": 0.300,
+        "stall": GOAL_STALL,
+        "rss": 600.0,
+        "startup": 10.0,
+    },
+}
 REF_PROMCLIENT_10K = 1.77  # anchor D1, seconds for 10k label sets
 
 # ---------------------------------------------------------------------- the daemon (own process)
@@ -390,21 +402,30 @@ def nginx_worker_pid(server: TargetServer) -> int | None:
 
 
 def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse.Namespace) -> None:
+    goals = GOALS[args.goals]
+    goal_lag, goal_scrape, goal_stall, goal_rss = (
+        goals["lag"],
+        goals["scrape"],
+        goals["stall"],
+        goals["rss"],
+    )
+    goal_startup = goals.get("startup")
     for run in runs:
         loop, lag, memory = run["loop"], run["lag"], run["memory"]
         scrapes = [s for s in run["scrapes"] if s["status"] == 200]
         seconds = [s["seconds"] for s in scrapes]
         stalls = [s["stall"] for s in scrapes]
         worst = max(seconds, default=float("nan"))
-        ref_median = sorted(reference["times"])[len(reference["times"]) // 2]
+        ref_times = reference.get("times") or [math.nan]
+        ref_median = sorted(ref_times)[len(ref_times) // 2]
         scrape_median = sorted(seconds)[len(seconds) // 2] if seconds else math.nan
         per_probe = run["cpu"] / max(run["completed"], 1)
         rows = [
             (
                 "scheduling lag p99 (every run, exact)",
                 f"{lag['p99'] * 1000:.1f} ms",
-                f"≤ {GOAL_LAG_P99 * 1000:.0f} ms",
-                verdict(lag["p99"], GOAL_LAG_P99),
+                f"≤ {goal_lag * 1000:.0f} ms",
+                verdict(lag["p99"], goal_lag),
             ),
             (
                 "  lag p50 / p99.9 / max",
@@ -471,26 +492,26 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 "info",
             ),
             (
-                "start-up: config load + 10k jobs (wall; CPU)",
+                f"start-up: config load + {run['targets'] // 1000}k jobs (wall; CPU)",
                 f"{run['startup_seconds']:.2f} s; {run['startup_cpu']:.2f} s",
-                "",
-                "info",
+                f"≤ {goal_startup:g} s" if goal_startup else "",
+                verdict(run["startup_seconds"], goal_startup) if goal_startup else "info",
             ),
             (
                 f"/metrics scrape seen by the client, {len(seconds)} scrapes",
                 spread(seconds, " s", digits=3),
-                f"≤ {GOAL_SCRAPE:g} s",
-                verdict(scrape_median, GOAL_SCRAPE),
+                f"≤ {goal_scrape:g} s",
+                verdict(scrape_median, goal_scrape),
             ),
             (
                 "  slowest scrape",
                 f"{worst:.3f} s",
-                f"≤ {GOAL_SCRAPE:g} s",
-                verdict(worst, GOAL_SCRAPE),
+                f"≤ {goal_scrape:g} s",
+                verdict(worst, goal_scrape),
             ),
             (
                 "  prometheus_client generate_latest, same label sets (own process)",
-                spread(reference["times"], " s", digits=3),
+                spread(reference.get("times", []), " s", digits=3),
                 f"anchor D1: {REF_PROMCLIENT_10K:g} s at 10k",
                 "info",
             ),
@@ -520,8 +541,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "longest event-loop stall during a scrape",
                 f"{max(stalls, default=math.nan) * 1000:.1f} ms",
-                f"≤ {GOAL_STALL * 1000:.0f} ms",
-                verdict(max(stalls, default=math.nan), GOAL_STALL),
+                f"≤ {goal_stall * 1000:.0f} ms",
+                verdict(max(stalls, default=math.nan), goal_stall),
             ),
             (
                 "  stall p99 / max over the whole run (10 ms ticker)",
@@ -550,14 +571,14 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "resident memory: max VmRSS; VmHWM",
                 f"{memory['max_rss']:.0f} MiB; {memory['hwm']:.0f} MiB",
-                f"≤ {GOAL_RSS_MIB:.0f} MB",
-                verdict(max(memory["max_rss"], memory["hwm"]), GOAL_RSS_MIB),
+                f"≤ {goal_rss:.0f} MB",
+                verdict(max(memory["max_rss"], memory["hwm"]), goal_rss),
             ),
             (
                 "  RSS after imports; after start-up",
                 f"{memory['baseline_rss']:.0f} MiB; {memory['after_start_rss']:.0f} MiB",
                 "prometheus_client registry for the same label sets: "
-                f"+{reference['rss_delta']:.0f} MiB",
+                f"+{reference.get('rss_delta', math.nan):.0f} MiB",
                 "info",
             ),
         ]
@@ -582,9 +603,21 @@ def main() -> None:
         help="experiment: call gc.freeze() in the daemon process after start-up",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--goals",
+        choices=sorted(GOALS),
+        help="which goals to judge by (default: 50k from 50,000 targets on, else 10k)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip prometheus_client's side-by-side rendering (a minute and 350 MB at 50k)",
+    )
     parser.add_argument("--role", choices=("daemon", "promclient"), help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.goals is None:
+        args.goals = "50k" if args.targets >= 50_000 else "10k"
 
     if args.role == "daemon":
         result = run_loop(lambda: daemon_role(args.config, args.minutes, args.gc_freeze), args.loop)
@@ -595,9 +628,11 @@ def main() -> None:
         return
 
     loops = list(LOOPS) if args.loop == "both" else [args.loop]
-    reference = run_worker(
-        "bench.scale", ["--role", "promclient", "--targets", str(args.targets)], timeout=600
-    )
+    reference: dict[str, Any] = {}
+    if not args.no_reference:
+        reference = run_worker(
+            "bench.scale", ["--role", "promclient", "--targets", str(args.targets)], timeout=600
+        )
     runs = []
     with TargetServer(args.server) as server, tempfile.TemporaryDirectory() as tmp:
         print(f"target server: {server.kind} on {server.url}", file=sys.stderr)
