@@ -80,12 +80,12 @@ class Catalog:
         return dict(self.config.services)
 
 
-def _fingerprint(target: Target, options: CheckOptions, timing: Timing) -> str:
+def _fingerprint(target: Target, options: CheckOptions, timing_dump: dict[str, object]) -> str:
     payload = json.dumps(
         [
             target.type,
             fill(options.model_dump(), {"customer": {}, "service": {}}, set()),
-            timing.model_dump(),
+            timing_dump,
         ],
         sort_keys=True,
         default=str,
@@ -100,6 +100,9 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
     # one problem with a shared check definition is reported once, naming the customers
     problems: dict[ConfigIssue, list[str]] = defaultdict(list)
     defaults = config.defaults.timing()
+    # Timing is frozen, and nearly every target has one of a few: one object for each
+    # (50,000 targets held 50,000 equal copies), its dump made once for the fingerprints
+    timings: dict[tuple[object, ...], tuple[Timing, dict[str, object]]] = {}
     catalog.canaries, canary_issues = canary_targets(config.monitor.canaries)
     for issue in canary_issues:
         problems[issue].append("")
@@ -144,9 +147,13 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                 timing = defaults.override(
                     customer, service, check, subscription, subscription.checks.get(check.name)
                 )
+                shared = timings.get(key := tuple(timing.__dict__.values()))
+                if shared is None:
+                    shared = timings[key] = (timing, timing.model_dump())
+                timing, timing_dump = shared
                 target = Target(customer.id, subscription.service, check.name, check.type)
                 catalog.targets[target.id] = TargetSpec(
-                    target, options, timing, _fingerprint(target, options, timing)
+                    target, options, timing, _fingerprint(target, options, timing_dump)
                 )
                 target_ids.append(target.id)
             tier = config.tiers.get(customer.tier)
