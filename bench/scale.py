@@ -524,7 +524,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "  exposition size: daemon; prometheus_client",
                 f"{scrapes[-1]['bytes'] / 1e6:.1f} MB, {scrapes[-1]['lines']:,} lines; "
-                f"{reference['bytes'] / 1e6:.1f} MB, {reference['lines']:,} lines"
+                f"{reference.get('bytes', math.nan) / 1e6:.1f} MB, "
+                f"{reference.get('lines', 0):,} lines"
                 if scrapes
                 else "n/a",
                 "",
@@ -613,6 +614,9 @@ def main() -> None:
         action="store_true",
         help="skip prometheus_client's side-by-side rendering (a minute and 350 MB at 50k)",
     )
+    parser.add_argument(
+        "--from-json", type=Path, help="print the table of a run saved with --json, no run"
+    )
     parser.add_argument("--role", choices=("daemon", "promclient"), help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -627,6 +631,10 @@ def main() -> None:
         print(json.dumps(promclient_role(args.targets, 5)))
         return
 
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["runs"], saved["reference"], args)
+        return
     loops = list(LOOPS) if args.loop == "both" else [args.loop]
     reference: dict[str, Any] = {}
     if not args.no_reference:
