@@ -80,13 +80,13 @@ class Catalog:
         return dict(self.config.services)
 
 
-def _fingerprint(target: Target, options: CheckOptions, timing_dump: dict[str, object]) -> str:
+def _fingerprint(target: Target, raw_options: object, timing_dump: dict[str, object]) -> str:
+    """What the target's probing depends on: its type, its options as written with the
+    placeholders filled (secrets included), its timing. The validated options follow from
+    the written ones; hashing those instead (dump, fill, encode) took half of
+    build_catalog at 50,000 targets."""
     payload = json.dumps(
-        [
-            target.type,
-            fill(options.model_dump(), {"customer": {}, "service": {}}, set()),
-            timing_dump,
-        ],
+        [target.type, raw_options, timing_dump],
         sort_keys=True,
         default=str,
     )
@@ -153,7 +153,7 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                 timing, timing_dump = shared
                 target = Target(customer.id, subscription.service, check.name, check.type)
                 catalog.targets[target.id] = TargetSpec(
-                    target, options, timing, _fingerprint(target, options, timing_dump)
+                    target, options, timing, _fingerprint(target, raw_options, timing_dump)
                 )
                 target_ids.append(target.id)
             tier = config.tiers.get(customer.tier)
