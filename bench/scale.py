@@ -151,7 +151,9 @@ def missed_runs(
     return expected, missed, targets
 
 
-async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str, Any]:
+async def daemon_role(
+    config: Path, minutes: float, gc_freeze: bool, gc_threshold: str | None = None
+) -> dict[str, Any]:
     from monitor.daemon import Daemon
 
     baseline = proc_memory()
@@ -163,6 +165,8 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
     after_start = proc_memory()
     assert daemon.catalog is not None
     intervals = {tid: spec.timing.interval for tid, spec in daemon.catalog.targets.items()}
+    if gc_threshold:  # experiment: the collector's thresholds after start-up
+        gc.set_threshold(*(int(part) for part in gc_threshold.split(",")))
     if gc_freeze:  # experiment: start-up objects leave the collector's generations
         gc.freeze()
     print(f"READY {daemon.bound_port}", flush=True)
@@ -332,11 +336,17 @@ def scrape(port: int) -> dict[str, Any]:
 
 
 def run_daemon(
-    config: Path, loop: str, minutes: float, nginx_pid: int | None, gc_freeze: bool
+    config: Path,
+    loop: str,
+    minutes: float,
+    nginx_pid: int | None,
+    gc_freeze: bool,
+    gc_threshold: str | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.scale", "--role", "daemon", "--loop", loop]
     command += ["--config", str(config), "--minutes", str(minutes)]
     command += ["--gc-freeze"] if gc_freeze else []
+    command += ["--gc-threshold", gc_threshold] if gc_threshold else []
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     scrapes: list[dict[str, Any]] = []
     try:
@@ -586,7 +596,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
         print_table(
             f"Goals 2–4 ({loop}): {run['targets']:,} targets every {run['interval']:g} s, "
             f"{run['window'] / 60:.1f} min, /metrics scraped every {SCRAPE_EVERY:g} s"
-            + (" [experiment: gc.freeze() after start-up]" if args.gc_freeze else ""),
+            + (" [experiment: gc.freeze() after start-up]" if args.gc_freeze else "")
+            + (f" [experiment: gc thresholds {args.gc_threshold}]" if args.gc_threshold else ""),
             rows,
         )
 
@@ -602,6 +613,10 @@ def main() -> None:
         "--gc-freeze",
         action="store_true",
         help="experiment: call gc.freeze() in the daemon process after start-up",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        help="experiment: gc.set_threshold(A,B,C) in the daemon after start-up, e.g. 100000,50,100",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -624,7 +639,10 @@ def main() -> None:
         args.goals = "50k" if args.targets >= 50_000 else "10k"
 
     if args.role == "daemon":
-        result = run_loop(lambda: daemon_role(args.config, args.minutes, args.gc_freeze), args.loop)
+        result = run_loop(
+            lambda: daemon_role(args.config, args.minutes, args.gc_freeze, args.gc_threshold),
+            args.loop,
+        )
         print(json.dumps(result), flush=True)
         return
     if args.role == "promclient":
@@ -654,7 +672,14 @@ def main() -> None:
         )
         for loop in loops:
             runs.append(
-                run_daemon(config, loop, args.minutes, nginx_worker_pid(server), args.gc_freeze)
+                run_daemon(
+                    config,
+                    loop,
+                    args.minutes,
+                    nginx_worker_pid(server),
+                    args.gc_freeze,
+                    args.gc_threshold,
+                )
             )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "reference": reference}, indent=1))
