@@ -64,6 +64,18 @@ GOAL_LAG_P99 = 0.250
 GOAL_SCRAPE = 0.200
 GOAL_STALL = 0.100
 GOAL_RSS_MIB = 400.0
+# issue 16, one process at 50,000 targets / 30 s: /metrics <= 0.3 s, RSS <= 600 MB,
+# start-up <= 10 s; lag p99 and missed runs as at 10,000
+GOALS = {
+    "10k": {"lag": GOAL_LAG_P99, "scrape": GOAL_SCRAPE, "stall": GOAL_STALL, "rss": GOAL_RSS_MIB},
+    "50k": {
+        "lag": GOAL_LAG_P99,
+        "scrape": 0.300,
+        "stall": GOAL_STALL,
+        "rss": 600.0,
+        "startup": 10.0,
+    },
+}
 REF_PROMCLIENT_10K = 1.77  # anchor D1, seconds for 10k label sets
 
 # ---------------------------------------------------------------------- the daemon (own process)
@@ -139,7 +151,9 @@ def missed_runs(
     return expected, missed, targets
 
 
-async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str, Any]:
+async def daemon_role(
+    config: Path, minutes: float, gc_freeze: bool, gc_threshold: str | None = None
+) -> dict[str, Any]:
     from monitor.daemon import Daemon
 
     baseline = proc_memory()
@@ -151,6 +165,8 @@ async def daemon_role(config: Path, minutes: float, gc_freeze: bool) -> dict[str
     after_start = proc_memory()
     assert daemon.catalog is not None
     intervals = {tid: spec.timing.interval for tid, spec in daemon.catalog.targets.items()}
+    if gc_threshold:  # experiment: the collector's thresholds after start-up
+        gc.set_threshold(*(int(part) for part in gc_threshold.split(",")))
     if gc_freeze:  # experiment: start-up objects leave the collector's generations
         gc.freeze()
     print(f"READY {daemon.bound_port}", flush=True)
@@ -320,11 +336,17 @@ def scrape(port: int) -> dict[str, Any]:
 
 
 def run_daemon(
-    config: Path, loop: str, minutes: float, nginx_pid: int | None, gc_freeze: bool
+    config: Path,
+    loop: str,
+    minutes: float,
+    nginx_pid: int | None,
+    gc_freeze: bool,
+    gc_threshold: str | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.scale", "--role", "daemon", "--loop", loop]
     command += ["--config", str(config), "--minutes", str(minutes)]
     command += ["--gc-freeze"] if gc_freeze else []
+    command += ["--gc-threshold", gc_threshold] if gc_threshold else []
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     scrapes: list[dict[str, Any]] = []
     try:
@@ -390,21 +412,30 @@ def nginx_worker_pid(server: TargetServer) -> int | None:
 
 
 def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse.Namespace) -> None:
+    goals = GOALS[args.goals]
+    goal_lag, goal_scrape, goal_stall, goal_rss = (
+        goals["lag"],
+        goals["scrape"],
+        goals["stall"],
+        goals["rss"],
+    )
+    goal_startup = goals.get("startup")
     for run in runs:
         loop, lag, memory = run["loop"], run["lag"], run["memory"]
         scrapes = [s for s in run["scrapes"] if s["status"] == 200]
         seconds = [s["seconds"] for s in scrapes]
         stalls = [s["stall"] for s in scrapes]
         worst = max(seconds, default=float("nan"))
-        ref_median = sorted(reference["times"])[len(reference["times"]) // 2]
+        ref_times = reference.get("times") or [math.nan]
+        ref_median = sorted(ref_times)[len(ref_times) // 2]
         scrape_median = sorted(seconds)[len(seconds) // 2] if seconds else math.nan
         per_probe = run["cpu"] / max(run["completed"], 1)
         rows = [
             (
                 "scheduling lag p99 (every run, exact)",
                 f"{lag['p99'] * 1000:.1f} ms",
-                f"≤ {GOAL_LAG_P99 * 1000:.0f} ms",
-                verdict(lag["p99"], GOAL_LAG_P99),
+                f"≤ {goal_lag * 1000:.0f} ms",
+                verdict(lag["p99"], goal_lag),
             ),
             (
                 "  lag p50 / p99.9 / max",
@@ -471,26 +502,26 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 "info",
             ),
             (
-                "start-up: config load + 10k jobs (wall; CPU)",
+                f"start-up: config load + {run['targets'] // 1000}k jobs (wall; CPU)",
                 f"{run['startup_seconds']:.2f} s; {run['startup_cpu']:.2f} s",
-                "",
-                "info",
+                f"≤ {goal_startup:g} s" if goal_startup else "",
+                verdict(run["startup_seconds"], goal_startup) if goal_startup else "info",
             ),
             (
                 f"/metrics scrape seen by the client, {len(seconds)} scrapes",
                 spread(seconds, " s", digits=3),
-                f"≤ {GOAL_SCRAPE:g} s",
-                verdict(scrape_median, GOAL_SCRAPE),
+                f"≤ {goal_scrape:g} s",
+                verdict(scrape_median, goal_scrape),
             ),
             (
                 "  slowest scrape",
                 f"{worst:.3f} s",
-                f"≤ {GOAL_SCRAPE:g} s",
-                verdict(worst, GOAL_SCRAPE),
+                f"≤ {goal_scrape:g} s",
+                verdict(worst, goal_scrape),
             ),
             (
                 "  prometheus_client generate_latest, same label sets (own process)",
-                spread(reference["times"], " s", digits=3),
+                spread(reference.get("times", []), " s", digits=3),
                 f"anchor D1: {REF_PROMCLIENT_10K:g} s at 10k",
                 "info",
             ),
@@ -503,7 +534,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "  exposition size: daemon; prometheus_client",
                 f"{scrapes[-1]['bytes'] / 1e6:.1f} MB, {scrapes[-1]['lines']:,} lines; "
-                f"{reference['bytes'] / 1e6:.1f} MB, {reference['lines']:,} lines"
+                f"{reference.get('bytes', math.nan) / 1e6:.1f} MB, "
+                f"{reference.get('lines', 0):,} lines"
                 if scrapes
                 else "n/a",
                 "",
@@ -520,8 +552,8 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "longest event-loop stall during a scrape",
                 f"{max(stalls, default=math.nan) * 1000:.1f} ms",
-                f"≤ {GOAL_STALL * 1000:.0f} ms",
-                verdict(max(stalls, default=math.nan), GOAL_STALL),
+                f"≤ {goal_stall * 1000:.0f} ms",
+                verdict(max(stalls, default=math.nan), goal_stall),
             ),
             (
                 "  stall p99 / max over the whole run (10 ms ticker)",
@@ -550,21 +582,22 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
             (
                 "resident memory: max VmRSS; VmHWM",
                 f"{memory['max_rss']:.0f} MiB; {memory['hwm']:.0f} MiB",
-                f"≤ {GOAL_RSS_MIB:.0f} MB",
-                verdict(max(memory["max_rss"], memory["hwm"]), GOAL_RSS_MIB),
+                f"≤ {goal_rss:.0f} MB",
+                verdict(max(memory["max_rss"], memory["hwm"]), goal_rss),
             ),
             (
                 "  RSS after imports; after start-up",
                 f"{memory['baseline_rss']:.0f} MiB; {memory['after_start_rss']:.0f} MiB",
                 "prometheus_client registry for the same label sets: "
-                f"+{reference['rss_delta']:.0f} MiB",
+                f"+{reference.get('rss_delta', math.nan):.0f} MiB",
                 "info",
             ),
         ]
         print_table(
             f"Goals 2–4 ({loop}): {run['targets']:,} targets every {run['interval']:g} s, "
             f"{run['window'] / 60:.1f} min, /metrics scraped every {SCRAPE_EVERY:g} s"
-            + (" [experiment: gc.freeze() after start-up]" if args.gc_freeze else ""),
+            + (" [experiment: gc.freeze() after start-up]" if args.gc_freeze else "")
+            + (f" [experiment: gc thresholds {args.gc_threshold}]" if args.gc_threshold else ""),
             rows,
         )
 
@@ -581,23 +614,51 @@ def main() -> None:
         action="store_true",
         help="experiment: call gc.freeze() in the daemon process after start-up",
     )
+    parser.add_argument(
+        "--gc-threshold",
+        help="experiment: gc.set_threshold(A,B,C) in the daemon after start-up, e.g. 100000,50,100",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--goals",
+        choices=sorted(GOALS),
+        help="which goals to judge by (default: 50k from 50,000 targets on, else 10k)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip prometheus_client's side-by-side rendering (a minute and 350 MB at 50k)",
+    )
+    parser.add_argument(
+        "--from-json", type=Path, help="print the table of a run saved with --json, no run"
+    )
     parser.add_argument("--role", choices=("daemon", "promclient"), help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.goals is None:
+        args.goals = "50k" if args.targets >= 50_000 else "10k"
 
     if args.role == "daemon":
-        result = run_loop(lambda: daemon_role(args.config, args.minutes, args.gc_freeze), args.loop)
+        result = run_loop(
+            lambda: daemon_role(args.config, args.minutes, args.gc_freeze, args.gc_threshold),
+            args.loop,
+        )
         print(json.dumps(result), flush=True)
         return
     if args.role == "promclient":
         print(json.dumps(promclient_role(args.targets, 5)))
         return
 
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["runs"], saved["reference"], args)
+        return
     loops = list(LOOPS) if args.loop == "both" else [args.loop]
-    reference = run_worker(
-        "bench.scale", ["--role", "promclient", "--targets", str(args.targets)], timeout=600
-    )
+    reference: dict[str, Any] = {}
+    if not args.no_reference:
+        reference = run_worker(
+            "bench.scale", ["--role", "promclient", "--targets", str(args.targets)], timeout=600
+        )
     runs = []
     with TargetServer(args.server) as server, tempfile.TemporaryDirectory() as tmp:
         print(f"target server: {server.kind} on {server.url}", file=sys.stderr)
@@ -611,7 +672,14 @@ def main() -> None:
         )
         for loop in loops:
             runs.append(
-                run_daemon(config, loop, args.minutes, nginx_worker_pid(server), args.gc_freeze)
+                run_daemon(
+                    config,
+                    loop,
+                    args.minutes,
+                    nginx_worker_pid(server),
+                    args.gc_freeze,
+                    args.gc_threshold,
+                )
             )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "reference": reference}, indent=1))

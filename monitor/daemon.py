@@ -63,7 +63,10 @@ def _freeze_long_lived_objects() -> None:
     # Probing allocates short-lived objects quickly; at the default thresholds the full
     # collections this triggers (every few seconds, ~100 ms each at 10,000 targets) are the
     # longest stalls left. Collect young objects less often and the old ones far less.
-    gc.set_threshold(20_000, 20, 50)
+    # At 50,000 targets (1,667 probes/s) young collections at 20,000 still took 23 % of
+    # the CPU, rescanning the runs in flight each time; at 100,000 they take 10 %
+    # (bench/scale.py --gc-threshold, bench/README.md).
+    gc.set_threshold(100_000, 50, 100)
 
 
 class Daemon(ClusterMember, LocatedProbing):
@@ -157,7 +160,14 @@ class Daemon(ClusterMember, LocatedProbing):
         return checked
 
     async def start(self) -> None:
-        """Load the config (raising ConfigError if it is bad) and start everything."""
+        """Load the config (raising ConfigError if it is bad) and start everything.
+
+        The collector is off meanwhile: start-up builds hundreds of thousands of objects
+        that all live on (the config, the catalog, jobs, series), and every collection
+        on the way walked all of them again, which took half of the start-up at 50,000
+        targets (bench/scale.py). They are collected once, then frozen, at the end."""
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             await self._start()
         except BaseException:
@@ -166,6 +176,9 @@ class Daemon(ClusterMember, LocatedProbing):
                 await self._http.close()
                 self._http = None
             raise
+        finally:
+            if collecting:
+                gc.enable()
 
     async def _start(self) -> None:
         checked = await asyncio.to_thread(self.load)

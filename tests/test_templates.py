@@ -477,3 +477,33 @@ def test_a_vendor_side_subject_counts_its_customers(renderer: TemplateRenderer) 
         "[DOWN] Exchange Online (operated by 21Vianet) / 3 customers (vendor-side): "
     )
     assert "more customers" not in subject
+
+
+def test_validate_finds_a_report_template_error_only_a_late_customer_meets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report templates are checked with one customer of each kind, not all of them
+    (at 50,000 customers rendering every one took minutes at each start-up): a section
+    that breaks only for the one gold customer, listed last of 150, is still found."""
+    report = tmp_path / "operator-templates" / "report" / "report.txt.j2"
+    report.parent.mkdir(parents=True)
+    report.write_text(
+        "{% for c in report.customers %}{{ c.name }}\n"
+        "{% if c.tier == 'gold' %}{{ c.no_such_field.x }}{% endif %}{% endfor %}\n"
+    )
+    customers = [
+        f"  - {{id: c{i:03d}, name: Customer {i}, tenant_domain: c{i}.cn, subscriptions: [portal]}}"
+        for i in range(149)
+    ]
+    customers.append(
+        "  - {id: last, name: Last, tenant_domain: l.cn, tier: gold, subscriptions: [portal]}"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        REPORT_CONFIG.split("customers:")[0]
+        + "tiers:\n  gold: {sla_target: 99.95}\ncustomers:\n"
+        + "\n".join(customers)
+        + "\n"
+    )
+    assert main(["validate", str(config)]) == 1
+    assert f"{report}:2: UndefinedError" in capsys.readouterr().err
