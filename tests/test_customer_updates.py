@@ -91,9 +91,15 @@ def body(message: EmailMessage, subtype: str) -> str:
     return str(part.get_content())  # type: ignore[attr-defined]
 
 
+_BOUNDARY = re.compile(r'boundary="[^"]*"')
+
+
 def headers(message: EmailMessage) -> str:
-    """Every header a customer's mail program shows or keeps."""
-    return "\n".join(f"{name}: {value}" for name, value in message.items())
+    """Every header a customer's mail program shows or keeps (but the MIME boundary: a
+    random number that may contain any digits, "503" among them)."""
+    return "\n".join(
+        f"{name}: {_BOUNDARY.sub('boundary=...', str(value))}" for name, value in message.items()
+    )
 
 
 def to(message: EmailMessage) -> str:
