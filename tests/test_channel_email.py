@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import gc
 import ssl
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -259,26 +257,6 @@ async def test_wrong_password_is_permanent_and_not_shown(
     assert "535" in str(caught.value) and "check username and password" in str(caught.value)
     assert PASSWORD not in str(caught.value)
     assert mailbox.envelopes == []
-
-
-async def test_a_refused_login_leaves_no_connection_open(
-    smtpd: Callable[..., Mailbox], free_port: int, certs: Certs
-) -> None:
-    """A login refused while connecting used to leave the socket for the collector to
-    close (a ResourceWarning in whatever ran next): each failed attempt held a descriptor."""
-    smtpd(tls_context=certs.server_context, authenticator=authenticate, auth_require_tls=True)
-    with pytest.raises(DeliveryError):
-        await channel(
-            free_port,
-            security="starttls",
-            ca_file=certs.ca_file,
-            username="monitor",
-            password="wrong-" + PASSWORD,
-        ).send(MESSAGE)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
-    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 async def test_server_down_is_retryable(free_port: int) -> None:

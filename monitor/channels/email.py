@@ -95,11 +95,6 @@ class EmailChannel:
             raise _refused({r.recipient: (r.code, r.message) for r in exc.recipients}) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _error(exc, opts) from None
-        finally:
-            # a login or STARTTLS refused while connecting never reaches the block's exit:
-            # close the socket here rather than leave it to the collector
-            if smtp.is_connected:
-                smtp.close()
         message_id = str(mail["Message-ID"])
         if not refused:
             return DeliveryReceipt(message_id, reply)
