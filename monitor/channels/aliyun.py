@@ -134,18 +134,14 @@ class AliyunChannel:
     async def send(self, message: RenderedMessage) -> DeliveryReceipt:
         opts = self.options
         params = self.request_params(message, str(uuid.uuid4()))
-        params["Signature"] = sign(params, opts.access_key_secret.get_secret_value())
-        query = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
-        # encoded=True: yarl must not re-encode what the signature covers.
-        url = URL(f"{str(opts.endpoint).rstrip('/')}/?{query}", encoded=True)
-        try:
-            async with self.http.get(
-                url, timeout=aiohttp.ClientTimeout(total=opts.timeout)
-            ) as resp:
-                status, headers = resp.status, resp.headers
-                document = await json_object(resp)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc, "Alibaba Cloud SMS") from None
+        status, headers, document = await signed_get(
+            self.http,
+            str(opts.endpoint),
+            params,
+            opts.access_key_secret.get_secret_value(),
+            opts.timeout,
+            "Alibaba Cloud SMS",
+        )
         code = str(document.get("Code") or "")
         if code == "OK":
             return DeliveryReceipt(
@@ -165,3 +161,24 @@ class AliyunChannel:
         # An unknown code: permanent unless the HTTP status says otherwise (429, 5xx).
         detail = f"{code}: {text}" if code else "no Code in the answer"
         return http_status_error(status, headers, detail, what, self.now)
+
+
+async def signed_get(
+    http: aiohttp.ClientSession,
+    endpoint: str,
+    params: dict[str, str],
+    secret: str,
+    seconds: float,
+    what: str,
+) -> tuple[int, Mapping[str, str], dict[str, Any]]:
+    """One Alibaba Cloud RPC call (SMS, voice): ``params`` signed and sent as a GET;
+    the answer's status, headers and JSON object. Transport failures are retryable."""
+    params = {**params, "Signature": sign(params, secret)}
+    query = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
+    # encoded=True: yarl must not re-encode what the signature covers.
+    url = URL(f"{endpoint.rstrip('/')}/?{query}", encoded=True)
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
+            return resp.status, resp.headers, await json_object(resp)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_error(exc, what) from None

@@ -25,10 +25,9 @@ from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import Field, HttpUrl, SecretStr
-from yarl import URL
 
-from monitor.channels.aliyun import out_id, percent_encode, sign
-from monitor.channels.base import Clock, http_status_error, json_object, shorten, transport_error
+from monitor.channels.aliyun import out_id, signed_get
+from monitor.channels.base import Clock, http_status_error, shorten
 from monitor.channels.voice import (
     CallBudgetSpec,
     VoiceOptions,
@@ -126,17 +125,14 @@ class AliyunVoiceChannel:
     async def send(self, message: RenderedMessage) -> DeliveryReceipt:
         opts = self.options
         params = self.request_params(message, str(uuid.uuid4()))
-        params["Signature"] = sign(params, opts.access_key_secret.get_secret_value())
-        query = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
-        url = URL(f"{str(opts.endpoint).rstrip('/')}/?{query}", encoded=True)
-        try:
-            async with self.http.get(
-                url, timeout=aiohttp.ClientTimeout(total=opts.timeout)
-            ) as resp:
-                status, headers = resp.status, resp.headers
-                document = await json_object(resp)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc, WHAT) from None
+        status, headers, document = await signed_get(
+            self.http,
+            str(opts.endpoint),
+            params,
+            opts.access_key_secret.get_secret_value(),
+            opts.timeout,
+            WHAT,
+        )
         code = str(document.get("Code") or "")
         if code == "OK":
             return DeliveryReceipt(
