@@ -102,6 +102,15 @@ def headers(message: EmailMessage) -> str:
     )
 
 
+def mentions(text: str, word: str) -> bool:
+    """Whether ``text`` says ``word``. A number counts only standing alone: a random
+    Message-ID such as <91ee3c89de5039…> holds any digits, "503" among them, and says
+    nothing; "status 503" or ":8443/" does."""
+    if word.isdigit():
+        return re.search(rf"(?<![0-9A-Za-z]){word}(?![0-9A-Za-z])", text) is not None
+    return word in text
+
+
 def to(message: EmailMessage) -> str:
     return str(message["To"])
 
@@ -203,12 +212,12 @@ async def test_an_update_from_the_incident_page_reaches_the_contacts_in_their_la
         assert "<img" not in body(message, "html")
     for message in (chinese, english):
         for word in internal_words(incident.id, listen, shared.port, web_target.port):
-            assert word not in headers(message), (to(message), word)
+            assert not mentions(headers(message), word), (to(message), word)
         for subtype in ("plain", "html"):
             text = body(message, subtype)
             assert PUBLIC_ZH in text and PUBLIC_TEXT in text
             for word in internal_words(incident.id, listen, shared.port, web_target.port):
-                assert word not in text, (to(message), subtype, word)
+                assert not mentions(text, word), (to(message), subtype, word)
             for other in ("Fabrikam", "北风"):
                 assert other not in text
 
@@ -270,7 +279,7 @@ async def test_a_vendor_side_update_goes_to_each_customer_with_its_own_name_only
     for address, message in received.items():
         assert NAMES[own[address]] in str(message["Subject"])
         for word in internal_words(group.id, listen, shared.port, web_target.port):
-            assert word not in headers(message), (address, word)
+            assert not mentions(headers(message), word), (address, word)
         for subtype in ("plain", "html"):
             text = body(message, subtype)
             assert NAMES[own[address]] in text and PUBLIC_TEXT in text
@@ -278,4 +287,4 @@ async def test_a_vendor_side_update_goes_to_each_customer_with_its_own_name_only
                 if customer != own[address]:
                     assert name not in text, (address, name)
             for word in internal_words(group.id, listen, shared.port, web_target.port):
-                assert word not in text, (address, subtype, word)
+                assert not mentions(text, word), (address, subtype, word)

@@ -53,6 +53,7 @@ from tests.prometheus_stack import (
     open_stack,
     report,
     run_tool,
+    sampled_every_second,
     tool,
     wait_for_data,
     with_selectors,
@@ -175,7 +176,8 @@ def rule_checks() -> list[Check]:
     checks = []
     for rule in rules(SINGLE_NODE_RULE_FILES):
         name = rule.get("record") or rule["alert"]
-        checks.append(Check(f"{rule['file']} / {rule['group']} / {name}", rule["expr"]))
+        where = f"{rule['file']} / {rule['group']} / {name}"
+        checks.append(Check(where, sampled_every_second(rule["expr"])))
         if "record" in rule:  # and the recorded series is stored
             checks.append(Check(f"{rule['file']} / {name} (recorded series)", rule["record"]))
     return checks
