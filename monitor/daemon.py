@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from checks import check_types
 from monitor import __version__
@@ -90,21 +90,7 @@ class Daemon(ClusterMember, LocatedProbing):
             {fact: text for t in check_types().values() for fact, text in t.metric_help.items()}
         )
         self.board = StatusBoard()
-        # targets probed from several locations: this location's own view of each (its
-        # thresholds applied); ``board`` holds the status decided from every location's
-        self.location_board = StatusBoard()
-        self.desk: LocationDesk | None = None
-        self.location_tick = 1.0  # seconds between exchanges of location reports
-        self._located_decided: list[str] = []  # located targets whose status is decided here
-        self._probed_located: set[str] = set()  # located targets this node probes
-        self._locations_task: asyncio.Task[None] | None = None
-        self.location_up = Gauge(
-            "csp_monitor_location_up",
-            "1 for each location a live node probes from now, 0 for one announced by a "
-            "member that is gone or blind (its targets' reports go silent, then unknown)",
-            ["location"],
-            registry=self.registry,
-        )
+        self._init_locations()
         self.scheduler = ProbeScheduler(self.probe_target, self.metrics, wall)
         self.vendor = VendorBoard()
         self.messages = MessageBoard()  # Message Center posts, across tenants
@@ -191,6 +177,7 @@ class Daemon(ClusterMember, LocatedProbing):
             self.cluster.node_id if self.cluster is not None else "local",
             settings.location,
             self.cluster.store if self.cluster is not None else None,
+            self.wall,
         )
         self._apply(catalog)
         self._mark_reload(True)
@@ -203,6 +190,7 @@ class Daemon(ClusterMember, LocatedProbing):
             checked.renderer,
             node_id=self.cluster.node_id if self.cluster is not None else None,
         )
+        self.desk.history = self.alerting.store  # what locations saw, at their times
         await self.alerting.record_config(
             catalog.source, catalog.digest, "loaded", targets=len(catalog.targets)
         )

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.catalog import Catalog, TargetSpec
 from monitor.cluster.node import ClusterNode
@@ -27,11 +27,16 @@ from monitor.status import StatusBoard, Transition, observe
 
 log = logging.getLogger("monitor.daemon")
 
+# A location without a node of its own (an agent's) counts as up while its reports arrive:
+# an agent pushes at least this often, even with nothing to report.
+AGENT_SILENT_AFTER = 30.0
+
 
 class LocatedProbing:
     """Probing from several locations, for ``Daemon``."""
 
     # the daemon's (monitor/daemon.py)
+    registry: CollectorRegistry
     cluster: ClusterNode | None
     catalog: Catalog | None
     board: StatusBoard
@@ -41,10 +46,36 @@ class LocatedProbing:
     desk: LocationDesk | None
     location_tick: float
     location_up: Gauge
+    agent_results: Counter
     wall: Callable[[], float]
     _probed_located: set[str]
     _located_decided: list[str]
     _subscriptions_shown: set[tuple[str, str]]
+
+    def _init_locations(self) -> None:
+        """The daemon's state for located targets, set up in its constructor."""
+        # targets probed from several locations: this location's own view of each (its
+        # thresholds applied); ``board`` holds the status decided from every location's
+        self.location_board = StatusBoard()
+        self.desk = None
+        self.location_tick = 1.0  # seconds between exchanges of location reports
+        self._located_decided = []  # located targets whose status is decided here
+        self._probed_located = set()  # located targets this node probes
+        self._locations_task: asyncio.Task[None] | None = None
+        self.location_up = Gauge(
+            "csp_monitor_location_up",
+            "1 for each location a live node or an agent probes from now, 0 for one "
+            "announced by a member that is gone or blind, or an agent gone silent (its "
+            "targets' reports go silent, then unknown)",
+            ["location"],
+            registry=self.registry,
+        )
+        self.agent_results = Counter(
+            "csp_monitor_agent_results",
+            "Results probe agents pushed to this node, by the location they probe for",
+            ["location"],
+            registry=self.registry,
+        )
 
     def _target_changed(self, spec: TargetSpec, transition: Transition, now: float) -> None:
         raise NotImplementedError  # the daemon's: the subscription follows its target
@@ -97,15 +128,45 @@ class LocatedProbing:
                 transition.current,
                 transition.reason,
             )
-        self.desk.report(
-            target_id,
-            LocationReport(
-                self.desk.location, state.status, result.reason, now, state.since, self.desk.node_id
-            ),
+        report = LocationReport(
+            self.desk.location, state.status, result.reason, now, state.since, self.desk.node_id
         )
+        if transition is not None:
+            self.desk.record_change(target_id, report)
+        self.desk.report(target_id, report)
         if (spec.target.customer, spec.target.service) in self._subscriptions_shown:
             self._decide(spec, now)
         self.scheduler.set_retrying(spec, state.pending)
+
+    def accept_location_reports(
+        self, location: str, reports: Sequence[tuple[str, LocationReport]]
+    ) -> list[str]:
+        """Reports an agent pushed for ``location`` (oldest first): each filed as that
+        location's latest (and, in a cluster, sent on to the node that decides the
+        target), each change of status recorded at its own time, and the targets decided
+        here decided again now. Returns the target ids not listed for ``location`` (the
+        agent's assignment is older than the config)."""
+        desk, catalog = self.desk, self.catalog
+        if desk is None or catalog is None:
+            return [target_id for target_id, _ in reports]
+        self.agent_results.labels(location).inc(len(reports))
+        desk.heard[location] = max(desk.heard.get(location, 0.0), self.wall())
+        ignored, touched = [], set()
+        for target_id, report in sorted(reports, key=lambda pair: pair[1].at):
+            spec = catalog.targets.get(target_id)
+            if spec is None or location not in spec.locations:
+                ignored.append(target_id)
+                continue
+            previous = desk.reports(target_id).get(location)
+            if previous is None or (previous.at <= report.at and previous.since != report.since):
+                desk.record_change(target_id, report)
+            desk.report(target_id, report)
+            touched.add(target_id)
+        if touched:
+            now = self.wall()
+            for target_id in set(self._located_decided) & touched:
+                self._decide(catalog.targets[target_id], now)
+        return ignored
 
     def _decide(self, spec: TargetSpec, now: float) -> None:
         """The status of a located target from its locations' latest reports."""
@@ -162,6 +223,10 @@ class LocatedProbing:
             return
         cluster = self.cluster
         up = cluster.locations_up() if cluster is not None else {self.desk.location: True}
+        now = self.wall()
+        for location, heard in self.desk.heard.items():  # agents' locations
+            if location not in up:
+                up[location] = now - heard <= AGENT_SILENT_AFTER
         self.location_up.clear()
         for location, live in up.items():
             self.location_up.labels(location).set(1 if live else 0)

@@ -13,30 +13,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from monitor.engine.quorum import LocationReport
 from monitor.probe import Status
 from monitor.store import Store
-from monitor.store.locations import LocationReportRow
+from monitor.store.locations import LocationChange, LocationReportRow
 
 log = logging.getLogger(__name__)
 
 # A transaction that started before another may commit after it: each read goes back this
 # far behind the last one (reports already known are simply filed again).
 REREAD_SECONDS = 5.0
+HISTORY_BACKLOG = 50_000  # changes held while the store is down; older ones are dropped
 
 
 class LocationDesk:
     """Every location's latest report on every target, and their exchange through the store."""
 
-    def __init__(self, node_id: str, location: str, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        location: str,
+        store: Store | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.node_id = node_id
         self.location = location
         self.store = store  # None without a cluster
+        self.history: Store | None = None  # where changes are recorded (once it is open)
+        self.wall = wall
         self._reports: dict[str, dict[str, LocationReport]] = {}
         self._outgoing: list[LocationReportRow] = []
+        self._changes: list[LocationChange] = []
         self._read_until = 0.0  # the database's clock at the last read (0: read everything)
+        self.heard: dict[str, float] = {}  # location -> time of its newest report (any target)
 
     def reports(self, target_id: str) -> dict[str, LocationReport]:
         """The latest report of each location on ``target_id`` (none yet: empty)."""
@@ -49,7 +61,23 @@ class LocationDesk:
         if previous is not None and previous.at > report.at:
             return False
         known[report.location] = report
+        if report.at > self.heard.get(report.location, 0.0):
+            self.heard[report.location] = report.at
         return True
+
+    def record_change(self, target_id: str, report: LocationReport) -> None:
+        """``report``'s location began to see its status at ``report.since``: a line of the
+        history, written at the next exchange at that time, however late it came."""
+        self._changes.append(
+            LocationChange(
+                target_id,
+                report.location,
+                report.status.value,
+                report.since,
+                report.reason,
+                report.node,
+            )
+        )
 
     def report(self, target_id: str, report: LocationReport) -> None:
         """This node's own report: filed now, and sent to the others at the next exchange."""
@@ -77,7 +105,9 @@ class LocationDesk:
         self._read_until = 0.0
 
     async def exchange(self) -> set[str]:
-        """Send this node's reports, read the others'; the targets with news."""
+        """Record the changes seen, send this node's reports, read the others'; the targets
+        with news."""
+        await self._write_history()
         if self.store is None:
             return set()
         outgoing, self._outgoing = self._outgoing, []
@@ -107,3 +137,22 @@ class LocationDesk:
             if self.file(row.target_id, report):
                 news.add(row.target_id)
         return news
+
+    async def _write_history(self) -> None:
+        changes, self._changes = self._changes, []
+        if not changes or self.history is None:
+            self._changes = (changes + self._changes)[-HISTORY_BACKLOG:]
+            return
+        try:
+            await self.history.record_location_changes(changes, self.wall())
+        except asyncio.CancelledError:
+            self._changes = changes + self._changes
+            raise
+        except Exception as exc:
+            self._changes = (changes + self._changes)[-HISTORY_BACKLOG:]
+            log.warning(
+                "event=location_history_failed error=%s held=%d action=%r",
+                type(exc).__name__,
+                len(self._changes),
+                "check the store; the changes are written when it answers",
+            )

@@ -12,9 +12,11 @@ from aiohttp import web
 
 from monitor import console
 from monitor.api import (
+    agents,
     cluster,
     core,
     incidents,
+    locations,
     maintenance,
     oncall,
     reports,
@@ -38,5 +40,7 @@ def build_app(services: ApiServices) -> web.Application:
     reports.add_routes(app)
     cluster.add_routes(app)
     vendor_messages.add_routes(app)
+    agents.add_routes(app)
+    locations.add_routes(app)
     console.add_routes(app)
     return app

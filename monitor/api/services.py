@@ -8,7 +8,7 @@ offers these few things.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from monitor.catalog import Catalog
 from monitor.cluster.node import ClusterNode
 from monitor.config_history import ConfigHistory
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
+from monitor.engine.quorum import LocationReport
 from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
@@ -144,6 +145,12 @@ class ApiServices(Protocol):
 
     def wall(self) -> float:
         """The time now, in seconds since the epoch."""
+
+    def accept_location_reports(
+        self, location: str, reports: Sequence[tuple[str, LocationReport]]
+    ) -> list[str]:
+        """Reports an agent pushed for ``location``, as (target id, report); the target ids
+        not listed for that location (ignored)."""
 
     def target_metric_chunks(self) -> AsyncIterator[bytes]:
         """The per-target series in the exposition format, in chunks."""

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 
 from monitor import __version__
+from monitor.cli.agent import add_agent_command
 from monitor.cli.local import add_local_commands
 from monitor.cli.remote import add_remote_commands
 from monitor.cli.reports import add_report_commands
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_local_commands(commands, DEFAULT_CONFIG)
     add_remote_commands(commands, DEFAULT_CONFIG)
     add_report_commands(commands, DEFAULT_CONFIG)
+    add_agent_command(commands)
     return parser
 
 

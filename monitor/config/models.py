@@ -146,7 +146,12 @@ class Defaults(TimingOverrides, Placement):
 class ApiToken(StrictModel):
     name: str
     token: SecretStr = Field(description="Bearer token; use ${ENV_VAR} or file:/path")
-    roles: list[Literal["read", "operate", "admin"]] = ["read"]
+    roles: list[Literal["read", "operate", "admin", "agent"]] = ["read"]
+    locations: list[Location] | None = Field(
+        None,
+        description="For role agent: the locations this token may probe for (it sees "
+        "their checks' options, secrets included); default: every location",
+    )
 
 
 def _host_name() -> str:

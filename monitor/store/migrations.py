@@ -46,6 +46,7 @@ def _initial_schema(connection: Connection) -> None:
         schema.schedule_overrides.name,
         schema.voice_calls.name,
         schema.location_reports.name,
+        schema.location_history.name,
     }
     tables = [table for table in schema.metadata.sorted_tables if table.name not in later]
     schema.metadata.create_all(connection, tables=tables)
@@ -123,6 +124,10 @@ def _locations(connection: Connection) -> None:
     schema.location_reports.create(connection)  # with its index
 
 
+def _location_history(connection: Connection) -> None:
+    schema.location_history.create(connection)  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -139,6 +144,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "on-call: who steps paged through schedules; schedule overrides", _oncall),
     Migration(8, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
     Migration(9, "locations: members' locations, each location's latest report", _locations),
+    Migration(10, "locations: what each location saw, at its own times", _location_history),
 )
 
 

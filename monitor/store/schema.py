@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -303,3 +304,22 @@ location_reports = Table(
     Column("written_at", Double, nullable=False),  # the database's clock: readers poll by it
 )
 Index("ix_location_reports_written_at", location_reports.c.written_at)
+
+# Version 10: what each location saw of each target it probes, as changes at their own
+# times: an agent cut off from the server sends its results late, and they are written at
+# the time they happened. Reports by location are drawn from it. A change sent twice (a
+# batch resent after its answer was lost) is one row.
+location_history = Table(
+    "location_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target_id", String(400), nullable=False),
+    Column("location", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("since", Double, nullable=False),  # when that location saw the change
+    Column("reason", Text, nullable=False),
+    Column("node_id", String(200), nullable=False),  # the node or agent that probed
+    Column("written_at", Double, nullable=False),  # when it reached the store
+    UniqueConstraint("target_id", "location", "since", name="uq_location_history_change"),
+)
+Index("ix_location_history_since", location_history.c.since)

@@ -31,7 +31,7 @@ from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import cluster, locations
 from monitor.store.connect import WRITE_OPTION, async_url, create_engine, display_url
-from monitor.store.locations import LocationReportRow
+from monitor.store.locations import LocationChange, LocationReportRow
 from monitor.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from monitor.store.reads import Reader
 from monitor.store.records import Fenced, MonitorRun, OutboxRow, OutboxStatus, StoreError
@@ -410,6 +410,19 @@ class Store:
         async with self._connection(write=False) as connection, connection.begin():
             return await locations.read_reports(connection, written_after)
 
+    async def record_location_changes(self, changes: Sequence[LocationChange], at: float) -> int:
+        """What locations saw, at their own times (see locations.py); how many were new.
+        Not fenced: every node records what its location, or an agent it serves, saw."""
+        async with self.transaction(fenced=False) as tx:
+            return await locations.write_changes(tx.connection, changes, at)
+
+    async def location_changes(
+        self, start: float, end: float, target_ids: Sequence[str] | None = None
+    ) -> list[LocationChange]:
+        """Each location's changes in ``[start, end)`` and the status it was in at ``start``."""
+        async with self._connection(write=False) as connection, connection.begin():
+            return await locations.read_changes(connection, start, end, target_ids)
+
     async def listen(self, channel: str, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """Call ``wake()`` on every NOTIFY on ``channel`` (PostgreSQL), over a connection of
         its own (a pooled one would be handed to other queries); returns its close."""
@@ -471,6 +484,7 @@ class Store:
         intervals are never deleted."""
         async with self.transaction() as tx:
             counts = await tx.prune(before, outbox_before)
+            counts["location_history"] = await locations.prune_changes(tx.connection, before)
             if self._audit_key is not None and audit_before is not None:
                 counts["audit_log"] = await audit_log.prune(
                     tx.connection, self._audit_key, audit_before, now
