@@ -210,3 +210,31 @@ def test_a_full_buffer_keeps_the_newest_and_counts_the_rest() -> None:
     buffer.add({"n": 5})  # while the batch is on its way, the oldest (2) is dropped
     buffer.delivered(batch)
     assert [item["n"] for item in buffer.peek(10)] == [4, 5]
+
+
+async def test_an_agent_picks_up_a_changed_config_at_its_next_reload(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    from monitor.agent.runner import Agent
+
+    agent = Agent(f"http://127.0.0.1:{daemon.bound_port}", "bj-unicom", AGENT, reload_every=1)
+    agent._server = aiohttp.ClientSession()
+    try:
+        assert await agent.reload()
+        first = agent.version
+        assert sorted(agent.targets) == ["contoso/portal/web", "fabrikam/portal/web"]
+        assert await agent.reload()  # unchanged: the server answers 304
+        assert agent.version == first
+        # bj-unicom now probes the tcp check too; fabrikam is gone
+        config = tmp_path / "config.yaml"
+        text = config.read_text().replace("[sh-telecom]}", "[sh-telecom, bj-unicom]}")
+        text = "\n".join(line for line in text.splitlines() if "fabrikam" not in line)
+        config.write_text(text)
+        ok, message = await daemon.reload()
+        assert ok, message
+        assert await agent.reload()
+        assert agent.version != first
+        assert sorted(agent.targets) == ["contoso/portal/here-only", "contoso/portal/web"]
+    finally:
+        agent.scheduler.shutdown()
+        await agent._server.close()
