@@ -419,6 +419,7 @@ class Daemon(ClusterMember, LocatedProbing):
         # a changed check starts from scratch: old results say nothing about new options
         for target_id in removed + changed:
             self.target_metrics.remove_target(target_id)
+        self._forget_agent_series(catalog, removed + changed)
         gone = self._subscriptions_shown - set(owned)
         self._subscriptions_shown = set(owned)
         # a located target this node no longer probes may still be decided here

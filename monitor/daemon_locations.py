@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from checks import check_types
 from monitor.catalog import Catalog, TargetSpec
 from monitor.cluster.node import ClusterNode
 from monitor.cluster.sharding import subscription_key
@@ -62,6 +63,7 @@ class LocatedProbing:
         self._located_decided = []  # located targets whose status is decided here
         self._probed_located = set()  # located targets this node probes
         self._locations_task: asyncio.Task[None] | None = None
+        self._agent_series: dict[str, str] = {}  # metrics key of an agent's series -> target
         self.location_up = Gauge(
             "csp_monitor_location_up",
             "1 for each location a live node or an agent probes from now, 0 for one "
@@ -139,24 +141,27 @@ class LocatedProbing:
         self.scheduler.set_retrying(spec, state.pending)
 
     def accept_location_reports(
-        self, location: str, reports: Sequence[tuple[str, LocationReport]]
+        self, location: str, reports: Sequence[tuple[str, LocationReport, ProbeResult | None]]
     ) -> list[str]:
         """Reports an agent pushed for ``location`` (oldest first): each filed as that
         location's latest (and, in a cluster, sent on to the node that decides the
         target), each change of status recorded at its own time, and the targets decided
-        here decided again now. Returns the target ids not listed for ``location`` (the
+        here decided again now; the probe's figures become that location's ``probe_*``
+        series on this node. Returns the target ids not listed for ``location`` (the
         agent's assignment is older than the config)."""
         desk, catalog = self.desk, self.catalog
         if desk is None or catalog is None:
-            return [target_id for target_id, _ in reports]
+            return [item[0] for item in reports]
         self.agent_results.labels(location).inc(len(reports))
         desk.heard[location] = max(desk.heard.get(location, 0.0), self.wall())
         ignored, touched = [], set()
-        for target_id, report in sorted(reports, key=lambda pair: pair[1].at):
+        for target_id, report, figures in sorted(reports, key=lambda item: item[1].at):
             spec = catalog.targets.get(target_id)
             if spec is None or location not in spec.locations:
                 ignored.append(target_id)
                 continue
+            if figures is not None:
+                self._record_agent_figures(spec, location, figures)
             previous = desk.reports(target_id).get(location)
             if previous is None or (previous.at <= report.at and previous.since != report.since):
                 desk.record_change(target_id, report)
@@ -167,6 +172,26 @@ class LocatedProbing:
             for target_id in set(self._located_decided) & touched:
                 self._decide(catalog.targets[target_id], now)
         return ignored
+
+    def _record_agent_figures(self, spec: TargetSpec, location: str, figures: ProbeResult) -> None:
+        """An agent's probe as its location's ``probe_*`` series (key ``id@location``)."""
+        key = f"{spec.target.id}@{location}"
+        if key not in self._agent_series:
+            address = check_types()[spec.target.type].address(spec.options)
+            self.target_metrics.add_target(spec.target, address, location, key)
+            self._agent_series[key] = spec.target.id
+        self.target_metrics.record(key, figures)
+
+    def _forget_agent_series(self, catalog: Catalog, changed: Iterable[str]) -> None:
+        """After a reload: agents' series of targets gone, changed, or no longer listed
+        for the agent's location."""
+        changed = set(changed)
+        for key, target_id in list(self._agent_series.items()):
+            spec = catalog.targets.get(target_id)
+            location = key.rpartition("@")[2]
+            if spec is None or target_id in changed or location not in spec.locations:
+                self.target_metrics.remove_target(key)
+                del self._agent_series[key]
 
     def _decide(self, spec: TargetSpec, now: float) -> None:
         """The status of a located target from its locations' latest reports."""

@@ -152,10 +152,15 @@ class TargetMetrics:
     def __len__(self) -> int:
         return len(self._targets)
 
-    def add_target(self, target: Target, address: str = "", location: str | None = None) -> None:
+    def add_target(
+        self, target: Target, address: str = "", location: str | None = None, key: str = ""
+    ) -> None:
         """Starts the target's series. ``address`` is what it probes (a URL, host:port), the
-        ``target`` label blackbox dashboards link to and list (see prometheus/README.md)."""
-        if target.id in self._targets:
+        ``target`` label blackbox dashboards link to and list (see prometheus/README.md).
+        ``key`` (default the target's id) names the series set in ``record``: an agent's
+        location has its own (``id@location``) beside this node's."""
+        key = key or target.id
+        if key in self._targets:
             return
         labels = (
             f'customer="{_escape(target.customer)}",service="{_escape(target.service)}",'
@@ -167,8 +172,8 @@ class TargetMetrics:
             labels += f',location="{_escape(location)}"'
         phase_family = f"probe_{target.type}_duration_seconds"
         self._phases.setdefault(phase_family, {})
-        row = self._target_table.add(target.id, labels)
-        self._targets[target.id] = _TargetRow(row, phase_family, labels)
+        row = self._target_table.add(key, labels)
+        self._targets[key] = _TargetRow(row, phase_family, labels)
 
     def remove_target(self, target_id: str) -> None:
         target = self._targets.pop(target_id, None)

@@ -206,6 +206,14 @@ async def incidents(stack: Stack) -> list[dict[str, Any]]:
     return list(document["incidents"])
 
 
+async def metrics(stack: Stack) -> str:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(f"{stack.daemon.url}/metrics") as response,
+    ):
+        return await response.text()
+
+
 async def history(stack: Stack) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         document = await get_json(
@@ -230,6 +238,14 @@ async def test_agents_count_in_the_quorum_and_a_broken_path_is_not_an_outage(
         "gz-mobile": "agent-gz-mobile",
     }
     assert stack.server.sources == set(SOURCES.values())  # each from its own address
+    # each location's probes are series of their own, the agents' included
+    text = await metrics(stack)
+    for location in SOURCES:
+        assert any(
+            line.startswith('probe_success{customer="contoso"')
+            and f'location="{location}"}} 1' in line
+            for line in text.splitlines()
+        ), location
 
     stack.server.failing = {SOURCES["bj-unicom"]}
     found = await wait_for(
@@ -273,10 +289,7 @@ async def test_a_killed_agent_leaves_its_location_unknown_and_opens_nothing(
     assert found["status"] == "up"
     assert found["reason"] == "up from sh-telecom, bj-unicom, no recent report from gz-mobile"
     assert await incidents(stack) == []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        async with session.get(f"{stack.daemon.url}/metrics") as response:
-            text = await response.text()
-    assert 'csp_monitor_location_up{location="bj-unicom"} 1.0' in text
+    assert 'csp_monitor_location_up{location="bj-unicom"} 1.0' in await metrics(stack)
 
 
 async def test_a_cut_off_agent_sends_what_it_saw_late_at_its_own_times(stack: Stack) -> None:

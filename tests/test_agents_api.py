@@ -153,11 +153,14 @@ async def test_a_push_with_any_wrong_result_is_refused_whole(daemon: Daemon) -> 
         (result(at=1_800_000_000.0 + 3600), "results.1.at"),
         (result(since=1_800_000_000.0 + 1), "results.1.since"),
         ({**result(), "extra": 1}, "results.1.extra"),
+        # the names become metric names: nothing but what a metric name may hold
+        (result(probe={"success": True, "duration": 0.1, "facts": {'x"} 1\nevil': 1}}), None),
     ]:
         body = {"location": "bj-unicom", "agent": "bj-1", "results": [good, bad]}
         status, answer, _ = await call(daemon, "POST", "/api/v1/agent/results", AGENT, body)
         assert status == 400, answer
-        assert [error["field"] for error in answer["errors"]] == [field]
+        if field is not None:
+            assert [error["field"] for error in answer["errors"]] == [field]
     assert daemon.desk is not None
     assert daemon.desk.reports("contoso/portal/web").get("bj-unicom") is None  # nothing kept
 
@@ -170,7 +173,12 @@ async def test_a_push_is_filed_as_the_locations_report_and_recorded(daemon: Daem
     now = daemon.wall()
     pushed = [
         result(at=now - 20, status="up", since=now - 60, reason=""),
-        result(at=now - 10, status="down", since=now - 12),
+        result(
+            at=now - 10,
+            status="down",
+            since=now - 12,
+            probe={"success": False, "duration": 2.5, "phases": {"connect": 2.5}},
+        ),
         result(target="contoso/portal/here-only", at=now - 10, since=now - 12),  # not bj-unicom's
     ]
     body = {"location": "bj-unicom", "agent": "bj-1", "results": pushed}
@@ -180,6 +188,14 @@ async def test_a_push_is_filed_as_the_locations_report_and_recorded(daemon: Daem
     assert daemon.desk is not None
     report = daemon.desk.reports("contoso/portal/web")["bj-unicom"]
     assert (report.status.value, report.at, report.node) == ("down", now - 10, "bj-1")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{daemon.bound_port}/metrics") as response,
+    ):
+        text = await response.text()
+    series = [line for line in text.splitlines() if 'location="bj-unicom"' in line]
+    assert any(line.startswith("probe_success{") and line.endswith(" 0.0") for line in series)
+    assert any(line.startswith("probe_duration_seconds{") and " 2.5" in line for line in series)
 
     async def recorded() -> list[tuple[str, str, float]]:
         status, document, _ = await call(

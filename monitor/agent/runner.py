@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -220,6 +221,12 @@ class Agent:
                 "status": state.status.value,
                 "since": state.since,
                 "reason": result.reason[:256],
+                "probe": {  # the figures the server exports as this location's probe_*
+                    "success": result.success,
+                    "duration": round(result.duration, 6),
+                    "phases": _finite(result.phases),
+                    "facts": _finite(result.facts),
+                },
             }
         )
         self.scheduler.set_retrying(spec, state.pending)
@@ -281,6 +288,11 @@ class Agent:
                 self.buffer.dropped = 0
             if len(self.buffer) == 0 or not batch:
                 return True
+
+
+def _finite(figures: dict[str, float]) -> dict[str, float]:
+    """Figures JSON can carry (no NaN or infinity), rounded as the exposition shows them."""
+    return {name: round(value, 6) for name, value in figures.items() if math.isfinite(value)}
 
 
 def _why(exc: BaseException) -> str:

@@ -25,12 +25,29 @@ from monitor.api.input import Body, CaseNumber, json_object, validated
 from monitor.api.services import SERVICES
 from monitor.config import ConfigIssue
 from monitor.engine.quorum import LocationReport
-from monitor.probe import Status
+from monitor.probe import ProbeResult, Status
 
 MAX_RESULTS = 5000  # per push; an agent sends at most 1,000 at a time
 MAX_AHEAD_SECONDS = 300.0  # an agent's clock may run this far ahead of ours, no further
 
 LocationName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
+
+
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class ProbeFigures(Body):
+    """The probe's own figures, exported as this location's ``probe_*`` series."""
+
+    success: bool
+    duration: float = Field(ge=0)
+    phases: dict[MetricName, float] = Field(default_factory=dict, max_length=20)
+    facts: dict[MetricName, float] = Field(default_factory=dict, max_length=50)
+
+    def as_result(self) -> ProbeResult:
+        return ProbeResult(
+            self.success, self.duration, phases=dict(self.phases), facts=dict(self.facts)
+        )
 
 
 class PushedResult(Body):
@@ -41,6 +58,7 @@ class PushedResult(Body):
     status: Literal["up", "down", "degraded", "unknown"]
     since: float = Field(ge=0)  # since when the location has seen this status
     reason: CaseNumber = ""  # one line, at most 256 characters
+    probe: ProbeFigures | None = None
 
 
 class Push(Body):
@@ -106,6 +124,7 @@ async def push_results(request: web.Request) -> web.Response:
                     result.since,
                     push.agent,
                 ),
+                result.probe.as_result() if result.probe is not None else None,
             )
             for result in push.results
         ],

@@ -23,6 +23,7 @@ from monitor.engine.quorum import LocationReport
 from monitor.locations import LocationDesk
 from monitor.message_center import MessageBoard
 from monitor.oncall_book import OnCallBook
+from monitor.probe import ProbeResult
 from monitor.status import StatusBoard
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorState
@@ -147,10 +148,10 @@ class ApiServices(Protocol):
         """The time now, in seconds since the epoch."""
 
     def accept_location_reports(
-        self, location: str, reports: Sequence[tuple[str, LocationReport]]
+        self, location: str, reports: Sequence[tuple[str, LocationReport, ProbeResult | None]]
     ) -> list[str]:
-        """Reports an agent pushed for ``location``, as (target id, report); the target ids
-        not listed for that location (ignored)."""
+        """Reports an agent pushed for ``location``, as (target id, report, the probe's
+        figures if sent); the target ids not listed for that location (ignored)."""
 
     def target_metric_chunks(self) -> AsyncIterator[bytes]:
         """The per-target series in the exposition format, in chunks."""
