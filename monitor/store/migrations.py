@@ -123,6 +123,26 @@ def _locations(connection: Connection) -> None:
     schema.location_reports.create(connection)  # with its index
 
 
+def _reserved(connection: Connection) -> None:
+    """Version 10 belongs to another change under way (agents); this placeholder keeps
+    the versions contiguous until it lands."""
+
+
+def _incidents_down_from(connection: Connection) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns("incidents")}
+    if "down_from" not in columns:  # step 1 creates today's table, which has it already
+        connection.exec_driver_sql(
+            "ALTER TABLE incidents ADD COLUMN down_from VARCHAR(1000) NOT NULL DEFAULT ''"
+        )
+    # one open incident per subscription, except that vendor-side incidents (customer '*')
+    # are one per service *and* location signature: replace the index by two
+    for name in ("uq_incidents_open_subscription", "uq_incidents_open_vendor_side"):
+        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    for index in schema.incidents.indexes:
+        if index.name in ("uq_incidents_open_subscription", "uq_incidents_open_vendor_side"):
+            index.create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -139,6 +159,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "on-call: who steps paged through schedules; schedule overrides", _oncall),
     Migration(8, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
     Migration(9, "locations: members' locations, each location's latest report", _locations),
+    Migration(10, "reserved for the agents' migration", _reserved),
+    Migration(
+        11,
+        "incidents: the locations that saw them down; vendor-side incidents per location",
+        _incidents_down_from,
+    ),
 )
 
 
