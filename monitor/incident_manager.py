@@ -297,14 +297,9 @@ class IncidentManager(OperatorActions):
                 self._status[key].value,
                 "its status change opened no incident earlier; opening it now",
             )
-            await self._not_up(
-                key,
-                self._status[key],
-                self._reasons.get(key, ""),
-                now,
-                now,
-                down_from=self._down_from.get(key, ()),
-            )
+            status, reason = self._status[key], self._reasons.get(key, "")
+            located = self._down_from.get(key, ())
+            await self._not_up(key, status, reason, now, now, down_from=located)
 
     def _held_by(self, key: Key, now: float) -> str | None:
         """Why the subscription's pages are held back now, if they are (see
