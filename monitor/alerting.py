@@ -392,10 +392,13 @@ class Alerting:
         reason: str,
         at: float,
         since: float | None = None,
+        *,
+        down_from: tuple[str, ...] = (),
     ) -> None:
         """A confirmed change at ``at``; the new status began at ``since`` (the first
-        probe of the streak that confirmed it)."""
-        change = StatusChange(customer, service, previous, current, reason, at, since)
+        probe of the streak that confirmed it); ``down_from``: the probe locations that
+        said down (a target with locations)."""
+        change = StatusChange(customer, service, previous, current, reason, at, since, down_from)
         if self._writer is not None:
             self._writer.put(change)
             return
@@ -517,6 +520,7 @@ def _status_change(change: StatusChange) -> Callable[[IncidentManager], Awaitabl
         change.reason,
         change.at,
         since=change.since,
+        down_from=change.down_from,
     )
 
 

@@ -578,8 +578,9 @@ class Daemon(ClusterMember, LocatedProbing):
             since = self.board.subscriptions[key].since
             self.target_metrics.set_subscription(*key, current, since)
             self.metrics.transitions.labels(current.value).inc()
+            state = self.board.subscriptions[key]
             self.alerting.subscription_changed(
-                *key, previous, current, self.board.subscriptions[key].reason, now, since
+                *key, previous, current, state.reason, now, since, down_from=state.down_from
             )
             log_at = logging.WARNING if current in (Status.DOWN, Status.DEGRADED) else logging.INFO
             log.log(

@@ -213,6 +213,7 @@ class LocatedProbing:
         began = min(max(verdict.since, state.since), now)
         transition = Transition(target_id, state.status, verdict.status, began, verdict.reason, now)
         state.status, state.since, state.last_change_reason = verdict.status, began, verdict.reason
+        state.down_from = verdict.down_from  # travels with the change to its incident
         self._target_changed(spec, transition, now)
 
     async def _exchange_reports(self) -> None:

@@ -27,6 +27,8 @@ from monitor.engine import rules
 from monitor.engine.correlation import (
     VENDOR_CUSTOMER,
     CorrelationSettings,
+    incident_key,
+    signature,
 )
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.model import (
@@ -98,6 +100,7 @@ class IncidentManager(OperatorActions):
         self._recent: dict[Key, Incident] = {}  # last resolved, for relapses within cooldown
         self._status: dict[Key, Status] = {}
         self._reasons: dict[Key, str] = {}  # the reason of each subscription's last change
+        self._down_from: dict[Key, tuple[str, ...]] = {}  # and the locations that said down
         self._history = StatusHistory(store)
         self._flaps: dict[Key, FlapDetector] = {}
         self.maintenance = MaintenanceBook(store, wall)
@@ -120,6 +123,7 @@ class IncidentManager(OperatorActions):
         for key in [key for key in self._status if key not in catalog.subscriptions]:
             self._status.pop(key, None)
             self._reasons.pop(key, None)
+            self._down_from.pop(key, None)
         self._settings = config.incidents
         self._composer.configure(catalog)
         self.oncall.configure(config)
@@ -147,11 +151,11 @@ class IncidentManager(OperatorActions):
         self.oncall.check_gaps(now)
         self._started = True
         for incident in await self._store.open_incidents():
-            self._open[(incident.customer, incident.service)] = incident
+            self._open[incident_key(incident)] = incident
         cooldown_start = now - self._settings.cooldown
         for incident in await self._store.list_incidents(since=cooldown_start, limit=1000):
             if incident.state is IncidentState.RESOLVED:
-                self._recent.setdefault((incident.customer, incident.service), incident)
+                self._recent.setdefault(incident_key(incident), incident)
         statuses = await self._store.last_statuses()
         self.restored = {
             key: Status(status)
@@ -209,16 +213,19 @@ class IncidentManager(OperatorActions):
         now: float | None = None,
         *,
         since: float | None = None,
+        down_from: tuple[str, ...] = (),
     ) -> None:
         """A subscription's status changed, confirmed at ``now``; it began at ``since``
         (the first probe of the streak that confirmed it; default ``now``). The history
-        records it from ``since``, and an incident it opens shows it as its start."""
+        records it from ``since``, and an incident it opens shows it as its start.
+        ``down_from``: the probe locations that said down (correlation groups by them)."""
         now = self._wall() if now is None else now
         since = now if since is None else min(since, now)
         key = (customer, service)
         async with self._lock:
             self._status[key] = current
             self._reasons[key] = reason
+            self._down_from[key] = down_from
             flaps = self._flaps.setdefault(key, FlapDetector(self._flap_settings))
             flapping = (
                 flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
@@ -235,7 +242,9 @@ class IncidentManager(OperatorActions):
                 return
             if current is Status.UNKNOWN:
                 return  # we could not look: that is a coverage gap, not an outage
-            await self._not_up(key, current, reason, now, since, flapping=flapping)
+            await self._not_up(
+                key, current, reason, now, since, flapping=flapping, down_from=down_from
+            )
 
     async def _not_up(
         self,
@@ -246,19 +255,24 @@ class IncidentManager(OperatorActions):
         since: float,
         *,
         flapping: bool = False,
+        down_from: tuple[str, ...] = (),
     ) -> None:
         """The subscription is down or degraded: its open incident follows, a recent one
         reopens (a relapse within the cool-down), or a new one opens."""
         customer, service = key
         incident = self._open.get(key)
         if incident is not None:
-            await self._apply(incident, lambda i: self._worse(i, current, reason, flapping, now))
+            await self._apply(
+                incident, lambda i: self._worse(i, current, reason, flapping, now, down_from)
+            )
             return
         recent = self._recent.get(key)
         if recent is not None and rules.reopens(recent, now, self._settings.cooldown):
             await self._apply(
                 recent,
-                lambda i: engine.reopen(i, current, reason, now, oncall=self.oncall.lookup),
+                lambda i: engine.reopen(
+                    i, current, reason, now, oncall=self.oncall.lookup, down_from=down_from
+                ),
             )
             return
         await self._open_new(
@@ -269,8 +283,9 @@ class IncidentManager(OperatorActions):
             now,
             held=self._held_by(key, now),
             since=since,
+            down_from=down_from,
         )
-        await self._vendor_side.correlate(service, now)
+        await self._vendor_side.correlate(service, signature(current, down_from), now)
 
     async def _reconcile(self, now: float) -> None:
         """Every subscription down or degraded has an incident: a status change that was
@@ -282,15 +297,19 @@ class IncidentManager(OperatorActions):
                 self._status[key].value,
                 "its status change opened no incident earlier; opening it now",
             )
-            await self._not_up(key, self._status[key], self._reasons.get(key, ""), now, now)
+            status, reason = self._status[key], self._reasons.get(key, "")
+            located = self._down_from.get(key, ())
+            await self._not_up(key, status, reason, now, now, down_from=located)
 
     def _held_by(self, key: Key, now: float) -> str | None:
         """Why the subscription's pages are held back now, if they are (see
         ``rules.hold_reason``); a vendor-side incident's while all its customers' are."""
+        group = self._open.get(key)
+        if group is not None and group.customer == VENDOR_CUSTOMER:
+            key = (group.customer, group.service)  # kept by its locations too (incident_key)
         window = self.maintenance.muting(*key, now)
         customer, service = key
         if customer == VENDOR_CUSTOMER:
-            group = self._open.get(key)
             grouped = [
                 i for i in self._open.values() if group is not None and i.vendor_group == group.id
             ]
@@ -311,9 +330,15 @@ class IncidentManager(OperatorActions):
         )
 
     def _worse(
-        self, incident: Incident, current: Status, reason: str, flapping: bool, now: float
+        self,
+        incident: Incident,
+        current: Status,
+        reason: str,
+        flapping: bool,
+        now: float,
+        down_from: tuple[str, ...],
     ) -> engine.Decision:
-        decision = engine.status_changed(incident, current, reason, now)
+        decision = engine.status_changed(incident, current, reason, now, down_from)
         incident.recovering_since = None
         if flapping and not incident.flapping:
             incident.flapping = True
@@ -346,6 +371,7 @@ class IncidentManager(OperatorActions):
         *,
         held: str | None = None,
         since: float | None = None,
+        down_from: tuple[str, ...] = (),
     ) -> Incident | None:
         correlation = self._correlation
         hold = correlation.hold if correlation.enabled and customer != VENDOR_CUSTOMER else 0.0
@@ -365,6 +391,7 @@ class IncidentManager(OperatorActions):
                 hold=hold,
                 started_at=since,
                 oncall=self.oncall.lookup,
+                down_from=down_from,
             )
             try:
                 messages = await self._store_decision(tx, incident, decision, None, now)
@@ -372,8 +399,8 @@ class IncidentManager(OperatorActions):
                 # another daemon on the same database was first: adopt its incident
                 existing = await tx.open_incidents()
                 for other in existing:
-                    if (other.customer, other.service) == (customer, service):
-                        self._open[(customer, service)] = other
+                    if incident_key(other) == incident_key(incident):
+                        self._open[incident_key(other)] = other
                 return None
         self._committed(incident, decision, messages)
         known = self._vendor_side.vendor_state(customer, service)
@@ -477,7 +504,7 @@ class IncidentManager(OperatorActions):
             self._wake()
 
     def _adopt(self, incident: Incident) -> None:
-        key = (incident.customer, incident.service)
+        key = incident_key(incident)
         if incident.state is IncidentState.RESOLVED:
             self._open.pop(key, None)
             self._recent[key] = incident

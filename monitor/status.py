@@ -52,6 +52,8 @@ class TargetState:
     plugin_errors: int = 0  # consecutive plugin errors
     last_result: ProbeResult | None = None
     last_change_reason: str = ""
+    # a target probed from several locations: those that said down at its last change
+    down_from: tuple[str, ...] = ()
     # when each streak above began (its first result)
     failures_since: float = 0.0
     bad_since: float = 0.0
@@ -184,6 +186,7 @@ class SubscriptionState:
     status: Status = Status.UNKNOWN
     since: float = 0.0
     reason: str = ""
+    down_from: tuple[str, ...] = ()  # of the target whose reason it shows
 
 
 @dataclass
@@ -225,6 +228,7 @@ class StatusBoard:
         state.status, state.since = current, max(now, state.since)
         worst = [self.targets[i] for i in ids if self.targets[i].status is current]
         state.reason = worst[0].last_change_reason if worst else ""
+        state.down_from = worst[0].down_from if worst else ()
         return previous, current
 
     def forget(

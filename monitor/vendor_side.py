@@ -29,7 +29,9 @@ from monitor.engine.correlation import (
     CorrelationSettings,
     blast_history,
     group_reason,
+    location_signature,
     members,
+    open_group,
 )
 from monitor.engine.model import Incident, IncidentState, MaintenanceWindow, PolicySnapshot
 from monitor.maintenance_book import MaintenanceBook
@@ -79,6 +81,7 @@ class IncidentHost(Protocol):
         *,
         held: str | None = None,
         since: float | None = None,
+        down_from: tuple[str, ...] = (),
     ) -> Incident | None: ...
 
 
@@ -101,6 +104,7 @@ class VendorSide:
             if i.service == group.service
             and i.customer != VENDOR_CUSTOMER
             and i.vendor_group is None
+            and location_signature(i) == group.down_from
             and group.state is not IncidentState.RESOLVED
         ]
         everyone = {i.customer: i for i in [*joining, *self.members(group)]}
@@ -142,17 +146,18 @@ class VendorSide:
         elif incident.id in self._blast:
             self._blast[incident.id] = blast_history(decision.events, self._blast[incident.id])
 
-    async def correlate(self, service: str, now: float) -> None:
-        """A customer's incident opened: enough of them for one service make (or join) a
-        vendor-side incident."""
+    async def correlate(self, service: str, only_from: tuple[str, ...], now: float) -> None:
+        """A customer's incident opened, seen down from ``only_from`` only (empty: as far
+        as we can tell): enough of them for one service make (or join) a vendor-side
+        incident of those locations."""
         host = self._host
-        group_members = members(host._open.values(), service, now, host._correlation)
+        group_members = members(host._open.values(), service, now, host._correlation, only_from)
         if not group_members:
             return
-        group = host._open.get((VENDOR_CUSTOMER, service))
+        group = open_group(host._open.values(), service, only_from)
         if group is None:
             name = host._composer.customer_name
-            reason = group_reason([name(m.customer) for m in group_members])
+            reason = group_reason([name(m.customer) for m in group_members], only_from)
             worst = (
                 Status.DOWN
                 if any(m.status is Status.DOWN for m in group_members)
@@ -162,7 +167,14 @@ class VendorSide:
             # the outage began with its first customer's, not when enough had joined
             began = min(m.opened_at for m in group_members)
             group = await host._open_new(
-                VENDOR_CUSTOMER, service, worst, reason, now, held=held, since=began
+                VENDOR_CUSTOMER,
+                service,
+                worst,
+                reason,
+                now,
+                held=held,
+                since=began,
+                down_from=only_from,
             )
             if group is None:
                 return
@@ -172,18 +184,19 @@ class VendorSide:
                 await host._apply(member, lambda i: engine.join_vendor_group(i, group_id, now))
         await self._grew(group, now)
         log.warning(
-            "event=vendor_side_incident incident=%s service=%s customers=%d",
+            "event=vendor_side_incident incident=%s service=%s customers=%d only_from=%s",
             group_id,
             service,
             len(group_members),
+            ",".join(only_from) or "-",
         )
 
     async def settle(self, now: float) -> None:
         """A vendor-side incident resolves when none of its customers is affected any more;
         until then its size follows its customers (and an update may be due)."""
         host = self._host
-        for (customer, _service), group in list(host._open.items()):
-            if customer != VENDOR_CUSTOMER:
+        for group in list(host._open.values()):
+            if group.customer != VENDOR_CUSTOMER:
                 continue
             if rules.group_settled(group, host._open.values()):
                 await host._apply(

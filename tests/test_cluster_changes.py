@@ -30,12 +30,24 @@ def test_every_kind_of_change_survives_the_queue_unchanged() -> None:
     changes: list[Change] = [
         down("contoso", 100.0),
         StatusChange("contoso", "portal", Status.DOWN, Status.UP, "", 200.0, None),
+        # the probe locations that said down travel to the leader's incident manager
+        StatusChange(
+            "contoso", "portal", Status.UP, Status.DEGRADED, "x", 250.0, 248.0, ("bj-unicom",)
+        ),
         VendorReport("contoso", None, impaired, 300.0, True, False),
         VendorReport(
             "contoso", impaired, VendorStatus("exchange", "m365", "up"), 400.0, False, True
         ),
     ]
     assert [decode(encode(change)) for change in changes] == changes
+
+
+def test_a_change_queued_before_locations_existed_said_no_location() -> None:
+    queued = (
+        '{"kind": "status", "customer": "contoso", "service": "portal", "previous": "up", '
+        '"current": "down", "reason": "HTTP 503", "at": 100.0, "since": 98.0}'
+    )
+    assert decode(queued) == down("contoso", 100.0)
 
 
 @pytest.mark.parametrize("payload", ["{", '{"kind": "other"}', '{"kind": "status"}'])

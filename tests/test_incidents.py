@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.engine import incidents as engine
-from monitor.engine.correlation import CorrelationSettings, UpdateRule, blast_history, members
+from monitor.engine.correlation import (
+    CorrelationSettings,
+    UpdateRule,
+    blast_history,
+    group_reason,
+    incident_key,
+    members,
+)
 from monitor.engine.flapping import FlapDetector, FlapSettings
 from monitor.engine.maintenance import in_maintenance, is_active, occurrences
 from monitor.engine.model import (
@@ -297,6 +304,158 @@ def test_one_service_failing_for_many_customers_forms_a_group() -> None:
         "INC-6", "northwind", "exchange-online", Status.DOWN, "x", GOLD, T0 + 3600
     )
     assert members([*opened, third, late], "exchange-online", T0 + 3600, settings) == []
+
+
+BJ, SH, GZ = "bj-unicom", "sh-telecom", "gz-mobile"
+EVERYWHERE = (BJ, SH, GZ)
+
+
+def customer_incident(
+    customer: str, status: Status, down_from: tuple[str, ...], minute: float = 0
+) -> Incident:
+    incident, _ = engine.open_incident(
+        f"INC-{customer}",
+        customer,
+        "exchange-online",
+        status,
+        "x",
+        GOLD,
+        T0 + minute * MIN,
+        down_from=down_from,
+    )
+    return incident
+
+
+@pytest.mark.parametrize(
+    ("incidents", "only_from", "expected"),
+    [
+        # three customers seen down from bj-unicom only (degraded: no quorum): their group
+        (
+            [("a", "degraded", (BJ,)), ("b", "degraded", (BJ,)), ("c", "degraded", (BJ,))],
+            (BJ,),
+            ["a", "b", "c"],
+        ),
+        # … and not a vendor-wide outage
+        ([("a", "degraded", (BJ,)), ("b", "degraded", (BJ,)), ("c", "degraded", (BJ,))], (), []),
+        # down everywhere (a quorum agreed): the vendor-wide group, whatever the locations
+        (
+            [
+                ("a", "down", EVERYWHERE),
+                ("b", "down", (BJ, SH)),
+                ("c", "down", EVERYWHERE),
+                ("d", "degraded", (BJ,)),
+            ],
+            (),
+            ["a", "b", "c"],
+        ),
+        (
+            [
+                ("a", "down", EVERYWHERE),
+                ("b", "down", (BJ, SH)),
+                ("c", "down", EVERYWHERE),
+                ("d", "degraded", (BJ,)),
+            ],
+            (BJ,),
+            [],
+        ),
+        # without locations, down or slow, as before: vendor-wide, never a location's
+        (
+            [("a", "down", ()), ("b", "degraded", ()), ("c", "down", EVERYWHERE)],
+            (),
+            ["a", "b", "c"],
+        ),
+        (
+            [
+                ("a", "down", ()),
+                ("b", "down", ()),
+                ("c", "degraded", (BJ,)),
+                ("d", "degraded", (BJ,)),
+            ],
+            (BJ,),
+            [],
+        ),
+        # another set of locations is another group; the order they are named in is not
+        (
+            [
+                ("a", "degraded", (BJ, SH)),
+                ("b", "degraded", (SH, BJ)),
+                ("c", "degraded", (BJ,)),
+                ("d", "degraded", (BJ, SH)),
+            ],
+            (BJ, SH),
+            ["a", "b", "d"],
+        ),
+        (
+            [("a", "degraded", (BJ, SH)), ("b", "degraded", (SH, BJ)), ("c", "degraded", (BJ,))],
+            (BJ,),
+            [],
+        ),
+        # a customer degraded from everywhere (slow, nobody says down): vendor-wide
+        (
+            [("a", "degraded", ()), ("b", "degraded", ()), ("c", "degraded", ())],
+            (),
+            ["a", "b", "c"],
+        ),
+    ],
+)
+def test_correlation_groups_customers_by_the_locations_they_are_seen_down_from(
+    incidents: list[tuple[str, str, tuple[str, ...]]],
+    only_from: tuple[str, ...],
+    expected: list[str],
+) -> None:
+    settings = CorrelationSettings(window=300, min_customers=3)
+    opened = [
+        customer_incident(customer, Status(status), down_from, minute=n / 10)
+        for n, (customer, status, down_from) in enumerate(incidents)
+    ]
+    group = members(opened, "exchange-online", T0 + MIN, settings, only_from)
+    assert [incident.customer for incident in group] == expected
+
+
+def test_a_location_group_keeps_its_customers_and_stands_beside_the_vendor_wide_one() -> None:
+    settings = CorrelationSettings(window=300, min_customers=3)
+    path = [customer_incident(c, Status.DEGRADED, (BJ,)) for c in ("a", "b", "c")]
+    outage = [customer_incident(c, Status.DOWN, EVERYWHERE, 1) for c in ("d", "e", "f")]
+    bj_group, _ = engine.open_incident(
+        "INC-G1", "*", "exchange-online", Status.DEGRADED, "", GOLD, T0, down_from=(BJ,)
+    )
+    wide_group, _ = engine.open_incident(
+        "INC-G2", "*", "exchange-online", Status.DOWN, "", GOLD, T0
+    )
+    for incident in path:
+        engine.join_vendor_group(incident, bj_group.id, T0)
+    # a is now down everywhere too: it stays in the group it joined, not counted twice
+    engine.status_changed(path[0], Status.DOWN, "x", T0 + MIN, EVERYWHERE)
+    everyone = [*path, *outage, bj_group, wide_group]
+    later = T0 + 30 * MIN  # past the window: only members of a group count
+    assert [i.customer for i in members(everyone, "exchange-online", later, settings, (BJ,))] == [
+        "a",
+        "b",
+        "c",
+    ]
+    assert members(everyone, "exchange-online", later, settings) == []
+    at_once = [i.customer for i in members(everyone, "exchange-online", T0 + 2 * MIN, settings)]
+    assert at_once == ["d", "e", "f"]
+    # each group is kept on its own key by the incident manager
+    assert incident_key(bj_group) == ("*@bj-unicom", "exchange-online")
+    assert incident_key(wide_group) == ("*", "exchange-online")
+    assert incident_key(path[1]) == ("b", "exchange-online")
+
+
+def test_a_location_group_says_where_from_in_its_reason() -> None:
+    names = [f"Customer {n:02d}" for n in range(1, 21)]
+    assert group_reason(names[:3], (BJ,)) == (
+        "3 customers affected from bj-unicom only: Customer 01, Customer 02, Customer 03"
+    )
+    assert group_reason(names[:2], (BJ, GZ)).startswith(
+        "2 customers affected from bj-unicom, gz-mobile only: "
+    )
+    group, opening = engine.open_incident(
+        "INC-G", "*", "exchange-online", Status.DEGRADED, "", GOLD, T0, down_from=(BJ,)
+    )
+    engine.group_grew(group, names, T0, blast_history(opening.events), UpdateRule())
+    assert group.reason.startswith("20 customers affected from bj-unicom only: Customer 01, ")
+    assert group.reason.endswith(" and 10 more")
 
 
 def test_severity_raised_at_the_last_step_is_announced_once_as_its_own_page() -> None:

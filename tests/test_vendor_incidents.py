@@ -9,6 +9,7 @@ import pytest
 
 from checks.vendor_common import VendorStatus
 from monitor.catalog import Catalog, load_catalog
+from monitor.incident_manager import IncidentManager
 from monitor.probe import Status
 from monitor.store import Store
 from monitor.vendor import VendorBoard
@@ -272,5 +273,75 @@ async def test_a_growing_vendor_side_outage_tells_its_true_size(tmp_path: Path) 
         assert "was failing for 20 customers" in text
         assert "Customer 01 Ltd.: 30 min" in text
         assert "Customer 20 Ltd.: 26 min 20 s" in text
+    finally:
+        await store.close()
+
+
+async def test_customers_seen_down_from_one_location_only_are_their_own_group(
+    tmp_path: Path,
+) -> None:
+    """Three customers degraded because bj-unicom alone sees Exchange down, three down
+    everywhere: two vendor-side incidents, each with its customers; a restart keeps them
+    apart and a fourth bj-unicom-only customer joins its own."""
+    ids = ["c01", "c02", "c03", "c04", "c05", "c06", "c07"]
+    (tmp_path / "config.yaml").write_text(
+        GROWING
+        + "".join(
+            f"  - {{id: {c}, name: Customer {c[1:]} Ltd., tenant_domain: {c}.partner.onmschina.cn,"
+            " subscriptions: [exchange-online]}\n"
+            for c in ids
+        )
+    )
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    bj, everywhere = ("bj-unicom",), ("bj-unicom", "gz-mobile", "sh-telecom")
+    try:
+        clock = FakeClock(T0)
+        manager = await started_manager(store, catalog, clock, VendorBoard())
+
+        async def fails(manager: IncidentManager, customer: str, path: bool) -> None:
+            clock.now += 5
+            await manager.status_changed(
+                customer,
+                "exchange-online",
+                Status.UP,
+                Status.DEGRADED if path else Status.DOWN,
+                "down from bj-unicom (timed out), up from sh-telecom, gz-mobile" if path else "503",
+                clock.now,
+                down_from=bj if path else everywhere,
+            )
+            await manager.tick(clock.now)
+
+        for customer in ids[:3]:
+            await fails(manager, customer, path=True)
+        for customer in ids[3:6]:
+            await fails(manager, customer, path=False)
+
+        def groups(manager: IncidentManager) -> dict[tuple[str, ...], list[str]]:
+            found = {i.id: i for i in manager.open_incidents() if i.customer == "*"}
+            return {
+                group.down_from: sorted(
+                    i.customer for i in manager.open_incidents() if i.vendor_group == group.id
+                )
+                for group in found.values()
+            }
+
+        assert groups(manager) == {(): ["c04", "c05", "c06"], bj: ["c01", "c02", "c03"]}
+        [from_bj] = [i for i in manager.open_incidents() if i.down_from == bj and i.customer == "*"]
+        assert from_bj.status is Status.DEGRADED
+        assert from_bj.reason == (
+            "3 customers affected from bj-unicom only: "
+            "Customer 01 Ltd., Customer 02 Ltd., Customer 03 Ltd."
+        )
+        # after a restart the store tells them apart, and the group keeps growing
+        again = await started_manager(store, catalog, clock, VendorBoard())
+        assert groups(again) == groups(manager)
+        await fails(again, ids[6], path=True)
+        assert groups(again)[bj] == ["c01", "c02", "c03", "c07"]
+        [from_bj] = [i for i in again.open_incidents() if i.down_from == bj and i.customer == "*"]
+        assert from_bj.reason.startswith("4 customers affected from bj-unicom only: ")
+        pages = [row.message for row in await store.list_outbox() if row.message.incident_id]
+        [bj_page] = [m for m in pages if m.incident_id == from_bj.id and m.event == "opened"]
+        assert "customers (vendor-side, from bj-unicom only)" in bj_page.subject
     finally:
         await store.close()

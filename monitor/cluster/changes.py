@@ -43,6 +43,7 @@ class StatusChange:
     reason: str
     at: float
     since: float | None
+    down_from: tuple[str, ...] = ()  # the probe locations that said down
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ def encode(change: Change) -> str:
                 "reason": change.reason,
                 "at": change.at,
                 "since": change.since,
+                "down_from": list(change.down_from),
             }
         )
     return json.dumps(
@@ -97,6 +99,8 @@ def decode(payload: str) -> Change:
             str(data["reason"]),
             float(data["at"]),
             None if data["since"] is None else float(data["since"]),
+            # queued by a node of a version before locations: none
+            tuple(str(location) for location in data.get("down_from") or ()),
         )
     if data["kind"] == "vendor":
         previous = data["previous"]

@@ -4,6 +4,13 @@ When at least ``min_customers`` customers' incidents for the same service
 opened within ``window`` of each other, they are one outage at the vendor
 (21Vianet) with a blast radius. The group is paged once, under its own
 policy; each customer keeps its own incident record for its SLA.
+
+Per location too: customers seen down from some probe locations only (too few
+for a quorum: their incidents are degraded, ``down_from`` names the locations)
+are a path problem from there, not a vendor outage. They form their own group,
+one per set of locations ("20 customers affected from bj-unicom only"), apart
+from customers down as far as we can tell (a quorum agrees, or the target has
+no locations), who form the vendor-wide group.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from monitor.engine.model import Incident, IncidentEvent, IncidentState
+from monitor.probe import Status
 
 VENDOR_CUSTOMER = "*"  # the customer of a vendor-side incident: never a real customer id
 NAMES_IN_REASON = 10  # a reason names this many customers, then counts the rest
@@ -71,30 +79,94 @@ def blast_history(
     return history
 
 
-def group_reason(names: Sequence[str]) -> str:
-    """ "3 customers affected: A, B, C": names, not ids; the first few of a long list."""
+def group_reason(names: Sequence[str], only_from: Sequence[str] = ()) -> str:
+    """ "3 customers affected: A, B, C" ("… affected from bj-unicom only: …" for a group
+    limited to some locations): names, not ids; the first few of a long list."""
     shown = ", ".join(names[:NAMES_IN_REASON])
     rest = len(names) - NAMES_IN_REASON
-    return f"{len(names)} customers affected: {shown}" + (f" and {rest} more" if rest > 0 else "")
+    where = f" from {', '.join(only_from)} only" if only_from else ""
+    return f"{len(names)} customers affected{where}: {shown}" + (
+        f" and {rest} more" if rest > 0 else ""
+    )
+
+
+def signature(status: Status, down_from: Iterable[str]) -> tuple[str, ...]:
+    """The locations an outage is seen from *only*: those that said down while too few
+    agreed for a quorum (the status is degraded); empty when it is down as far as we can
+    tell (a quorum agreed, or no locations are listed)."""
+    return tuple(sorted(set(down_from))) if status is Status.DEGRADED else ()
+
+
+def location_signature(incident: Incident) -> tuple[str, ...]:
+    """A customer's incident's ``signature``; a vendor-side incident's is its own."""
+    if incident.customer == VENDOR_CUSTOMER:
+        return incident.down_from
+    return signature(incident.status, incident.down_from)
+
+
+def incident_key(incident: Incident) -> tuple[str, str]:
+    """Where an open incident is kept (the incident manager's key): its subscription;
+    a vendor-side group limited to some locations beside the vendor-wide one."""
+    if incident.customer == VENDOR_CUSTOMER and incident.down_from:
+        return f"{VENDOR_CUSTOMER}@{','.join(incident.down_from)}", incident.service
+    return incident.customer, incident.service
+
+
+def open_group(
+    open_incidents: Iterable[Incident], service: str, only_from: Sequence[str] = ()
+) -> Incident | None:
+    """The open vendor-side incident of ``service`` for customers seen down from
+    ``only_from`` only (empty: the vendor-wide one)."""
+    return next(
+        (
+            incident
+            for incident in open_incidents
+            if incident.customer == VENDOR_CUSTOMER
+            and incident.service == service
+            and incident.state is not IncidentState.RESOLVED
+            and incident.down_from == tuple(only_from)
+        ),
+        None,
+    )
 
 
 def members(
-    open_incidents: Iterable[Incident], service: str, now: float, settings: CorrelationSettings
+    open_incidents: Iterable[Incident],
+    service: str,
+    now: float,
+    settings: CorrelationSettings,
+    only_from: Sequence[str] = (),
 ) -> list[Incident]:
-    """Open customer incidents of ``service`` that form (or join) a vendor-side outage.
+    """Open customer incidents of ``service`` seen down from ``only_from`` only (see
+    ``signature``; empty: the vendor-wide group) that form (or join) a vendor-side outage.
 
-    Empty unless enough customers are affected. Incidents already in a group
-    are included so the blast radius is complete.
+    Empty unless enough customers are affected. Incidents already in the group
+    are included so the blast radius is complete; an incident stays in the group it
+    joined even when its locations change.
     """
     if not settings.enabled:
         return []
+    incidents = list(open_incidents)
+    group = open_group(incidents, service, only_from)
+    open_groups = {
+        incident.id
+        for incident in incidents
+        if incident.customer == VENDOR_CUSTOMER and incident.state is not IncidentState.RESOLVED
+    }
     candidates = [
         incident
-        for incident in open_incidents
+        for incident in incidents
         if incident.service == service
         and incident.customer != VENDOR_CUSTOMER
         and incident.state is not IncidentState.RESOLVED
-        and (incident.vendor_group is not None or now - incident.opened_at <= settings.window)
+        and (
+            (group is not None and incident.vendor_group == group.id)
+            or (
+                incident.vendor_group not in open_groups  # in no group, or one that ended
+                and location_signature(incident) == tuple(only_from)
+                and now - incident.opened_at <= settings.window
+            )
+        )
     ]
     if len({incident.customer for incident in candidates}) < settings.min_customers:
         return []

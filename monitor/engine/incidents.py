@@ -181,6 +181,7 @@ def open_incident(
     hold: float = 0.0,
     started_at: float | None = None,
     oncall: OnCallLookup = nobody_on_call,
+    down_from: tuple[str, ...] = (),
 ) -> tuple[Incident, Decision]:
     """A subscription left ``up``: open an incident and send what is due at once.
 
@@ -189,6 +190,7 @@ def open_incident(
     ``started_at`` is when the outage began (its first failed probe; default ``now``,
     the confirmation): the incident's ``opened_at``, the "since" every message shows.
     Escalation steps count from the confirmation, when the first page can go out.
+    ``down_from``: the probe locations that said down (see ``Incident.down_from``).
     """
     first_after = policy.steps[0].after if policy.steps else None
     incident = Incident(
@@ -203,6 +205,7 @@ def open_incident(
         reason=reason,
         muted=muted,
         updated_at=now,
+        down_from=down_from,
         next_escalation_at=None if first_after is None else now + first_after + hold,
     )
     decision = Decision()
@@ -216,8 +219,14 @@ def open_incident(
         policy=policy.name,
         muted=muted,
         **({"why": why} if muted and why else {}),
+        **_located(down_from),
     )
     return incident, decision.merge(tick(incident, now, oncall=oncall))
+
+
+def _located(down_from: tuple[str, ...]) -> dict[str, Any]:
+    """A timeline event's detail naming the probe locations that said down, if any."""
+    return {"down_from": list(down_from)} if down_from else {}
 
 
 def missing_incidents(
@@ -232,13 +241,16 @@ def missing_incidents(
     ]
 
 
-def status_changed(incident: Incident, status: Status, reason: str, now: float) -> Decision:
-    """The subscription is still not up, but its status changed (degraded ↔ down)."""
+def status_changed(
+    incident: Incident, status: Status, reason: str, now: float, down_from: tuple[str, ...] = ()
+) -> Decision:
+    """The subscription is still not up, but its status changed (degraded ↔ down), or the
+    probe locations that say down did (``down_from``)."""
     decision = Decision()
-    if status == incident.status:
+    if status == incident.status and down_from == incident.down_from:
         return decision
-    incident.status, incident.reason = status, reason
-    decision.event(incident, now, "status", status=status, reason=reason)
+    incident.status, incident.reason, incident.down_from = status, reason, down_from
+    decision.event(incident, now, "status", status=status, reason=reason, **_located(down_from))
     wanted = severity_for(status)
     if _RANK[wanted] > _RANK[incident.severity]:
         incident.severity = wanted
@@ -303,13 +315,14 @@ def reopen(
     now: float,
     *,
     oncall: OnCallLookup = nobody_on_call,
+    down_from: tuple[str, ...] = (),
 ) -> Decision:
     """A relapse within the cool-down: the same incident again, not a new one."""
     decision = Decision()
     incident.state = IncidentState.OPEN
     incident.resolved_at = None
     incident.acknowledged_at = incident.acknowledged_by = None
-    incident.status, incident.reason = status, reason
+    incident.status, incident.reason, incident.down_from = status, reason, down_from
     incident.severity = max(incident.severity, severity_for(status), key=_RANK.__getitem__)
     decision.event(incident, now, "reopened", status=status, reason=reason)
     if incident.notified and not _silenced(incident):
@@ -394,7 +407,7 @@ def group_grew(
         return decision
     count = len(names)
     if count > history.count:
-        incident.reason = group_reason(names)
+        incident.reason = group_reason(names, incident.down_from)
         decision.event(incident, now, "blast_radius", customers=count, previously=history.count)
     if incident.notified and not _silenced(incident):
         if rule.due(history.announced, count, history.announced_at, now):

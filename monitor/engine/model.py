@@ -153,6 +153,10 @@ class Incident:
     vendor_issue: str | None = None  # the vendor's own issue id once it confirms the outage
     updated_at: float = 0.0
     oncall: tuple[OnCallPick, ...] = ()  # people steps paged through schedules
+    # Probe locations that said down when the status opened or last changed it (empty for
+    # a target without locations); a vendor-side incident: the locations its customers
+    # are seen down from *only* (empty: not limited to some locations).
+    down_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,12 @@ class Verdict:
     since: float  # when the status began, as far as the reports tell
     counted: tuple[tuple[str, Status], ...]  # each listed location, silent ones unknown
 
+    @property
+    def down_from(self) -> tuple[str, ...]:
+        """The locations that say down: correlation groups customers seen down from the
+        same locations only (monitor/engine/correlation.py)."""
+        return tuple(location for location, status in self.counted if status is Status.DOWN)
+
 
 # in a reason, the locations are named in this order of what they say
 _ORDER = (Status.DOWN, Status.DEGRADED, Status.UNKNOWN, Status.UP)

@@ -468,6 +468,7 @@ class MessageComposer:
             "blast_radius": blast,
             "affected": affected,
             "announced_customers": announced,
+            "down_from": list(incident.down_from),
             "timeline": [self._timeline_entry(e) for e in timeline],
             "oncall": self._oncall_context(incident),
         }

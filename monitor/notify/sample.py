@@ -176,6 +176,7 @@ def _incident(event: str, now: datetime) -> IncidentContext:
             for name, offset in _AFFECTED.items()
         ],
         announced_customers=2 if event == "updated" else None,
+        down_from=[],
         timeline=_timeline(now),
         # steps 1 and 2 paged schedule:primary: 王伟 when it opened, 李娜 after the midnight
         # handoff (step 3, the vendor desk, named no schedule)

@@ -175,6 +175,7 @@ class IncidentContext(TypedDict):
     blast_radius: list[str]  # every affected customer's name for a vendor-side incident, else []
     affected: list[AffectedContext]  # the same customers with how long each was affected
     announced_customers: int | None  # customers the last page of a vendor-side incident named
+    down_from: list[str]  # probe locations that saw it down (vendor-side: those only), or []
     timeline: list[TimelineEntryContext]  # oldest first
     oncall: list[OnCallContext]  # who steps paged through schedules, oldest step first
 

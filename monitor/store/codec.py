@@ -100,6 +100,7 @@ def incident_values(incident: Incident) -> dict[str, Any]:
         "vendor_issue": incident.vendor_issue,
         "updated_at": incident.updated_at,
         "oncall": [pick.to_json() for pick in incident.oncall],
+        "down_from": ",".join(incident.down_from),  # location names have no commas (a slug)
     }
 
 
@@ -129,6 +130,7 @@ def incident_from_row(row: Row) -> Incident:
         vendor_issue=row.get("vendor_issue"),
         updated_at=row["updated_at"],
         oncall=tuple(OnCallPick.from_json(pick) for pick in row.get("oncall") or ()),
+        down_from=tuple(name for name in (row.get("down_from") or "").split(",") if name),
     )
 
 

@@ -128,6 +128,21 @@ def _location_history(connection: Connection) -> None:
     schema.location_history.create(connection)  # with its index
 
 
+def _incidents_down_from(connection: Connection) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns("incidents")}
+    if "down_from" not in columns:  # step 1 creates today's table, which has it already
+        connection.exec_driver_sql(
+            "ALTER TABLE incidents ADD COLUMN down_from VARCHAR(1000) NOT NULL DEFAULT ''"
+        )
+    # one open incident per subscription, except that vendor-side incidents (customer '*')
+    # are one per service *and* location signature: replace the index by two
+    for name in ("uq_incidents_open_subscription", "uq_incidents_open_vendor_side"):
+        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    for index in schema.incidents.indexes:
+        if index.name in ("uq_incidents_open_subscription", "uq_incidents_open_vendor_side"):
+            index.create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -145,6 +160,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "voice calls placed, for the providers' per-callee budgets", _voice_calls),
     Migration(9, "locations: members' locations, each location's latest report", _locations),
     Migration(10, "locations: what each location saw, at its own times", _location_history),
+    Migration(
+        11,
+        "incidents: the locations that saw them down; vendor-side incidents per location",
+        _incidents_down_from,
+    ),
 )
 
 

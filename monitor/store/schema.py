@@ -39,9 +39,12 @@ metadata = MetaData(
     }
 )
 
-# The predicate of the "one open incident per subscription" index. Written as SQL text so the
-# DDL and the ON CONFLICT target of open_incident() use the very same expression.
-OPEN_INCIDENT = text("state <> 'resolved'")
+# The predicates of the "one open incident per subscription" indexes. Written as SQL text so
+# the DDL and the ON CONFLICT target of open_incident() use the very same expression.
+# One open incident per customer's subscription, and (version 11) one open vendor-side
+# incident (customer '*') per service and location signature (its down_from).
+OPEN_CUSTOMER_INCIDENT = text("state <> 'resolved' AND customer <> '*'")
+OPEN_VENDOR_INCIDENT = text("state <> 'resolved' AND customer = '*'")
 OPEN_INTERVAL = text("ended_at IS NULL")
 
 schema_version = Table(
@@ -79,14 +82,24 @@ incidents = Table(
     Column("vendor_issue", String(100)),  # version 3
     Column("updated_at", Double, nullable=False),
     Column("oncall", JSON),  # version 6: who steps paged through schedules
+    # version 11: the probe locations that said down, comma-separated ('' for none)
+    Column("down_from", String(1000), nullable=False, server_default=""),
 )
 Index(
     "uq_incidents_open_subscription",
     incidents.c.customer,
     incidents.c.service,
     unique=True,
-    sqlite_where=OPEN_INCIDENT,
-    postgresql_where=OPEN_INCIDENT,
+    sqlite_where=OPEN_CUSTOMER_INCIDENT,
+    postgresql_where=OPEN_CUSTOMER_INCIDENT,
+)
+Index(
+    "uq_incidents_open_vendor_side",
+    incidents.c.service,
+    incidents.c.down_from,
+    unique=True,
+    sqlite_where=OPEN_VENDOR_INCIDENT,
+    postgresql_where=OPEN_VENDOR_INCIDENT,
 )
 Index("ix_incidents_opened_at", incidents.c.opened_at)
 Index(

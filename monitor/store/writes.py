@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from monitor.engine.correlation import VENDOR_CUSTOMER
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow
 from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
@@ -125,20 +126,24 @@ class Transaction(Reader):
         just opened: the database's partial unique index decides, not this process."""
         incident_id = incident.id or await self.allocate_incident_id(incident.opened_at)
         stored = dataclasses.replace(incident, id=incident_id)
+        values = codec.incident_values(stored)
+        if incident.customer == VENDOR_CUSTOMER:  # one per service and location signature
+            same = [_incidents.c.service, _incidents.c.down_from]
+            where = schema.OPEN_VENDOR_INCIDENT
+        else:
+            same = [_incidents.c.customer, _incidents.c.service]
+            where = schema.OPEN_CUSTOMER_INCIDENT
         statement = (
             self._insert(_incidents)
-            .values(codec.incident_values(stored))
-            .on_conflict_do_nothing(
-                index_elements=[_incidents.c.customer, _incidents.c.service],
-                index_where=schema.OPEN_INCIDENT,
-            )
+            .values(values)
+            .on_conflict_do_nothing(index_elements=same, index_where=where)
             .returning(_incidents.c.id)
         )
         if (await self._conn.execute(statement)).first() is None:
             existing = await self._conn.execute(
                 select(_incidents.c.id).where(
+                    *(column == values[column.name] for column in same),
                     _incidents.c.customer == incident.customer,
-                    _incidents.c.service == incident.service,
                     _incidents.c.state != "resolved",
                 )
             )
