@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from monitor.daemon import Daemon
@@ -119,6 +120,11 @@ async def test_customers_seen_down_from_one_location_are_one_incident_saying_so(
         [group] = vendor_side(daemon)
         assert group.down_from == ("loc-a",)
         assert group.status is Status.DEGRADED  # not a vendor-wide outage
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{daemon.bound_port}/api/v1/incidents/{group.id}") as r,
+        ):
+            assert (await r.json())["down_from"] == ["loc-a"]
         assert group.reason.startswith("3 customers affected from loc-a only: ")
         customers = [i for i in manager.open_incidents() if i.customer != "*"]
         assert sorted(i.customer for i in customers) == sorted(CUSTOMERS)

@@ -162,6 +162,26 @@ def test_vendor_ticket_is_a_complete_draft_for_21vianet(renderer: TemplateRender
     assert ticket["vendor_case"] is None
 
 
+def test_vendor_ticket_of_a_path_problem_says_where_it_is_seen_from(
+    renderer: TemplateRenderer,
+) -> None:
+    """Degraded because only bj-unicom sees it down, for several tenants: 21Vianet is told
+    where from, not that its service is probably at fault."""
+    context = sample_context("vendor_ticket")
+    context["incident"]["status"] = "degraded"
+    context["incident"]["down_from"] = ["bj-unicom"]
+    parts = renderer.render("vendor_ticket", context)
+    for text in (parts.text, parts.html or ""):
+        assert "only from our probes at bj-unicom" in text
+        assert "probably on the service side" not in text
+    # down from a quorum of locations (down_from lists them all): the service side again
+    context["incident"]["status"] = "down"
+    context["incident"]["down_from"] = ["bj-unicom", "sh-telecom"]
+    parts = renderer.render("vendor_ticket", context)
+    assert "probably on the service side" in parts.text
+    assert "only from our probes" not in parts.text
+
+
 def test_vendor_ticket_shows_the_recorded_case_number_and_asks_for_notes(
     renderer: TemplateRenderer,
 ) -> None:

@@ -73,6 +73,9 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "severity": incident.severity.value,
         "state": incident.state.value,
         "reason": incident.reason,
+        # the locations that saw it down (empty without locations): a path problem when
+        # they are fewer than the quorum
+        "down_from": list(incident.down_from),
         "opened_at": iso_time(incident.opened_at),
         "acknowledged_at": iso_time(incident.acknowledged_at),
         "acknowledged_by": incident.acknowledged_by,
