@@ -22,7 +22,7 @@ from monitor.cluster.sharding import subscription_key
 from monitor.engine.quorum import LocationReport, decide
 from monitor.locations import LocationDesk
 from monitor.metrics import TargetMetrics
-from monitor.probe import ProbeResult, Status
+from monitor.probe import ProbeResult
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, Transition, observe
 
@@ -206,8 +206,9 @@ class LocatedProbing:
             self.report_grace,
         )
         state = self.board.target(target_id, now)
-        if verdict.status is not Status.UP:
-            state.last_change_reason = verdict.reason  # messages name today's locations
+        # the status API and messages name today's locations: a location gone silent
+        # while the target stays up is news too
+        state.last_change_reason = verdict.reason
         if verdict.status is state.status:
             return
         began = min(max(verdict.since, state.since), now)
