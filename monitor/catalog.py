@@ -26,6 +26,7 @@ from monitor.config import (
     CustomerSpec,
     Placement,
     ServiceSpec,
+    SubscriptionSpec,
     Timing,
     check_options,
     format_path,
@@ -121,6 +122,21 @@ def _placement(
     return tuple(locations), quorum if quorum is not None else majority(len(locations))
 
 
+def subscription_values(
+    customer: CustomerSpec, subscription: SubscriptionSpec
+) -> dict[str, dict[str, str]]:
+    """What a subscription's check options may say in placeholders (``{customer.…}``)."""
+    return values_for(
+        customer.id,
+        customer.name,
+        customer.tenant_domain,
+        customer.tier,
+        customer.vars,
+        subscription.service,
+        subscription.vars,
+    )
+
+
 def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") -> Catalog:
     """Instantiate every target; raise ConfigError listing every problem found."""
     types = check_types()
@@ -139,15 +155,7 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
             if not subscription.enabled:
                 continue
             service = config.services[subscription.service]
-            values = values_for(
-                customer.id,
-                customer.name,
-                customer.tenant_domain,
-                customer.tier,
-                customer.vars,
-                subscription.service,
-                subscription.vars,
-            )
+            values = subscription_values(customer, subscription)
             target_ids = []
             for check_position, check in enumerate(service.checks):
                 check_path = f"services.{subscription.service}.checks[{check_position}]"

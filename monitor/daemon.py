@@ -40,7 +40,7 @@ from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
-from monitor.runner import new_http_session, run_probe
+from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, Transition, observe
 from monitor.store import Store
@@ -491,14 +491,9 @@ class Daemon(ClusterMember, LocatedProbing):
 
     def context_for(self, spec: TargetSpec) -> ProbeContext:
         assert self._http is not None
-        return ProbeContext(
-            http=self._http,
-            timeout=spec.timing.timeout,
-            degraded_latency=spec.timing.degraded_latency,
-            wall=self.wall,
-            ssl_contexts=self._ssl_contexts,
-            cache=self._probe_cache,
-            source_address=self.catalog.config.monitor.source_address if self.catalog else None,
+        source = self.catalog.config.monitor.source_address if self.catalog else None
+        return probe_context(
+            spec, self._http, self.wall, self._ssl_contexts, self._probe_cache, source
         )
 
     async def probe_target(self, target_id: str) -> None:

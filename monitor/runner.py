@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -17,6 +20,9 @@ import checks.http
 from checks import CheckType
 from monitor import local_failures
 from monitor.probe import CheckOptions, ProbeContext, ProbeResult, Target
+
+if TYPE_CHECKING:
+    from monitor.catalog import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,27 @@ def new_http_session(source_address: str | None = None) -> aiohttp.ClientSession
 
 def format_seconds(value: float) -> str:
     return f"{value:g}s" if value == int(value) else f"{value:.3g}s"
+
+
+def probe_context(
+    spec: TargetSpec,
+    http: aiohttp.ClientSession,
+    wall: Callable[[], float],
+    ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext],
+    cache: dict[str, Any],
+    source_address: str | None,
+) -> ProbeContext:
+    """What one probe of ``spec`` runs with: the prober's shared session, TLS contexts and
+    cache, the address it connects from, and the target's own timeout and latency limit."""
+    return ProbeContext(
+        http=http,
+        timeout=spec.timing.timeout,
+        degraded_latency=spec.timing.degraded_latency,
+        wall=wall,
+        ssl_contexts=ssl_contexts,
+        cache=cache,
+        source_address=source_address,
+    )
 
 
 async def run_probe(

@@ -128,6 +128,46 @@ async def web_target() -> AsyncIterator[WebTarget]:
         await target.stop()
 
 
+class PathServer:
+    """Answers 200, or 503 to requests from the source addresses in ``failing``."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.sources: set[str] = set()  # every source address seen
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        source = request.remote or "?"
+        self.sources.add(source)
+        if source in self.failing:
+            return web.Response(status=503, text="unavailable from here")
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{customer}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def path_server() -> AsyncIterator[PathServer]:
+    server = PathServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 async def wait_until(
     condition: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "condition"
 ) -> None:

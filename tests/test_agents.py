@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import unused_port, wait_until
+from tests.conftest import PathServer, unused_port, wait_until
 from tests.test_cluster_nodes import Node, get_json, start_node, stop_nodes
-from tests.test_locations_nodes import REASON, PathServer, path_server  # noqa: F401
+from tests.test_locations_nodes import REASON
 
 SOURCES = {"sh-telecom": "127.0.0.2", "bj-unicom": "127.0.0.3", "gz-mobile": "127.0.0.4"}
 TOKEN = "agents-test-token-6f1c0b"
@@ -148,7 +148,7 @@ async def start_agent(node: Node, server: str, location: str) -> None:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, path_server: PathServer) -> AsyncIterator[Stack]:  # noqa: F811
+async def stack(tmp_path: Path, path_server: PathServer) -> AsyncIterator[Stack]:
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(tmp=tmp_path, port=path_server.port))
     daemon = Node("daemon", unused_port(), tmp_path / "daemon.log")

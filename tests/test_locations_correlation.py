@@ -21,8 +21,7 @@ from monitor.daemon import Daemon
 from monitor.engine.model import Incident
 from monitor.engine.quorum import LocationReport
 from monitor.probe import Status
-from tests.conftest import wait_until
-from tests.test_locations_nodes import PathServer
+from tests.conftest import PathServer, wait_until
 
 CUSTOMERS = ("contoso", "fabrikam", "adatum")
 OTHERS = ("loc-b", "loc-c")  # no node here: their reports are filed by the test
@@ -55,16 +54,6 @@ services:
 customers:
 {customers}
 """
-
-
-@pytest.fixture
-async def path_server() -> AsyncIterator[PathServer]:
-    server = PathServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
-from tests.conftest import unused_port, wait_until
+from tests.conftest import PathServer, unused_port, wait_until
 from tests.test_cluster_nodes import Node, get_json, start_node, stop_nodes
 
 LOCATIONS = {"loc-a": "127.0.0.2", "loc-b": "127.0.0.3", "loc-c": "127.0.0.4"}
@@ -50,46 +49,6 @@ services:
 customers:
   - {{id: contoso, name: Contoso, tenant_domain: contoso.example, subscriptions: [portal]}}
 """
-
-
-class PathServer:
-    """Answers 200, or 503 to requests from the source addresses in ``failing``."""
-
-    def __init__(self) -> None:
-        self.failing: set[str] = set()
-        self.sources: set[str] = set()  # every source address seen
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        source = request.remote or "?"
-        self.sources.add(source)
-        if source in self.failing:
-            return web.Response(status=503, text="unavailable from here")
-        return web.Response(text="ok")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{customer}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def path_server() -> AsyncIterator[PathServer]:
-    server = PathServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

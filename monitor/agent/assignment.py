@@ -21,9 +21,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from checks import check_types
-from monitor.catalog import Catalog, TargetSpec
+from monitor.catalog import Catalog, TargetSpec, subscription_values
 from monitor.config import Timing, check_options
-from monitor.placeholders import fill, values_for
+from monitor.placeholders import fill
 from monitor.probe import Target
 
 FORMAT = 1  # of the document; an agent refuses another
@@ -45,15 +45,7 @@ def assignment_for(catalog: Catalog, location: str) -> dict[str, Any]:
                 if spec is None or location not in spec.locations:
                     continue
                 if values is None:
-                    values = values_for(
-                        customer.id,
-                        customer.name,
-                        customer.tenant_domain,
-                        customer.tier,
-                        customer.vars,
-                        subscription.service,
-                        subscription.vars,
-                    )
+                    values = subscription_values(customer, subscription)
                 targets.append(
                     {
                         "customer": target.customer,

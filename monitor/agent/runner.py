@@ -38,8 +38,7 @@ from monitor.agent.assignment import AssignmentError, targets_from
 from monitor.agent.buffer import ResultBuffer
 from monitor.catalog import TargetSpec
 from monitor.metrics import DaemonMetrics
-from monitor.probe import ProbeContext
-from monitor.runner import new_http_session, run_probe
+from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, observe
 
@@ -190,14 +189,13 @@ class Agent:
                 check_types()[spec.target.type],
                 spec.target,
                 spec.options,
-                ProbeContext(
-                    http=self._probes,
-                    timeout=spec.timing.timeout,
-                    degraded_latency=spec.timing.degraded_latency,
-                    wall=self.wall,
-                    ssl_contexts=self._ssl_contexts,
-                    cache=self._cache,
-                    source_address=self.source_address,
+                probe_context(
+                    spec,
+                    self._probes,
+                    self.wall,
+                    self._ssl_contexts,
+                    self._cache,
+                    self.source_address,
                 ),
             )
         if self.targets.get(target_id) is not spec:
