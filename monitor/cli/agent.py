@@ -41,9 +41,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if not args.server.startswith(("http://", "https://")):
         print("csp-monitor agent: --server is a URL (https://node:9108)", file=sys.stderr)
         return 2
-    if not (0.05 <= args.push_every <= 300 and 1 <= args.reload_every <= 3600):
+    if not (
+        0.05 <= args.push_every <= 300
+        and 1 <= args.reload_every <= 3600
+        and 100 <= args.buffer <= 10_000_000
+    ):
         print(
-            "csp-monitor agent: --push-every is 0.05–300 s, --reload-every 1–3600 s",
+            "csp-monitor agent: --push-every is 0.05–300 s, --reload-every 1–3600 s, "
+            "--buffer 100–10,000,000 results",
             file=sys.stderr,
         )
         return 2
