@@ -18,10 +18,12 @@ had before locations existed, byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -239,3 +241,31 @@ async def test_the_template_check_renders_the_by_location_section(
     empty = compose(catalog, PERIOD, [], [], [], now=PERIOD.end, audit_head=(0, ""))
     html = to_html(empty)
     assert html.count("not determinable</td>") == len(LOCATIONS)
+
+
+async def test_the_report_command_gives_the_breakdown(tmp_path: Path) -> None:
+    """``csp-monitor report`` reads the history through build_report, as the API does."""
+    from monitor.alerting import audit_key, store_url
+
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    catalog = load_catalog(tmp_path / "config.yaml", env={})
+    store = await Store.open(store_url(catalog, tmp_path), audit_key=audit_key(catalog, tmp_path))
+    try:
+        await record_the_month(store, catalog)
+    finally:
+        await store.close()
+    output = tmp_path / "october.json"
+    command = ["report", "--period", "2026-10", "--format", "json", "--output", str(output)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitor.cli",
+        *command,
+        "--config",
+        str(tmp_path / "config.yaml"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    [exchange, _] = json.loads(output.read_text())["customers"][0]["subscriptions"]
+    assert [f["minutes"]["down"] for f in exchange["locations"]] == [0.0, 90.0, 4700.0, 0.0]
