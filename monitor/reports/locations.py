@@ -1,6 +1,6 @@
 """Availability by location: what each listed location saw of a target. Pure: no I/O.
 
-A target probed from several locations has one status, decided by the quorum (the
+A target probed from listed locations has one status, decided by the quorum (the
 subscription's figures come from it). Each location's own view is in its recorded
 changes (``location_history``): "bj-unicom saw Exchange down from 10:02". Turned into
 status intervals, a location's changes go through the very ``monitor.sla.availability``
@@ -37,7 +37,7 @@ class RecordedChange(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LocatedTarget:
-    """A check probed from several locations, as the config lists them."""
+    """A check probed from listed locations (``locations:`` in the config)."""
 
     target_id: str
     check: str

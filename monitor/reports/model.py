@@ -141,7 +141,7 @@ class SubscriptionFigures:
     availability: Availability
     daily: tuple[DayFigure, ...]
     intervals: tuple[StatusInterval, ...]  # raw, unclipped: an auditor can recompute
-    # what each listed location saw of its checks probed from several (none: not located)
+    # what each listed location saw of its checks with locations (none: no such check)
     locations: tuple[LocationFigures, ...] = ()
 
 
@@ -192,7 +192,7 @@ class Report:
     audit_head: tuple[int, str]
     config_digest: str
     parameters: Mapping[str, str] = field(default_factory=dict)
-    # the config probes some targets from several locations: the report breaks them down
+    # the config lists locations for some targets: the report breaks those down
     # (without, every format stays as it was before locations existed)
     by_location: bool = False
 
@@ -274,7 +274,7 @@ def subscription_figures(
                 figures.downtime,
             )
         )
-    located = located_targets(catalog, customer, service)
+    located = located_targets(catalog, customer, service) if location_changes is not None else []
     by_location = (
         location_figures(
             located,
@@ -286,7 +286,7 @@ def subscription_figures(
             target=whole.target,
             min_coverage=whole.min_coverage,
         )
-        if located and location_changes is not None
+        if located and location_changes is not None  # (None: the config lists no locations)
         else ()
     )
     return SubscriptionFigures(
@@ -301,7 +301,7 @@ def subscription_figures(
 
 
 def located_targets(catalog: Catalog, customer: str, service: str) -> list[LocatedTarget]:
-    """The subscription's checks probed from several locations, in the config's order."""
+    """The subscription's checks with listed locations, in the config's order."""
     subscription = catalog.subscriptions.get((customer, service))
     if subscription is None:
         return []
@@ -314,7 +314,7 @@ def located_targets(catalog: Catalog, customer: str, service: str) -> list[Locat
 
 
 def has_locations(catalog: Catalog) -> bool:
-    """Whether the config probes any target from several locations."""
+    """Whether the config lists locations for any target."""
     return any(spec.locations for spec in catalog.targets.values())
 
 

@@ -363,14 +363,14 @@ DEFINITIONS = {
 }
 
 LOCATION_DEFINITIONS = {
-    "by_location": "for each check probed from several locations, what each listed location "
-    "saw (its recorded status changes, at its own times, an agent's late ones included): in "
-    "the JSON each subscription's 'locations' list, in the CSV the 'location' rows after "
-    "their subscription's. Minutes, coverage and availability follow the subscription's "
-    "rules; time before a location's first change, or with none at all, is unknown. The "
-    "subscription's own figures, decided by the quorum of its locations, are the SLA's: a "
-    "location's figures show where a path failed, and their verdict is against the same "
-    "target",
+    "by_location": "for each check with listed locations (locations: in the config), what "
+    "each listed location saw (its recorded status changes, at its own times, an agent's "
+    "late ones included): in the JSON each subscription's 'locations' list, in the CSV the "
+    "'location' rows after their subscription's. Minutes, coverage and availability follow "
+    "the subscription's rules; time before a location's first change, or with none at all, "
+    "is unknown. The subscription's own figures, decided by the quorum of its locations, "
+    "are the SLA's: a location's figures show where a path failed, and their verdict is "
+    "against the same target",
 }
 
 
