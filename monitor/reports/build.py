@@ -18,8 +18,10 @@ from monitor.catalog import Catalog
 from monitor.engine.model import StatusInterval
 from monitor.reports.model import Period, Report, compose, month_of, subscription_whole
 from monitor.store import Store
+from monitor.store.locations import LocationChange
 
 _MAX_INCIDENTS = 100_000
+_IDS_PER_READ = 500  # target ids per read of the location history
 _YIELD_EVERY = 250  # subscriptions computed between two yields to the event loop
 # Reports are rare and CPU-bound: two at a time is plenty, and more threads would only
 # take more of the interpreter lock from the loop.
@@ -76,6 +78,7 @@ async def report_in_worker(
         ]
     with_timelines = [(incident, await store.events(incident.id)) for incident in incidents]
     windows = await store.list_maintenance()
+    changes = await located_changes(store, catalog, period, customer)
     audit_head = await store.audit_head()
 
     def compose_and_use() -> R:
@@ -88,10 +91,29 @@ async def report_in_worker(
             now=now,
             audit_head=audit_head,
             customer=customer,
+            location_changes=changes,
         )
         return use(report)
 
     return await off_loop(compose_and_use)
+
+
+async def located_changes(
+    store: Store, catalog: Catalog, period: Period, customer: str | None
+) -> list[LocationChange]:
+    """What each location saw of the report's located targets (none: no read at all)."""
+    target_ids = [
+        target_id
+        for target_id, spec in catalog.targets.items()
+        if spec.locations and (customer is None or spec.target.customer == customer)
+    ]
+    changes: list[LocationChange] = []
+    # in slices: one statement binds each id, and a database caps the bound parameters
+    for first in range(0, len(target_ids), _IDS_PER_READ):
+        changes += await store.location_changes(
+            period.start, period.end, target_ids[first : first + _IDS_PER_READ]
+        )
+    return changes
 
 
 async def month_to_date(

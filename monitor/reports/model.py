@@ -20,6 +20,13 @@ from monitor.catalog import Catalog
 from monitor.engine.correlation import VENDOR_CUSTOMER
 from monitor.engine.maintenance import applies_to, occurrences
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
+from monitor.reports.locations import (
+    LocatedTarget,
+    LocationFigures,
+    RecordedChange,
+    by_target,
+    location_figures,
+)
 from monitor.sla import Availability, IncidentTimes, ResponseStats, availability, response_stats
 
 MAX_PERIOD_DAYS = 400  # a year and a month, for an auditor's annual report
@@ -134,6 +141,8 @@ class SubscriptionFigures:
     availability: Availability
     daily: tuple[DayFigure, ...]
     intervals: tuple[StatusInterval, ...]  # raw, unclipped: an auditor can recompute
+    # what each listed location saw of its checks with locations (none: no such check)
+    locations: tuple[LocationFigures, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,9 @@ class Report:
     audit_head: tuple[int, str]
     config_digest: str
     parameters: Mapping[str, str] = field(default_factory=dict)
+    # the config lists locations for some targets: the report breaks those down
+    # (without, every format stays as it was before locations existed)
+    by_location: bool = False
 
 
 def incident_times(incident: Incident, timeline: Sequence[IncidentEvent]) -> IncidentTimes:
@@ -244,7 +256,10 @@ def subscription_figures(
     period: Period,
     intervals: Sequence[StatusInterval],
     now: float,
+    location_changes: Mapping[str, Sequence[RecordedChange]] | None = None,
 ) -> SubscriptionFigures:
+    """A subscription's figures over the period and each day; with ``location_changes``
+    (target id -> its locations' changes), each location's view of its located checks."""
     service_spec = catalog.services.get(service)
     whole = subscription_whole(catalog, customer, service, period, intervals, now)
     degraded = whole.degraded_is_down
@@ -259,6 +274,21 @@ def subscription_figures(
                 figures.downtime,
             )
         )
+    located = located_targets(catalog, customer, service) if location_changes is not None else []
+    by_location = (
+        location_figures(
+            located,
+            location_changes,
+            period.start,
+            period.end,
+            now=now,
+            degraded_is_down=degraded,
+            target=whole.target,
+            min_coverage=whole.min_coverage,
+        )
+        if located and location_changes is not None  # (None: the config lists no locations)
+        else ()
+    )
     return SubscriptionFigures(
         customer,
         service,
@@ -266,7 +296,26 @@ def subscription_figures(
         whole,
         tuple(daily),
         tuple(intervals),
+        by_location,
     )
+
+
+def located_targets(catalog: Catalog, customer: str, service: str) -> list[LocatedTarget]:
+    """The subscription's checks with listed locations, in the config's order."""
+    subscription = catalog.subscriptions.get((customer, service))
+    if subscription is None:
+        return []
+    located = []
+    for target_id in subscription.target_ids:
+        spec = catalog.targets.get(target_id)
+        if spec is not None and spec.locations:
+            located.append(LocatedTarget(target_id, spec.target.check, spec.locations))
+    return located
+
+
+def has_locations(catalog: Catalog) -> bool:
+    """Whether the config lists locations for any target."""
+    return any(spec.locations for spec in catalog.targets.values())
 
 
 def _window_in_period(window: MaintenanceWindow, period: Period) -> WindowInPeriod:
@@ -286,9 +335,11 @@ def compose(
     audit_head: tuple[int, str],
     customer: str | None = None,
     only: Collection[str] | None = None,
+    location_changes: Iterable[RecordedChange] = (),
 ) -> Report:
     """The report of ``period``: every customer's section (or ``customer``'s alone;
-    ``only`` keeps the sections of those customers without naming one in the labels)."""
+    ``only`` keeps the sections of those customers without naming one in the labels).
+    ``location_changes``: the located targets' changes (``Store.location_changes``)."""
     services_of: dict[str, list[str]] = defaultdict(list)  # one pass, not one per customer
     for key in catalog.subscriptions:
         services_of[key[0]].append(key[1])
@@ -303,6 +354,8 @@ def compose(
             vendor.append(times)
         else:
             times_by_customer[incident.customer].append(times)
+    located = has_locations(catalog)
+    changes = by_target(location_changes) if located else None
     windows = list(windows)
     found: dict[int, WindowInPeriod] = {}
 
@@ -324,7 +377,13 @@ def compose(
         resolve_within = tier.resolve_within if tier else None
         subscriptions = tuple(
             subscription_figures(
-                catalog, spec.id, service, period, by_subscription[(spec.id, service)], now
+                catalog,
+                spec.id,
+                service,
+                period,
+                by_subscription[(spec.id, service)],
+                now,
+                changes,
             )
             for service in services_of[spec.id]
         )
@@ -366,4 +425,5 @@ def compose(
             "customer": customer or "all",
             "min_coverage_percent": f"{catalog.config.reports.min_coverage:g}",
         },
+        located,
     )

@@ -22,6 +22,7 @@ from monitor.notify.templates import (
     sandboxed_environment,
     template_problem,
 )
+from monitor.reports.locations import LocationFigures
 from monitor.reports.model import (
     CustomerSection,
     Report,
@@ -45,9 +46,9 @@ def _minutes(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 60, 2)
 
 
-def _subscription_json(item: SubscriptionFigures) -> dict[str, Any]:
+def _subscription_json(item: SubscriptionFigures, by_location: bool) -> dict[str, Any]:
     a = item.availability
-    return {
+    document = {
         "service": item.service,
         "service_name": item.service_name,
         "sla_target_percent": a.target,
@@ -78,6 +79,24 @@ def _subscription_json(item: SubscriptionFigures) -> dict[str, Any]:
         "status_intervals": [
             {"status": i.status, "start": i.start, "end": i.end} for i in item.intervals
         ],
+    }
+    if by_location:  # only then: reports without locations stay as they were
+        document["locations"] = [_location_json(f) for f in item.locations]
+    return document
+
+
+def _location_json(figures: LocationFigures) -> dict[str, Any]:
+    a = figures.availability
+    return {
+        "check": figures.check,
+        "target_id": figures.target_id,
+        "location": figures.location,
+        "minutes": {status: _minutes(a.seconds[status]) for status in STATUSES},
+        "measured_minutes": _minutes(a.measured),
+        "downtime_minutes": _minutes(a.downtime),
+        "coverage_ratio": _round(a.coverage),
+        "sla_availability_ratio": _round(a.sla_availability),
+        "sla_verdict": a.verdict,
     }
 
 
@@ -128,7 +147,7 @@ def json_parts(report: Report) -> Iterator[str]:
             "audit_chain_head_hash": report.audit_head[1],
             "config_digest": report.config_digest,
         },
-        "definitions": DEFINITIONS,
+        "definitions": definitions(report),
         "overall": _stats_json(report.overall),
         "vendor_side_incidents": [_incident_json(i) for i in report.vendor_incidents],
         "customers": [],  # last: each customer is added as it is rendered
@@ -143,7 +162,7 @@ def json_parts(report: Report) -> Iterator[str]:
     # indenting each line places the customer in the list.
     yield head.removesuffix("[]\n}") + "[\n    "
     for number, c in enumerate(report.customers):
-        text = json.dumps(_customer_json(c), indent=2, ensure_ascii=False)
+        text = json.dumps(_customer_json(c, report.by_location), indent=2, ensure_ascii=False)
         yield (",\n    " if number else "") + text.replace("\n", "\n    ")
     yield "\n  ]\n}"
 
@@ -152,7 +171,7 @@ def to_json(report: Report) -> str:
     return "".join(json_parts(report))
 
 
-def _customer_json(c: CustomerSection) -> dict[str, Any]:
+def _customer_json(c: CustomerSection, by_location: bool) -> dict[str, Any]:
     return {
         "id": c.id,
         "name": c.name,
@@ -167,7 +186,7 @@ def _customer_json(c: CustomerSection) -> dict[str, Any]:
         "sla_met": c.count("met"),
         "sla_missed": c.count("missed"),
         "sla_not_determinable": c.count("not determinable"),
-        "subscriptions": [_subscription_json(s) for s in c.subscriptions],
+        "subscriptions": [_subscription_json(s, by_location) for s in c.subscriptions],
         "incidents": [_incident_json(i) for i in c.incidents],
         "maintenance_windows": [
             {
@@ -223,6 +242,8 @@ _CSV_COLUMNS = (
     "mtta_minutes",
     "mttr_minutes",
 )
+# appended, for location rows, only to the reports of configs with locations
+_CSV_LOCATION_COLUMNS = ("check", "location")
 
 
 def _percent(ratio: float | None) -> float | None:
@@ -231,7 +252,8 @@ def _percent(ratio: float | None) -> float | None:
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_CSV_COLUMNS, extrasaction="raise")
+    columns = _CSV_COLUMNS + (_CSV_LOCATION_COLUMNS if report.by_location else ())
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="raise")
     writer.writeheader()
     for customer in report.customers:
         base = {
@@ -260,6 +282,15 @@ def to_csv(report: Report) -> str:
                     "downtime_budget_left_minutes": _minutes(a.budget_left_seconds),
                 }
             )
+            for figures in item.locations:  # after its subscription's row
+                writer.writerow(
+                    {
+                        **base,
+                        **_location_row(figures),
+                        "service": item.service,
+                        "service_name": item.service_name,
+                    }
+                )
         for incident in customer.incidents:
             writer.writerow(
                 {
@@ -298,6 +329,23 @@ def to_csv(report: Report) -> str:
     return out.getvalue()
 
 
+def _location_row(figures: LocationFigures) -> dict[str, Any]:
+    a = figures.availability
+    return {
+        "record": "location",
+        "check": figures.check,
+        "location": figures.location,
+        "sla_target_percent": a.target,
+        **{f"{s}_minutes": _minutes(a.seconds[s]) for s in STATUSES},
+        "measured_minutes": _minutes(a.measured),
+        "downtime_minutes": _minutes(a.downtime),
+        "coverage_percent": _percent(a.coverage),
+        "sla_availability_percent": _percent(a.sla_availability),
+        "sla_met": a.met,
+        "sla_verdict": a.verdict,
+    }
+
+
 DEFINITIONS = {
     "measured": "period minus unknown time (the monitor was not running or could not probe); "
     "unknown is never counted as up, nor as down",
@@ -313,6 +361,22 @@ DEFINITIONS = {
     "mtta": "mean time from detection to the first acknowledgement",
     "mttr": "mean time from detection to resolution",
 }
+
+LOCATION_DEFINITIONS = {
+    "by_location": "for each check with listed locations (locations: in the config), what "
+    "each listed location saw (its recorded status changes, at its own times, an agent's "
+    "late ones included): in the JSON each subscription's 'locations' list, in the CSV the "
+    "'location' rows after their subscription's. Minutes, coverage and availability follow "
+    "the subscription's rules; time before a location's first change, or with none at all, "
+    "is unknown. The subscription's own figures, decided by the quorum of its locations, "
+    "are the SLA's: a location's figures show where a path failed, and their verdict is "
+    "against the same target",
+}
+
+
+def definitions(report: Report) -> dict[str, str]:
+    """The definitions the report states (with the by-location one where it has that part)."""
+    return {**DEFINITIONS, **LOCATION_DEFINITIONS} if report.by_location else DEFINITIONS
 
 
 def _search_path(directories: Sequence[Path]) -> list[Path]:
@@ -361,7 +425,7 @@ def _html_parts(report: Report, environment: Environment) -> Iterator[str]:
     return template.generate(
         report=report,
         local=local,
-        definitions=DEFINITIONS,
+        definitions=definitions(report),
         statuses=STATUSES,
         day_color=_day_color,
         version=__version__,
