@@ -33,6 +33,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -118,8 +119,19 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
+def cluster_document(node: Node) -> dict[str, Any] | None:
+    """The node's ``/api/v1/cluster`` (a busy node may take seconds to answer)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{node.port}/api/v1/cluster", timeout=30
+        ) as answer:
+            return dict(json.load(answer))
+    except (OSError, ValueError):
+        return None
+
+
 def own_targets(node: Node) -> int | None:
-    document = node.cluster()
+    document = cluster_document(node)
     if document is None:
         return None
     for member in document.get("members", []):
@@ -130,7 +142,7 @@ def own_targets(node: Node) -> int | None:
 
 def leader(nodes: list[Node]) -> str | None:
     for node in nodes:
-        document = node.cluster()
+        document = cluster_document(node)
         if document and document.get("leader") and not document["leader"]["expired"]:
             return str(document["leader"]["node"])
     return None
@@ -143,7 +155,8 @@ async def wait_covered(nodes: list[Node], total: int, within: float) -> float | 
         counts = [own_targets(node) for node in nodes]
         if all(count is not None for count in counts) and sum(counts) == total:  # type: ignore[misc]
             return time.monotonic() - started
-        await asyncio.sleep(1.0)
+        print(f"  {time.monotonic() - started:.0f} s: targets per node {counts}", file=sys.stderr)
+        await asyncio.sleep(5.0)
     return None
 
 
@@ -180,9 +193,12 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
             try:
                 for node in nodes:
                     await node.start(config, folder / f"{node.name}.log")
-                took = await wait_covered(nodes, args.targets, 300)
+                took = await wait_covered(nodes, args.targets, 600)
                 if took is None:
-                    raise SystemExit("the three nodes did not cover the targets in 300 s")
+                    tails = "\n".join(
+                        (folder / f"{node.name}.log").read_text()[-1500:] for node in nodes
+                    )
+                    raise SystemExit(f"the nodes did not cover the targets in 600 s\n{tails}")
                 print(f"shard settled after {took:.0f} s; warming up", file=sys.stderr)
                 await asyncio.sleep(INTERVAL + 10)
                 three = measure(nodes, args.window)
