@@ -29,7 +29,9 @@ monitor:
   link_key: console-cluster-link-key
   shutdown_grace: 1s
   api_tokens: [{{name: noc, token: noc-token, roles: [operate]}}]
-  cluster: {{node_id: {node}, heartbeat_interval: 0.3s, dead_after: 2s}}
+  # nothing here waits for a failover: a lease that a busy machine (tests in parallel)
+  # cannot lose between two heartbeats
+  cluster: {{node_id: {node}, heartbeat_interval: 1s, dead_after: 10s}}
 defaults: {{interval: 300ms, retry_interval: 100ms, timeout: 1s, failure_threshold: 2}}
 incidents:
   default_policy: standard
