@@ -180,6 +180,9 @@ async def test_html_has_a_table_per_located_subscription(located: tuple[Store, C
     rows = {name: section.split(f"<td>{name}</td>")[1].split("</tr>")[0] for name in LOCATIONS}
     assert "100.000 %" in rows["sh-telecom"] and "100.00 %" in rows["sh-telecom"]
     assert "99.798 %" in rows["bj-unicom"] and "90.0 min" in rows["bj-unicom"]
+    # met and missed as the SLA column shows them: against the service's 99.9 %
+    assert '<td class="n met">100.000 %</td>' in rows["sh-telecom"]
+    assert '<td class="n missed">99.798 % (missed)</td>' in rows["bj-unicom"]
     assert "89.448 %" in rows["gz-mobile"] and "99.78 %" in rows["gz-mobile"]
     assert "4,700.0 min" in rows["gz-mobile"]
     assert "not determinable" in rows["azure-cn-east2"] and "0.00 %" in rows["azure-cn-east2"]
