@@ -42,6 +42,7 @@ from bench.common import (
     spread,
     stop_process,
     wait_for_port,
+    write_config,
 )
 from monitor.agent.runner import Agent
 
@@ -50,36 +51,22 @@ BLACKBOX = "blackbox 569 µs (A1)"  # CPU per http probe (bench/README.md, refer
 _PROBES = re.compile(r"^csp_monitor_probes_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
 
 
-def write_config(path: Path, targets: int, port: int, *, far: bool) -> Path:
+def config_for(path: Path, targets: int, port: int, *, far: bool) -> Path:
     """N customers with one http check each: probed here every second, or (``far``) listed
     for location ``far`` alone and probed by nobody but the agent."""
-    placement = "  locations: [far]\n  quorum: 1\n" if far else ""
-    lines = [
-        "monitor:",
-        "  listen: 127.0.0.1:0",
-        "  log_level: warning",
-        f"  store: sqlite:///{path.parent}/store-{'far' if far else 'local'}.db",
-        f"  data_dir: {path.parent}/data",
-        "  location: here",
-        "  api_tokens:",
-        f"    - {{name: agent, token: {TOKEN}, roles: [agent]}}",
-        "defaults:",
-        f"  interval: {'1h' if far else '1s'}",
-        "  timeout: 5s",
-        placement.rstrip("\n"),
-        "services:",
-        "  web:",
-        "    name: Web",
-        "    checks:",
-        f'      - {{name: ok, type: http, url: "http://127.0.0.1:{port}/ok?c={{customer.id}}"}}',
-        "customers:",
-    ]
-    lines += [
-        f"  - {{id: c{i:05d}, name: C{i}, tenant_domain: c{i}.example, subscriptions: [web]}}"
-        for i in range(1, targets + 1)
-    ]
-    path.write_text("\n".join(line for line in lines if line) + "\n")
-    return path
+    return write_config(
+        path,
+        targets=targets,
+        port=port,
+        interval=3600.0 if far else 1.0,
+        monitor=[
+            f"  store: sqlite:///{path.parent}/store-{'far' if far else 'local'}.db",
+            f"  data_dir: {path.parent}/data",
+            "  location: here",
+            f"  api_tokens: [{{name: agent, token: {TOKEN}, roles: [agent]}}]",
+        ],
+        defaults=["  locations: [far]", "  quorum: 1"] if far else [],
+    )
 
 
 def start_server(config: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -110,7 +97,7 @@ def probes_run(port: int) -> float:
 
 def local_round(tmp: Path, targets: int, target_port: int, window: float) -> float:
     """Server CPU seconds per probe of its own."""
-    process, port = start_server(write_config(tmp / "local.yaml", targets, target_port, far=False))
+    process, port = start_server(config_for(tmp / "local.yaml", targets, target_port, far=False))
     try:
         time.sleep(3.0)  # every target started, the first collections done
         probes, cpu = probes_run(port), proc_cpu(process.pid)
@@ -149,7 +136,7 @@ async def _push(port: int, targets: int, results: int) -> tuple[float, float]:
 
 def push_round(tmp: Path, targets: int, target_port: int, results: int) -> tuple[float, float]:
     """(results per second, server CPU seconds per pushed result)."""
-    process, port = start_server(write_config(tmp / "far.yaml", targets, target_port, far=True))
+    process, port = start_server(config_for(tmp / "far.yaml", targets, target_port, far=True))
     try:
         time.sleep(2.0)
         cpu = proc_cpu(process.pid)

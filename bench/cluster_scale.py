@@ -33,7 +33,6 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -44,8 +43,9 @@ from bench.common import (
     proc_cpu,
     proc_memory,
     verdict,
+    write_config,
 )
-from bench.failover import PG_SERVER, Node
+from bench.failover import PG_SERVER, Node, stop_nodes
 
 GOAL_LAG_P99 = 0.250
 INTERVAL = 30.0
@@ -53,33 +53,20 @@ _BUCKET = re.compile(r'^csp_monitor_scheduler_lag_seconds_bucket\{le="([^"]+)"\}
 _MISSED = re.compile(r"^csp_monitor_scheduler_missed_runs_total\{[^}]*\} (\S+)$", re.M)
 
 
-def write_config(path: Path, database: str, targets: int, port: int) -> None:
-    lines = [
-        "monitor:",
-        f"  store: {database}",
-        "  data_dir: ./data-${CSP_BENCH_NODE}",
-        "  audit_key: bench-audit-key",
-        "  link_key: bench-link-signing-key",
-        "  log_level: warning",
-        "  max_concurrency: 512",
-        "  shutdown_grace: 2s",
-        '  cluster: {node_id: "${CSP_BENCH_NODE}", heartbeat_interval: 2s, dead_after: 10s}',
-        "defaults:",
-        f"  interval: {INTERVAL:g}s",
-        f"  retry_interval: {INTERVAL:g}s",
-        "  timeout: 5s",
-        "services:",
-        "  web:",
-        "    name: Web",
-        "    checks:",
-        f'      - {{name: ok, type: http, url: "http://127.0.0.1:{port}/ok?c={{customer.id}}"}}',
-        "customers:",
-    ]
-    lines += [
-        f"  - {{id: c{i:05d}, name: C{i}, tenant_domain: c{i}.example, subscriptions: [web]}}"
-        for i in range(1, targets + 1)
-    ]
-    path.write_text("\n".join(lines) + "\n")
+def config_for(path: Path, database: str, targets: int, port: int) -> None:
+    write_config(
+        path,
+        targets=targets,
+        port=port,
+        interval=INTERVAL,
+        monitor=[
+            f"  store: {database}",
+            "  data_dir: ./data-${CSP_BENCH_NODE}",
+            "  audit_key: bench-audit-key",
+            "  link_key: bench-link-signing-key",
+            '  cluster: {node_id: "${CSP_BENCH_NODE}", heartbeat_interval: 2s, dead_after: 10s}',
+        ],
+    )
 
 
 class Scrape:
@@ -119,19 +106,8 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
-def cluster_document(node: Node) -> dict[str, Any] | None:
-    """The node's ``/api/v1/cluster`` (a busy node may take seconds to answer)."""
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{node.port}/api/v1/cluster", timeout=30
-        ) as answer:
-            return dict(json.load(answer))
-    except (OSError, ValueError):
-        return None
-
-
 def own_targets(node: Node) -> int | None:
-    document = cluster_document(node)
+    document = node.cluster(timeout=30)  # a busy node answers slowly
     if document is None:
         return None
     for member in document.get("members", []):
@@ -142,7 +118,7 @@ def own_targets(node: Node) -> int | None:
 
 def leader(nodes: list[Node]) -> str | None:
     for node in nodes:
-        document = cluster_document(node)
+        document = node.cluster(timeout=30)  # a busy node answers slowly
         if document and document.get("leader") and not document["leader"]["expired"]:
             return str(document["leader"]["node"])
     return None
@@ -188,7 +164,7 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
         with TargetServer() as target, tempfile.TemporaryDirectory(prefix="csp-scale-") as tmp:
             folder = Path(tmp)
             config = folder / "config.yaml"
-            write_config(config, f"{PG_SERVER}/{name}", args.targets, target.port)
+            config_for(config, f"{PG_SERVER}/{name}", args.targets, target.port)
             nodes = [Node(f"node-{letter}", free_port()) for letter in "abc"]
             try:
                 for node in nodes:
@@ -214,15 +190,7 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
                 await asyncio.sleep(INTERVAL + 5)
                 two = measure(alive, args.window)
             finally:
-                for node in nodes:
-                    if node.process is not None and node.process.returncode is None:
-                        node.process.send_signal(signal.SIGTERM)
-                for node in nodes:
-                    if node.process is not None:
-                        try:
-                            await asyncio.wait_for(node.process.wait(), 30)
-                        except TimeoutError:
-                            node.process.kill()
+                await stop_nodes(nodes, 30)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -220,7 +220,8 @@ def serve_aiohttp(port: int) -> None:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms"
+    # whole seconds as such: "%g" writes 3,600,000 ms as 3.6e+06, which is no duration
+    return f"{seconds:.0f}s" if seconds == int(seconds) else f"{seconds * 1000:g}ms"
 
 
 def write_config(
@@ -232,20 +233,25 @@ def write_config(
     retry_interval: float | None = None,
     timeout: float = 5.0,
     max_concurrency: int = 512,
+    monitor: Sequence[str] = (),
+    defaults: Sequence[str] = (),
 ) -> Path:
-    """A config with ``targets`` customers (c00001…), each subscribing to one http check."""
+    """A config with ``targets`` customers (c00001…), each subscribing to one http check;
+    ``monitor`` and ``defaults``: more lines of those sections (indented by two)."""
     lines = [
         "monitor:",
         "  listen: 127.0.0.1:0",
         f"  max_concurrency: {max_concurrency}",
         "  shutdown_grace: 2s",
         "  log_level: warning",
+        *monitor,
         "defaults:",
         f"  interval: {_duration(interval)}",
         f"  retry_interval: {_duration(retry_interval or interval)}",
         f"  timeout: {_duration(timeout)}",
         "  failure_threshold: 3",
         "  success_threshold: 2",
+        *defaults,
         "services:",
         "  web:",
         "    name: Customer web app",

@@ -163,14 +163,28 @@ class Node:
                 env={**os.environ, "CSP_BENCH_NODE": self.name},
             )
 
-    def cluster(self) -> dict[str, Any] | None:
+    def cluster(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """The node's ``/api/v1/cluster`` (None when it does not answer in ``timeout``)."""
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/api/v1/cluster", timeout=2
+                f"http://127.0.0.1:{self.port}/api/v1/cluster", timeout=timeout
             ) as answer:
                 return dict(json.load(answer))
         except (OSError, ValueError):
             return None
+
+
+async def stop_nodes(nodes: list[Node], grace: float) -> None:
+    """SIGTERM to the nodes still running; killed if one has not gone after ``grace``."""
+    for node in nodes:
+        if node.process is not None and node.process.returncode is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in nodes:
+        if node.process is not None:
+            try:
+                await asyncio.wait_for(node.process.wait(), grace)
+            except TimeoutError:
+                node.process.kill()
 
 
 async def until(condition: Any, within: float) -> float | None:
@@ -314,15 +328,7 @@ async def run(trials: int, step_two: float) -> int:
                     flush=True,
                 )
         finally:
-            for node in nodes:
-                if node.process is not None and node.process.returncode is None:
-                    node.process.send_signal(signal.SIGTERM)
-            for node in nodes:
-                if node.process is not None:
-                    try:
-                        await asyncio.wait_for(node.process.wait(), 20)
-                    except TimeoutError:
-                        node.process.kill()
+            await stop_nodes(nodes, 20)
             await targets.stop()
             controller.stop()
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')

@@ -403,12 +403,12 @@ class Daemon(ClusterMember, LocatedProbing):
         }
         added, changed, removed = self.scheduler.apply(probed)
         self._probed_located = {tid for tid, spec in probed.items() if spec.locations}
-        self._located_decided = [
+        self._located_decided = {
             tid
             for key, subscription in owned.items()
             for tid in subscription.target_ids
             if catalog.targets[tid].locations
-        ]
+        }
         self.location_board.forget(removed + changed, ())
         if self.desk is not None:
             self.desk.forget(

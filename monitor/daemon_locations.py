@@ -50,7 +50,7 @@ class LocatedProbing:
     agent_results: Counter
     wall: Callable[[], float]
     _probed_located: set[str]
-    _located_decided: list[str]
+    _located_decided: set[str]
     _subscriptions_shown: set[tuple[str, str]]
 
     def _init_locations(self) -> None:
@@ -60,7 +60,7 @@ class LocatedProbing:
         self.location_board = StatusBoard()
         self.desk = None
         self.location_tick = 1.0  # seconds between exchanges of location reports
-        self._located_decided = []  # located targets whose status is decided here
+        self._located_decided = set()  # located targets whose status is decided here
         self._probed_located = set()  # located targets this node probes
         self._locations_task: asyncio.Task[None] | None = None
         self._agent_series: dict[str, str] = {}  # metrics key of an agent's series -> target
@@ -169,7 +169,7 @@ class LocatedProbing:
             touched.add(target_id)
         if touched:
             now = self.wall()
-            for target_id in set(self._located_decided) & touched:
+            for target_id in self._located_decided & touched:
                 self._decide(catalog.targets[target_id], now)
         return ignored
 

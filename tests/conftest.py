@@ -128,21 +128,16 @@ async def web_target() -> AsyncIterator[WebTarget]:
         await target.stop()
 
 
-class PathServer:
-    """Answers 200, or 503 to requests from the source addresses in ``failing``."""
+class CustomerServer:
+    """A local HTTP server answering ``GET /<customer>`` through ``_handle``: the base of
+    the targets whose answer depends on who asks."""
 
     def __init__(self) -> None:
-        self.failing: set[str] = set()
-        self.sources: set[str] = set()  # every source address seen
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def _handle(self, request: web.Request) -> web.Response:
-        source = request.remote or "?"
-        self.sources.add(source)
-        if source in self.failing:
-            return web.Response(status=503, text="unavailable from here")
-        return web.Response(text="ok")
+        raise NotImplementedError
 
     async def start(self) -> None:
         app = web.Application()
@@ -156,6 +151,22 @@ class PathServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class PathServer(CustomerServer):
+    """Answers 200, or 503 to requests from the source addresses in ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+        self.sources: set[str] = set()  # every source address seen
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        source = request.remote or "?"
+        self.sources.add(source)
+        if source in self.failing:
+            return web.Response(status=503, text="unavailable from here")
+        return web.Response(text="ok")
 
 
 @pytest.fixture

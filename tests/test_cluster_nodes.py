@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.conftest import unused_port, wait_until
+from tests.conftest import CustomerServer, unused_port, wait_until
 
 CUSTOMERS = [f"c{i:02d}" for i in range(18)]
 # bounded waits, generous for a busy 2-core machine; never a measure of speed
@@ -30,32 +30,18 @@ START_WITHIN = 60.0
 SETTLE_WITHIN = 30.0
 
 
-class ProbeLog:
+class ProbeLog(CustomerServer):
     """A local HTTP server answering 200 on /<customer> and noting which node asked."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.hits: list[tuple[str, str]] = []  # (customer, node)
         self.failing: set[str] = set()  # customers whose target answers 503
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     async def _handle(self, request: web.Request) -> web.Response:
         customer = request.match_info["customer"]
         self.hits.append((customer, request.headers.get("X-Node", "?")))
         return web.Response(status=503 if customer in self.failing else 200, text="ok")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{customer}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def probers(self) -> dict[str, set[str]]:
         """Which nodes probed each customer's target since the log was last cleared."""
