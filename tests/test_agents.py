@@ -289,7 +289,11 @@ async def test_a_killed_agent_leaves_its_location_unknown_and_opens_nothing(
     # two of three still answer: a quorum of two says up
     assert found["status"] == "up"
     assert await incidents(stack) == []
-    assert 'csp_monitor_location_up{location="bj-unicom"} 1.0' in await metrics(stack)
+
+    async def bj_unicom_up() -> bool:  # exported at the daemon's next exchange tick
+        return 'csp_monitor_location_up{location="bj-unicom"} 1.0' in await metrics(stack)
+
+    await wait_until(bj_unicom_up, WITHIN, "bj-unicom's agent counted up")
 
 
 async def test_a_cut_off_agent_sends_what_it_saw_late_at_its_own_times(stack: Stack) -> None:

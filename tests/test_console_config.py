@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from monitor.daemon import Daemon
 from tests.conftest import unused_port
@@ -63,7 +64,8 @@ def test_a_reader_sees_the_digest_and_a_refused_reload_with_each_problem(tmp_pat
         driver.get(f"{base}/signin?next=/config")
         driver.find_element(By.ID, "token").send_keys("read-token")  # role read is enough
         driver.find_element(By.ID, "sign-in").click()
-        driver.find_element(By.ID, "config-digest")
+        # the sign-in form posts and redirects: wait for the Config page to replace it
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "config-digest"))
         assert driver.find_element(By.ID, "config-digest").text == digest
         reload = driver.find_element(By.ID, "last-reload")
         assert reload.get_attribute("data-result") == "rejected"
