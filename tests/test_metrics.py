@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import shutil
 import subprocess
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -216,27 +218,41 @@ async def test_promtool_accepts_a_large_exposition() -> None:
     assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
 
 
-async def test_rendering_many_targets_lets_other_tasks_run() -> None:
+async def render_counting_turns(clock: Callable[[], float]) -> tuple[int, int]:
+    """Renders 20 blocks of targets with ``clock`` as the render's clock: how many chunks
+    it gave, and how many turns a task waiting on the same loop got meanwhile."""
     metrics = TargetMetrics()
     for i in range(20 * BLOCK_ROWS):
         t = target(f"c{i:05d}")
         metrics.add_target(t)
         metrics.record(t.id, http_result(0.001))
-    ticks = 0
+    turns = 0
 
     async def ticker() -> None:
-        nonlocal ticks
+        nonlocal turns
         while True:
-            ticks += 1
+            turns += 1
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    before = ticks
-    await scrape(metrics)
+    before = turns
+    chunks = [c async for c in metrics.render(slice_seconds=0.04, clock=clock)]
     task.cancel()
-    # the probes' tasks get a turn many times while one scrape is rendered
-    assert ticks - before >= 10
+    return len(chunks), turns - before
+
+
+async def test_rendering_many_targets_lets_other_tasks_run() -> None:
+    readings = itertools.count(step=0.02)  # as if every chunk took 20 ms to render
+    chunks, turns = await render_counting_turns(lambda: next(readings))
+    # the probes' tasks get a turn every other chunk while one scrape is rendered
+    assert chunks >= 20 and turns >= 5
+
+
+async def test_a_fast_render_does_not_wait_behind_other_tasks() -> None:
+    """Each yield waits behind everything ready: a render within one slice yields none."""
+    chunks, turns = await render_counting_turns(lambda: 0.0)
+    assert chunks >= 20 and turns == 0
 
 
 def tls_result(fingerprint: str, version: str = "TLS 1.3") -> ProbeResult:

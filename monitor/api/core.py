@@ -27,15 +27,29 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/-/reload", reload)
 
 
+# A scrape is ≈ 130 MB at 50,000 targets. Under asyncio's 64 KiB high-water mark every
+# ≈ 1 MB chunk waited for the socket to drain, a turn of the (busy) event loop each; the
+# scrape may buffer this much instead, and waits only beyond it.
+SCRAPE_WRITE_BUFFER = 16 * 1024 * 1024
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     await response.prepare(request)
-    await response.write(generate_latest(services.registry))
-    async for chunk in services.target_metric_chunks():
-        if chunk:
-            await response.write(chunk)
-    await response.write_eof()
+    transport = request.transport
+    limits = transport.get_write_buffer_limits() if transport is not None else None
+    if transport is not None:
+        transport.set_write_buffer_limits(high=SCRAPE_WRITE_BUFFER)
+    try:
+        await response.write(generate_latest(services.registry))
+        async for chunk in services.target_metric_chunks():
+            if chunk:
+                await response.write(chunk)
+        await response.write_eof()
+    finally:
+        if transport is not None and limits is not None and not transport.is_closing():
+            transport.set_write_buffer_limits(low=limits[0], high=limits[1])
     return response
 
 
