@@ -171,6 +171,7 @@ class Daemon(ClusterMember, LocatedProbing):
         catalog = checked.catalog
         settings = catalog.config.monitor
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.scheduler.concurrency = settings.max_concurrency
         self._http = new_http_session(settings.source_address)
         await self._join_cluster(catalog)
         self.desk = LocationDesk(

@@ -8,9 +8,13 @@
   bookkeeping (the job store's sorted list of 50,000 jobs, events, executor
   futures): a tenth of the daemon's CPU at 50,000 targets; a slot job costs
   that once for some 80 targets (bench/scale.py);
+* at most ``concurrency`` runs at once (``monitor.max_concurrency``): a due run
+  waits in a queue, as a target id, until a worker task is free. A task per
+  waiting run held a few KB: an overloaded node queueing 40,000 runs grew by
+  hundreds of MB, where the queue costs 8 bytes a run;
 * a target never runs twice at once: a slot that fires while a target's last
-  run is still going skips it (counted, ``still_running``); a slot that fires
-  late runs once (APScheduler's coalescing);
+  run is still queued or going skips it (counted, ``still_running``); a slot
+  that fires late runs once (APScheduler's coalescing);
 * a target whose failure is not yet confirmed is probed at its
   ``retry_interval`` until it is (see ``status.TargetState.pending``): it
   moves to a slot of that interval, and back;
@@ -24,6 +28,7 @@ import logging
 import math
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,7 +98,10 @@ class ProbeScheduler:
         self._cadence: dict[str, _Cadence] = {}
         self._fingerprints: dict[str, str] = {}
         self._slots: dict[_Slot, dict[str, None]] = {}  # each slot's targets, in order
-        self._running: dict[str, asyncio.Task[None]] = {}  # target id → its run
+        self.concurrency = 100  # runs at once; the daemon sets monitor.max_concurrency
+        self._due: set[str] = set()  # targets whose run is queued or going
+        self._queue: deque[str] = deque()  # runs due, in order, waiting for a worker
+        self._workers: set[asyncio.Task[None]] = set()
         self._missed_unlogged = 0
         self._missed_logged_at = -math.inf
         self._scheduler = AsyncIOScheduler(
@@ -112,10 +120,11 @@ class ProbeScheduler:
             self._scheduler.pause()
 
     def shutdown(self) -> None:
-        """Stop scheduling and cancel the runs still in progress."""
+        """Stop scheduling, drop the queued runs and cancel those in progress."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        for task in self._running.values():
+        self._queue.clear()
+        for task in self._workers:
             task.cancel()
 
     def __len__(self) -> int:
@@ -207,26 +216,36 @@ class ProbeScheduler:
         return (now - cadence.start) % cadence.interval
 
     async def _fire(self, slot: _Slot) -> None:
-        """A slot is due: start a run for each of its targets not still running."""
+        """A slot is due: queue a run for each of its targets not still queued or going,
+        and start workers for them (up to ``concurrency``)."""
         skipped = 0
-        for target_id in list(self._slots.get(slot, ())):
-            if target_id in self._running:
+        for target_id in self._slots.get(slot, ()):
+            if target_id in self._due:
                 skipped += 1
                 continue
-            self._running[target_id] = asyncio.create_task(self._job(target_id))
+            self._due.add(target_id)
+            self._queue.append(target_id)
+        for _ in range(min(self.concurrency - len(self._workers), len(self._queue))):
+            worker = asyncio.create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         if skipped:
             self._missed(skipped, "still_running")
 
-    async def _job(self, target_id: str) -> None:
-        try:
-            self._metrics.scheduler_lag.observe(self.lag(target_id, self._wall()))
-            await self._run(target_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug in the pipeline: logged, and the schedule goes on
-            log.exception("event=probe_run_failed target=%s", target_id)
-        finally:
-            self._running.pop(target_id, None)
+    async def _work(self) -> None:
+        """Runs queued runs one after another until the queue is empty."""
+        queue = self._queue
+        while queue:
+            target_id = queue.popleft()
+            try:
+                self._metrics.scheduler_lag.observe(self.lag(target_id, self._wall()))
+                await self._run(target_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the pipeline: logged, and the schedule goes on
+                log.exception("event=probe_run_failed target=%s", target_id)
+            finally:
+                self._due.discard(target_id)
 
     def _on_slot_skipped(self, event: JobEvent) -> None:
         """A loop far behind skipped a slot: none of its targets ran."""

@@ -111,6 +111,38 @@ async def test_a_target_never_runs_twice_at_once_and_late_runs_are_counted(
     assert len(logged) == 1 and "count=1 reason=still_running" in logged[0].getMessage()
 
 
+async def test_at_most_concurrency_runs_at_once_and_the_rest_wait_their_turn() -> None:
+    release = asyncio.Event()
+    running: set[str] = set()
+    most = 0
+    done: list[str] = []
+
+    async def held(target_id: str) -> None:
+        nonlocal most
+        running.add(target_id)
+        most = max(most, len(running))
+        await release.wait()
+        running.discard(target_id)
+        done.append(target_id)
+
+    metrics = DaemonMetrics(CollectorRegistry(), "test")
+    scheduler = ProbeScheduler(held, metrics, time.time)
+    scheduler.concurrency = 3
+    scheduler.start()
+    specs = {s.target.id: s for s in (spec(f"c{i:02d}", interval=5) for i in range(12))}
+    try:
+        scheduler.apply(specs)  # all due within the first 5 s
+        await wait_until(lambda: len(running) == 3, what="three runs going")
+        await asyncio.sleep(0.2)
+        assert len(running) == 3  # the others wait
+        release.set()
+        await wait_until(lambda: len(done) == 12, what="every queued run")
+    finally:
+        scheduler.shutdown()
+    assert most == 3 and sorted(done) == sorted(specs)
+    assert metrics.missed_runs.labels("still_running")._value.get() == 0
+
+
 async def test_pending_failure_switches_to_retry_interval_and_back() -> None:
     async def run(target_id: str) -> None:
         return None

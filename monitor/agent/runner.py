@@ -83,6 +83,7 @@ class Agent:
         self.scheduler = ProbeScheduler(
             self._probe, DaemonMetrics(CollectorRegistry(), __version__), wall
         )
+        self.scheduler.concurrency = max_concurrency
         self._probes: aiohttp.ClientSession | None = None
         self._server: aiohttp.ClientSession | None = None
         self._cache: dict[str, Any] = {}
