@@ -481,7 +481,7 @@ def report(runs: list[dict[str, Any]], reference: dict[str, Any], args: argparse
                 "info",
             ),
             (
-                "  alerting: first status changes (10k unknown → up) taken in after",
+                f"  alerting: first status changes ({args.targets:,} unknown → up) taken in after",
                 "n/a (no alerting.drain)"
                 if run["alerting_drained"] is None
                 else "not within the run"

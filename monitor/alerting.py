@@ -39,6 +39,7 @@ from monitor.notify.notifier import Notifier, NotifierMetrics
 from monitor.notify.templates import TemplateRenderer
 from monitor.oncall_book import gap_gauge
 from monitor.probe import Status
+from monitor.status_history import BATCH as HISTORY_BATCH
 from monitor.store import Store
 from monitor.vendor import VendorBoard, VendorChange
 
@@ -47,8 +48,15 @@ _RETRY_TERM = 1.0  # seconds between attempts to start a leader's duties
 
 # A change for the incident manager, applied in arrival order: (what, apply it)
 Change = tuple[str, Callable[[IncidentManager], Awaitable[None]]]
-_BATCH = 2000  # queued changes applied between two history writes
-_YIELD_EVERY = 100  # changes applied between two yields to the event loop
+# Queued changes applied as one batch: their history is written together at its end, or
+# every STATUS_BATCH on the way. A write is some 20 round trips through the database's
+# thread whatever its size, and on a busy loop each waits behind every ready probe: at
+# 2,000 a batch, 50,000 first statuses after a start took 90 s to be taken in.
+_BATCH = HISTORY_BATCH
+# Changes are applied for this long, then the loop runs what else is ready (probes,
+# scrapes). A count (100) made the queue wait a whole loop turn every 100 changes, and a
+# turn of a loop running 1,700 probes a second takes tens of milliseconds.
+_SLICE = 0.02  # seconds
 # incident events whose series exist from start-up, so rates and increases have data
 _COUNTED_FROM_START = ("opened", "escalated", "reminder", "acknowledged", "resolved", "reopened")
 
@@ -361,8 +369,9 @@ class Alerting:
         manager = self.manager
         if manager is None:
             raise RuntimeError("no incident manager in this term")
+        slice_ends = time.perf_counter() + _SLICE
         async with manager.history_batch():
-            for index, change in enumerate(changes, 1):
+            for change in changes:
                 if isinstance(change, StatusChange):
                     if change.previous is Status.UNKNOWN and change.current is not Status.UNKNOWN:
                         self._first_statuses = True
@@ -377,8 +386,9 @@ class Alerting:
                             _vendor_change(vendor, change.at, change.notify, change.maintenance),
                         )
                     )
-                if index % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+                if time.perf_counter() >= slice_ends:
+                    await asyncio.sleep(0)  # let probes and scrapes run
+                    slice_ends = time.perf_counter() + _SLICE
         self._refresh_sla_if_new()
 
     # ------------------------------------------------------------------ status changes
@@ -429,6 +439,7 @@ class Alerting:
             manager = self.manager
             assert manager is not None
             taken = 1
+            slice_ends = time.perf_counter() + _SLICE
             try:
                 # what piled up meanwhile is applied as one batch: its history is written in
                 # one transaction (10,000 status changes at start-up took a minute one by one)
@@ -437,10 +448,11 @@ class Alerting:
                     while not self._queue.empty() and taken < _BATCH:
                         taken += 1
                         await self._apply(self._queue.get_nowait())
-                        if taken % _YIELD_EVERY == 0:
+                        if time.perf_counter() >= slice_ends:
                             # a change that only goes to the history never waits on I/O:
                             # let probes and scrapes run
                             await asyncio.sleep(0)
+                            slice_ends = time.perf_counter() + _SLICE
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -180,11 +180,12 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                             customer.id
                         )
                     continue
-                timing = defaults.override(
+                timing_values = defaults.override_values(
                     customer, service, check, subscription, subscription.checks.get(check.name)
                 )
-                shared = timings.get(key := tuple(timing.__dict__.values()))
+                shared = timings.get(key := tuple(timing_values.values()))
                 if shared is None:
+                    timing = Timing(**timing_values)
                     shared = timings[key] = (timing, timing.model_dump())
                 timing, timing_dump = shared
                 target = Target(customer.id, subscription.service, check.name, check.type)

@@ -1,7 +1,7 @@
 """The status history writer: each subscription's recorded status, as intervals in the store.
 
 A change is written when the recorded status of a subscription changes. While a
-batch runs (status changes piling up, 10,000 at start-up) changes are held and
+batch runs (status changes piling up, 50,000 at start-up) changes are held and
 written together; while the store is down they are kept, in order, for the next
 attempt (bounded). The incident manager flushes before any other write, so the
 history and the audit chain keep the order of events.
@@ -15,7 +15,11 @@ from monitor.probe import Status
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
-BATCH = 2000  # status changes written per transaction in a batch
+# Status changes written per transaction in a batch: a transaction costs some 20 round trips
+# through the database's thread whatever its size (monitor/store/writes.py writes 10,000 in
+# a few statements, the loop free between them), and on a busy event loop each round trip
+# waits behind every ready probe.
+BATCH = 10_000
 BACKLOG = 100_000  # held while the store is down; older ones are lost
 
 Key = tuple[str, str]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from monitor.catalog import load_catalog
 from monitor.cli import main
@@ -353,3 +354,36 @@ def test_libyaml_reads_configs_as_the_python_loader_does() -> None:
                 yaml.load(text, Loader=loading._FastLoader)
             continue
         assert yaml.load(text, Loader=loading._FastLoader) == expected, path.name
+
+
+def _aliases(count: int) -> str:
+    """A list of 999 numbers (1,000 nodes) and ``count`` aliases of it."""
+    return "a: &a [" + ", ".join("1" * 999) + "]\nb: [" + ", ".join(["*a"] * count) + "]\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 99 + "]" * 99,  # 100 levels: the limit
+        "a: " + "[" * 100 + "]" * 100,
+        "a:\n" + "".join(" " * level + "- \n" for level in range(0, 198, 2)),
+        "a:\n" + "".join(" " * level + "- \n" for level in range(0, 200, 2)),
+        _aliases(100),  # expands to 100,000 nodes: the limit
+        _aliases(101),
+        "a: &x {b: [1, {c: *x}]}",  # an alias inside its own anchor, nested
+        "a: &x 1\n? *x\n: 2",  # an alias as a key
+        "a: &x [1]\nb: &x [2]\nc: *x",  # an anchor defined again
+    ],
+)
+def test_libyaml_refuses_what_the_python_loader_refuses(text: str) -> None:
+    """libyaml composes the document too; the nesting and alias limits are then checked on
+    the composed graph, and refuse exactly what the Python composer refuses, at the limits."""
+    from monitor.config import loading
+
+    try:
+        expected = yaml.load(text, Loader=loading._ConfigLoader)
+    except yaml.YAMLError:
+        with pytest.raises(yaml.YAMLError):
+            yaml.load(text, Loader=loading._FastLoader)
+        return
+    assert yaml.load(text, Loader=loading._FastLoader) == expected

@@ -583,6 +583,32 @@ async def test_a_batch_of_status_changes_is_written_as_one_by_one(
         await batched.close()
 
 
+async def test_a_start_ups_batch_of_first_statuses_is_written_whole(store_url: str) -> None:
+    """12,000 first statuses, then 12,000 changes of them, each in one call: more keys, rows
+    and audit entries than one statement takes, on both databases; every interval and
+    audit entry is there once, the chain whole."""
+    key, count = b"k" * 32, 12_000
+    store = await Store.open(store_url, audit_key=key)
+    try:
+        up = [(f"c{i:05d}", "web", "up", T0 + i / 1000) for i in range(count)]
+        assert await store.record_statuses(up) == count
+        down = [(f"c{i:05d}", "web", "down", T0 + 60 + i / 1000) for i in range(count)]
+        assert await store.record_statuses(down) == count
+
+        intervals = await store.status_intervals()
+        assert len(intervals) == 2 * count
+        last, went_up, went_down = f"c{count - 1:05d}", up[-1][3], down[-1][3]
+        assert intervals[-2:] == [
+            StatusInterval(last, "web", "up", went_up, went_down),
+            StatusInterval(last, "web", "down", went_down, None),
+        ]
+        entries = await store.audit_entries(limit=3 * count)
+        assert [e.seq for e in entries] == list(range(1, 2 * count + 1))
+        assert (await store.verify_audit(key))[1] == []
+    finally:
+        await store.close()
+
+
 async def test_status_intervals_in_a_period(store: Store) -> None:
     for at, status in [(T0, "up"), (T0 + 100, "down"), (T0 + 200, "up")]:
         await store.record_status("contoso", "exchange-online", status, at)

@@ -143,26 +143,81 @@ class _ConfigLoader(_CheckedComposer, yaml.SafeLoader):
         self._start_checks()
 
 
+def refused_graph(root: yaml.Node) -> str | None:
+    """Why ``_CheckedComposer`` would refuse the composed ``root``, or None: the same
+    nesting and alias checks, made on a finished node graph (an alias is its anchor's
+    node met again; a node met inside itself is a recursive alias). Document order is
+    the order of a depth-first walk, so it counts exactly what the composer counts."""
+    sizes: dict[int, int] = {}  # id(node) -> nodes it expands to, once it is complete
+    composing: set[int] = set()
+    aliased = 0
+
+    def walk(node: yaml.Node, depth: int) -> int:
+        nonlocal aliased
+        key = id(node)
+        size = sizes.get(key)
+        if size is not None:  # an alias of a complete node
+            aliased += size
+            if aliased > MAX_ALIAS_NODES:
+                raise _RefusedYaml(None, None, "aliases expand too far", None)
+            return size
+        if key in composing or depth > MAX_NESTING:
+            raise _RefusedYaml(None, None, "recursive alias or nested too deep", None)
+        composing.add(key)
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                size += walk(child, depth + 1)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                size += walk(key_node, depth + 1) + walk(value_node, depth + 1)
+        composing.discard(key)
+        sizes[key] = size
+        return size
+
+    try:
+        walk(root, 1)
+    except _RefusedYaml as refused:
+        return str(refused.problem)
+    return None
+
+
+def _libyaml_version() -> tuple[int, ...]:
+    from yaml import _yaml  # libyaml's C extension
+
+    return tuple(_yaml.get_version())
+
+
 _FastLoader: type | None = None
-if yaml.__with_libyaml__:  # libyaml scans and parses ≈ 10× faster (a 50,000-customer file)
+# libyaml scans, parses and composes ≈ 10× faster (a 50,000-customer file); from 0.2.5 on
+# it refuses flow and block nesting past 1,000 levels itself, so its recursive composer
+# cannot run out of stack before ``refused_graph`` sees the document
+if yaml.__with_libyaml__ and _libyaml_version() >= (0, 2, 5):
     _CParser: Any = yaml.cyaml.CParser  # type: ignore[attr-defined]
 
     class _CConfigLoader(
-        _CheckedComposer,
         _CParser,  # type: ignore[misc]  # libyaml's parser is untyped
         yaml.constructor.SafeConstructor,
         yaml.resolver.Resolver,
     ):
-        """libyaml's events, composed and constructed by the same Python code as
-        ``_ConfigLoader`` (so the same checks apply). A document it refuses is read again
-        by ``_ConfigLoader`` for the message, which therefore never depends on libyaml."""
+        """libyaml's parser and composer; the composed graph gets ``_CheckedComposer``'s
+        checks (``refused_graph``) and the same Python constructor as ``_ConfigLoader``.
+        A document it refuses is read again by ``_ConfigLoader`` for the message, which
+        therefore never depends on libyaml."""
 
         def __init__(self, stream: str) -> None:
             _CParser.__init__(self, stream)
-            yaml.composer.Composer.__init__(self)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
-            self._start_checks()
+
+        def get_single_data(self) -> Any:
+            node = self.get_single_node()
+            if node is None:
+                return None
+            problem = refused_graph(node)
+            if problem is not None:
+                raise _RefusedYaml(None, None, problem, node.start_mark)
+            return self.construct_document(node)
 
     _FastLoader = _CConfigLoader
 

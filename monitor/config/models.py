@@ -66,6 +66,11 @@ class Timing(StrictModel):
     degraded_latency: float | None
 
     def override(self, *layers: TimingOverrides | None) -> Timing:
+        return Timing(**self.override_values(*layers))
+
+    def override_values(self, *layers: TimingOverrides | None) -> dict[str, Any]:
+        """The fields of ``override(*layers)``, in field order: a caller that keeps one
+        Timing per distinct timing builds (and validates) it only for a new one."""
         values = self.model_dump()
         for layer in layers:
             if layer is not None:
@@ -75,7 +80,7 @@ class Timing(StrictModel):
                     value = getattr(layer, name)
                     if value is not None:
                         values[name] = value
-        return Timing(**values)
+        return values
 
 
 _TIMING_FIELDS = set(TimingOverrides.model_fields)

@@ -54,6 +54,9 @@ class ChainProblem:
         return f"entry {self.seq}: {self.message}"
 
 
+_ROWS_PER_INSERT = 2500
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -99,8 +102,13 @@ async def append(
     if connection.dialect.name == "postgresql":
         await connection.execute(select(func.pg_advisory_xact_lock(_AUDIT_LOCK_ID)))
     seq, previous = await head(connection)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for at, kind, subject, actor, detail in records:
+        if len(rows) == _ROWS_PER_INSERT:
+            # the loop runs other work while the database takes these: hashing and
+            # inserting 50,000 entries at once (the first statuses) held it for 0.3 s
+            await connection.execute(insert(_audit), rows)
+            rows = []
         seq += 1
         at = round(float(at), 6)
         digest = entry_hash(key, seq, at, kind, subject, actor, detail, previous)
