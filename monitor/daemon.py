@@ -26,7 +26,7 @@ from monitor.alerting import Alerting
 from monitor.api import build_app
 from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
-from monitor.catalog import Catalog, TargetSpec
+from monitor.catalog import Catalog, Subscription, TargetSpec
 from monitor.cluster.node import ClusterNode
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
@@ -382,7 +382,13 @@ class Daemon(ClusterMember, LocatedProbing):
         if ok:
             self.metrics.reload_timestamp.set(self.wall())
 
-    def _apply(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+    def _apply(
+        self,
+        catalog: Catalog,
+        owned: dict[tuple[str, str], Subscription] | None = None,
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Schedule what this node probes of ``catalog``: the subscriptions it owns (or
+        ``owned``, a step on the way there: see ClusterMember._apply_in_steps)."""
         old = self.catalog
         if old is not None and old.config.monitor.listen != catalog.config.monitor.listen:
             log.warning(
@@ -391,7 +397,8 @@ class Daemon(ClusterMember, LocatedProbing):
             )
         self.catalog = catalog
         now = self.wall()
-        owned = self._owned_subscriptions(catalog)
+        if owned is None:
+            owned = self._owned_subscriptions(catalog)
         probed = {
             tid: spec
             for tid, spec in catalog.targets.items()

@@ -11,17 +11,23 @@ and this node does not take theirs.
 When the database cannot be reached the node keeps probing the shard it had
 (better two nodes probing a target than none) and the leader steps down on
 time (see leadership.py).
+
+Given ``heartbeat_store``, the member row itself is written from a thread of its
+own (heartbeat.py), so that a busy event loop (a start-up, a reshard, probing at
+full load) does not get the node declared dead; this loop then only stamps its
+progress for that thread, reads the members and renews leadership.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from monitor.cluster.heartbeat import Announcement, HeartbeatThread, stuck_after
 from monitor.cluster.leadership import Leadership
 from monitor.cluster.sharding import assign, owner
 from monitor.config import ClusterSettings
@@ -114,6 +120,7 @@ class ClusterNode:
         on_step_down: Callable[[int], None] = lambda epoch: None,
         blind: Callable[[], bool] = lambda: False,
         location: str = "default",
+        heartbeat_store: Callable[[], Awaitable[Store]] | None = None,
     ) -> None:
         self.store = store
         self.location = location
@@ -136,6 +143,10 @@ class ClusterNode:
         self._blind = blind
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # opens the heartbeat thread's own store (None: this loop writes the member row)
+        self._heartbeat_store = heartbeat_store
+        self._heartbeats: HeartbeatThread | None = None
+        self._progress_timer: asyncio.Handle | None = None
         self.leadership = Leadership(
             store,
             self.node_id,
@@ -200,10 +211,58 @@ class ClusterNode:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, config_digest: str) -> None:
-        """The first heartbeat and view, before anything is scheduled; then the loop."""
+        """The first heartbeat and view, before anything is scheduled; then the heartbeat
+        thread (when there is one) and the loop."""
         self.config_digest = config_digest
         await self.beat()
+        if self._heartbeat_store is not None:
+            await self._start_heartbeats(self._heartbeat_store)
         self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
+
+    def _announcement(self) -> Announcement:
+        return Announcement(
+            listen=self.listen,
+            started_at=self.started_at,
+            version=self.version,
+            config_digest=self.config_digest,
+            blind=self._blind(),
+            location=self.location,
+        )
+
+    async def _start_heartbeats(self, open_store: Callable[[], Awaitable[Store]]) -> None:
+        heartbeats = HeartbeatThread(
+            open_store,
+            self.node_id,
+            self.settings.heartbeat_interval,
+            stuck_after(self.settings.dead_after),
+            self._announcement(),
+            on_failure=self.metrics.heartbeat_failures.inc,  # prometheus_client: thread-safe
+        )
+        try:
+            await heartbeats.start(within=self.settings.dead_after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "event=cluster_heartbeat_thread_unavailable node=%s error=%s action=%r",
+                self.node_id,
+                type(exc).__name__,
+                "heartbeats go on from the event loop: a long busy spell may get this node "
+                "declared dead; check the connection to PostgreSQL",
+            )
+            return
+        self._heartbeats = heartbeats
+        self._progress_timer = asyncio.get_running_loop().call_soon(self._progressed)
+
+    def _progressed(self) -> None:
+        """A timer on this loop: while it runs, the loop makes progress and the heartbeat
+        thread beats on (with what this loop would announce now)."""
+        if self._heartbeats is None:
+            return
+        self._heartbeats.progressed(self._announcement())
+        self._progress_timer = asyncio.get_running_loop().call_later(
+            self.settings.heartbeat_interval, self._progressed
+        )
 
     def reconfigure(self, config_digest: str) -> None:
         """A reload: the new digest is announced with the next heartbeat. The node id and
@@ -226,18 +285,20 @@ class ClusterNode:
                 log.exception("event=cluster_heartbeat_failed node=%s", self.node_id)
 
     async def beat(self) -> None:
-        """One heartbeat: write ours, read everyone's, renew leadership, recompute peers."""
+        """One heartbeat: write ours (unless the heartbeat thread does), read everyone's,
+        renew leadership, recompute peers."""
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
-                await self.store.heartbeat(
-                    self.node_id,
-                    listen=self.listen,
-                    started_at=self.started_at,
-                    version=self.version,
-                    config_digest=self.config_digest,
-                    blind=self._blind(),
-                    location=self.location,
-                )
+                if self._heartbeats is None or not self._heartbeats.running:
+                    await self.store.heartbeat(
+                        self.node_id,
+                        listen=self.listen,
+                        started_at=self.started_at,
+                        version=self.version,
+                        config_digest=self.config_digest,
+                        blind=self._blind(),
+                        location=self.location,
+                    )
                 members, now = await self.store.members(self.settings.dead_after)
         except asyncio.CancelledError:
             raise
@@ -339,6 +400,12 @@ class ClusterNode:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+        if self._heartbeats is not None:
+            # before leaving: a heartbeat after it would bring the member row back
+            await self._heartbeats.stop(within=self.settings.heartbeat_interval * 3)
+            self._heartbeats = None
         await self.leadership.release()
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
