@@ -227,6 +227,8 @@ class Daemon(ClusterMember, LocatedProbing):
         )
         self.bound_port = await self._site.start()
         self.ready = True
+        if self.cluster is not None:
+            self.cluster.allow_leading()
         _freeze_long_lived_objects()
         log.info(
             "event=started listen=%s:%s targets=%d subscriptions=%d config_digest=%s",
@@ -427,7 +429,8 @@ class Daemon(ClusterMember, LocatedProbing):
         for target_id in removed + changed:
             self.target_metrics.remove_target(target_id)
         self._forget_agent_series(catalog, removed + changed)
-        gone = self._subscriptions_shown - set(owned)
+        shown = self._subscriptions_shown
+        gone = shown - set(owned)
         self._subscriptions_shown = set(owned)
         # a located target this node no longer probes may still be decided here
         self.board.forget(
@@ -444,7 +447,9 @@ class Daemon(ClusterMember, LocatedProbing):
             board = self.location_board if spec.locations else self.board
             state = board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
-        for key, subscription in owned.items():
+        # the same catalog (a reshard): what was shown already is up to date
+        fresh = owned if old is not catalog else {k: owned[k] for k in owned.keys() - shown}
+        for key, subscription in fresh.items():
             self.board.update_subscription(
                 key, subscription.target_ids, subscription.aggregate, now
             )

@@ -79,7 +79,7 @@ class ClusterMember:
                 total += part
             await asyncio.sleep(0)
             if self._stop.is_set():
-                break
+                return added, changed, removed  # stopping: the rest would be undone at once
         done = self._apply(catalog, owned)
         for total, part in zip((added, changed, removed), done, strict=True):
             total += part
@@ -128,7 +128,9 @@ class ClusterMember:
         self.alerting.step_down_grace = cluster.lease_seconds / 6
         self.alerting.kept_open = self._kept_open
         try:
-            await self.cluster.start(catalog.digest)
+            # no lease before the start-up is done: its busy loop could not renew one in
+            # time, and leadership went from node to node while three nodes started
+            await self.cluster.start(catalog.digest, lead=False)
             if len(self.cluster.peers) > 1:
                 # taken over from live nodes: their history goes on; after a stop of the
                 # whole cluster it starts from unknown instead, the time between is a gap

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import monitor.daemon_cluster
 from monitor.daemon import Daemon
 from tests.conftest import unused_port, wait_until
 from tests.test_cluster_nodes import Node, cluster_view, start_node, stop_nodes
@@ -88,8 +89,15 @@ class Pair:
 
 @pytest.fixture
 async def pair(
-    tmp_path: Path, pg_database: str, target_port: int, request: pytest.FixtureRequest
+    tmp_path: Path,
+    pg_database: str,
+    target_port: int,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Pair]:
+    """A starts alone and takes every target; B joins and takes about half of them: A
+    gives them up in steps of two subscriptions (the step made small to take several)."""
+    monkeypatch.setattr(monitor.daemon_cluster, "RESHARD_STEP", 2)
     config = tmp_path / "config.yaml"
     customers = "\n".join(
         f"  - {{id: {c}, name: {c}, tenant_domain: {c}.example, subscriptions: [portal]}}"
@@ -108,13 +116,11 @@ async def pair(
     )
     started = False
     try:
+        await a.start()
+        started = True
+        assert a.scheduled_targets == len(CUSTOMERS)
         await start_node(b, config)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            await wait_until(
-                lambda: cluster_view(session, b), START_WITHIN, "node B to answer its API"
-            )
-            await a.start()
-            started = True
 
             async def both_share() -> bool:
                 view = await cluster_view(session, b)
@@ -122,6 +128,7 @@ async def pair(
                     return False
                 targets = {m["node"]: m["targets"] for m in view["members"] if m["alive"]}
                 return (
+                    # each target exactly once: A's steps left none twice, none out
                     a.cluster.peers == (name_a, name_b)
                     and set(targets) == {name_a, name_b}
                     and all(targets.values())

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 ShardChanged = Callable[[], None]
 
+# Heartbeats tried at start-up before the node goes on alone (each bounded in time).
+FIRST_VIEW_ATTEMPTS = 3
+
 
 class ClusterMetrics:
     """The node's view of the cluster, for Prometheus (each node exports its own)."""
@@ -147,6 +150,7 @@ class ClusterNode:
         self._heartbeat_store = heartbeat_store
         self._heartbeats: HeartbeatThread | None = None
         self._progress_timer: asyncio.Handle | None = None
+        self._may_lead = True  # see start(lead=...)
         self.leadership = Leadership(
             store,
             self.node_id,
@@ -210,11 +214,21 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, config_digest: str) -> None:
+    async def start(self, config_digest: str, *, lead: bool = True) -> None:
         """The first heartbeat and view, before anything is scheduled; then the heartbeat
-        thread (when there is one) and the loop."""
+        thread (when there is one) and the loop.
+
+        A first view that cannot be read is tried again (``FIRST_VIEW_ATTEMPTS``): a node
+        without it believes itself alone and schedules every target, only to give most of
+        them back a heartbeat later (seen with three nodes starting together, PostgreSQL
+        slow to answer). ``lead=False``: take no lease before ``allow_leading()`` (a
+        start-up's busy loop could not renew it in time)."""
         self.config_digest = config_digest
-        await self.beat()
+        self._may_lead = lead
+        for attempt in range(1, FIRST_VIEW_ATTEMPTS + 1):
+            if await self.beat() or attempt == FIRST_VIEW_ATTEMPTS:
+                break
+            await asyncio.sleep(self.settings.heartbeat_interval)
         if self._heartbeat_store is not None:
             await self._start_heartbeats(self._heartbeat_store)
         self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
@@ -284,9 +298,17 @@ class ClusterNode:
             except Exception:
                 log.exception("event=cluster_heartbeat_failed node=%s", self.node_id)
 
-    async def beat(self) -> None:
+    def allow_leading(self) -> None:
+        """From the next heartbeat on, take the leader's lease when it is free."""
+        self._may_lead = True
+
+    async def _renew(self) -> None:
+        if self._may_lead or self.leadership.is_leader:
+            await self.leadership.renew()
+
+    async def beat(self) -> bool:
         """One heartbeat: write ours (unless the heartbeat thread does), read everyone's,
-        renew leadership, recompute peers."""
+        renew leadership, recompute peers. False when the members could not be read."""
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
                 if self._heartbeats is None or not self._heartbeats.running:
@@ -310,12 +332,13 @@ class ClusterNode:
                 type(exc).__name__,
                 "check the connection to PostgreSQL; the node keeps probing its shard",
             )
-            await self.leadership.renew()  # fails the same way; steps down on time
-            return
-        await self.leadership.renew()
+            await self._renew()  # fails the same way; steps down on time
+            return False
+        await self._renew()
         self.view.members, self.view.database_time = members, now
         await self._read_lease()
         self._update_peers(members)
+        return True
 
     async def _read_lease(self) -> None:
         try:
