@@ -145,6 +145,7 @@ class ClusterNode:
         self._on_lead, self._on_step_down = on_lead, on_step_down
         self._blind = blind
         self._stop = asyncio.Event()
+        self._beat_now = asyncio.Event()  # set: the next heartbeat comes at once
         self._task: asyncio.Task[None] | None = None
         # opens the heartbeat thread's own store (None: this loop writes the member row)
         self._heartbeat_store = heartbeat_store
@@ -287,10 +288,12 @@ class ClusterNode:
         while not self._stop.is_set():
             try:
                 async with asyncio.timeout(self.settings.heartbeat_interval):
-                    await self._stop.wait()
-                return
+                    await self._beat_now.wait()
             except TimeoutError:
                 pass
+            if self._stop.is_set():
+                return
+            self._beat_now.clear()
             try:
                 await self.beat()
             except asyncio.CancelledError:
@@ -299,8 +302,9 @@ class ClusterNode:
                 log.exception("event=cluster_heartbeat_failed node=%s", self.node_id)
 
     def allow_leading(self) -> None:
-        """From the next heartbeat on, take the leader's lease when it is free."""
+        """Take the leader's lease when it is free, from a heartbeat that comes at once."""
         self._may_lead = True
+        self._beat_now.set()
 
     async def _renew(self) -> None:
         if self._may_lead or self.leadership.is_leader:
@@ -420,6 +424,7 @@ class ClusterNode:
     async def close(self) -> None:
         """Stop beating, hand leadership over and leave the member list."""
         self._stop.set()
+        self._beat_now.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
