@@ -385,9 +385,7 @@ class Daemon(ClusterMember, LocatedProbing):
             self.metrics.reload_timestamp.set(self.wall())
 
     def _apply(
-        self,
-        catalog: Catalog,
-        owned: dict[tuple[str, str], Subscription] | None = None,
+        self, catalog: Catalog, owned: dict[tuple[str, str], Subscription] | None = None
     ) -> tuple[list[str], list[str], list[str]]:
         """Schedule what this node probes of ``catalog``: the subscriptions it owns (or
         ``owned``, a step on the way there: see ClusterMember._apply_in_steps)."""

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 import monitor.daemon_cluster
+from monitor.cluster.heartbeat import stuck_after
 from monitor.daemon import Daemon
 from tests.conftest import unused_port, wait_until
 from tests.test_cluster_nodes import Node, cluster_view, start_node, stop_nodes
@@ -213,3 +214,12 @@ async def test_a_node_whose_loop_is_wedged_is_declared_dead_and_its_targets_move
         20.0,
         "B to see A alive again",
     )
+
+
+@pytest.mark.parametrize(
+    ("dead_after", "bound"), [(2.0, 60.0), (10.0, 60.0), (20.0, 60.0), (30.0, 90.0)]
+)
+def test_a_loop_may_be_silent_for_a_minute_or_three_dead_afters_before_the_node_dies(
+    dead_after: float, bound: float
+) -> None:
+    assert stuck_after(dead_after) == bound
