@@ -11,10 +11,11 @@ its own event loop and its own connection, which a busy main loop cannot delay.
 A node whose loop is truly stuck must still die: the main loop stamps its
 progress (``progressed``) every heartbeat interval from a timer, and the thread
 writes only while that stamp is younger than ``stuck_after`` (the larger of three
-``dead_after`` and ``STUCK_AFTER_FLOOR``, derived rather than configured: long
-enough for any start-up or reshard measured, short enough that a wedged node's
-targets move within a minute or so). Past it the thread withholds the heartbeat
-and the others declare the node dead ``dead_after`` later.
+``dead_after`` and ``STUCK_AFTER_FLOOR``, derived rather than configured: the
+stamp ages only while the loop runs nothing at all, which a start-up or reshard
+of tens of thousands of targets does for seconds, not a minute; and a wedged
+node's targets still move within a minute or so). Past it the thread withholds
+the heartbeat and the others declare the node dead ``dead_after`` later.
 
 Only the member row is written here. Reading the members, working out the shard
 and the leader's lease stay on the main loop (monitor/cluster/node.py): a lease
@@ -144,8 +145,13 @@ class HeartbeatThread:
             return
         store = await self._open_store()
         try:
+            if self._stopping:
+                return  # start() gave up waiting: the event loop beats instead
             await self._beat(store, first=True)
-            self._first_beat.set_result(None)
+            try:
+                self._first_beat.set_result(None)
+            except concurrent.futures.InvalidStateError:
+                return  # start() gave up waiting meanwhile
             withheld = False
             while not self._stopping:
                 try:
