@@ -26,7 +26,7 @@ from monitor.alerting import Alerting
 from monitor.api import build_app
 from monitor.api_server import ApiServerMetrics, BoundedSite, check_file_limit
 from monitor.canaries import SightKeeper
-from monitor.catalog import Catalog, TargetSpec
+from monitor.catalog import Catalog, Subscription, TargetSpec
 from monitor.cluster.node import ClusterNode
 from monitor.config import ConfigError, ConfigIssue
 from monitor.config_check import CheckedConfig, check_config
@@ -228,6 +228,8 @@ class Daemon(ClusterMember, LocatedProbing):
         )
         self.bound_port = await self._site.start()
         self.ready = True
+        if self.cluster is not None:
+            self.cluster.allow_leading()
         _freeze_long_lived_objects()
         log.info(
             "event=started listen=%s:%s targets=%d subscriptions=%d config_digest=%s",
@@ -383,7 +385,11 @@ class Daemon(ClusterMember, LocatedProbing):
         if ok:
             self.metrics.reload_timestamp.set(self.wall())
 
-    def _apply(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+    def _apply(
+        self, catalog: Catalog, owned: dict[tuple[str, str], Subscription] | None = None
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Schedule what this node probes of ``catalog``: the subscriptions it owns (or
+        ``owned``, a step on the way there: see ClusterMember._apply_in_steps)."""
         old = self.catalog
         if old is not None and old.config.monitor.listen != catalog.config.monitor.listen:
             log.warning(
@@ -392,7 +398,8 @@ class Daemon(ClusterMember, LocatedProbing):
             )
         self.catalog = catalog
         now = self.wall()
-        owned = self._owned_subscriptions(catalog)
+        if owned is None:
+            owned = self._owned_subscriptions(catalog)
         probed = {
             tid: spec
             for tid, spec in catalog.targets.items()
@@ -421,7 +428,8 @@ class Daemon(ClusterMember, LocatedProbing):
         for target_id in removed + changed:
             self.target_metrics.remove_target(target_id)
         self._forget_agent_series(catalog, removed + changed)
-        gone = self._subscriptions_shown - set(owned)
+        shown = self._subscriptions_shown
+        gone = shown - set(owned)
         self._subscriptions_shown = set(owned)
         # a located target this node no longer probes may still be decided here
         self.board.forget(
@@ -438,7 +446,9 @@ class Daemon(ClusterMember, LocatedProbing):
             board = self.location_board if spec.locations else self.board
             state = board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
-        for key, subscription in owned.items():
+        # the same catalog (a reshard): what was shown already is up to date
+        fresh = owned if old is not catalog else {k: owned[k] for k in owned.keys() - shown}
+        for key, subscription in fresh.items():
             self.board.update_subscription(
                 key, subscription.target_ids, subscription.aggregate, now
             )

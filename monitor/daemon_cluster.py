@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -28,6 +28,9 @@ from monitor.status import StatusBoard
 from monitor.store import Store
 
 log = logging.getLogger("monitor.daemon")
+
+# Subscriptions that come to or leave this node per step of a reshard (see _apply_in_steps).
+RESHARD_STEP = 500
 
 
 class ClusterMember:
@@ -50,8 +53,37 @@ class ClusterMember:
     _reload_lock: asyncio.Lock
     _stop: asyncio.Event
 
-    def _apply(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+    def _apply(
+        self, catalog: Catalog, owned: dict[tuple[str, str], Subscription] | None = None
+    ) -> tuple[list[str], list[str], list[str]]:
         raise NotImplementedError  # the daemon's: schedules what this node owns
+
+    async def _apply_in_steps(self, catalog: Catalog) -> tuple[list[str], list[str], list[str]]:
+        """``_apply``, with the subscriptions that come and go taken ``RESHARD_STEP`` at a
+        time and the loop let run between steps: a node taking a dead node's share of
+        tens of thousands of targets in one go stalled its probes and its own lease
+        renewals for seconds (bench/cluster_scale.py)."""
+        owned = self._owned_subscriptions(catalog)
+        shown = [key for key in self._subscriptions_shown if key in catalog.subscriptions]
+        leaving = [key for key in shown if key not in owned]
+        coming = [key for key in owned if key not in self._subscriptions_shown]
+        steps = max(len(leaving), len(coming)) // RESHARD_STEP
+        added: list[str] = []
+        changed: list[str] = []
+        removed: list[str] = []
+        for step in range(1, steps + 1):  # the last step (below) is the whole of it
+            gone = set(leaving[: step * RESHARD_STEP])
+            keys = [key for key in shown if key not in gone] + coming[: step * RESHARD_STEP]
+            done = self._apply(catalog, {key: catalog.subscriptions[key] for key in keys})
+            for total, part in zip((added, changed, removed), done, strict=True):
+                total += part
+            await asyncio.sleep(0)
+            if self._stop.is_set():
+                return added, changed, removed  # stopping: the rest would be undone at once
+        done = self._apply(catalog, owned)
+        for total, part in zip((added, changed, removed), done, strict=True):
+            total += part
+        return added, changed, removed
 
     def _owned_subscriptions(self, catalog: Catalog) -> dict[tuple[str, str], Subscription]:
         """The subscriptions this node probes: all of them, or its shard in a cluster."""
@@ -68,11 +100,15 @@ class ClusterMember:
         if cluster is None or not cluster.enabled or self.cluster is not None:
             return
         node_id = cluster.node_id
+        url = store_url(catalog, self.config_path.resolve().parent)
         # its own connections: heartbeats and the leader's lease never queue behind history
-        store = await Store.open(
-            store_url(catalog, self.config_path.resolve().parent),
-            application_name=f"csp-monitor {node_id}",
-        )
+        store = await Store.open(url, application_name=f"csp-monitor {node_id}")
+
+        def heartbeat_store() -> Awaitable[Store]:
+            # the heartbeat thread's own, on its own loop: a busy event loop here (start-up,
+            # a reshard, probing at full load) does not delay the member row
+            return Store.open(url, application_name=f"csp-monitor {node_id} heartbeat")
+
         self.cluster = ClusterNode(
             store,
             cluster,
@@ -85,13 +121,16 @@ class ClusterMember:
             on_step_down=lambda epoch: self.alerting.step_down(),
             blind=lambda: self.sight.sight.blind,
             location=settings.location,
+            heartbeat_store=heartbeat_store,
         )
         # a leader that cannot renew stops at two thirds of its lease; the others wait for
         # all of it: its notifier gets half of the third between to finish its step
         self.alerting.step_down_grace = cluster.lease_seconds / 6
         self.alerting.kept_open = self._kept_open
         try:
-            await self.cluster.start(catalog.digest)
+            # no lease before the start-up is done: its busy loop could not renew one in
+            # time, and leadership went from node to node while three nodes started
+            await self.cluster.start(catalog.digest, lead=False)
             if len(self.cluster.peers) > 1:
                 # taken over from live nodes: their history goes on; after a stop of the
                 # whole cluster it starts from unknown instead, the time between is a gap
@@ -185,7 +224,7 @@ class ClusterMember:
                 if self.desk is not None:
                     self.desk.read_everything_again()
                 self._record_unwatched(catalog, seeded)
-                added, _, removed = self._apply(catalog)
+                added, _, removed = await self._apply_in_steps(catalog)
                 log.info(
                     "event=cluster_reshard node=%s added=%d removed=%d targets=%d",
                     self.cluster.node_id if self.cluster else "",

@@ -442,3 +442,68 @@ def test_the_shipped_cluster_config_is_valid_and_takes_its_secrets_from_the_envi
     assert {"monitor.audit_key", "monitor.link_key", "monitor.store"} <= {
         issue.path for issue in caught.value.issues
     }
+
+
+# ------------------------------------------------------------------ start-up
+
+
+class FirstHeartbeatFails:
+    """A store whose first heartbeat fails (PostgreSQL slow to answer a starting node)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failed = False
+
+    async def heartbeat(self, node_id: str, **announced: object) -> float:
+        if not self.failed:
+            self.failed = True
+            raise TimeoutError
+        return await self.store.heartbeat(node_id, **announced)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+async def test_a_starting_node_that_misses_its_first_view_tries_again_before_scheduling(
+    pg_database: str,
+) -> None:
+    # without a view it would believe itself alone and schedule every target
+    database = pg_database.rsplit("/", 1)[1]
+    settings = ClusterSettings(node_id="late", heartbeat_interval=0.1, dead_after=20.0)
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM members", "DELETE FROM leader_lease")
+        await store.heartbeat("early", listen="x:1", started_at=1.0, version="1", config_digest="d")
+        node = ClusterNode(
+            FirstHeartbeatFails(store),  # type: ignore[arg-type]
+            settings,
+            CollectorRegistry(),
+            listen="x:2",
+            version="1",
+            started_at=1.0,
+        )
+        await node.start("d")
+        try:
+            assert node.peers == ("early", "late")
+        finally:
+            await node.close()
+
+
+async def test_a_node_takes_the_lease_only_once_allowed_to_lead(pg_database: str) -> None:
+    # a start-up's busy loop could not renew a lease in time: it is taken once started
+    database = pg_database.rsplit("/", 1)[1]
+    settings = ClusterSettings(node_id="starting", heartbeat_interval=0.1, dead_after=20.0)
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM members", "DELETE FROM leader_lease")
+        node = ClusterNode(
+            store, settings, CollectorRegistry(), listen="x:1", version="1", started_at=1.0
+        )
+        await node.start("d", lead=False)
+        try:
+            for _ in range(3):
+                await node.beat()
+            assert not node.leadership.is_leader
+            assert (await store.leader_lease())[0] is None
+            node.allow_leading()
+            await wait_until(lambda: node.leadership.is_leader, 10.0, "the lease taken")
+        finally:
+            await node.close()

@@ -11,17 +11,23 @@ and this node does not take theirs.
 When the database cannot be reached the node keeps probing the shard it had
 (better two nodes probing a target than none) and the leader steps down on
 time (see leadership.py).
+
+Given ``heartbeat_store``, the member row itself is written from a thread of its
+own (heartbeat.py), so that a busy event loop (a start-up, a reshard, probing at
+full load) does not get the node declared dead; this loop then only stamps its
+progress for that thread, reads the members and renews leadership.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from monitor.cluster.heartbeat import Announcement, HeartbeatThread, stuck_after
 from monitor.cluster.leadership import Leadership
 from monitor.cluster.sharding import assign, owner
 from monitor.config import ClusterSettings
@@ -31,6 +37,9 @@ from monitor.store.cluster import Member
 log = logging.getLogger(__name__)
 
 ShardChanged = Callable[[], None]
+
+# Heartbeats tried at start-up before the node goes on alone (each bounded in time).
+FIRST_VIEW_ATTEMPTS = 3
 
 
 class ClusterMetrics:
@@ -114,6 +123,7 @@ class ClusterNode:
         on_step_down: Callable[[int], None] = lambda epoch: None,
         blind: Callable[[], bool] = lambda: False,
         location: str = "default",
+        heartbeat_store: Callable[[], Awaitable[Store]] | None = None,
     ) -> None:
         self.store = store
         self.location = location
@@ -135,7 +145,13 @@ class ClusterNode:
         self._on_lead, self._on_step_down = on_lead, on_step_down
         self._blind = blind
         self._stop = asyncio.Event()
+        self._beat_now = asyncio.Event()  # set: the next heartbeat comes at once
         self._task: asyncio.Task[None] | None = None
+        # opens the heartbeat thread's own store (None: this loop writes the member row)
+        self._heartbeat_store = heartbeat_store
+        self._heartbeats: HeartbeatThread | None = None
+        self._progress_timer: asyncio.Handle | None = None
+        self._may_lead = True  # see start(lead=...)
         self.leadership = Leadership(
             store,
             self.node_id,
@@ -199,11 +215,69 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, config_digest: str) -> None:
-        """The first heartbeat and view, before anything is scheduled; then the loop."""
+    async def start(self, config_digest: str, *, lead: bool = True) -> None:
+        """The first heartbeat and view, before anything is scheduled; then the heartbeat
+        thread (when there is one) and the loop.
+
+        A first view that cannot be read is tried again (``FIRST_VIEW_ATTEMPTS``): a node
+        without it believes itself alone and schedules every target, only to give most of
+        them back a heartbeat later (seen with three nodes starting together, PostgreSQL
+        slow to answer). ``lead=False``: take no lease before ``allow_leading()`` (a
+        start-up's busy loop could not renew it in time)."""
         self.config_digest = config_digest
-        await self.beat()
+        self._may_lead = lead
+        for attempt in range(1, FIRST_VIEW_ATTEMPTS + 1):
+            if await self.beat() or attempt == FIRST_VIEW_ATTEMPTS:
+                break
+            await asyncio.sleep(self.settings.heartbeat_interval)
+        if self._heartbeat_store is not None:
+            await self._start_heartbeats(self._heartbeat_store)
         self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
+
+    def _announcement(self) -> Announcement:
+        return Announcement(
+            listen=self.listen,
+            started_at=self.started_at,
+            version=self.version,
+            config_digest=self.config_digest,
+            blind=self._blind(),
+            location=self.location,
+        )
+
+    async def _start_heartbeats(self, open_store: Callable[[], Awaitable[Store]]) -> None:
+        heartbeats = HeartbeatThread(
+            open_store,
+            self.node_id,
+            self.settings.heartbeat_interval,
+            stuck_after(self.settings.dead_after),
+            self._announcement(),
+            on_failure=self.metrics.heartbeat_failures.inc,  # prometheus_client: thread-safe
+        )
+        try:
+            await heartbeats.start(within=self.settings.dead_after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "event=cluster_heartbeat_thread_unavailable node=%s error=%s action=%r",
+                self.node_id,
+                type(exc).__name__,
+                "heartbeats go on from the event loop: a long busy spell may get this node "
+                "declared dead; check the connection to PostgreSQL",
+            )
+            return
+        self._heartbeats = heartbeats
+        self._progress_timer = asyncio.get_running_loop().call_soon(self._progressed)
+
+    def _progressed(self) -> None:
+        """A timer on this loop: while it runs, the loop makes progress and the heartbeat
+        thread beats on (with what this loop would announce now)."""
+        if self._heartbeats is None:
+            return
+        self._heartbeats.progressed(self._announcement())
+        self._progress_timer = asyncio.get_running_loop().call_later(
+            self.settings.heartbeat_interval, self._progressed
+        )
 
     def reconfigure(self, config_digest: str) -> None:
         """A reload: the new digest is announced with the next heartbeat. The node id and
@@ -214,10 +288,12 @@ class ClusterNode:
         while not self._stop.is_set():
             try:
                 async with asyncio.timeout(self.settings.heartbeat_interval):
-                    await self._stop.wait()
-                return
+                    await self._beat_now.wait()
             except TimeoutError:
                 pass
+            if self._stop.is_set():
+                return
+            self._beat_now.clear()
             try:
                 await self.beat()
             except asyncio.CancelledError:
@@ -225,19 +301,30 @@ class ClusterNode:
             except Exception:
                 log.exception("event=cluster_heartbeat_failed node=%s", self.node_id)
 
-    async def beat(self) -> None:
-        """One heartbeat: write ours, read everyone's, renew leadership, recompute peers."""
+    def allow_leading(self) -> None:
+        """Take the leader's lease when it is free, from a heartbeat that comes at once."""
+        self._may_lead = True
+        self._beat_now.set()
+
+    async def _renew(self) -> None:
+        if self._may_lead or self.leadership.is_leader:
+            await self.leadership.renew()
+
+    async def beat(self) -> bool:
+        """One heartbeat: write ours (unless the heartbeat thread does), read everyone's,
+        renew leadership, recompute peers. False when the members could not be read."""
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
-                await self.store.heartbeat(
-                    self.node_id,
-                    listen=self.listen,
-                    started_at=self.started_at,
-                    version=self.version,
-                    config_digest=self.config_digest,
-                    blind=self._blind(),
-                    location=self.location,
-                )
+                if self._heartbeats is None or not self._heartbeats.running:
+                    await self.store.heartbeat(
+                        self.node_id,
+                        listen=self.listen,
+                        started_at=self.started_at,
+                        version=self.version,
+                        config_digest=self.config_digest,
+                        blind=self._blind(),
+                        location=self.location,
+                    )
                 members, now = await self.store.members(self.settings.dead_after)
         except asyncio.CancelledError:
             raise
@@ -249,12 +336,13 @@ class ClusterNode:
                 type(exc).__name__,
                 "check the connection to PostgreSQL; the node keeps probing its shard",
             )
-            await self.leadership.renew()  # fails the same way; steps down on time
-            return
-        await self.leadership.renew()
+            await self._renew()  # fails the same way; steps down on time
+            return False
+        await self._renew()
         self.view.members, self.view.database_time = members, now
         await self._read_lease()
         self._update_peers(members)
+        return True
 
     async def _read_lease(self) -> None:
         try:
@@ -336,9 +424,16 @@ class ClusterNode:
     async def close(self) -> None:
         """Stop beating, hand leadership over and leave the member list."""
         self._stop.set()
+        self._beat_now.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+        if self._heartbeats is not None:
+            # before leaving: a heartbeat after it would bring the member row back
+            await self._heartbeats.stop(within=self.settings.heartbeat_interval * 3)
+            self._heartbeats = None
         await self.leadership.release()
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
