@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 ONCALL_CHECK_CRON = "0 9 * * *"  # the daily on-call gap check, in reports.timezone
 _SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
+# ... and at least this many times as long as the last run took: at 50,000 subscriptions a
+# run reads the month's intervals and works out every SLA (seconds), and during the
+# start-up's first statuses one every 10 s kept the loop too busy to probe on time
+_SOON_COST_FACTOR = 5.0
 
 SetSla = Callable[[str, str, float | None, float | None], None]  # availability, coverage
 
@@ -95,6 +99,7 @@ class Housekeeping:
         self._wall = wall
         self._catalog: Catalog | None = None
         self._soon_at = datetime.fromtimestamp(0, UTC)  # the last refresh_soon() run
+        self.last_refresh_seconds = 0.0  # how long the last SLA metric run took
         self._running: set[asyncio.Task[object]] = set()  # jobs in flight
         self._closing = False
         self._scheduler = AsyncIOScheduler(
@@ -151,16 +156,23 @@ class Housekeeping:
     def refresh_soon(self) -> None:
         """Subscriptions got their first status since the start: recompute the SLA metric
         in a second rather than at the next interval, so its series exist from the first
-        confirmed status (at most one such run every ``_SOON_EVERY`` seconds)."""
+        confirmed status (at most one such run every ``_SOON_EVERY`` seconds, nor more
+        often than five times the last run took)."""
         job = self._scheduler.get_job("sla-metric")
         if job is None:
             return
         now = datetime.now(UTC)
-        soon = max(now + timedelta(seconds=1), self._soon_at + timedelta(seconds=_SOON_EVERY))
+        every = max(_SOON_EVERY, _SOON_COST_FACTOR * self.last_refresh_seconds)
+        soon = max(now + timedelta(seconds=1), self._soon_at + timedelta(seconds=every))
         if job.next_run_time is not None and job.next_run_time <= soon:
             return  # due soon anyway
         self._soon_at = soon
         job.modify(next_run_time=soon)
+
+    def next_sla_refresh(self) -> datetime | None:
+        """When the SLA metric is next recomputed (None before ``start``)."""
+        job = self._scheduler.get_job("sla-metric")
+        return job.next_run_time if job is not None else None
 
     def shutdown(self) -> None:
         if self._scheduler.running:
@@ -199,11 +211,14 @@ class Housekeeping:
         month so far, as the report has it."""
         if self._catalog is None:
             return
+        started = time.monotonic()
         try:
             figures = await month_to_date(self._store, self._catalog, self._wall())
         except Exception:
             log.exception("event=sla_metric_failed action=%r", "check the store")
             return
+        finally:
+            self.last_refresh_seconds = time.monotonic() - started
         for (customer, service), (value, coverage) in figures.items():
             self._set_sla(customer, service, value, coverage)
 

@@ -403,3 +403,32 @@ async def test_only_windows_that_occurred_in_the_period_are_listed(
     html = to_html(report)
     assert "MW-SUNDAYS" in html and "4 (480.0 min)" in html
     assert "MW-SEPTEMBER" not in html and "MW-NOVEMBER" not in html
+
+
+@pytest.mark.parametrize(("last_run_took", "spaced_by"), [(0.2, 10), (2.0, 10), (8.0, 40)])
+async def test_early_sla_refreshes_are_spaced_by_what_the_last_one_cost(
+    tmp_path: Path, month: tuple[Store, Catalog], last_run_took: float, spaced_by: float
+) -> None:
+    """While first statuses arrive the SLA metric is recomputed early, but at 50,000
+    subscriptions a run takes seconds: the next early one waits five times as long."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.housekeeping import Housekeeping
+
+    store, catalog = month
+    housekeeping = Housekeeping(store, lambda c, s, v, cover: None, lambda: None, tmp_path)
+    housekeeping.start(catalog)
+    try:
+        housekeeping.refresh_soon()  # the first early run, in a second
+        first = housekeeping.next_sla_refresh()
+        assert first is not None
+        # it ran (the job moves to its next interval), and took this long
+        job = housekeeping._scheduler.get_job("sla-metric")
+        job.modify(next_run_time=datetime.now(UTC) + timedelta(minutes=5))
+        housekeeping.last_refresh_seconds = last_run_took
+        housekeeping.refresh_soon()  # more first statuses
+        second = housekeeping.next_sla_refresh()
+        assert second is not None
+        assert round((second - first).total_seconds()) == spaced_by
+    finally:
+        housekeeping.shutdown()
