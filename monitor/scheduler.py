@@ -237,6 +237,9 @@ class ProbeScheduler:
         queue = self._queue
         while queue:
             target_id = queue.popleft()
+            if target_id not in self._cadence:  # removed while it waited (a reload, or a
+                self._due.discard(target_id)  # reshard gave it to another node): not ours
+                continue
             try:
                 self._metrics.scheduler_lag.observe(self.lag(target_id, self._wall()))
                 await self._run(target_id)

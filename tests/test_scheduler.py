@@ -143,6 +143,33 @@ async def test_at_most_concurrency_runs_at_once_and_the_rest_wait_their_turn() -
     assert metrics.missed_runs.labels("still_running")._value.get() == 0
 
 
+async def test_a_target_removed_while_its_run_waits_is_not_probed() -> None:
+    """A reshard gives a target to another node, or a reload drops it: a run still queued
+    here must not probe it (two nodes would probe it in the same interval)."""
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def held(target_id: str) -> None:
+        ran.append(target_id)
+        await release.wait()
+
+    scheduler = ProbeScheduler(held, DaemonMetrics(CollectorRegistry(), "test"), time.time)
+    scheduler.concurrency = 1
+    scheduler.start()
+    specs = {s.target.id: s for s in (spec(f"c{i:02d}", interval=0.2) for i in range(6))}
+    try:
+        scheduler.apply(specs)  # all six due within 0.2 s; one runs at a time
+        await wait_until(lambda: len(ran) == 1, what="the first run")
+        await asyncio.sleep(0.5)  # the other five are due, queued behind it
+        kept = ran[0]
+        scheduler.apply({kept: specs[kept]})  # and they leave this node
+        release.set()
+        await asyncio.sleep(0.5)
+    finally:
+        scheduler.shutdown()
+    assert set(ran) == {kept}
+
+
 async def test_pending_failure_switches_to_retry_interval_and_back() -> None:
     async def run(target_id: str) -> None:
         return None
