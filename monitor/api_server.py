@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -89,10 +89,10 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport; uvloop's are not asyncio.Transport subclasses, so no isinstance
+        self._transport = cast(asyncio.Transport, transport)
         if not self._gate.admit():
-            transport.abort()  # frees the descriptor at once; nothing was read
+            self._transport.abort()  # frees the descriptor at once; nothing was read
             return
         self._admitted = True
         self._timer = asyncio.get_running_loop().call_later(

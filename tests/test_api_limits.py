@@ -26,10 +26,11 @@ def _soft_limit_1024() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
 
 
-def write_config(path: Path, target_port: int, listen_port: int) -> None:
+def write_config(path: Path, target_port: int, listen_port: int, loop: str = "asyncio") -> None:
     path.write_text(f"""
 monitor:
   listen: 127.0.0.1:{listen_port}
+  event_loop: {loop}
   shutdown_grace: 1s
   max_concurrency: 64
   max_connections: 256
@@ -140,6 +141,37 @@ async def test_a_thousand_idle_connections_do_not_starve_the_probes(
     log = log_file.read_text(errors="replace")
     assert "event=file_limit_low rlimit_nofile=1024" not in log  # 2 × 64 + 256 + 256 fits
     assert "Too many open files" not in log
+
+
+async def test_the_api_and_metrics_answer_on_uvloop(tmp_path: Path, web_target: WebTarget) -> None:
+    """``monitor.event_loop: uvloop``: its transports are not asyncio.Transport
+    subclasses, and the connection gate refused every one of them."""
+    listen_port = unused_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, web_target.port, listen_port, loop="uvloop")
+    log_file = tmp_path / "daemon.log"
+    with log_file.open("wb") as log_output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor.cli", "run", "--config", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=log_output, env=dict(os.environ),
+        )  # fmt: skip
+    try:
+
+        async def both_up() -> bool:
+            seen = await subscriptions(listen_port)
+            return len(seen) == 2 and all(status == "up" for status, _ in seen.values())
+
+        await wait_until(both_up, within=30, what="both subscriptions up")
+        code, metrics = await api(listen_port, "/metrics")
+        assert code == 200 and 'probe_success{customer="contoso"' in metrics
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    assert "Traceback" not in log_file.read_text(errors="replace")
 
 
 def test_the_start_up_warns_when_the_file_limit_is_too_low(
