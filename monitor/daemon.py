@@ -103,7 +103,6 @@ class Daemon(ClusterMember, LocatedProbing):
         self.bound_port: int | None = None
         self._http: aiohttp.ClientSession | None = None
         self._ssl_contexts: dict[tuple[bool, str | None, bool], ssl.SSLContext] = {}
-        self._semaphore = asyncio.Semaphore(1)
         self._running: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._signal_reloads: set[asyncio.Task[None]] = set()
@@ -170,7 +169,6 @@ class Daemon(ClusterMember, LocatedProbing):
         checked = await asyncio.to_thread(self.load)
         catalog = checked.catalog
         settings = catalog.config.monitor
-        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self.scheduler.concurrency = settings.max_concurrency
         self._http = new_http_session(settings.source_address)
         await self._join_cluster(catalog)
@@ -517,17 +515,17 @@ class Daemon(ClusterMember, LocatedProbing):
         assert task is not None
         self._running.add(task)
         try:
-            async with self._semaphore:
-                self.metrics.in_flight.inc()
-                try:
-                    result = await run_probe(
-                        check_types()[spec.target.type],
-                        spec.target,
-                        spec.options,
-                        self.context_for(spec),
-                    )
-                finally:
-                    self.metrics.in_flight.dec()
+            # at most monitor.max_concurrency of these run at once: the scheduler's workers
+            self.metrics.in_flight.inc()
+            try:
+                result = await run_probe(
+                    check_types()[spec.target.type],
+                    spec.target,
+                    spec.options,
+                    self.context_for(spec),
+                )
+            finally:
+                self.metrics.in_flight.dec()
             current = self.catalog is not None and self.catalog.targets.get(target_id) is spec
             board = self.location_board if spec.locations else self.board
             state = board.target(target_id, self.wall()) if current else None

@@ -76,7 +76,6 @@ class Agent:
         self.wall = wall
         self._headers = {"Authorization": f"Bearer {token}"}
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._semaphore = asyncio.Semaphore(max_concurrency)
         self.targets: dict[str, TargetSpec] = {}
         self.version: str | None = None  # of the assignment in use
         self.board = StatusBoard()
@@ -185,20 +184,20 @@ class Agent:
         spec = self.targets.get(target_id)
         if spec is None or self._probes is None:
             return
-        async with self._semaphore:
-            result = await run_probe(
-                check_types()[spec.target.type],
-                spec.target,
-                spec.options,
-                probe_context(
-                    spec,
-                    self._probes,
-                    self.wall,
-                    self._ssl_contexts,
-                    self._cache,
-                    self.source_address,
-                ),
-            )
+        # at most max_concurrency at once: the scheduler's workers
+        result = await run_probe(
+            check_types()[spec.target.type],
+            spec.target,
+            spec.options,
+            probe_context(
+                spec,
+                self._probes,
+                self.wall,
+                self._ssl_contexts,
+                self._cache,
+                self.source_address,
+            ),
+        )
         if self.targets.get(target_id) is not spec:
             return  # the assignment changed while it was being probed
         now = self.wall()

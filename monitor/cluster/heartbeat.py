@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from monitor.store import Store
 
@@ -185,15 +185,7 @@ class HeartbeatThread:
         announcement = self._announcement
         try:
             async with asyncio.timeout(self.interval * 2):
-                await store.heartbeat(
-                    self.node_id,
-                    listen=announcement.listen,
-                    started_at=announcement.started_at,
-                    version=announcement.version,
-                    config_digest=announcement.config_digest,
-                    blind=announcement.blind,
-                    location=announcement.location,
-                )
+                await store.heartbeat(self.node_id, **asdict(announcement))
         except Exception as exc:
             if first:
                 raise

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -316,15 +316,7 @@ class ClusterNode:
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval * 2):
                 if self._heartbeats is None or not self._heartbeats.running:
-                    await self.store.heartbeat(
-                        self.node_id,
-                        listen=self.listen,
-                        started_at=self.started_at,
-                        version=self.version,
-                        config_digest=self.config_digest,
-                        blind=self._blind(),
-                        location=self.location,
-                    )
+                    await self.store.heartbeat(self.node_id, **asdict(self._announcement()))
                 members, now = await self.store.members(self.settings.dead_after)
         except asyncio.CancelledError:
             raise

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
@@ -116,12 +117,7 @@ class Reader:
                 _intervals.c.id,
             )
         )
-        intervals = []
-        for count, row in enumerate((await self._conn.execute(query)).mappings(), 1):
-            intervals.append(codec.interval_from_row(row))
-            if count % _ROWS_PER_TURN == 0:
-                await asyncio.sleep(0)  # the rows are read: probes and scrapes may run
-        return intervals
+        return await self._intervals_yielding(query)
 
     async def last_statuses(self) -> dict[tuple[str, str], str]:
         """Each subscription's last recorded status (its latest interval, open or not)."""
@@ -155,6 +151,10 @@ class Reader:
             .where(_intervals.c.ended_at.is_(None))
             .order_by(_intervals.c.customer, _intervals.c.service)
         )
+        return await self._intervals_yielding(query)
+
+    async def _intervals_yielding(self, query: Select[Any]) -> list[StatusInterval]:
+        """The query's rows as intervals, letting the loop run every ``_ROWS_PER_TURN``."""
         intervals = []
         for count, row in enumerate((await self._conn.execute(query)).mappings(), 1):
             intervals.append(codec.interval_from_row(row))
