@@ -75,6 +75,20 @@ async def subscriptions(port: int) -> dict[str, tuple[str, float]]:
     return {row["customer"]: (row["status"], row["since"]) for row in rows}
 
 
+async def both_up(port: int) -> bool:
+    seen = await subscriptions(port)
+    return len(seen) == 2 and all(status == "up" for status, _ in seen.values())
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 20)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 async def _idle_connection(port: int) -> asyncio.StreamWriter | None:
     try:
         _reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
@@ -105,12 +119,7 @@ async def test_a_thousand_idle_connections_do_not_starve_the_probes(
         )
     writers: list[asyncio.StreamWriter] = []
     try:
-
-        async def both_up() -> bool:
-            seen = await subscriptions(listen_port)
-            return len(seen) == 2 and all(status == "up" for status, _ in seen.values())
-
-        await wait_until(both_up, within=30, what="both subscriptions up")
+        await wait_until(lambda: both_up(listen_port), within=30, what="both subscriptions up")
         before = await subscriptions(listen_port)
         requests_before = web_target.requests
         for _batch in range(FLOOD // 100):  # idle clients: connect, send nothing
@@ -132,12 +141,7 @@ async def test_a_thousand_idle_connections_do_not_starve_the_probes(
     finally:
         for writer in writers:
             writer.close()
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 20)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop(process)
     log = log_file.read_text(errors="replace")
     assert "event=file_limit_low rlimit_nofile=1024" not in log  # 2 × 64 + 256 + 256 fits
     assert "Too many open files" not in log
@@ -156,21 +160,11 @@ async def test_the_api_and_metrics_answer_on_uvloop(tmp_path: Path, web_target: 
             stdout=asyncio.subprocess.DEVNULL, stderr=log_output, env=dict(os.environ),
         )  # fmt: skip
     try:
-
-        async def both_up() -> bool:
-            seen = await subscriptions(listen_port)
-            return len(seen) == 2 and all(status == "up" for status, _ in seen.values())
-
-        await wait_until(both_up, within=30, what="both subscriptions up")
+        await wait_until(lambda: both_up(listen_port), within=30, what="both subscriptions up")
         code, metrics = await api(listen_port, "/metrics")
         assert code == 200 and 'probe_success{customer="contoso"' in metrics
     finally:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 20)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop(process)
     assert "Traceback" not in log_file.read_text(errors="replace")
 
 
