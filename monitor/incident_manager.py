@@ -138,6 +138,17 @@ class IncidentManager(OperatorActions):
     def _flap_settings(self) -> FlapSettings:
         return self._settings.flapping.settings()
 
+    def _flapping(self, key: Key, previous: Status, now: float) -> bool:
+        """Notes a confirmed change of ``key`` and says whether it flaps. A first status
+        (from unknown) is not a change: a detector (≈ 700 bytes, most of it its deque) is
+        made at a subscription's first real change, not for each of 50,000 at start-up."""
+        flaps = self._flaps.get(key)
+        if previous is Status.UNKNOWN:
+            return flaps is not None and flaps.update(now)
+        if flaps is None:
+            flaps = self._flaps[key] = FlapDetector(self._flap_settings)
+        return flaps.record_change(now)
+
     @property
     def _correlation(self) -> CorrelationSettings:
         return self._settings.correlation.settings()
@@ -226,10 +237,7 @@ class IncidentManager(OperatorActions):
             self._status[key] = current
             self._reasons[key] = reason
             self._down_from[key] = down_from
-            flaps = self._flaps.setdefault(key, FlapDetector(self._flap_settings))
-            flapping = (
-                flaps.record_change(now) if previous is not Status.UNKNOWN else flaps.update(now)
-            )
+            flapping = self._flapping(key, previous, now)
             window = self.maintenance.muting(customer, service, now)
             await self._history.record(key, Status.MAINTENANCE if window else current, since)
             incident = self._open.get(key)

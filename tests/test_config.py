@@ -162,6 +162,49 @@ customers:
     ]
 
 
+def test_customers_subscribed_alike_share_one_spec_and_each_mistake_is_named(
+    tmp_path: Path,
+) -> None:
+    """Thousands of customers subscribe the same way: their subscriptions validate to one
+    shared (frozen) spec. A subscription written wrong the same way twice is still
+    reported twice, each at its own path."""
+    path = tmp_path / "config.yaml"
+    customers = "\n".join(
+        f"  - {{id: c{i}, name: C{i}, tenant_domain: c{i}.partner.onmschina.cn, "
+        f"subscriptions: {subscriptions}}}"
+        for i, subscriptions in enumerate(
+            [
+                "[web-app]",
+                "[web-app]",
+                "[{service: web-app, sla_target: 99.9}]",
+                "[{service: web-app, sla_target: 99.9}]",
+                "[{service: web-app, sla_target: 99.5}]",
+            ]
+        )
+    )
+    path.write_text(f"""
+services:
+  web-app:
+    name: Web app
+    checks: [{{name: port, type: tcp, host: 127.0.0.1, port: 443}}]
+customers:
+{customers}
+""")
+    config = load_catalog(path, env={}).config
+    specs = [customer.subscriptions[0] for customer in config.customers]
+    assert specs[0] is specs[1] and specs[2] is specs[3]
+    assert [spec.sla_target for spec in specs] == [None, None, 99.9, 99.9, 99.5]
+    assert config.customers[0].status_page is config.customers[4].status_page
+    path.write_text(path.read_text().replace("99.9", "120"))
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(path, env={})
+    assert [str(i) for i in caught.value.issues] == [
+        f"customers[{index}].subscriptions[0].sla_target: Input should be less than or "
+        "equal to 100"
+        for index in (2, 3)
+    ]
+
+
 def _validate_in_small_address_space(
     *args: str, megabytes: int = 400
 ) -> subprocess.CompletedProcess[str]:

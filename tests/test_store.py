@@ -620,6 +620,37 @@ async def test_status_intervals_in_a_period(store: Store) -> None:
     assert await store.status_intervals(service="azure-portal") == []
 
 
+async def test_the_period_read_one_subscription_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SLA metric's read: the same intervals as the whole read, grouped by subscription,
+    even when a subscription's rows span two of the cursor's batches."""
+    from monitor.store import reads
+
+    monkeypatch.setattr(reads, "_ROWS_PER_TURN", 2)  # batches of two rows: groups span them
+    history = [
+        ("contoso", "exchange-online", [(T0, "up"), (T0 + 100, "down"), (T0 + 200, "up")]),
+        ("contoso", "azure-portal", [(T0 + 10, "up")]),
+        ("fabrikam", "exchange-online", [(T0 - 500, "down"), (T0 + 50, "up")]),
+        ("tailspin", "azure-portal", [(T0 - 900, "up"), (T0 - 800, "down")]),
+    ]
+    for customer, service, changes in history:
+        for at, status in changes:
+            await store.record_status(customer, service, status, at)
+    expected: dict[tuple[str, str], list[StatusInterval]] = {}
+    for interval in await store.status_intervals(start=T0 - 100, end=T0 + 150):
+        expected.setdefault((interval.customer, interval.service), []).append(interval)
+    grouped = [item async for item in store.intervals_by_subscription(T0 - 100, T0 + 150)]
+    assert [key for key, _ in grouped] == [
+        ("contoso", "azure-portal"),
+        ("contoso", "exchange-online"),
+        ("fabrikam", "exchange-online"),
+        ("tailspin", "azure-portal"),  # down since before the period: still open
+    ]
+    assert dict(grouped) == expected
+    assert [i.status for i in dict(grouped)[("contoso", "exchange-online")]] == ["up", "down"]
+
+
 async def test_close_all_open_ends_the_current_intervals(store: Store) -> None:
     await store.record_status("contoso", "exchange-online", "up", T0)
     await store.record_status("fabrikam", "exchange-online", "down", T0)

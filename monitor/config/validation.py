@@ -26,6 +26,7 @@ from monitor.config.models import (
     CHECK_BASE_FIELDS,
     ConfigBase,
     config_model,
+    shared_specs,
     subscription_shorthand,
     template_model,
 )
@@ -544,7 +545,7 @@ def _parse_config(raw: Any, source: str, env: Mapping[str, str], revealed: set[s
         issues += [i for i in issues_from_validation(exc, strict) if ".checks[" in i.path]
     template = template_model()
     try:
-        config = template.model_validate(resolved)
+        config = template.model_validate(resolved, context=shared_specs())
     except ValidationError as exc:
         issues += [i for i in issues_from_validation(exc, template) if ".checks[" not in i.path]
         raise ConfigError(issues, source) from None

@@ -191,6 +191,15 @@ class Store:
         async with self._reader() as reader:
             return await reader.status_intervals(customer, service, start, end)
 
+    async def intervals_by_subscription(
+        self, start: float, end: float
+    ) -> AsyncIterator[tuple[tuple[str, str], list[StatusInterval]]]:
+        """Every subscription's history overlapping [start, end), one subscription at a
+        time (see Reader.intervals_by_subscription); a connection is held meanwhile."""
+        async with self._reader() as reader:
+            async for item in reader.intervals_by_subscription(start, end):
+                yield item
+
     async def last_statuses(self) -> dict[tuple[str, str], str]:
         """Each subscription's last recorded status: what a restart starts from."""
         async with self._reader() as reader:
