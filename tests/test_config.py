@@ -199,8 +199,7 @@ customers:
     with pytest.raises(ConfigError) as caught:
         load_catalog(path, env={})
     assert [str(i) for i in caught.value.issues] == [
-        f"customers[{index}].subscriptions[0].sla_target: Input should be less than or "
-        "equal to 100"
+        f"customers[{index}].subscriptions[0].sla_target: Input should be less than or equal to 100"
         for index in (2, 3)
     ]
 
