@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import AfterValidator, Field, HttpUrl, SecretStr, model_validator
 from yarl import URL
 
@@ -105,13 +105,24 @@ class Options(CheckOptions):
             hidden += [password, encoded, encoded.rstrip("=")]
         json_path = _json_path(self.json_path) if self.json_path else None
         secrets = tuple(sorted({v for v in hidden if v}, key=len, reverse=True))
-        return _Plan(URL(str(self.url)), headers, json_path, secrets)
+        url = str(URL(str(self.url)))  # encoded once; see _Plan.url
+        return _Plan(url, _shared_headers(tuple(headers.items())), json_path, secrets)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_headers(items: tuple[tuple[str, str], ...]) -> CIMultiDictProxy[str]:
+    """Targets whose requests carry the same headers (most: only the User-Agent) share one
+    read-only copy; aiohttp copies it into each request's own."""
+    return CIMultiDictProxy(CIMultiDict(items))
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    url: URL
-    headers: CIMultiDict[str]
+    # The URL as encoded text, made a yarl URL for each request: a URL kept per target
+    # keeps the parts aiohttp asks of it too (host, port, path with query …), about 1 KB
+    # a target, 50 MB at 50,000 targets; parsing encoded text again costs about 2 µs.
+    url: str
+    headers: CIMultiDictProxy[str]
     json_path: tuple[str | int, ...] | None
     secrets: tuple[str, ...]  # longest first: a value containing another is hidden whole
 
@@ -221,9 +232,9 @@ async def probe(target: Target, opts: Options, ctx: ProbeContext) -> ProbeResult
     try:
         # aiohttp fails once `redirects >= max_redirects`, and 0 there means unlimited.
         async with ctx.http.request(
-            opts.method, plan.url, headers=plan.headers, data=opts.body, ssl=ssl_context,
-            allow_redirects=opts.follow_redirects, max_redirects=opts.max_redirects + 1,
-            trace_request_ctx=timeline,
+            opts.method, URL(plan.url, encoded=True), headers=plan.headers, data=opts.body,
+            ssl=ssl_context, allow_redirects=opts.follow_redirects,
+            max_redirects=opts.max_redirects + 1, trace_request_ctx=timeline,
         ) as resp:  # fmt: skip
             headers_at = ctx.monotonic()
             version = resp.version or aiohttp.HttpVersion11
