@@ -37,6 +37,7 @@ from monitor.config import (
     read_config_bytes,
     read_yaml,
 )
+from monitor.config_types import share_repeated_parts
 from monitor.placeholders import fill, values_for
 from monitor.probe import CheckOptions, Target
 from monitor.sight_config import canary_targets
@@ -147,6 +148,7 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
     # Timing is frozen, and nearly every target has one of a few: one object for each
     # (50,000 targets held 50,000 equal copies), its dump made once for the fingerprints
     timings: dict[tuple[object, ...], tuple[Timing, dict[str, object]]] = {}
+    shared_parts: dict[Any, Any] = {}  # see share_repeated_parts
     catalog.canaries, canary_issues = canary_targets(config.monitor.canaries)
     for issue in canary_issues:
         problems[issue].append("")
@@ -180,6 +182,7 @@ def build_catalog(config: ConfigBase, digest: str = "", source: str = "config") 
                             customer.id
                         )
                     continue
+                share_repeated_parts(options, shared_parts)
                 timing_values = defaults.override_values(
                     customer, service, check, subscription, subscription.checks.get(check.name)
                 )

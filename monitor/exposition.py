@@ -176,6 +176,13 @@ class SeriesTable:
     def row(self, key: Hashable) -> int | None:
         return self._row_of.get(key)
 
+    def labels(self, row: int) -> str:
+        """The row's label text, between the braces."""
+        encoded = self._labels[row]
+        if encoded is None:
+            raise KeyError(f"row {row} is free")
+        return encoded.decode()
+
     def add(self, key: Hashable, labels: str) -> int:
         """The row of ``key``, created with ``labels`` (the text between the braces)."""
         row = self._row_of.get(key)

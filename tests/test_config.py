@@ -195,6 +195,15 @@ customers:
     assert specs[0] is specs[1] and specs[2] is specs[3]
     assert [spec.sla_target for spec in specs] == [None, None, 99.9, 99.9, 99.5]
     assert config.customers[0].status_page is config.customers[4].status_page
+    # what pydantic copies into each customer is shared too, and reads back the same
+    assert config.customers[0].vars is config.customers[4].vars
+    assert config.customers[0].model_fields_set is config.customers[1].model_fields_set
+    assert config.customers[1].model_dump(exclude_unset=True) == {
+        "id": "c1",
+        "name": "C1",
+        "tenant_domain": "c1.partner.onmschina.cn",
+        "subscriptions": [{"service": "web-app"}],
+    }
     path.write_text(path.read_text().replace("99.9", "120"))
     with pytest.raises(ConfigError) as caught:
         load_catalog(path, env={})

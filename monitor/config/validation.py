@@ -31,6 +31,7 @@ from monitor.config.models import (
     template_model,
 )
 from monitor.config.references import resolve_secrets
+from monitor.config_types import share_repeated_parts
 from monitor.placeholders import fill, values_for
 from monitor.schedule_config import schedule_reference_issues
 
@@ -546,6 +547,9 @@ def _parse_config(raw: Any, source: str, env: Mapping[str, str], revealed: set[s
     template = template_model()
     try:
         config = template.model_validate(resolved, context=shared_specs())
+        pool: dict[Any, Any] = {}
+        for customer in config.customers:
+            share_repeated_parts(customer, pool)
     except ValidationError as exc:
         issues += [i for i in issues_from_validation(exc, template) if ".checks[" not in i.path]
         raise ConfigError(issues, source) from None
