@@ -10,6 +10,7 @@ ProbeResult``. A failing service is a result with ``success=False`` and a
 from __future__ import annotations
 
 import enum
+import math
 import re
 import ssl
 import time
@@ -58,6 +59,10 @@ _GAUGE = {
     Status.MAINTENANCE: 4,
     Status.UNKNOWN: 0,
 }
+
+
+_WHOLE_NUMBERS: dict[float, float] = {}  # see ProbeResult.share_whole_numbers
+_WHOLE_NUMBERS_MAX = 4096
 
 
 def _compiles(value: str) -> str:
@@ -125,6 +130,20 @@ class ProbeResult:
     # the target could not be reached (timeout, refused, unreachable, DNS): the customer's
     # outage or ours; the canaries tell which (monitor/sight.py)
     network_failure: bool = False
+
+    def share_whole_numbers(self) -> None:
+        """Makes equal whole-number facts and phases one float object each. A target's
+        last result is kept until its next, and most of its numbers are the same as every
+        other target's (status 200, no redirects, IPv4, 0 s to resolve an address): at
+        50,000 targets some 8 MB of equal floats."""
+        for values in (self.facts, self.phases):
+            for name, value in values.items():  # values change, keys do not
+                # -0.0 equals 0.0 but prints "-0.0": it keeps its own object
+                if type(value) is float and value.is_integer() and math.copysign(1, value) > 0:
+                    shared = _WHOLE_NUMBERS.get(value)
+                    if shared is None and len(_WHOLE_NUMBERS) < _WHOLE_NUMBERS_MAX:
+                        shared = _WHOLE_NUMBERS[value] = value
+                    values[name] = value if shared is None else shared
 
     def to_json(self) -> dict[str, Any]:
         return {

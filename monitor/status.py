@@ -136,6 +136,7 @@ def observe(
             state.not_failed += 1
         else:
             state.not_failed = 0
+    result.share_whole_numbers()  # kept until the next result: see there
     state.last_result = result
     decided = _decide(state, timing)
     if decided is state.status:

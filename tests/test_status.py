@@ -183,3 +183,24 @@ def test_a_status_confirmed_before_a_restart_is_not_confirmed_again(
     restored: Status | None, sequence: str, expected: list[tuple[int, Status]]
 ) -> None:
     assert began(sequence, restored) == expected
+
+
+def test_kept_results_read_the_same_and_share_their_whole_numbers() -> None:
+    """A target's last result is kept until its next one; 50,000 of them hold mostly the
+    same whole numbers. They share those objects and read back exactly as measured."""
+    timing = TIMING
+    board = StatusBoard()
+    kept = []
+    for index, target_id in enumerate(["c1/web/ok", "c2/web/ok"]):
+        facts = {"http_status_code": float(200 + index * 0), "http_version": 1.1, "zero": -0.0}
+        phases = {"resolve": float(index * 0), "connect": 0.000123 + index}
+        result = ProbeResult(True, 0.01, facts=facts, phases=phases)
+        observe(board.target(target_id, 0.0), target_id, result, timing, 10.0)
+        kept.append(board.targets[target_id].last_result)
+    first, second = kept
+    assert first is not None and second is not None
+    assert first.facts == {"http_status_code": 200.0, "http_version": 1.1, "zero": -0.0}
+    assert str(first.facts["zero"]) == "-0.0"  # not made the shared 0.0
+    assert first.facts["http_status_code"] is second.facts["http_status_code"]
+    assert first.phases["resolve"] is second.phases["resolve"]
+    assert (first.phases["connect"], second.phases["connect"]) == (0.000123, 1.000123)
