@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import ssl
 import time
@@ -35,6 +36,7 @@ from monitor.daemon_cluster import ClusterMember
 from monitor.daemon_locations import LocatedProbing
 from monitor.incident_manager import IncidentManager
 from monitor.locations import LocationDesk
+from monitor.malloc_tuning import tune_malloc
 from monitor.message_center import MessageBoard
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
@@ -151,6 +153,7 @@ class Daemon(ClusterMember, LocatedProbing):
         that all live on (the config, the catalog, jobs, series), and every collection
         on the way walked all of them again, which took half of the start-up at 50,000
         targets (bench/scale.py). They are collected once, then frozen, at the end."""
+        tune_malloc(os.environ)  # before the store's and other threads start
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from monitor import __version__
 from monitor.agent.assignment import AssignmentError, targets_from
 from monitor.agent.buffer import ResultBuffer
 from monitor.catalog import TargetSpec
+from monitor.malloc_tuning import tune_malloc
 from monitor.metrics import DaemonMetrics
 from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
@@ -94,6 +96,7 @@ class Agent:
 
     async def run(self) -> None:
         """Probe and push until ``stop()``; what is still buffered then is pushed once more."""
+        tune_malloc(os.environ)  # as the daemon does: see monitor/malloc_tuning.py
         self._probes = new_http_session(self.source_address)
         self._server = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         try:

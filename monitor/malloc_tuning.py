@@ -1,0 +1,51 @@
+"""glibc's allocator, set for a long-running daemon: fewer arenas, a fixed mmap threshold.
+
+Python's own objects come from pymalloc; what is larger than 512 bytes comes from glibc
+(the series tables' lists, a scrape's chunks of about 1 MB, the store's result buffers).
+Two of glibc's defaults keep memory resident that is no longer used:
+
+* each thread that allocates gets an arena of its own, up to eight per core (the store's
+  thread, the heartbeat's, the loop's executor), and freed space in one is not reused by
+  another;
+* the mmap threshold rises after the first large block is freed, so that later large
+  blocks, a scrape's chunks among them, come from the heap, whose freed space is
+  returned to the system only from its top.
+
+At 50,000 targets (``python -m bench.scale --targets 50000``, same machine load) the
+largest RSS went 585 -> 542 MiB with both set. ``MALLOC_ARENA_MAX`` and
+``MALLOC_MMAP_THRESHOLD_`` in the environment still win: a setting given there is left
+alone. Other C libraries are left alone too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from collections.abc import Mapping
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameters, from glibc's malloc.h
+_M_ARENA_MAX = -8
+ARENAS = 2
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, fixed so that it no longer rises
+_SETTINGS = {
+    "MALLOC_ARENA_MAX": (_M_ARENA_MAX, ARENAS),
+    "MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+}
+
+
+def tune_malloc(env: Mapping[str, str]) -> list[str]:
+    """Apply the settings the environment does not give; return those applied (as the
+    environment variables that would set them). Best called before threads start."""
+    if platform.libc_ver()[0] != "glibc":
+        return []
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return []
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return [
+        name
+        for name, (parameter, value) in _SETTINGS.items()
+        if name not in env and mallopt(parameter, value) == 1  # 1: done, 0: refused
+    ]
