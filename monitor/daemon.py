@@ -36,12 +36,12 @@ from monitor.daemon_cluster import ClusterMember
 from monitor.daemon_locations import LocatedProbing
 from monitor.incident_manager import IncidentManager
 from monitor.locations import LocationDesk
-from monitor.malloc_tuning import tune_malloc
 from monitor.message_center import MessageBoard
 from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
+from monitor.process_memory import freeze_long_lived_objects, tune_malloc
 from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, Transition, observe
@@ -50,25 +50,6 @@ from monitor.vendor import GAUGE as VENDOR_GAUGE
 from monitor.vendor import VendorBoard
 
 log = logging.getLogger(__name__)
-
-
-def _freeze_long_lived_objects() -> None:
-    """Move the catalog, jobs and series built at start-up out of the collector's sight.
-
-    With 10,000 targets a full collection walks hundreds of thousands of
-    long-lived objects and stalls the loop for 300 ms or more (bench/scale.py);
-    frozen, they are never scanned again.
-    """
-    gc.unfreeze()  # what a reload replaced must be collectable again
-    gc.collect()
-    gc.freeze()
-    # Probing allocates short-lived objects quickly; at the default thresholds the full
-    # collections this triggers (every few seconds, ~100 ms each at 10,000 targets) are the
-    # longest stalls left. Collect young objects less often and the old ones far less.
-    # At 50,000 targets (1,667 probes/s) young collections at 20,000 still took 23 % of
-    # the CPU, rescanning the runs in flight each time; at 100,000 they take 10 %
-    # (bench/scale.py --gc-threshold, bench/README.md).
-    gc.set_threshold(100_000, 50, 100)
 
 
 class Daemon(ClusterMember, LocatedProbing):
@@ -231,7 +212,7 @@ class Daemon(ClusterMember, LocatedProbing):
         self.ready = True
         if self.cluster is not None:
             self.cluster.allow_leading()
-        _freeze_long_lived_objects()
+        freeze_long_lived_objects()
         log.info(
             "event=started listen=%s:%s targets=%d subscriptions=%d config_digest=%s",
             host,
@@ -345,7 +326,7 @@ class Daemon(ClusterMember, LocatedProbing):
                 removed=len(removed),
             )
             self._mark_reload(True)
-            _freeze_long_lived_objects()
+            freeze_long_lived_objects()
             message = (
                 f"reloaded: {len(added)} targets added, {len(changed)} changed, "
                 f"{len(removed)} removed"

@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from monitor.malloc_tuning import tune_malloc
+from monitor.process_memory import tune_malloc
 
 pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the settings are glibc's; elsewhere none apply"
