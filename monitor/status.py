@@ -182,7 +182,7 @@ def aggregate(statuses: Iterable[Status], policy: str = "worst") -> Status:
     return worst
 
 
-@dataclass
+@dataclass(slots=True)
 class SubscriptionState:
     status: Status = Status.UNKNOWN
     since: float = 0.0

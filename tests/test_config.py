@@ -438,3 +438,28 @@ def test_libyaml_refuses_what_the_python_loader_refuses(text: str) -> None:
             yaml.load(text, Loader=loading._FastLoader)
         return
     assert yaml.load(text, Loader=loading._FastLoader) == expected
+
+
+def test_equal_option_lists_are_shared_but_only_when_equal_in_type() -> None:
+    """Check options written alike share their lists; ``[1]`` and ``[true]`` are equal in
+    Python but not alike, and each keeps its own."""
+    from pydantic import BaseModel, ConfigDict
+
+    from monitor.config_types import share_repeated_parts
+
+    class Frozen(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        values: list[int | bool]
+
+    pool: dict[object, object] = {}
+    ones, trues, more_ones = (Frozen(values=[1]), Frozen(values=[True]), Frozen(values=[1]))
+    for model in (ones, trues, more_ones):
+        share_repeated_parts(model, pool)
+    assert ones.values is more_ones.values and trues.values is not ones.values
+    assert trues.values == [True] and type(trues.values[0]) is bool
+
+    class Thawed(BaseModel):
+        values: list[int]
+
+    with pytest.raises(TypeError, match="not frozen"):
+        share_repeated_parts(Thawed(values=[1]), pool)
