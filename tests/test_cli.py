@@ -51,7 +51,8 @@ async def test_daemon_process_reloads_on_sighup_and_stops_on_sigterm(
         env={**os.environ, "ADMIN_TOKEN": "t"},
     )
     try:
-        await wait_until(lambda: ready(free_port), what="daemon ready")
+        # a process start: imports and the store take seconds on a loaded two-core machine
+        await wait_until(lambda: ready(free_port), within=30.0, what="daemon ready")
         await wait_until(
             lambda: _contains(
                 free_port,
