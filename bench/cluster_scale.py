@@ -14,7 +14,9 @@ The targets (60,000 customers with one http check each) are served by nginx on
 Then one node (not the leader) is killed with SIGKILL; once the two others have taken
 its targets over (each node's own count in ``/api/v1/cluster``) and a further interval
 has passed, the same window is measured again. Goals: lag p99 ≤ 250 ms and 0 missed
-runs, before and after the kill.
+runs, before and after the kill. With ``--trace``, the survivors' lag every 5 s from the
+kill until that window is printed to stderr (the takeover's own burst); with
+``--log-level info``, their log lines about the takeover (how long each part took).
 
     python -m bench.cluster_scale                       # 3 × 20,000, about 6 minutes
     python -m bench.cluster_scale --targets 6000 --window 30   # a quick look
@@ -29,6 +31,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -53,7 +56,7 @@ _BUCKET = re.compile(r'^csp_monitor_scheduler_lag_seconds_bucket\{le="([^"]+)"\}
 _MISSED = re.compile(r"^csp_monitor_scheduler_missed_runs_total\{[^}]*\} (\S+)$", re.M)
 
 
-def config_for(path: Path, database: str, targets: int, port: int) -> None:
+def config_for(path: Path, database: str, targets: int, port: int, log_level: str) -> None:
     write_config(
         path,
         targets=targets,
@@ -67,6 +70,8 @@ def config_for(path: Path, database: str, targets: int, port: int) -> None:
             '  cluster: {node_id: "${CSP_BENCH_NODE}", heartbeat_interval: 2s, dead_after: 10s}',
         ],
     )
+    text = path.read_text()
+    path.write_text(text.replace("  log_level: warning\n", f"  log_level: {log_level}\n", 1))
 
 
 class Scrape:
@@ -155,6 +160,47 @@ def measure(nodes: list[Node], seconds: float) -> dict[str, float]:
     }
 
 
+class Trace(threading.Thread):
+    """The survivors' lag every ``every`` seconds from the kill until the window: where a
+    takeover's burst shows (the window starts only an interval after the targets are held),
+    printed to stderr."""
+
+    def __init__(self, nodes: list[Node], every: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.nodes, self.every = nodes, every
+        self.done = threading.Event()
+        self.started_at = time.monotonic()
+
+    def run(self) -> None:
+        last = [Scrape(node.port) for node in self.nodes]
+        while not self.done.wait(self.every):
+            try:
+                now = [Scrape(node.port) for node in self.nodes]
+            except OSError:
+                continue
+            buckets, missed = window(last, now)
+            runs = buckets.get(float("inf"), 0.0)
+            each = "  ".join(  # which node lags: the leader applies every node's changes
+                f"{node.name} {quantile(window([a], [b])[0], 0.99) * 1000:.0f} ms"
+                for node, a, b in zip(self.nodes, last, now, strict=True)
+            )
+            print(
+                f"  after the kill {time.monotonic() - self.started_at:5.0f} s: runs {runs:6.0f}"
+                f"  lag p99 {quantile(buckets, 0.99) * 1000:7.0f} ms"
+                f"  ≤ 250 ms {buckets.get(0.25, 0.0) / runs if runs else float('nan'):7.2%}"
+                f"  missed {missed:.0f}  ({each})",
+                file=sys.stderr,
+            )
+            last = now
+
+
+def takeover_lines(log: Path) -> str:
+    """The node's log lines about taking targets over (how long each part took)."""
+    wanted = ("cluster_taken_over", "cluster_reshard", "cluster_members_changed")
+    lines = log.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if any(word in line for word in wanted))
+
+
 async def run(args: argparse.Namespace) -> list[list[str]]:
     name = f"csp_monitor_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(f"{PG_SERVER}/postgres", timeout=10)
@@ -164,7 +210,7 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
         with TargetServer() as target, tempfile.TemporaryDirectory(prefix="csp-scale-") as tmp:
             folder = Path(tmp)
             config = folder / "config.yaml"
-            config_for(config, f"{PG_SERVER}/{name}", args.targets, target.port)
+            config_for(config, f"{PG_SERVER}/{name}", args.targets, target.port, args.log_level)
             nodes = [Node(f"node-{letter}", free_port()) for letter in "abc"]
             try:
                 for node in nodes:
@@ -179,16 +225,24 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
                 await asyncio.sleep(INTERVAL + 10)
                 three = measure(nodes, args.window)
                 chief = leader(nodes)
+                print(f"leader: {chief}", file=sys.stderr)
                 victim = next(node for node in nodes if node.name != chief)
                 assert victim.process is not None
                 victim.process.send_signal(signal.SIGKILL)
                 killed_at = time.monotonic()
                 alive = [node for node in nodes if node is not victim]
+                trace = Trace(alive)
+                if args.trace:
+                    trace.start()
                 moved = await wait_covered(alive, args.targets, 120)
                 takeover = time.monotonic() - killed_at if moved is not None else float("nan")
                 print(f"{victim.name} killed; targets moved in {takeover:.0f} s", file=sys.stderr)
                 await asyncio.sleep(INTERVAL + 5)
+                trace.done.set()  # its scrapes (MBs each) would weigh on the window
                 two = measure(alive, args.window)
+                for node in alive:
+                    lines = takeover_lines(folder / f"{node.name}.log")
+                    print(f"{node.name}:\n{lines}", file=sys.stderr)
             finally:
                 await stop_nodes(nodes, 30)
     finally:
@@ -220,6 +274,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=60_000, help="in all (3 × 20,000)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the survivors' lag every 5 s from the kill until the window (each a "
+        "whole scrape: at 3 × 20,000 they weigh on the takeover they measure)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("warning", "info"),
+        help="the nodes'; info shows how long each part of a takeover took",
+    )
     args = parser.parse_args()
     rows = asyncio.run(run(args))
     print_table(

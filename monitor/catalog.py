@@ -88,6 +88,11 @@ class Catalog:
     def services(self) -> dict[str, ServiceSpec]:
         return dict(self.config.services)
 
+    @functools.cached_property
+    def located(self) -> frozenset[str]:
+        """The targets probed from named locations (most catalogs have none)."""
+        return frozenset(tid for tid, spec in self.targets.items() if spec.locations)
+
 
 def _fingerprint(
     target: Target,

@@ -13,7 +13,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +399,28 @@ class Daemon(ClusterMember, LocatedProbing):
             for tid in subscription.target_ids
             if catalog.targets[tid].locations
         }
+        shown = self._subscriptions_shown
+        gone = shown - set(owned)
+        self._subscriptions_shown = set(owned)
+        # the same catalog (a reshard): what was shown already is up to date
+        fresh = owned if old is not catalog else {k: owned[k] for k in owned.keys() - shown}
+        self._rescheduled(catalog, added, changed, removed, gone, fresh, now)
+        return added, changed, removed
+
+    def _rescheduled(
+        self,
+        catalog: Catalog,
+        added: list[str],
+        changed: list[str],
+        removed: list[str],
+        gone: Collection[tuple[str, str]],
+        fresh: Mapping[tuple[str, str], Subscription],
+        now: float,
+    ) -> None:
+        """The board, metrics and location state follow a change of the schedule: targets
+        ``added``, ``changed`` and ``removed``, subscriptions no longer shown (``gone``) and
+        newly shown (``fresh``). Costs only what changed: a reshard's step calls it too
+        (ClusterMember._apply_step)."""
         self.location_board.forget(removed + changed, ())
         if self.desk is not None:
             self.desk.forget(
@@ -410,9 +432,6 @@ class Daemon(ClusterMember, LocatedProbing):
         for target_id in removed + changed:
             self.target_metrics.remove_target(target_id)
         self._forget_agent_series(catalog, removed + changed)
-        shown = self._subscriptions_shown
-        gone = shown - set(owned)
-        self._subscriptions_shown = set(owned)
         # a located target this node no longer probes may still be decided here
         self.board.forget(
             changed
@@ -428,8 +447,6 @@ class Daemon(ClusterMember, LocatedProbing):
             board = self.location_board if spec.locations else self.board
             state = board.target(target_id, now)
             self.target_metrics.set_target_status(target_id, state.status, state.since)
-        # the same catalog (a reshard): what was shown already is up to date
-        fresh = owned if old is not catalog else {k: owned[k] for k in owned.keys() - shown}
         for key, subscription in fresh.items():
             self.board.update_subscription(
                 key, subscription.target_ids, subscription.aggregate, now
@@ -439,7 +456,6 @@ class Daemon(ClusterMember, LocatedProbing):
                 *key, subscription_state.status, subscription_state.since
             )
             self.target_metrics.set_sla(*key, target_percent=subscription.sla_target)
-        return added, changed, removed
 
     def _restore_statuses(self, catalog: Catalog) -> None:
         """What the previous run confirmed down or degraded stays so at the first probe

@@ -29,7 +29,7 @@ import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -150,16 +150,50 @@ class ProbeScheduler:
 
     def _add_spread(self, specs: Iterable[TargetSpec], now: float) -> None:
         """Spread start times evenly over each interval, ordered by a stable hash."""
+        specs = list(specs)
+        self._add_at(specs, self.spread(specs, now), now)
+
+    @staticmethod
+    def spread(specs: Iterable[TargetSpec], now: float) -> dict[str, float]:
+        """First start times for ``specs`` spread evenly over each interval from ``now``,
+        ordered by a stable hash: each target's first run within one interval, no herd."""
         by_interval: dict[float, list[TargetSpec]] = {}
         for spec in specs:
             by_interval.setdefault(spec.timing.interval, []).append(spec)
+        starts: dict[str, float] = {}
         for interval, group in by_interval.items():
             group.sort(key=lambda spec: zlib.crc32(spec.target.id.encode()))
             step = interval / len(group)
             for index, spec in enumerate(group):
-                start = _on_grid(now + index * step)
-                self._schedule(spec.target.id, interval, start, retrying=False)
-                self._fingerprints[spec.target.id] = spec.fingerprint
+                starts[spec.target.id] = _on_grid(now + index * step)
+        return starts
+
+    def _add_at(self, specs: Iterable[TargetSpec], starts: Mapping[str, float], now: float) -> None:
+        for spec in specs:
+            # a start planned earlier and passed meanwhile: at once (never a run in the past)
+            start = max(starts[spec.target.id], _on_grid(now))
+            self._schedule(spec.target.id, spec.timing.interval, start, retrying=False)
+            self._fingerprints[spec.target.id] = spec.fingerprint
+
+    def add(self, specs: Iterable[TargetSpec], starts: Mapping[str, float]) -> list[str]:
+        """Schedule targets not scheduled yet, each first at its start in ``starts`` (see
+        ``spread``); return their ids. A part of a change planned as a whole: a reshard
+        adds its targets a step at a time, their first runs spread over one interval from
+        its beginning (``apply`` would spread each step from its own time, and compares
+        every target scheduled, where this costs only the targets added)."""
+        fresh = [spec for spec in specs if spec.target.id not in self._fingerprints]
+        self._add_at(fresh, starts, self._wall())
+        self._metrics.targets.set(len(self._cadence))
+        return [spec.target.id for spec in fresh]
+
+    def remove(self, target_ids: Iterable[str]) -> list[str]:
+        """Unschedule these targets (those scheduled); return their ids. A queued run of
+        one is dropped when its turn comes (see ``_work``)."""
+        removed = [tid for tid in target_ids if tid in self._cadence]
+        for target_id in removed:
+            self._remove(target_id)
+        self._metrics.targets.set(len(self._cadence))
+        return removed
 
     def _schedule(self, target_id: str, interval: float, start: float, retrying: bool) -> None:
         self._leave_slot(target_id)
