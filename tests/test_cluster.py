@@ -507,3 +507,68 @@ async def test_a_node_takes_the_lease_only_once_allowed_to_lead(pg_database: str
             await wait_until(lambda: node.leadership.is_leader, 10.0, "the lease taken")
         finally:
             await node.close()
+
+
+class CountedViews:
+    """A store that counts the member lists read (each a view of the cluster)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.views = 0
+
+    async def members(self, dead_after: float) -> object:
+        self.views += 1
+        return await self.store.members(dead_after)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def starting_node(store: object, name: str, heartbeat: float) -> ClusterNode:
+    return ClusterNode(
+        store,  # type: ignore[arg-type]
+        ClusterSettings(node_id=name, heartbeat_interval=heartbeat, dead_after=20.0),
+        CollectorRegistry(),
+        listen=f"{name}:1",
+        version="1",
+        started_at=time.time(),
+    )
+
+
+async def test_nodes_started_together_each_begin_with_their_own_share_not_everything(
+    pg_database: str,
+) -> None:
+    # the first to look saw itself alone and scheduled every target, to give two thirds
+    # back a heartbeat later; it looks again while the cluster is starting
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM members", "DELETE FROM leader_lease")
+        first, second = starting_node(store, "a", 1.0), starting_node(store, "b", 1.0)
+        starting = asyncio.create_task(first.start("d", lead=False))
+        try:
+            # the second starts once the first has seen itself alone
+            await wait_until(lambda: first.view.members, 10.0, "the first node's first view")
+            assert first.peers == ("a",)
+            await second.start("d", lead=False)
+            await starting
+            assert first.peers == second.peers == ("a", "b")
+        finally:
+            await asyncio.gather(first.close(), second.close())
+
+
+async def test_a_node_joining_a_running_cluster_schedules_after_one_view(
+    pg_database: str,
+) -> None:
+    database = pg_database.rsplit("/", 1)[1]
+    async with await Store.open(pg_database) as store:
+        await pg_admin(database, "DELETE FROM members", "DELETE FROM leader_lease")
+        # running for a while: started long before dead_after
+        await store.heartbeat("old", listen="x:1", started_at=1.0, version="1", config_digest="d")
+        counted = CountedViews(store)
+        node = starting_node(counted, "new", 1.0)
+        await node.start("d", lead=False)
+        try:
+            assert node.peers == ("new", "old")
+            assert counted.views == 1
+        finally:
+            await node.close()

@@ -40,6 +40,9 @@ ShardChanged = Callable[[], None]
 
 # Heartbeats tried at start-up before the node goes on alone (each bounded in time).
 FIRST_VIEW_ATTEMPTS = 3
+# Further views a starting node takes, a heartbeat apart, while the cluster looks like it is
+# starting too (see ClusterNode._settle): at most this many heartbeats of delay.
+SETTLE_VIEWS = 3
 
 
 class ClusterMetrics:
@@ -222,17 +225,42 @@ class ClusterNode:
         A first view that cannot be read is tried again (``FIRST_VIEW_ATTEMPTS``): a node
         without it believes itself alone and schedules every target, only to give most of
         them back a heartbeat later (seen with three nodes starting together, PostgreSQL
-        slow to answer). ``lead=False``: take no lease before ``allow_leading()`` (a
-        start-up's busy loop could not renew it in time)."""
+        slow to answer); while the cluster itself looks like it is starting, the node looks
+        again until the members settle (``_settle``). ``lead=False``: take no lease before
+        ``allow_leading()`` (a start-up's busy loop could not renew it in time)."""
         self.config_digest = config_digest
         self._may_lead = lead
         for attempt in range(1, FIRST_VIEW_ATTEMPTS + 1):
             if await self.beat() or attempt == FIRST_VIEW_ATTEMPTS:
                 break
             await asyncio.sleep(self.settings.heartbeat_interval)
+        await self._settle()
         if self._heartbeat_store is not None:
             await self._start_heartbeats(self._heartbeat_store)
         self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
+
+    async def _settle(self) -> None:
+        """Nodes started together (a deployment, the whole cluster restarted) register a
+        beat or so apart: the first to look sees itself alone, schedules every target, and
+        gives two thirds back a heartbeat later, its loop swamped meanwhile (3 × 20,000
+        targets: a 10 s backlog that took a minute to drain, bench/cluster_scale.py). So
+        while this node sees nobody else, or members that started within ``dead_after``,
+        it looks again a heartbeat later, until a look finds nobody new (at most
+        ``SETTLE_VIEWS``), as Kafka delays a group's first rebalance. A node joining a
+        running cluster sees members started long ago and is not delayed; a node alone
+        waits one heartbeat."""
+        for _ in range(SETTLE_VIEWS):
+            if not self._cluster_starting():
+                return
+            seen = set(self.peers)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            if not await self.beat() or set(self.peers) <= seen:
+                return
+
+    def _cluster_starting(self) -> bool:
+        others = [m for m in self.view.members if m.alive and m.node_id != self.node_id]
+        recently = self.view.database_time - self.settings.dead_after
+        return not others or any(m.started_at >= recently for m in others)
 
     def _announcement(self) -> Announcement:
         return Announcement(
