@@ -161,7 +161,9 @@ class Alerting:
             events,
         )
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
-        self._first_statuses = False  # a subscription got its first status since the start
+        # subscriptions whose first status (since the start, or after a gap) was applied
+        # since the last early SLA metric run: theirs is computed next (see _consume)
+        self._first_statuses: set[tuple[str, str]] = set()
         self._consumer: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self.store: Store | None = None
@@ -373,9 +375,9 @@ class Alerting:
         async with manager.history_batch():
             for change in changes:
                 if isinstance(change, StatusChange):
-                    if change.previous is Status.UNKNOWN and change.current is not Status.UNKNOWN:
-                        self._first_statuses = True
                     await self._apply((str(change), _status_change(change)))
+                    if _is_first(change):
+                        self._first_statuses.add((change.customer, change.service))
                 else:
                     # the leader's board follows every node's feed: messages quote it
                     self.vendor.update(change.customer, [change.state])
@@ -412,9 +414,20 @@ class Alerting:
         if self._writer is not None:
             self._writer.put(change)
             return
-        if previous is Status.UNKNOWN and current is not Status.UNKNOWN:
-            self._first_statuses = True  # its SLA series can exist now: see _consume
-        self._queue.put_nowait((str(change), _status_change(change)))
+        self._queue.put_nowait((str(change), self._applying(change)))
+
+    def _applying(self, change: StatusChange) -> Callable[[IncidentManager], Awaitable[None]]:
+        """What applies ``change``; a first status also says its SLA series can exist now
+        (its history is written with the batch it is applied in: see _consume)."""
+        apply = _status_change(change)
+        if not _is_first(change):
+            return apply
+
+        async def first_status(manager: IncidentManager) -> None:
+            await apply(manager)
+            self._first_statuses.add((change.customer, change.service))
+
+        return first_status
 
     def vendor_changed(
         self, change: VendorChange, at: float, *, notify: bool = False, maintenance: bool = False
@@ -467,8 +480,8 @@ class Alerting:
         housekeeping = self.housekeeping
         if self._first_statuses and housekeeping is not None:
             # their history is written: the month's SLA figure exists for them now
-            self._first_statuses = False
-            housekeeping.refresh_soon()
+            housekeeping.refresh_soon(self._first_statuses)
+            self._first_statuses = set()
 
     async def _apply(self, change: Change) -> None:
         what, apply = change
@@ -521,6 +534,11 @@ class _Term:
         self.stop = asyncio.Event()
         self.closing = False  # the daemon stops: end the history it owns too
         self.task: asyncio.Task[None] | None = None
+
+
+def _is_first(change: StatusChange) -> bool:
+    """A subscription's first known status since the start, or after a gap."""
+    return change.previous is Status.UNKNOWN and change.current is not Status.UNKNOWN
 
 
 def _status_change(change: StatusChange) -> Callable[[IncidentManager], Awaitable[None]]:

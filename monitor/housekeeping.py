@@ -11,12 +11,13 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.catalog import Catalog
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 ONCALL_CHECK_CRON = "0 9 * * *"  # the daily on-call gap check, in reports.timezone
 _SOON_EVERY = 10.0  # seconds between two early SLA metric runs while statuses arrive
-# ... and at least this many times as long as the last run took: at 50,000 subscriptions a
-# run reads the month's intervals and works out every SLA (seconds), and during the
-# start-up's first statuses one every 10 s kept the loop too busy to probe on time
+# ... and at least this many times as long as the last early run took: one every 10 s kept
+# the loop too busy to probe on time when each read the whole month (see refresh_soon)
 _SOON_COST_FACTOR = 5.0
+_SOON_JOB = "sla-metric-early"
 
 SetSla = Callable[[str, str, float | None, float | None], None]  # availability, coverage
 
@@ -100,6 +101,8 @@ class Housekeeping:
         self._catalog: Catalog | None = None
         self._soon_at = datetime.fromtimestamp(0, UTC)  # the last refresh_soon() run
         self.last_refresh_seconds = 0.0  # how long the last SLA metric run took
+        self.last_soon_seconds = 0.0  # ... and the last early one
+        self._stale: set[tuple[str, str]] = set()  # subscriptions the early run is for
         self._running: set[asyncio.Task[object]] = set()  # jobs in flight
         self._closing = False
         self._scheduler = AsyncIOScheduler(
@@ -152,26 +155,40 @@ class Housekeeping:
                 args=(self.monthly_report,),
                 id="monthly-report",
             )
+        self.refresh_soon(())  # a reload removed the early run of subscriptions still new
 
-    def refresh_soon(self) -> None:
-        """Subscriptions got their first status since the start: recompute the SLA metric
-        in a second rather than at the next interval, so its series exist from the first
-        confirmed status (at most one such run every ``_SOON_EVERY`` seconds, nor more
-        often than five times the last run took)."""
-        job = self._scheduler.get_job("sla-metric")
-        if job is None:
+    def refresh_soon(self, keys: Iterable[tuple[str, str]]) -> None:
+        """The subscriptions ``keys`` got their first status since the start (or again,
+        after a gap): recompute their SLA metric in a second rather than at the next
+        interval, so its series exist from the first confirmed status (at most one such
+        run every ``_SOON_EVERY`` seconds, nor more often than five times the last took).
+
+        Only theirs: an early run that read the whole month for every subscription took
+        seconds at 60,000 of them, ran again and again while the start-up's first statuses
+        (or a takeover's gaps) came in, and kept PostgreSQL and the leader busy for a
+        minute, the probes of every node late meanwhile (bench/cluster_scale.py)."""
+        self._stale.update(keys)
+        if not self._stale:
             return
+        if self._scheduler.get_job(_SOON_JOB) is not None:
+            return  # one is due: it takes these too
         now = datetime.now(UTC)
-        every = max(_SOON_EVERY, _SOON_COST_FACTOR * self.last_refresh_seconds)
+        every = max(_SOON_EVERY, _SOON_COST_FACTOR * self.last_soon_seconds)
         soon = max(now + timedelta(seconds=1), self._soon_at + timedelta(seconds=every))
-        if job.next_run_time is not None and job.next_run_time <= soon:
-            return  # due soon anyway
         self._soon_at = soon
-        job.modify(next_run_time=soon)
+        self._scheduler.add_job(
+            self._tracked, DateTrigger(soon), args=(self._refresh_stale,), id=_SOON_JOB
+        )
 
     def next_sla_refresh(self) -> datetime | None:
-        """When the SLA metric is next recomputed (None before ``start``)."""
+        """When the SLA metric is next recomputed for every subscription (None before
+        ``start``)."""
         job = self._scheduler.get_job("sla-metric")
+        return job.next_run_time if job is not None else None
+
+    def next_early_sla_refresh(self) -> datetime | None:
+        """When it is next recomputed early, for subscriptions new to it (None: not due)."""
+        job = self._scheduler.get_job(_SOON_JOB)
         return job.next_run_time if job is not None else None
 
     def shutdown(self) -> None:
@@ -209,18 +226,30 @@ class Housekeeping:
     async def refresh_sla(self) -> None:
         """``csp_monitor_sla_availability_ratio`` and ``csp_monitor_sla_coverage_ratio``: this
         month so far, as the report has it."""
+        self.last_refresh_seconds = await self._refresh(None)
+
+    async def _refresh_stale(self) -> None:
+        """The early run: the subscriptions new to the metric since the last one."""
+        keys, self._stale = self._stale, set()
+        if keys:
+            self.last_soon_seconds = await self._refresh(keys)
+
+    async def _refresh(self, keys: set[tuple[str, str]] | None) -> float:
+        """The SLA metric of ``keys`` (None: of every subscription); returns the seconds
+        it took."""
         if self._catalog is None:
-            return
+            return 0.0
         started = time.monotonic()
         try:
-            figures = await month_to_date(self._store, self._catalog, self._wall())
+            figures = await month_to_date(self._store, self._catalog, self._wall(), keys)
         except Exception:
             log.exception("event=sla_metric_failed action=%r", "check the store")
-            return
-        finally:
-            self.last_refresh_seconds = time.monotonic() - started
+            if keys is not None:
+                self._stale |= keys  # the next early run tries them again
+            return time.monotonic() - started
         for (customer, service), (value, coverage) in figures.items():
             self._set_sla(customer, service, value, coverage)
+        return time.monotonic() - started
 
     async def retention(self) -> None:
         catalog = self._catalog

@@ -271,6 +271,10 @@ async def test_the_metric_is_the_reports_figure(month: tuple[Store, Catalog]) ->
                 item.availability.coverage,
             )
     assert figures[("contoso", "web-app")][0] == pytest.approx(44445 / 44475, abs=1e-6)
+    # the early run's figures, of the subscriptions named only: the same values
+    some = [("contoso", "web-app"), ("fabrikam", "exchange-online"), ("nobody", "web-app")]
+    early = await month_to_date(store, catalog, now, some)
+    assert early == {key: figures[key] for key in some[:2]}
 
 
 async def test_monthly_report_is_queued_to_its_channels(
@@ -411,7 +415,6 @@ async def test_early_sla_refreshes_are_spaced_by_what_the_last_one_cost(
 ) -> None:
     """While first statuses arrive the SLA metric is recomputed early, but at 50,000
     subscriptions a run takes seconds: the next early one waits five times as long."""
-    from datetime import UTC, datetime, timedelta
 
     from monitor.housekeeping import Housekeeping
 
@@ -419,16 +422,51 @@ async def test_early_sla_refreshes_are_spaced_by_what_the_last_one_cost(
     housekeeping = Housekeeping(store, lambda c, s, v, cover: None, lambda: None, tmp_path)
     housekeeping.start(catalog)
     try:
-        housekeeping.refresh_soon()  # the first early run, in a second
-        first = housekeeping.next_sla_refresh()
+        whole = housekeeping.next_sla_refresh()
+        housekeeping.refresh_soon([("contoso", "web-app")])  # the first early run, in a second
+        first = housekeeping.next_early_sla_refresh()
         assert first is not None
-        # it ran (the job moves to its next interval), and took this long
-        job = housekeeping._scheduler.get_job("sla-metric")
-        job.modify(next_run_time=datetime.now(UTC) + timedelta(minutes=5))
-        housekeeping.last_refresh_seconds = last_run_took
-        housekeeping.refresh_soon()  # more first statuses
-        second = housekeeping.next_sla_refresh()
+        assert housekeeping.next_sla_refresh() == whole  # every subscription's: not moved
+        # it ran, and took this long
+        housekeeping._scheduler.remove_job("sla-metric-early")
+        housekeeping.last_soon_seconds = last_run_took
+        housekeeping.refresh_soon([("fabrikam", "web-app")])  # more first statuses
+        second = housekeeping.next_early_sla_refresh()
         assert second is not None
         assert round((second - first).total_seconds()) == spaced_by
+        housekeeping.refresh_soon([("contoso", "exchange")])  # taken by the run already due
+        assert housekeeping.next_early_sla_refresh() == second
     finally:
         housekeeping.shutdown()
+
+
+async def test_an_early_sla_refresh_computes_the_subscriptions_new_to_it_only(
+    tmp_path: Path, month: tuple[Store, Catalog]
+) -> None:
+    """An early run that read the whole month for every subscription, again and again while
+    first statuses arrived, kept the leader and PostgreSQL busy for a minute at 60,000."""
+    from monitor.housekeeping import Housekeeping
+
+    store, catalog = month
+    now = T + 44640 * MIN - 1
+    expected = await month_to_date(store, catalog, now)
+    shown: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+    housekeeping = Housekeeping(
+        store,
+        lambda c, s, v, cover: shown.__setitem__((c, s), (v, cover)),
+        lambda: None,
+        tmp_path,
+        wall=lambda: now,
+    )
+    housekeeping.configure(catalog)
+    housekeeping.refresh_soon([("contoso", "web-app")])
+    housekeeping.refresh_soon([("fabrikam", "exchange-online")])
+    await housekeeping._refresh_stale()
+    assert shown == {
+        key: expected[key] for key in [("contoso", "web-app"), ("fabrikam", "exchange-online")]
+    }
+    shown.clear()
+    await housekeeping._refresh_stale()  # nothing new since
+    assert shown == {}
+    await housekeeping.refresh_sla()  # the interval's run: every subscription
+    assert shown == expected

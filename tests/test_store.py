@@ -650,6 +650,19 @@ async def test_the_period_read_one_subscription_at_a_time(
     assert dict(grouped) == expected
     assert [i.status for i in dict(grouped)[("contoso", "exchange-online")]] == ["up", "down"]
 
+    # only some subscriptions (the SLA metric's early run), named two to a read: not their
+    # customers' other subscriptions, nor a subscription named but without history
+    monkeypatch.setattr(reads, "_KEYS_PER_READ", 2)
+    wanted = [
+        ("tailspin", "azure-portal"),
+        ("contoso", "exchange-online"),
+        ("fabrikam", "exchange-online"),
+        ("nobody", "exchange-online"),
+    ]
+    some = [item async for item in store.intervals_by_subscription(T0 - 100, T0 + 150, wanted)]
+    assert dict(some) == {key: expected[key] for key in wanted if key in expected}
+    assert len(some) == 3
+
 
 async def test_close_all_open_ends_the_current_intervals(store: Store) -> None:
     await store.record_status("contoso", "exchange-online", "up", T0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
@@ -117,10 +117,10 @@ async def located_changes(
 
 
 async def month_to_date(
-    store: Store, catalog: Catalog, now: float
+    store: Store, catalog: Catalog, now: float, keys: Collection[tuple[str, str]] | None = None
 ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
-    """Each subscription's SLA availability and coverage this month so far: the metrics'
-    values, computed by the very functions the report uses."""
+    """Each subscription's (or only each of ``keys``') SLA availability and coverage this
+    month so far: the metrics' values, computed by the very functions the report uses."""
     period = month_of(now, catalog.config.reports.timezone)
     figures: dict[tuple[str, str], tuple[float | None, float | None]] = {}
     count = 0
@@ -134,10 +134,10 @@ async def month_to_date(
             await asyncio.sleep(0)
 
     # one subscription's history at a time, not the whole month's at once
-    async for key, intervals in store.intervals_by_subscription(period.start, period.end):
+    async for key, intervals in store.intervals_by_subscription(period.start, period.end, keys):
         if key in catalog.subscriptions:
             await add(key, intervals)
-    for key in catalog.subscriptions:
-        if key not in figures:  # no history this month: all of it a coverage gap
-            await add(key, [])
+    for key in catalog.subscriptions if keys is None else keys:
+        if key not in figures and key in catalog.subscriptions:
+            await add(key, [])  # no history this month: all of it a coverage gap
     return figures

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
@@ -22,6 +22,9 @@ _outbox = schema.outbox
 # time (intervals_by_subscription): the month's history at 50,000 subscriptions (read for
 # the SLA metric every few seconds while first statuses arrive) took 0.5 s in one go.
 _ROWS_PER_TURN = 5000
+# Subscriptions named in one read of their history: each binds two parameters, and a
+# database caps the parameters of a statement (SQLite at 32,766).
+_KEYS_PER_READ = 500
 
 
 class Reader:
@@ -102,13 +105,27 @@ class Reader:
         return await self._intervals_yielding(_intervals_query(customer, service, start, end))
 
     async def intervals_by_subscription(
-        self, start: float, end: float
+        self, start: float, end: float, keys: Collection[tuple[str, str]] | None = None
     ) -> AsyncIterator[tuple[tuple[str, str], list[StatusInterval]]]:
-        """``status_intervals`` of every subscription, one subscription at a time, read
-        through a cursor ``_ROWS_PER_TURN`` rows at a time. The SLA metric reads the whole
-        month every few seconds while first statuses arrive: at 50,000 subscriptions
-        holding every row and interval at once was some 60 MB at the process's peak."""
-        result = await self._conn.stream(_intervals_query(None, None, start, end))
+        """``status_intervals`` of every subscription (or of those in ``keys``, read
+        ``_KEYS_PER_READ`` at a time), one subscription at a time, read through a cursor
+        ``_ROWS_PER_TURN`` rows at a time. At 50,000 subscriptions holding every row and
+        interval of the month at once was some 60 MB at the process's peak."""
+        if keys is None:
+            async for item in self._grouped(_intervals_query(None, None, start, end)):
+                yield item
+            return
+        wanted = sorted(set(keys))
+        for first in range(0, len(wanted), _KEYS_PER_READ):
+            some = wanted[first : first + _KEYS_PER_READ]
+            async for item in self._grouped(_intervals_query(None, None, start, end, some)):
+                yield item
+
+    async def _grouped(
+        self, query: Select[Any]
+    ) -> AsyncIterator[tuple[tuple[str, str], list[StatusInterval]]]:
+        """The intervals ``query`` finds (by subscription), one subscription at a time."""
+        result = await self._conn.stream(query)
         key: tuple[str, str] | None = None
         group: list[StatusInterval] = []
         async for rows in result.mappings().partitions(_ROWS_PER_TURN):
@@ -265,10 +282,17 @@ class Reader:
 
 
 def _intervals_query(
-    customer: str | None, service: str | None, start: float | None, end: float | None
+    customer: str | None,
+    service: str | None,
+    start: float | None,
+    end: float | None,
+    keys: Sequence[tuple[str, str]] | None = None,
 ) -> Select[Any]:
-    """Intervals overlapping [start, end) by subscription, then time."""
+    """Intervals overlapping [start, end) by subscription, then time (of the subscriptions
+    ``keys`` only, when given)."""
     conditions: list[ColumnElement[bool]] = []
+    if keys is not None:
+        conditions.append(tuple_(_intervals.c.customer, _intervals.c.service).in_(keys))
     if customer is not None:
         conditions.append(_intervals.c.customer == customer)
     if service is not None:

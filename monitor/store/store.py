@@ -192,12 +192,13 @@ class Store:
             return await reader.status_intervals(customer, service, start, end)
 
     async def intervals_by_subscription(
-        self, start: float, end: float
+        self, start: float, end: float, keys: Collection[tuple[str, str]] | None = None
     ) -> AsyncIterator[tuple[tuple[str, str], list[StatusInterval]]]:
-        """Every subscription's history overlapping [start, end), one subscription at a
-        time (see Reader.intervals_by_subscription); a connection is held meanwhile."""
+        """Every subscription's history overlapping [start, end) (or only that of
+        ``keys``), one subscription at a time (see Reader.intervals_by_subscription); a
+        connection is held meanwhile."""
         async with self._reader() as reader:
-            async for item in reader.intervals_by_subscription(start, end):
+            async for item in reader.intervals_by_subscription(start, end, keys):
                 yield item
 
     async def last_statuses(self) -> dict[tuple[str, str], str]:
