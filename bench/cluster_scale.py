@@ -209,7 +209,14 @@ class Trace(threading.Thread):
 
 def takeover_lines(log: Path) -> str:
     """The node's log lines about taking targets over (how long each part took)."""
-    wanted = ("cluster_taken_over", "cluster_reshard", "cluster_members_changed")
+    wanted = (
+        "cluster_taken_over",
+        "cluster_reshard",
+        "cluster_members_changed",
+        "leader_gained",
+        "leader_lost",
+        "leader_lease_renew_failed",
+    )
     lines = log.read_text(errors="replace").splitlines()
     return "\n".join(line for line in lines if any(word in line for word in wanted))
 

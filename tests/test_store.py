@@ -662,6 +662,10 @@ async def test_the_period_read_one_subscription_at_a_time(
     some = [item async for item in store.intervals_by_subscription(T0 - 100, T0 + 150, wanted)]
     assert dict(some) == {key: expected[key] for key in wanted if key in expected}
     assert len(some) == 3
+    # contoso's and azure-portal's rows are read together: contoso/azure-portal is not asked
+    pair = [("contoso", "exchange-online"), ("tailspin", "azure-portal")]
+    some = [item async for item in store.intervals_by_subscription(T0 - 100, T0 + 150, pair)]
+    assert dict(some) == {key: expected[key] for key in pair}
 
 
 async def test_close_all_open_ends_the_current_intervals(store: Store) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.engine.model import Incident, IncidentEvent, MaintenanceWindow, StatusInterval
@@ -118,8 +118,18 @@ class Reader:
         wanted = sorted(set(keys))
         for first in range(0, len(wanted), _KEYS_PER_READ):
             some = wanted[first : first + _KEYS_PER_READ]
-            async for item in self._grouped(_intervals_query(None, None, start, end, some)):
-                yield item
+            # their customers' and services' rows, through the index; pairs not asked for
+            # left out here (PostgreSQL read the whole index for a (customer, service) IN
+            # list of 500 pairs: 0.37 s at 40,000 rows)
+            asked = set(some)
+            customers = sorted({customer for customer, _ in some})
+            services = sorted({service for _, service in some})
+            query = _intervals_query(None, None, start, end).where(
+                _intervals.c.customer.in_(customers), _intervals.c.service.in_(services)
+            )
+            async for key, intervals in self._grouped(query):
+                if key in asked:
+                    yield key, intervals
 
     async def _grouped(
         self, query: Select[Any]
@@ -282,17 +292,10 @@ class Reader:
 
 
 def _intervals_query(
-    customer: str | None,
-    service: str | None,
-    start: float | None,
-    end: float | None,
-    keys: Sequence[tuple[str, str]] | None = None,
+    customer: str | None, service: str | None, start: float | None, end: float | None
 ) -> Select[Any]:
-    """Intervals overlapping [start, end) by subscription, then time (of the subscriptions
-    ``keys`` only, when given)."""
+    """Intervals overlapping [start, end) by subscription, then time."""
     conditions: list[ColumnElement[bool]] = []
-    if keys is not None:
-        conditions.append(tuple_(_intervals.c.customer, _intervals.c.service).in_(keys))
     if customer is not None:
         conditions.append(_intervals.c.customer == customer)
     if service is not None:
