@@ -9,10 +9,10 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 
 from monitor.store import schema
-from monitor.store.reads import Reader
+from monitor.store.reads import Reader, subscriptions_among
 
 _intervals = schema.status_intervals
 # Status changes per statement when a batch of them is written: keys of 2 columns (10,000
@@ -59,9 +59,14 @@ class StatusWrites(Reader):
         subscription goes from unknown to its first status at once, and one by one
         10,000 of them kept the store busy for most of a minute.
         """
-        keys = list({(customer, service) for customer, service, _, _ in changes})
+        keys = sorted(  # by service: see subscriptions_among
+            {(customer, service) for customer, service, _, _ in changes},
+            key=lambda key: (key[1], key[0]),
+        )
         current: dict[tuple[str, str], _OpenInterval] = {}
         for start in range(0, len(keys), _STATUS_ROWS):
+            some = keys[start : start + _STATUS_ROWS]
+            asked = set(some)
             rows = await self._conn.execute(
                 select(
                     _intervals.c.id,
@@ -70,18 +75,14 @@ class StatusWrites(Reader):
                     _intervals.c.status,
                     _intervals.c.started_at,
                 )
-                .where(
-                    _intervals.c.ended_at.is_(None),
-                    tuple_(_intervals.c.customer, _intervals.c.service).in_(
-                        keys[start : start + _STATUS_ROWS]
-                    ),
-                )
+                .where(_intervals.c.ended_at.is_(None), subscriptions_among(some))
                 .with_for_update()
             )
             for row in rows:
-                current[(row.customer, row.service)] = _OpenInterval(
-                    row.status, row.started_at, row_id=row.id
-                )
+                if (row.customer, row.service) in asked:  # others come too (only the leader writes)
+                    current[(row.customer, row.service)] = _OpenInterval(
+                        row.status, row.started_at, row_id=row.id
+                    )
         ends: list[dict[str, Any]] = []  # stored intervals to close
         opened: list[dict[str, Any]] = []  # intervals to insert; a later change may close one
         audits: list[tuple[float, str, str, str | None, dict[str, Any]]] = []
