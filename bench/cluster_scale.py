@@ -11,14 +11,17 @@ The targets (60,000 customers with one http check each) are served by nginx on
 * missed runs: ``csp_monitor_scheduler_missed_runs_total``, all reasons;
 * each node's CPU (/proc/PID/stat) and resident memory.
 
-Then one node (not the leader) is killed with SIGKILL; once the two others have taken
-its targets over (each node's own count in ``/api/v1/cluster``) and a further interval
-has passed, the same window is measured again. Goals: lag p99 ≤ 250 ms and 0 missed
-runs, before and after the kill. Each window's lag p99 node by node goes to stderr.
-With ``--trace``, the lag every 5 s from the shard settling until the first window, and
-the survivors' from the kill until theirs, is printed to stderr (the cold start's and the
-takeover's bursts); with ``--log-level info``, the nodes' log lines about their shard
-(how long each part of a reshard took); ``--loop uvloop`` runs the nodes on uvloop.
+The 3-node window begins once the start-up's first statuses are in (``FIRST_STATUSES``
+after the shard settled): the goal is the steady state. The lag and missed runs of that
+start-up phase are reported beside it. Then one node (not the leader) is killed with
+SIGKILL; once the two others have taken its targets over (each node's own count in
+``/api/v1/cluster``) and a further interval has passed, the same window is measured
+again. Goals: lag p99 ≤ 250 ms and 0 missed runs, before and after the kill. Each
+window's lag p99 node by node goes to stderr. With ``--trace``, the lag every 5 s from
+the shard settling until the first window, and the survivors' from the kill until
+theirs, is printed to stderr (the cold start's and the takeover's bursts); with
+``--log-level info``, the nodes' log lines about their shard and leadership (how long
+each part of a reshard took); ``--loop uvloop`` runs the nodes on uvloop.
 
     python -m bench.cluster_scale                       # 3 × 20,000, about 6 minutes
     python -m bench.cluster_scale --targets 6000 --window 30   # a quick look
@@ -54,6 +57,11 @@ from bench.failover import PG_SERVER, Node, stop_nodes
 
 GOAL_LAG_P99 = 0.250
 INTERVAL = 30.0
+# From the shard settling to the 3-node window: a cold start's first statuses, each confirmed
+# at its target's second probe (success_threshold 2, an interval after the first) and then
+# taken in by the leader, all 60,000 within a minute. The window measures the steady state
+# after them; this start-up phase is reported beside it.
+FIRST_STATUSES = 2 * INTERVAL + 10
 _BUCKET = re.compile(r'^csp_monitor_scheduler_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 _MISSED = re.compile(r"^csp_monitor_scheduler_missed_runs_total\{[^}]*\} (\S+)$", re.M)
 
@@ -244,11 +252,13 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
                     )
                     raise SystemExit(f"the nodes did not cover the targets in 600 s\n{tails}")
                 print(f"shard settled after {took:.0f} s; warming up", file=sys.stderr)
+                settled = [Scrape(node.port) for node in nodes]
                 warming = Trace(nodes, "after the shard settled")
                 if args.trace:
                     warming.start()
-                await asyncio.sleep(INTERVAL + 10)
+                await asyncio.sleep(FIRST_STATUSES)
                 warming.done.set()
+                startup = window(settled, [Scrape(node.port) for node in nodes])
                 three = measure(nodes, args.window)
                 for node in nodes:
                     lines = takeover_lines(folder / f"{node.name}.log")
@@ -277,6 +287,17 @@ async def run(args: argparse.Namespace) -> list[list[str]]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+    buckets, missed = startup
+    runs = buckets.get(float("inf"), 0.0)
+    rows.append(
+        [
+            f"3 nodes, first {FIRST_STATUSES:.0f} s after settling: lag p99; missed",
+            f"{quantile(buckets, 0.99) * 1000:.0f} ms ({buckets.get(0.25, 0.0) / runs:.2%}"
+            f" ≤ 250 ms); {missed:.0f}",
+            "start-up: the first statuses",
+            "",
+        ]
+    )
     for label, figures in (("3 nodes", three), ("2 nodes after a kill", two)):
         rows += [
             [
