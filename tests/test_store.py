@@ -672,14 +672,22 @@ async def test_close_all_open_ends_the_current_intervals(store: Store) -> None:
     await store.record_status("contoso", "exchange-online", "up", T0)
     await store.record_status("fabrikam", "exchange-online", "down", T0)
     await store.record_status("tailspin", "azure-portal", "up", T0)
+    await store.record_status("fabrikam", "azure-portal", "up", T0)  # its customer's and
+    # its service's other subscriptions are named, itself not: it stays open
     closed = await store.close_all_open(
-        T0 + 60, [("contoso", "exchange-online"), ("fabrikam", "exchange-online")]
+        T0 + 60,
+        [
+            ("contoso", "exchange-online"),
+            ("fabrikam", "exchange-online"),
+            ("tailspin", "azure-portal"),
+        ],
     )
-    assert closed == 2
-    assert [(i.customer, i.end) for i in await store.status_intervals()] == [
-        ("contoso", T0 + 60),
-        ("fabrikam", T0 + 60),
-        ("tailspin", None),
+    assert closed == 3
+    assert [(i.customer, i.service, i.end) for i in await store.status_intervals()] == [
+        ("contoso", "exchange-online", T0 + 60),
+        ("fabrikam", "azure-portal", None),
+        ("fabrikam", "exchange-online", T0 + 60),
+        ("tailspin", "azure-portal", T0 + 60),
     ]
     assert await store.close_all_open(T0 + 120) == 1
     assert await store.open_status_intervals() == []

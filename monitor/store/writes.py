@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
+from sqlalchemy import Table, and_, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +27,7 @@ from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import codec, schema
+from monitor.store.reads import subscriptions_among
 from monitor.store.records import (
     IncidentAlreadyOpen,
     IncidentChanged,
@@ -215,15 +216,26 @@ class Transaction(StatusWrites):
                 statement.values(ended_at=ended).returning(_intervals.c.id)
             )
             return len(result.all())
-        keys, count = list(subscriptions), 0
+        keys = sorted(set(subscriptions), key=lambda key: (key[1], key[0]))
+        count = 0
         for start in range(0, len(keys), _CHUNK):
-            in_chunk = tuple_(_intervals.c.customer, _intervals.c.service).in_(
-                keys[start : start + _CHUNK]
+            some = keys[start : start + _CHUNK]
+            asked = set(some)
+            # the open intervals found through the index (see subscriptions_among), then
+            # ended by id: the pairs of their customers and services not named stay open
+            rows = await self._conn.execute(
+                select(_intervals.c.id, _intervals.c.customer, _intervals.c.service).where(
+                    _intervals.c.ended_at.is_(None), subscriptions_among(some)
+                )
             )
-            result = await self._conn.execute(
-                statement.where(in_chunk).values(ended_at=ended).returning(_intervals.c.id)
-            )
-            count += len(result.all())
+            ids = [row.id for row in rows if (row.customer, row.service) in asked]
+            if ids:
+                result = await self._conn.execute(
+                    statement.where(_intervals.c.id.in_(ids))
+                    .values(ended_at=ended)
+                    .returning(_intervals.c.id)
+                )
+                count += len(result.all())
         return count
 
     async def beat(self, instance_id: str, started_at: float, at: float) -> None:
