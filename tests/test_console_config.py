@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from monitor.daemon import Daemon
-from tests.conftest import unused_port
+from tests.conftest import unused_port, wait_until
 from tests.console_helpers import (
     DaemonThread,
     chromium,
@@ -107,6 +107,13 @@ async def test_in_a_cluster_the_page_shows_the_members_and_the_leader_of_the_clu
     await daemon.start()
     base = f"http://127.0.0.1:{listen}"
     try:
+        # the lease is taken once started: the API and the page, read one after the other,
+        # would otherwise show the cluster on either side of that moment
+        await wait_until(
+            lambda: daemon.cluster is not None and daemon.cluster.leadership.is_leader,
+            10.0,
+            "node-a leading",
+        )
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             async with session.get(f"{base}/api/v1/cluster") as response:
                 document = await response.json()
