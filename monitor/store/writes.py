@@ -27,7 +27,7 @@ from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import codec, schema
-from monitor.store.reads import subscriptions_among
+from monitor.store.reads import in_service_order, subscriptions_among
 from monitor.store.records import (
     IncidentAlreadyOpen,
     IncidentChanged,
@@ -216,7 +216,7 @@ class Transaction(StatusWrites):
                 statement.values(ended_at=ended).returning(_intervals.c.id)
             )
             return len(result.all())
-        keys = sorted(set(subscriptions), key=lambda key: (key[1], key[0]))
+        keys = in_service_order(subscriptions)
         count = 0
         for start in range(0, len(keys), _CHUNK):
             some = keys[start : start + _CHUNK]
