@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 from bench.common import GcWatch, print_table, proc_memory, verdict, write_config
 from monitor.catalog import Catalog, load_catalog
-from monitor.daemon import _freeze_long_lived_objects as freeze_long_lived_objects
 from monitor.engine.maintenance import applies_to, occurrences
 from monitor.engine.model import MaintenanceWindow
+from monitor.process_memory import freeze_long_lived_objects
 from monitor.reports.build import report_in_worker
 from monitor.reports.model import Period, Report, compose, parse_period
 from monitor.reports.render import render, render_chunks
