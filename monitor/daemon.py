@@ -41,7 +41,11 @@ from monitor.metrics import DaemonMetrics, TargetMetrics
 from monitor.notify.compose import failing_checks
 from monitor.notify.templates import FailingCheckContext
 from monitor.probe import ProbeContext, ProbeResult, Status
-from monitor.process_memory import freeze_long_lived_objects, tune_malloc
+from monitor.process_memory import (
+    freeze_long_lived_objects,
+    release_closed_transports,
+    tune_malloc,
+)
 from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, Transition, observe
@@ -135,6 +139,7 @@ class Daemon(ClusterMember, LocatedProbing):
         on the way walked all of them again, which took half of the start-up at 50,000
         targets (bench/scale.py). They are collected once, then frozen, at the end."""
         tune_malloc(os.environ)  # before the store's and other threads start
+        release_closed_transports()
         collecting = gc.isenabled()
         gc.disable()
         try:

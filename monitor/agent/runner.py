@@ -39,7 +39,7 @@ from monitor.agent.assignment import AssignmentError, targets_from
 from monitor.agent.buffer import ResultBuffer
 from monitor.catalog import TargetSpec
 from monitor.metrics import DaemonMetrics
-from monitor.process_memory import tune_malloc
+from monitor.process_memory import release_closed_transports, tune_malloc
 from monitor.runner import new_http_session, probe_context, run_probe
 from monitor.scheduler import ProbeScheduler
 from monitor.status import StatusBoard, observe
@@ -97,6 +97,7 @@ class Agent:
     async def run(self) -> None:
         """Probe and push until ``stop()``; what is still buffered then is pushed once more."""
         tune_malloc(os.environ)  # as the daemon does: see monitor/process_memory.py
+        release_closed_transports()
         self._probes = new_http_session(self.source_address)
         self._server = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         try:
