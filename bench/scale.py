@@ -341,14 +341,23 @@ def scrape(port: int, client: str = "raw") -> dict[str, Any]:
         filled = read_response(port, "/metrics")
         seconds = time.perf_counter() - started
         status, body = parse_response(bytes(_READ_BUFFER[:filled]))
+    if body is None:
+        return scrape_record(started_wall, seconds, -1, 0)  # -1: cut short
+    return scrape_record(started_wall, seconds, status, len(body), body)
+
+
+def scrape_record(
+    started_wall: float, seconds: float, status: int, size: int, body: bytes = b""
+) -> dict[str, Any]:
+    """What the report keeps of a scrape; lines and series are counted in ``body``, if kept."""
     return {
         "start": started_wall,
         "end": started_wall + seconds,
         "seconds": seconds,
-        "status": status if body is not None else -1,  # -1: cut short
-        "bytes": len(body or b""),
-        "lines": (body or b"").count(b"\n"),
-        "probe_success_series": (body or b"").count(b"\nprobe_success{"),
+        "status": status,
+        "bytes": size,
+        "lines": body.count(b"\n"),
+        "probe_success_series": body.count(b"\nprobe_success{"),
     }
 
 
@@ -362,16 +371,7 @@ def curl_scrape(port: int, started_wall: float) -> dict[str, Any]:
         text=True,
         check=False,
     ).stdout.split()
-    status, size, seconds = int(out[0]), int(out[1]), float(out[2])
-    return {
-        "start": started_wall,
-        "end": started_wall + seconds,
-        "seconds": seconds,
-        "status": status,
-        "bytes": size,
-        "lines": 0,
-        "probe_success_series": 0,
-    }
+    return scrape_record(started_wall, float(out[2]), int(out[0]), int(out[1]))
 
 
 # the scrapes are read into this, allocated (and its pages touched) before the first
@@ -383,13 +383,13 @@ READ_BUFFER_BYTES = 256 << 20
 def read_response(port: int, path: str) -> int:
     """The raw HTTP response, read as fast as the socket gives it, as Prometheus reads.
 
-    Into a buffer made once: Prometheus reuses its buffers, and a Python client that does
-    not spends longer than the server. On a quiet machine, a 150 MB scrape took 0.13 s
-    read by curl, 0.22 s by ``http.client`` (it decodes the chunks in Python), and with
-    a 50 % busy server loop 0.14 s by curl, 0.3–0.6 s by ``socket.recv`` into new 4 MB
-    buffers (each one page-faulted in). The chunks are decoded after the clock stops
-    (``parse_response``), and the bytes read are left in ``_READ_BUFFER``: their count
-    is returned."""
+    Into a buffer made once, as Prometheus reuses its buffers. Against a synthetic server
+    with a 50 % busy loop, a 150 MB scrape took 0.14 s read by curl, 0.23 s by
+    ``http.client`` (it decodes the chunks in Python) and 0.37 s by ``socket.recv`` into
+    new 4 MB buffers (each one page-faulted in); against the loaded daemon of this bench
+    the three agreed within 0.01 s (bench/README.md). The chunks are decoded after the
+    clock stops (``parse_response``), and the bytes read are left in ``_READ_BUFFER``:
+    their count is returned."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     buffer, filled = _READ_BUFFER, 0
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
