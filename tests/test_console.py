@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -39,13 +40,59 @@ CUSTOMERS = {
     "fabrikam": "Fabrikam <img src=x id=injected-name>",
     "northwind": "Northwind Traders",
 }
+T = TypeVar("T")
 INJECTED_STATE = "<img src=x id=injected-reason>"
 INJECTED_NOTE = "<script>document.title='pwned'</script><b id=injected-note>bold?</b>"
 
 
-def settled(driver: webdriver.Chrome, seconds: float) -> WebDriverWait[webdriver.Chrome]:
-    """A wait that also outlasts a page replaced while it looks (a form's redirect)."""
-    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+class Settled(WebDriverWait[webdriver.Chrome]):
+    """A wait that also outlasts a page, or a part of it, replaced while it looks."""
+
+    def until(
+        self, method: Callable[[webdriver.Chrome], Literal[False] | T], message: str = ""
+    ) -> T:
+        def looking(driver: webdriver.Chrome) -> T | Literal[False]:
+            try:
+                return method(driver)
+            except WebDriverException as error:
+                if gone(error):
+                    return False
+                raise
+
+        return super().until(looking, message)
+
+
+def settled(driver: webdriver.Chrome, seconds: float) -> Settled:
+    return Settled(driver, seconds)
+
+
+def gone(error: WebDriverException) -> bool:
+    """Whether an element was asked for while its page was being replaced.
+
+    Chromium's driver says so either as a stale reference or, when the swap
+    happens during the call itself, as an "unknown error" from the inspector.
+    """
+    return isinstance(error, StaleElementReferenceException) or (
+        "does not belong to the document" in str(error)
+    )
+
+
+def submit(driver: webdriver.Chrome, by: str, value: str, seconds: float = 10) -> None:
+    """Click what sends a form (or follows a link) and wait until the next page replaced
+    this one, so that what the test reads next is the answer, not the page it left."""
+    before = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, value).click()
+
+    def replaced(_: webdriver.Chrome) -> bool:
+        try:
+            before.is_enabled()
+        except WebDriverException as error:
+            if gone(error):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, seconds).until(replaced, message=f"no new page after {value}")
 
 
 @dataclass
@@ -167,16 +214,18 @@ def wait_for(condition: object, within: float = 20, what: str = "condition") -> 
 
 def sign_in(world: World, token: str, person: str, path: str = "/board") -> None:
     driver = world.driver
+    # each test starts signed out, whatever the one before it left behind
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     driver.get(world.base + path)
     assert "/signin" in driver.current_url  # a page asks for a sign-in first
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "person").send_keys(person)
-    driver.find_element(By.ID, "sign-in").click()
+    submit(driver, By.ID, "sign-in")
     settled(driver, 10).until(lambda d: "/signin" not in d.current_url)
 
 
 def sign_out(world: World) -> None:
-    world.driver.find_element(By.ID, "sign-out").click()
+    submit(world.driver, By.ID, "sign-out")
     WebDriverWait(world.driver, 10).until(lambda d: "/signin" in d.current_url)
 
 
@@ -232,19 +281,19 @@ def test_on_call_signs_in_sees_red_opens_the_mailed_link_acts_and_signs_out(
     assert "is 'broken', expected 'ok'" in driver.find_element(By.ID, "checks").text
     assert "Contoso (China) Ltd." in driver.find_element(By.ID, "ticket-draft").text
 
-    driver.find_element(By.ID, "acknowledge").click()
+    submit(driver, By.ID, "acknowledge")
     settled(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
     assert driver.find_element(By.ID, "incident-state").text == "acknowledged"
     assert "Li Wei (noc)" in driver.find_element(By.ID, "acknowledged-by").text
 
     driver.find_element(By.ID, "note-text").send_keys("Restarted the app pool; watching.")
-    driver.find_element(By.ID, "add-note").click()
+    submit(driver, By.ID, "add-note")
     settled(driver, 10).until(lambda d: "Note added" in d.find_element(By.ID, "done").text)
     assert "Restarted the app pool; watching." in timeline_text(driver)
 
     driver.find_element(By.ID, "case-number").clear()
     driver.find_element(By.ID, "case-number").send_keys("2611290010001234")
-    driver.find_element(By.ID, "record-case").click()
+    submit(driver, By.ID, "record-case")
     settled(driver, 10).until(lambda d: "case number" in d.find_element(By.ID, "done").text)
     assert driver.find_element(By.ID, "vendor-case").text == "2611290010001234"
     assert (
@@ -257,13 +306,13 @@ def test_on_call_signs_in_sees_red_opens_the_mailed_link_acts_and_signs_out(
     screenshot(driver, world.shots, "incident-desktop")
 
     # resolving by hand is refused while it is still down, with the engine's reason
-    driver.find_element(By.ID, "resolve").click()
+    submit(driver, By.ID, "resolve")
     settled(driver, 10).until(lambda d: d.find_elements(By.ID, "problem"))
     assert "still down" in driver.find_element(By.ID, "problem").text
     world.answers.state["contoso"] = "ok"
     wait_for(lambda: world.recovering(incident_id), what="the incident to see the recovery")
     driver.find_element(By.ID, "resolve-note").send_keys("App pool restart fixed it.")
-    driver.find_element(By.ID, "resolve").click()
+    submit(driver, By.ID, "resolve")
     settled(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
     assert driver.find_element(By.ID, "incident-state").text == "resolved"
     assert not driver.find_elements(By.ID, "actions")
@@ -294,7 +343,7 @@ def test_phone_view_of_an_incident_keeps_injected_markup_as_text(world: World) -
         sign_in(world, "noc-token", "Wang Fang", f"/incidents/{incident_id}")
         assert driver.find_element(By.ID, "incident-id").text == incident_id
         driver.find_element(By.ID, "note-text").send_keys(INJECTED_NOTE)
-        driver.find_element(By.ID, "add-note").click()
+        submit(driver, By.ID, "add-note")
         settled(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
         # the page fits the phone: nothing to scroll sideways, buttons big enough to tap
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
@@ -303,14 +352,14 @@ def test_phone_view_of_an_incident_keeps_injected_markup_as_text(world: World) -
         assert button.rect["x"] + button.rect["width"] <= 390
         screenshot(driver, world.shots, "incident-phone")
         # the switch in the header turns the page into Chinese, and back
-        driver.find_element(By.ID, "switch-language").click()
+        submit(driver, By.ID, "switch-language")
         settled(driver, 10).until(
             lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
         )
         assert driver.find_element(By.ID, "acknowledge").text == "确认"
         assert driver.find_element(By.ID, "incident-state").text == "未确认"
         screenshot(driver, world.shots, "incident-phone-zh")
-        driver.find_element(By.ID, "switch-language").click()
+        submit(driver, By.ID, "switch-language")
         settled(driver, 10).until(
             lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
         )
@@ -418,7 +467,7 @@ def test_maintenance_is_planned_in_a_chosen_zone_and_a_report_opens(world: World
         driver.find_element(By.ID, "mw-reason").send_keys(
             "<i id=injected-reason>Exchange patch</i>"
         )
-        driver.find_element(By.ID, "mw-add").click()
+        submit(driver, By.ID, "mw-add")
 
     fill("8d")  # longer than its weekly period: refused, naming the field
     settled(driver, 10).until(lambda d: d.find_elements(By.ID, "problem"))
@@ -440,7 +489,7 @@ def test_maintenance_is_planned_in_a_chosen_zone_and_a_report_opens(world: World
     assert "Northwind Traders" in listed and "<i id=injected-reason>Exchange patch</i>" in listed
     assert not driver.find_elements(By.ID, "injected-reason")
     screenshot(driver, world.shots, "maintenance-desktop")
-    driver.find_element(By.CSS_SELECTOR, f'[data-window="{window.id}"] button.delete').click()
+    submit(driver, By.CSS_SELECTOR, f'[data-window="{window.id}"] button.delete')
     settled(driver, 10).until(lambda d: "deleted" in d.find_element(By.ID, "done").text)
     assert not world.daemon.call(manager.list_maintenance())
 
@@ -449,7 +498,7 @@ def test_maintenance_is_planned_in_a_chosen_zone_and_a_report_opens(world: World
     period = driver.find_element(By.ID, "report-period")
     period.clear()
     period.send_keys(datetime.now(UTC).strftime("%Y-%m"))
-    driver.find_element(By.ID, "report-open").click()
+    submit(driver, By.ID, "report-open")
     settled(driver, 10).until(lambda d: "/reports/uptime" in d.current_url)
     assert driver.title.startswith("Uptime and SLA report")
     assert "Contoso (China) Ltd." in driver.find_element(By.TAG_NAME, "body").text
@@ -477,7 +526,7 @@ def test_the_customers_status_page_shows_the_public_update_and_nothing_internal(
     Select(driver.find_element(By.ID, "update-state")).select_by_value("identified")
     public = "We found the cause and are restoring <b id=injected-update>service</b>."
     driver.find_element(By.ID, "update-text").send_keys(public)
-    driver.find_element(By.ID, "post-update").click()
+    submit(driver, By.ID, "post-update")
     settled(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
     _, events = world.daemon.call(manager.get(incident_id))
     assert [(e.kind, e.actor) for e in events][-1] == ("customer_update", "Li Wei (noc)")
