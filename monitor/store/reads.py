@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
@@ -115,11 +115,8 @@ class Reader:
             async for item in self._grouped(_intervals_query(None, None, start, end)):
                 yield item
             return
-        wanted = in_service_order(keys)
-        for first in range(0, len(wanted), _KEYS_PER_READ):
-            some = wanted[first : first + _KEYS_PER_READ]
-            asked = set(some)
-            query = _intervals_query(None, None, start, end).where(subscriptions_among(some))
+        for asked in in_service_slices(keys, _KEYS_PER_READ):
+            query = _intervals_query(None, None, start, end).where(subscriptions_among(asked))
             async for key, intervals in self._grouped(query):
                 if key in asked:  # subscriptions_among: pairs not asked for come too
                     yield key, intervals
@@ -291,7 +288,7 @@ def subscriptions_among(keys: Collection[tuple[str, str]]) -> ColumnElement[bool
     service) IN`` list of pairs made PostgreSQL read every entry of the index and test each
     against every pair: 0.37 s for 500 pairs at 40,000 rows, and the leader's write of
     the start-up's first statuses (5,000 pairs a statement) kept it busy for a minute at
-    3 × 20,000 targets (bench/cluster_scale.py). Keys sliced in ``in_service_order`` keep
+    3 × 20,000 targets (bench/cluster_scale.py). Keys sliced by ``in_service_slices`` keep
     the other pairs few."""
     return and_(
         _intervals.c.customer.in_(sorted({customer for customer, _ in keys})),
@@ -299,10 +296,13 @@ def subscriptions_among(keys: Collection[tuple[str, str]]) -> ColumnElement[bool
     )
 
 
-def in_service_order(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``keys`` once each, by service then customer: slices of them taken in this order
-    name few services each, so ``subscriptions_among`` brings few pairs not asked for."""
-    return sorted(set(keys), key=lambda key: (key[1], key[0]))
+def in_service_slices(keys: Iterable[tuple[str, str]], size: int) -> Iterator[set[tuple[str, str]]]:
+    """``keys`` once each, ``size`` at a time, taken by service then customer: each slice
+    names few services, so ``subscriptions_among`` of it brings few pairs not asked for
+    (which the caller leaves out: they are not in the slice)."""
+    ordered = sorted(set(keys), key=lambda key: (key[1], key[0]))
+    for start in range(0, len(ordered), size):
+        yield set(ordered[start : start + size])
 
 
 def _intervals_query(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 
 from monitor.store import schema
-from monitor.store.reads import Reader, in_service_order, subscriptions_among
+from monitor.store.reads import Reader, in_service_slices, subscriptions_among
 
 _intervals = schema.status_intervals
 # Status changes per statement when a batch of them is written: keys of 2 columns (10,000
@@ -59,11 +59,9 @@ class StatusWrites(Reader):
         subscription goes from unknown to its first status at once, and one by one
         10,000 of them kept the store busy for most of a minute.
         """
-        keys = in_service_order((customer, service) for customer, service, _, _ in changes)
+        keys = ((customer, service) for customer, service, _, _ in changes)
         current: dict[tuple[str, str], _OpenInterval] = {}
-        for start in range(0, len(keys), _STATUS_ROWS):
-            some = keys[start : start + _STATUS_ROWS]
-            asked = set(some)
+        for asked in in_service_slices(keys, _STATUS_ROWS):
             rows = await self._conn.execute(
                 select(
                     _intervals.c.id,
@@ -72,7 +70,7 @@ class StatusWrites(Reader):
                     _intervals.c.status,
                     _intervals.c.started_at,
                 )
-                .where(_intervals.c.ended_at.is_(None), subscriptions_among(some))
+                .where(_intervals.c.ended_at.is_(None), subscriptions_among(asked))
                 .with_for_update()
             )
             for row in rows:

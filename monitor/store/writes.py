@@ -27,7 +27,7 @@ from monitor.engine.oncall import Override
 from monitor.notify.message import DeliveryReceipt, RenderedMessage
 from monitor.store import audit as audit_log
 from monitor.store import codec, schema
-from monitor.store.reads import in_service_order, subscriptions_among
+from monitor.store.reads import in_service_slices, subscriptions_among
 from monitor.store.records import (
     IncidentAlreadyOpen,
     IncidentChanged,
@@ -216,16 +216,13 @@ class Transaction(StatusWrites):
                 statement.values(ended_at=ended).returning(_intervals.c.id)
             )
             return len(result.all())
-        keys = in_service_order(subscriptions)
         count = 0
-        for start in range(0, len(keys), _CHUNK):
-            some = keys[start : start + _CHUNK]
-            asked = set(some)
+        for asked in in_service_slices(subscriptions, _CHUNK):
             # the open intervals found through the index (see subscriptions_among), then
             # ended by id: the pairs of their customers and services not named stay open
             rows = await self._conn.execute(
                 select(_intervals.c.id, _intervals.c.customer, _intervals.c.service).where(
-                    _intervals.c.ended_at.is_(None), subscriptions_among(some)
+                    _intervals.c.ended_at.is_(None), subscriptions_among(asked)
                 )
             )
             ids = [row.id for row in rows if (row.customer, row.service) in asked]
